@@ -1,0 +1,38 @@
+"""storegate: a Zarr-native array store for machine-learning data.
+
+``StoreGate`` routes add / get / update / delete calls by data_id, phase and var_names to
+a numpy (memory), zarr (chunked, compressed storage) or hybrid backend.
+"""
+
+from __future__ import annotations
+
+from storegate.backends import Backend, VarInfo, available_backends, register_backend
+from storegate.errors import (
+    IndexOutOfRangeError,
+    InvalidArgumentError,
+    NotFoundError,
+    ReadOnlyError,
+    StorageError,
+    StoreGateError,
+    ValidationError,
+)
+from storegate.gate import StoreGate
+from storegate.phases import PHASES
+
+__all__ = [
+    "PHASES",
+    "Backend",
+    "IndexOutOfRangeError",
+    "InvalidArgumentError",
+    "NotFoundError",
+    "ReadOnlyError",
+    "StorageError",
+    "StoreGate",
+    "StoreGateError",
+    "ValidationError",
+    "VarInfo",
+    "available_backends",
+    "register_backend",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,68 @@
+"""Storage backends and the registry that maps backend names to classes.
+
+Classes are imported when first used, so a missing optional dependency only matters to
+the backend that needs it, and the error says what to install.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from storegate.backends.base import Backend, VarInfo
+from storegate.errors import InvalidArgumentError, StoreGateError
+
+__all__ = ["Backend", "VarInfo", "available_backends", "create_backend", "register_backend"]
+
+# name -> (module path, class name, pip extra that provides its dependencies)
+_REGISTRY: dict[str, tuple[str, str, str | None]] = {
+    "numpy": ("storegate.backends.numpy_backend", "NumpyBackend", None),
+    "zarr": ("storegate.backends.zarr_backend", "ZarrBackend", None),
+    "hybrid": ("storegate.backends.hybrid_backend", "HybridBackend", None),
+}
+
+
+def available_backends() -> list[str]:
+    """Names accepted by ``StoreGate(backend=...)``."""
+    return list(_REGISTRY)
+
+
+def register_backend(name: str, target: str, extra: str | None = None, *, replace: bool = False) -> None:
+    """Register a backend class given as ``'package.module:ClassName'``.
+
+    Raises
+    ------
+    InvalidArgumentError
+        If ``name`` is taken and ``replace`` is false, or ``target`` is malformed.
+    """
+    if name in _REGISTRY and not replace:
+        raise InvalidArgumentError(f"backend name {name!r} is already registered; pass replace=True to override it.")
+    module, _, cls = target.partition(":")
+    if not module or not cls:
+        raise InvalidArgumentError(f"target must look like 'package.module:Class'. Got {target!r} instead.")
+    _REGISTRY[name] = (module, cls, extra)
+
+
+def create_backend(name: str, backend_args: dict[str, Any] | None) -> Backend:
+    """Instantiate the backend registered as ``name`` with ``backend_args``."""
+    if name not in _REGISTRY:
+        raise InvalidArgumentError(f"backend must be one of {available_backends()}. Got {name!r} instead.")
+    if backend_args is not None and not isinstance(backend_args, dict):
+        raise InvalidArgumentError(f"backend_args must be a dict or None. Got {type(backend_args).__name__} instead.")
+    cls = _load(name)
+    try:
+        return cls(**(backend_args or {}))
+    except TypeError as exc:
+        raise InvalidArgumentError(
+            f"backend_args for backend {name!r} were not accepted ({exc}). "
+            f"See help(storegate.backends.{cls.__name__}) for the valid keys."
+        ) from exc
+
+
+def _load(name: str) -> type[Backend]:
+    module, cls, extra = _REGISTRY[name]
+    try:
+        return getattr(importlib.import_module(module), cls)  # type: ignore[no-any-return]
+    except ImportError as exc:
+        hint = f" Install it with: pip install 'storegate[{extra}]'." if extra else ""
+        raise StoreGateError(f"backend {name!r} needs a package that is missing ({exc}).{hint}") from exc

@@ -1,0 +1,82 @@
+"""The numpy backend: arrays held in memory, in nested dicts."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+
+from storegate.backends.base import Backend
+from storegate.indexing import Selection
+
+__all__ = ["NumpyBackend"]
+
+
+class NumpyBackend(Backend):
+    """In-memory backend (multiml's ``numpy``). Takes no ``backend_args``."""
+
+    name = "numpy"
+
+    def __init__(self) -> None:
+        self._data: dict[str, dict[str, dict[str, np.ndarray]]] = {}
+        self._states: dict[str, dict[str, Any]] = {}
+
+    # docstrings inherited from Backend
+
+    def data_ids(self) -> list[str]:
+        return sorted(self._data)
+
+    def create_data_id(self, data_id: str) -> None:
+        self._data.setdefault(data_id, {})
+
+    def delete_data_id(self, data_id: str) -> None:
+        self._data.pop(data_id, None)
+        self._states.pop(data_id, None)
+
+    def var_names(self, data_id: str, phase: str) -> list[str]:
+        return sorted(self._data.get(data_id, {}).get(phase, {}))
+
+    def shape(self, data_id: str, phase: str, var: str) -> tuple[int, ...]:
+        return tuple(self._get(data_id, phase, var).shape)
+
+    def dtype(self, data_id: str, phase: str, var: str) -> np.dtype:
+        return self._get(data_id, phase, var).dtype
+
+    def create(self, data_id: str, phase: str, var: str, data: np.ndarray, **options: Any) -> None:
+        phases = self._data.setdefault(data_id, {})
+        phases.setdefault(phase, {})[var] = np.array(data, copy=True, order="C")
+
+    def append(self, data_id: str, phase: str, var: str, data: np.ndarray) -> None:
+        vars_ = self._data[data_id][phase]
+        vars_[var] = np.concatenate([vars_[var], data], axis=0)
+
+    def read(self, data_id: str, phase: str, var: str, selection: Selection) -> np.ndarray:
+        out = self._get(data_id, phase, var)[selection]
+        # A basic slice is a view: copy so callers never alias the store.
+        return np.array(out, copy=True)
+
+    def write(self, data_id: str, phase: str, var: str, selection: Selection, data: np.ndarray) -> None:
+        self._get(data_id, phase, var)[selection] = data
+
+    def resize(self, data_id: str, phase: str, var: str, n_rows: int) -> None:
+        old = self._get(data_id, phase, var)
+        new = np.zeros((n_rows, *old.shape[1:]), dtype=old.dtype)
+        keep = min(n_rows, old.shape[0])
+        new[:keep] = old[:keep]
+        self._data[data_id][phase][var] = new
+
+    def delete(self, data_id: str, phase: str, var: str) -> None:
+        self._data.get(data_id, {}).get(phase, {}).pop(var, None)
+
+    def load_state(self, data_id: str) -> dict[str, Any]:
+        return copy.deepcopy(self._states.get(data_id, {}))
+
+    def save_state(self, data_id: str, state: dict[str, Any]) -> None:
+        self._states[data_id] = copy.deepcopy(state)
+
+    def _get(self, data_id: str, phase: str, var: str) -> np.ndarray:
+        try:
+            return self._data[data_id][phase][var]
+        except KeyError:
+            raise self._missing(data_id, phase, var) from None

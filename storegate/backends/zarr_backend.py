@@ -1,0 +1,304 @@
+"""The zarr backend: chunked, compressed arrays in a zarr v3 hierarchy.
+
+Layout: ``<root>/<data_id>/<phase>/<var_name>``; storegate's own state lives in the
+attributes of the ``<data_id>`` group under the key ``"storegate"``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import weakref
+from typing import Any, Literal
+
+import numpy as np
+import zarr
+from zarr.abc.store import Store
+
+from storegate.backends.base import Backend, VarInfo
+from storegate.codecs import resolve_compressor
+from storegate.errors import InvalidArgumentError, NotFoundError, StorageError
+from storegate.indexing import Selection
+
+__all__ = ["DEFAULT_CHUNK_BYTES", "ZarrBackend"]
+
+#: Target uncompressed bytes per chunk when ``chunk`` (rows) is not given.
+DEFAULT_CHUNK_BYTES = 1 << 20
+STATE_KEY = "storegate"
+FORMAT_VERSION = 1
+_MODES: tuple[Literal["w", "a", "r"], ...] = ("w", "a", "r")
+
+
+class ZarrBackend(Backend):
+    """Zarr v3 backend (multiml's ``zarr``).
+
+    Parameters
+    ----------
+    output_dir
+        A local or NAS directory, or a zarr ``Store`` object (e.g. ``MemoryStore``).
+        ``None`` makes a temporary directory, removed when the backend is collected.
+    chunk
+        Rows per chunk. Default: as many rows as fit in ``chunk_bytes``.
+    chunk_bytes
+        Target uncompressed bytes per chunk when ``chunk`` is not given.
+    compressor
+        Default codec for new variables, see :func:`storegate.codecs.resolve_compressor`.
+    mode
+        ``'w'`` (replace what is there), ``'a'`` (read and write, create if missing) or
+        ``'r'`` (read only).
+    """
+
+    name = "zarr"
+    persistent = True
+
+    def __init__(
+        self,
+        output_dir: str | Store | None = None,
+        chunk: int | None = None,
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        compressor: object = "default",
+        mode: str = "a",
+    ) -> None:
+        _check_positive("chunk", chunk, allow_none=True)
+        _check_positive("chunk_bytes", chunk_bytes, allow_none=False)
+        if mode not in _MODES:
+            raise InvalidArgumentError(f"mode must be one of {_MODES}. Got {mode!r} instead.")
+        self._compressors = resolve_compressor(compressor)
+        self._chunk, self._chunk_bytes = chunk, chunk_bytes
+        self._mode_rw: Literal["w", "a", "r"] = mode
+        self._output_dir = self._default_dir() if output_dir is None else output_dir
+        self._root = self._open_root()
+        self._groups: dict[tuple[str, ...], zarr.Group] = {}
+        self._arrays: dict[tuple[str, str, str], zarr.Array[Any]] = {}
+        self._states: dict[str, dict[str, Any]] = {}
+
+    # --- opening ---------------------------------------------------------------------
+
+    def _default_dir(self) -> str:
+        path = tempfile.mkdtemp(prefix="storegate-")
+        weakref.finalize(self, shutil.rmtree, path, ignore_errors=True)
+        return path
+
+    def _open_root(self) -> zarr.Group:
+        try:
+            return zarr.open_group(store=self._output_dir, mode=self._mode_rw, zarr_format=3)
+        except FileNotFoundError as exc:
+            raise NotFoundError(
+                f"output_dir must hold a zarr store when mode is 'r'. Got {self.location}, where there is none."
+            ) from exc
+        except OSError as exc:
+            raise StorageError(f"cannot open the zarr store at {self.location}: {exc}") from exc
+
+    @property
+    def output_dir(self) -> str | Store:
+        """Where the store lives (a path or the zarr Store given)."""
+        return self._output_dir
+
+    @property
+    def location(self) -> str:
+        # docstring inherited
+        return str(self._output_dir)
+
+    @property
+    def writable(self) -> bool:
+        # docstring inherited
+        return self._mode_rw != "r"
+
+    # --- data ids ---------------------------------------------------------------------
+    # docstrings inherited from Backend
+
+    def data_ids(self) -> list[str]:
+        return sorted(self._root.group_keys())
+
+    def create_data_id(self, data_id: str) -> None:
+        self._group(data_id, create=True)
+
+    def delete_data_id(self, data_id: str) -> None:
+        if data_id in self._root:
+            del self._root[data_id]
+        self._forget(data_id)
+        self._states.pop(data_id, None)
+
+    # --- variables -------------------------------------------------------------------
+
+    def var_names(self, data_id: str, phase: str) -> list[str]:
+        group = self._group(data_id, phase)
+        return [] if group is None else sorted(group.array_keys())
+
+    def shape(self, data_id: str, phase: str, var: str) -> tuple[int, ...]:
+        return tuple(self._array(data_id, phase, var).shape)
+
+    def dtype(self, data_id: str, phase: str, var: str) -> np.dtype:
+        return np.dtype(self._array(data_id, phase, var).dtype)
+
+    def info(self, data_id: str, phase: str, var: str) -> VarInfo:
+        array = self._array(data_id, phase, var)
+        codecs = ", ".join(type(c).__name__.removesuffix("Codec") for c in array.compressors)
+        return VarInfo(
+            np.dtype(array.dtype),
+            tuple(array.shape),
+            chunk_rows=array.chunks[0] if array.ndim else None,
+            stored_bytes=array.nbytes_stored(),
+            codec=codecs or "none",
+        )
+
+    def create(self, data_id: str, phase: str, var: str, data: np.ndarray, **options: Any) -> None:
+        array = self._new_array(data_id, phase, var, data.shape, data.dtype, **options)
+        if data.size:
+            array[...] = data
+
+    def create_empty(self, data_id: str, phase: str, var: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        # docstring inherited; the fill value (0) stands for unwritten chunks.
+        self._new_array(data_id, phase, var, shape, dtype)
+
+    def append(self, data_id: str, phase: str, var: str, data: np.ndarray) -> None:
+        self._array(data_id, phase, var).append(data, axis=0)
+
+    def read(self, data_id: str, phase: str, var: str, selection: Selection) -> np.ndarray:
+        array = self._array(data_id, phase, var)
+        if isinstance(selection, np.ndarray):
+            return _read_rows(array, selection)
+        return np.asarray(array[selection])
+
+    def write(self, data_id: str, phase: str, var: str, selection: Selection, data: np.ndarray) -> None:
+        array = self._array(data_id, phase, var)
+        if isinstance(selection, np.ndarray):
+            _write_rows(array, selection, data)
+        else:
+            array[selection] = data
+
+    def resize(self, data_id: str, phase: str, var: str, n_rows: int) -> None:
+        array = self._array(data_id, phase, var)
+        old = array.shape[0]
+        array.resize((n_rows, *array.shape[1:]))
+        if n_rows > old:
+            # A chunk cut by an earlier shrink still holds old values past the end.
+            array[old:n_rows] = 0
+
+    def replace(self, data_id: str, phase: str, var: str, data: np.ndarray, **options: Any) -> None:
+        # docstring inherited
+        array = self._arrays.get((data_id, phase, var))
+        same = array is not None and array.dtype == data.dtype and array.shape[1:] == data.shape[1:]
+        if not same or options:
+            self.create(data_id, phase, var, data, **options)
+            return
+        assert array is not None
+        array.resize(data.shape)
+        if data.size:
+            array[...] = data
+
+    def delete(self, data_id: str, phase: str, var: str) -> None:
+        group = self._group(data_id, phase)
+        if group is not None and var in group:
+            del group[var]
+        self._arrays.pop((data_id, phase, var), None)
+
+    # --- state -----------------------------------------------------------------------
+
+    def load_state(self, data_id: str) -> dict[str, Any]:
+        if data_id not in self._states:
+            group = self._group(data_id)
+            raw = None if group is None else group.attrs.get(STATE_KEY)
+            stored = dict(raw) if isinstance(raw, dict) else {}
+            stored.pop("format_version", None)
+            self._states[data_id] = stored
+        return dict(self._states[data_id])
+
+    def save_state(self, data_id: str, state: dict[str, Any]) -> None:
+        # A read-only store keeps the state for this process only.
+        if self.writable:
+            group = self._group(data_id, create=True)
+            assert group is not None
+            group.attrs[STATE_KEY] = {"format_version": FORMAT_VERSION, **state}
+        self._states[data_id] = dict(state)
+
+    # --- internals -------------------------------------------------------------------
+
+    def _new_array(
+        self, data_id: str, phase: str, var: str, shape: tuple[int, ...], dtype: np.dtype, **options: Any
+    ) -> zarr.Array[Any]:
+        self.check_writable()
+        group = self._group(data_id, phase, create=True)
+        assert group is not None  # create=True always returns a group
+        compressors = self._compressors
+        if options.get("compressor", "store") != "store":
+            compressors = resolve_compressor(options["compressor"])
+        array = group.create_array(
+            var,
+            shape=shape,
+            dtype=dtype,
+            chunks=self._chunks(shape, np.dtype(dtype)),
+            compressors=compressors,
+            fill_value=np.zeros((), dtype=dtype)[()],
+            overwrite=True,
+        )
+        self._arrays[(data_id, phase, var)] = array
+        return array
+
+    def _chunks(self, shape: tuple[int, ...], dtype: np.dtype) -> tuple[int, ...]:
+        row_shape = tuple(max(1, d) for d in shape[1:])
+        rows = self._chunk
+        if rows is None:
+            row_bytes = max(1, int(np.prod(row_shape, dtype=np.int64)) * dtype.itemsize)
+            rows = max(1, self._chunk_bytes // row_bytes)
+        return (rows, *row_shape)
+
+    def _group(self, *path: str, create: bool = False) -> zarr.Group | None:
+        if path in self._groups:
+            return self._groups[path]
+        parent = self._root if len(path) == 1 else self._group(*path[:-1], create=create)
+        if parent is None:
+            return None
+        if create:
+            group = parent.require_group(path[-1])
+        else:
+            found = parent.get(path[-1])
+            if not isinstance(found, zarr.Group):
+                return None
+            group = found
+        self._groups[path] = group
+        return group
+
+    def _array(self, data_id: str, phase: str, var: str) -> zarr.Array[Any]:
+        key = (data_id, phase, var)
+        array = self._arrays.get(key)
+        if array is None:
+            group = self._group(data_id, phase)
+            found = None if group is None or var not in group else group[var]
+            if not isinstance(found, zarr.Array):
+                raise self._missing(data_id, phase, var)
+            array = self._arrays[key] = found
+        return array
+
+    def _forget(self, data_id: str) -> None:
+        self._groups = {k: v for k, v in self._groups.items() if k[0] != data_id}
+        self._arrays = {k: v for k, v in self._arrays.items() if k[0] != data_id}
+
+
+def _read_rows(array: zarr.Array[Any], rows: np.ndarray) -> np.ndarray:
+    if rows.size == 0:
+        return np.zeros((0, *array.shape[1:]), dtype=array.dtype)
+    unique, inverse = np.unique(rows, return_inverse=True)
+    if unique[-1] - unique[0] + 1 == unique.size:  # contiguous: one slice read
+        block = np.asarray(array[int(unique[0]) : int(unique[-1]) + 1])
+    else:
+        block = np.asarray(array.get_orthogonal_selection((unique,)))
+    return block[inverse.reshape(-1)]
+
+
+def _write_rows(array: zarr.Array[Any], rows: np.ndarray, data: np.ndarray) -> None:
+    if rows.size == 0:
+        return
+    # numpy semantics for repeated rows: the last write wins.
+    reversed_rows = rows[::-1]
+    unique, first = np.unique(reversed_rows, return_index=True)
+    source = rows.size - 1 - first
+    values = np.broadcast_to(data, (rows.size, *array.shape[1:]))[source]
+    array.set_orthogonal_selection((unique,), values)
+
+
+def _check_positive(arg: str, value: object, allow_none: bool) -> None:
+    if value is None and allow_none:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise InvalidArgumentError(f"{arg} must be a positive int. Got {value!r} instead.")

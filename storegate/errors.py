@@ -1,0 +1,50 @@
+"""Exceptions raised by storegate.
+
+Every error derives from :class:`StoreGateError`. Not-found errors also derive from
+:class:`KeyError` and argument errors from :class:`ValueError`, so existing ``except``
+clauses written for multiml keep working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "IndexOutOfRangeError",
+    "InvalidArgumentError",
+    "NotFoundError",
+    "ReadOnlyError",
+    "StorageError",
+    "StoreGateError",
+    "ValidationError",
+]
+
+
+class StoreGateError(Exception):
+    """Base class of every error raised by storegate."""
+
+
+class NotFoundError(StoreGateError, KeyError):
+    """A data_id, phase or variable that was asked for does not exist."""
+
+    def __str__(self) -> str:
+        # KeyError.__str__ would repr() the message and wrap it in quotes.
+        return str(self.args[0]) if self.args else ""
+
+
+class InvalidArgumentError(StoreGateError, ValueError):
+    """An argument has the wrong type, shape, dtype or value."""
+
+
+class IndexOutOfRangeError(StoreGateError, IndexError):
+    """A row index lies outside the rows that exist."""
+
+
+class ReadOnlyError(StoreGateError, PermissionError):
+    """A write was attempted on a store opened with mode 'r'."""
+
+
+class ValidationError(StoreGateError, ValueError):
+    """Stored data break a rule that compile() checks (lengths, dtypes, row shapes)."""
+
+
+class StorageError(StoreGateError, OSError):
+    """The storage location could not be reached or used."""

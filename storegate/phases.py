@@ -1,0 +1,84 @@
+"""Phase names and phase specifications (fractions or counts) -> per-phase row counts."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from fractions import Fraction
+
+from storegate.errors import InvalidArgumentError
+
+__all__ = ["ALL", "PHASES", "is_split", "resolve_phase", "split_counts"]
+
+PHASES: tuple[str, str, str] = ("train", "valid", "test")
+ALL = "all"
+_FRACTION_TOLERANCE = 1e-9
+
+
+def resolve_phase(phase: object, *, allow_all: bool = True) -> str:
+    """Return ``phase`` as one of ``train``, ``valid``, ``test`` (or ``all``).
+
+    Raises
+    ------
+    InvalidArgumentError
+        If ``phase`` is not a known phase name.
+    """
+    if phase is None and allow_all:
+        return ALL
+    choices = (*PHASES, ALL) if allow_all else PHASES
+    if isinstance(phase, str) and phase in choices:
+        return phase
+    raise InvalidArgumentError(f"phase must be one of {', '.join(map(repr, choices))}. Got {phase!r} instead.")
+
+
+def is_split(phase: object) -> bool:
+    """True when ``phase`` is a 3-element tuple or list of fractions or counts."""
+    return isinstance(phase, (tuple, list))
+
+
+def split_counts(phase: Sequence[object], n_rows: int) -> tuple[int, int, int]:
+    """Rows that go to train, valid and test for a split spec of ``n_rows`` rows.
+
+    Fractions must sum to 1 within a tolerance; split points are the floor of
+    ``n_rows`` times the cumulative fraction, computed exactly from the decimal form
+    of each float so rounding error cannot move a row. Integers must sum to ``n_rows``.
+
+    Raises
+    ------
+    InvalidArgumentError
+        If the spec is not three non-negative numbers of one kind, or does not add up.
+    """
+    values = _check_spec(phase)
+    if all(isinstance(v, int) for v in values):
+        return _int_counts(values, n_rows)  # type: ignore[arg-type]
+    return _fraction_counts(values, n_rows)
+
+
+def _check_spec(phase: Sequence[object]) -> list[object]:
+    values = list(phase)
+    ok = len(values) == 3 and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in values)
+    if not ok:
+        raise InvalidArgumentError(
+            "phase must be a phase name or a tuple/list of three non-negative fractions "
+            f"(summing to 1) or three ints (summing to the number of rows). Got {phase!r} instead."
+        )
+    return values
+
+
+def _int_counts(values: list[int], n_rows: int) -> tuple[int, int, int]:
+    if sum(values) != n_rows:
+        raise InvalidArgumentError(
+            f"phase counts must sum to the number of rows ({n_rows}). "
+            f"Got {tuple(values)!r} (sum {sum(values)}) instead."
+        )
+    return values[0], values[1], values[2]
+
+
+def _fraction_counts(values: list[object], n_rows: int) -> tuple[int, int, int]:
+    total = math.fsum(float(v) for v in values)  # type: ignore[arg-type]
+    if abs(total - 1.0) > _FRACTION_TOLERANCE:
+        raise InvalidArgumentError(f"phase fractions must sum to 1. Got {tuple(values)!r} (sum {total!r}) instead.")
+    exact = [Fraction(repr(float(v))) for v in values]  # type: ignore[arg-type]
+    train_end = math.floor(n_rows * exact[0])
+    valid_end = min(n_rows, math.floor(n_rows * (exact[0] + exact[1])))
+    return train_end, valid_end - train_end, n_rows - valid_end
