@@ -59,6 +59,7 @@ class StoreGate:
         if not isinstance(backend, str):
             raise InvalidArgumentError(f"backend must be a str. Got {type(backend).__name__} instead.")
         self._backend_name = backend
+        self._backend_args = dict(backend_args or {})
         self._db: Backend = create_backend(backend, backend_args)
         self._data_id: str | None = None
         if data_id is not None:
@@ -98,6 +99,11 @@ class StoreGate:
     def backend(self) -> str:
         """The backend name: 'numpy', 'zarr' or 'hybrid'."""
         return self._backend_name
+
+    @property
+    def backend_args(self) -> dict[str, Any]:
+        """A copy of the ``backend_args`` this StoreGate was made with."""
+        return dict(self._backend_args)
 
     @property
     def store(self) -> Backend:
