@@ -1,4 +1,8 @@
-"""The show_info table (text for terminals, HTML for notebooks)."""
+"""The show_info table (text for terminals, HTML for notebooks).
+
+One :class:`Table` is collected from the gate and rendered twice, so the terminal and
+the notebook always show the same rows.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +13,15 @@ from typing import TYPE_CHECKING
 from storegate.phases import PHASES
 
 if TYPE_CHECKING:
+    from storegate.backends.base import Backend
     from storegate.gate import StoreGate
 
-__all__ = ["Table", "collect", "render_html", "render_text"]
+__all__ = ["HEADERS", "Table", "collect", "render_html", "render_text"]
 
-HEADERS = ("phase", "backend", "var_name", "dtype", "row shape", "rows", "chunk rows", "stored", "codec")
+HEADERS = ("phase", "backend", "var_name", "dtype", "row shape", "rows", "chunk rows", "stored bytes", "codec")
+#: Columns holding numbers: right-aligned, so magnitudes line up.
+_NUMERIC = frozenset({"rows", "chunk rows", "stored bytes"})
+_MISSING = "-"
 
 
 @dataclass(frozen=True)
@@ -26,8 +34,18 @@ class Table:
 
 
 def collect(gate: StoreGate) -> Table:
-    """The table of the gate's current data_id, over every store behind its backend."""
-    data_id = gate._id()
+    """The table of the gate's current data_id, over every store behind its backend.
+
+    A gate without a data_id gives a table without rows whose title lists the stored
+    data_ids, so displaying a fresh StoreGate in a notebook never raises.
+    """
+    data_id = gate.data_id
+    if data_id is None:
+        title = (
+            f"StoreGate backend={gate.backend!r} location={gate.store.location}: no data_id set "
+            f"(stored data_ids: {gate.get_data_ids()}); call set_data_id() to choose one."
+        )
+        return Table(title, HEADERS, [])
     meta = gate.get_metadata()
     title = (
         f"StoreGate data_id={data_id!r} backend={gate.backend!r} mode={gate.mode!r} "
@@ -42,8 +60,8 @@ def collect(gate: StoreGate) -> Table:
     return Table(title, HEADERS, rows)
 
 
-def _row(phase: str, mode: str, store: object, data_id: str, var: str) -> tuple[str, ...]:
-    info = store.info(data_id, phase, var)  # type: ignore[attr-defined]
+def _row(phase: str, mode: str, store: Backend, data_id: str, var: str) -> tuple[str, ...]:
+    info = store.info(data_id, phase, var)
     return (
         phase,
         mode,
@@ -51,35 +69,53 @@ def _row(phase: str, mode: str, store: object, data_id: str, var: str) -> tuple[
         str(info.dtype),
         str(info.shape[1:]),
         str(info.shape[0]),
-        "-" if info.chunk_rows is None else str(info.chunk_rows),
-        "-" if info.stored_bytes is None else _human_bytes(info.stored_bytes),
-        info.codec or "-",
+        _MISSING if info.chunk_rows is None else str(info.chunk_rows),
+        _MISSING if info.stored_bytes is None else human_bytes(info.stored_bytes),
+        info.codec or _MISSING,
     )
 
 
-def _human_bytes(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+def human_bytes(n: int) -> str:
+    """``n`` bytes for people: ``'524 B'``, ``'18.6 KiB'``, ``'3.2 MiB'``..."""
+    if n < 1024:
+        return f"{n} B"
+    size = n / 1024
+    for unit in ("KiB", "MiB"):
+        if size < 1024:
+            return f"{size:.1f} {unit}"
         size /= 1024
-    return f"{n} B"
+    return f"{size:.1f} GiB"
 
 
 def render_text(table: Table) -> str:
-    """A fixed-width text table."""
-    widths = [max(len(h), *(len(r[i]) for r in table.rows)) for i, h in enumerate(table.headers)]
-    line = "  ".join("-" * w for w in widths)
-    head = "  ".join(h.ljust(w) for h, w in zip(table.headers, widths, strict=True))
-    body = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in table.rows] or ["(no data)"]
-    return "\n".join([table.title, head, line, *body])
+    """A fixed-width text table: two spaces between columns, numbers right-aligned."""
+    widths = [max([len(h), *(len(r[i]) for r in table.rows)]) for i, h in enumerate(table.headers)]
+    rule = "  ".join("-" * w for w in widths)
+    lines = [_line(table.headers, table.headers, widths)]
+    lines += [_line(row, table.headers, widths) for row in table.rows] or ["(no data)"]
+    return "\n".join([table.title, lines[0], rule, *lines[1:]])
+
+
+def _line(cells: tuple[str, ...], headers: tuple[str, ...], widths: list[int]) -> str:
+    padded = (c.rjust(w) if h in _NUMERIC else c.ljust(w) for c, h, w in zip(cells, headers, widths, strict=True))
+    return "  ".join(padded).rstrip()
 
 
 def render_html(table: Table) -> str:
     """The same table as HTML, for notebooks."""
     head = "".join(f"<th>{html.escape(h)}</th>" for h in table.headers)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in table.rows)
+    body = "".join(_html_row(row, table.headers) for row in table.rows)
+    if not table.rows:
+        body = f'<tr><td colspan="{len(table.headers)}">(no data)</td></tr>'
     return (
-        f"<div><p>{html.escape(table.title)}</p><table><thead><tr>{head}</tr></thead>"
-        f"<tbody>{body}</tbody></table></div>"
+        f'<div class="storegate-info"><p>{html.escape(table.title)}</p><table>'
+        f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
     )
+
+
+def _html_row(row: tuple[str, ...], headers: tuple[str, ...]) -> str:
+    cells = "".join(
+        f'<td style="text-align: right">{html.escape(c)}</td>' if h in _NUMERIC else f"<td>{html.escape(c)}</td>"
+        for c, h in zip(row, headers, strict=True)
+    )
+    return f"<tr>{cells}</tr>"
