@@ -125,6 +125,11 @@ class ZarrBackend(Backend):
         group = self._group(data_id, phase)
         return [] if group is None else sorted(group.array_keys())
 
+    def has(self, data_id: str, phase: str, var: str) -> bool:
+        # The base lists the phase group (a directory listing, ~1 ms on local disk, more on S3)
+        # on every call; appends call this once per variable.
+        return self._find_array(data_id, phase, var) is not None
+
     def shape(self, data_id: str, phase: str, var: str) -> tuple[int, ...]:
         return tuple(self._array(data_id, phase, var).shape)
 
@@ -260,13 +265,20 @@ class ZarrBackend(Backend):
         return group
 
     def _array(self, data_id: str, phase: str, var: str) -> zarr.Array[Any]:
+        array = self._find_array(data_id, phase, var)
+        if array is None:
+            raise self._missing(data_id, phase, var)
+        return array
+
+    def _find_array(self, data_id: str, phase: str, var: str) -> zarr.Array[Any] | None:
+        """The cached handle, else one metadata read (never a listing of the group)."""
         key = (data_id, phase, var)
         array = self._arrays.get(key)
         if array is None:
             group = self._group(data_id, phase)
-            found = None if group is None or var not in group else group[var]
+            found = None if group is None else group.get(var)
             if not isinstance(found, zarr.Array):
-                raise self._missing(data_id, phase, var)
+                return None
             array = self._arrays[key] = found
         return array
 
