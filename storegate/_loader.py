@@ -1,0 +1,227 @@
+"""Torch-free machinery behind :mod:`storegate.torch`.
+
+- :class:`Segment` and :func:`chunk_bounds`: where the stored chunks of a variable lie
+  among the rows of a dataset (one segment per phase; phase ``'all'`` has several).
+- :class:`ChunkCache`: a bounded LRU cache of decoded chunks, sized in bytes.
+- :class:`ChunkedColumn`: reads arbitrary rows of one variable with one storage call per
+  run of adjacent chunks that the cache does not hold, and scatters them back in order.
+- :func:`chunk_shuffled_order` and :func:`shard`: the chunk-aware epoch permutation and its
+  split over distributed ranks.
+
+Kept apart from the torch module so that it can be tested and used without torch.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "ChunkCache",
+    "ChunkedColumn",
+    "MemoryColumn",
+    "Segment",
+    "chunk_bounds",
+    "chunk_runs",
+    "chunk_shuffled_order",
+    "shard",
+]
+
+#: ``fetch(phase, var, rows)`` returns the stored rows ``rows`` (a step-1 slice) of ``var``.
+Fetch = Callable[[str, str, slice], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Segment:
+    """The rows ``[start, start + rows)`` of a dataset, stored in one phase's array.
+
+    ``chunk_rows`` is the array's rows per chunk (its inner chunk when sharded).
+    """
+
+    phase: str
+    start: int
+    rows: int
+    chunk_rows: int
+
+
+def chunk_bounds(segments: Sequence[Segment]) -> np.ndarray:
+    """Dataset row offsets where chunks start, followed by the total number of rows."""
+    starts = [np.arange(s.start, s.start + s.rows, s.chunk_rows, dtype=np.int64) for s in segments]
+    end = segments[-1].start + segments[-1].rows if segments else 0
+    return np.concatenate([*starts, np.array([end], dtype=np.int64)])
+
+
+class ChunkCache:
+    """Least-recently-used cache of decoded chunks, bounded by their total bytes.
+
+    A chunk larger than ``max_bytes`` is never cached; ``max_bytes=0`` disables caching.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[Hashable, np.ndarray] = OrderedDict()
+        self._nbytes = 0
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held now."""
+        return self._nbytes
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, key: Hashable) -> np.ndarray | None:
+        """The cached chunk, marked as most recently used, or None."""
+        item = self._items.get(key)
+        if item is not None:
+            self._items.move_to_end(key)
+        return item
+
+    def put(self, key: Hashable, chunk: np.ndarray) -> None:
+        """Cache ``chunk``, evicting the least recently used chunks to stay within bounds."""
+        if chunk.nbytes > self.max_bytes:
+            return
+        old = self._items.pop(key, None)
+        if old is not None:
+            self._nbytes -= old.nbytes
+        self._items[key] = chunk
+        self._nbytes += chunk.nbytes
+        while self._nbytes > self.max_bytes:
+            _, evicted = self._items.popitem(last=False)
+            self._nbytes -= evicted.nbytes
+
+    def clear(self) -> None:
+        """Drop every chunk."""
+        self._items.clear()
+        self._nbytes = 0
+
+
+def chunk_runs(ids: np.ndarray) -> list[tuple[int, int]]:
+    """Sorted unique chunk ids as runs of adjacent ids ``(first, last)``."""
+    if ids.size == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(ids) != 1) + 1
+    firsts = np.concatenate([ids[:1], ids[breaks]])
+    lasts = np.concatenate([ids[breaks - 1], ids[-1:]])
+    return [(int(a), int(b)) for a, b in zip(firsts, lasts, strict=True)]
+
+
+@dataclass(frozen=True)
+class MemoryColumn:
+    """A variable held in memory: any rows are one numpy fancy-indexing call."""
+
+    array: np.ndarray
+
+    @property
+    def bounds(self) -> np.ndarray:
+        # Random access is cheap in memory, so every row is its own "chunk".
+        return np.arange(self.array.shape[0] + 1, dtype=np.int64)
+
+    def read(self, rows: np.ndarray, fetch: Fetch | None, cache: ChunkCache) -> np.ndarray:
+        """Rows ``rows`` in that order, as a new array."""
+        return np.asarray(self.array[rows])
+
+
+@dataclass(frozen=True)
+class ChunkedColumn:
+    """A variable stored in chunks, read by whole chunks through ``fetch``."""
+
+    var: str
+    segments: tuple[Segment, ...]
+    dtype: np.dtype
+    row_shape: tuple[int, ...]
+
+    @property
+    def bounds(self) -> np.ndarray:
+        """Chunk starts over the dataset's rows, then the number of rows."""
+        return chunk_bounds(self.segments)
+
+    def read(self, rows: np.ndarray, fetch: Fetch | None, cache: ChunkCache) -> np.ndarray:
+        """Rows ``rows`` (in range, any order, repeats allowed) in that order, as a new array.
+
+        Each needed chunk is fetched at most once: the cache serves chunks it holds, and the
+        others are read with one ``fetch`` call per run of adjacent chunks.
+        """
+        if fetch is None:
+            raise ValueError("fetch must be given to read a chunked column. Got None instead.")
+        out = np.empty((rows.shape[0], *self.row_shape), dtype=self.dtype)
+        if len(self.segments) == 1:
+            self._read_segment(self.segments[0], rows, np.arange(rows.shape[0]), out, fetch, cache)
+            return out
+        for segment in self.segments:
+            positions = np.flatnonzero((rows >= segment.start) & (rows < segment.start + segment.rows))
+            if positions.size:
+                self._read_segment(segment, rows[positions], positions, out, fetch, cache)
+        return out
+
+    def _read_segment(
+        self,
+        segment: Segment,
+        rows: np.ndarray,
+        positions: np.ndarray,
+        out: np.ndarray,
+        fetch: Fetch,
+        cache: ChunkCache,
+    ) -> None:
+        local = rows - segment.start
+        ids = local // segment.chunk_rows
+        order = np.argsort(ids, kind="stable")
+        unique, firsts, counts = np.unique(ids[order], return_index=True, return_counts=True)
+        chunks = self._chunks(segment, unique, fetch, cache)
+        for cid, first, count in zip(unique.tolist(), firsts.tolist(), counts.tolist(), strict=True):
+            picked = order[first : first + count]
+            out[positions[picked]] = chunks[cid][local[picked] - cid * segment.chunk_rows]
+
+    def _chunks(self, segment: Segment, ids: np.ndarray, fetch: Fetch, cache: ChunkCache) -> dict[int, np.ndarray]:
+        """Decoded chunks ``ids`` of a segment: from the cache, else one fetch per run."""
+        found: dict[int, np.ndarray] = {}
+        missing = []
+        for cid in ids.tolist():
+            chunk = cache.get((self.var, segment.phase, cid))
+            if chunk is None:
+                missing.append(cid)
+            else:
+                found[cid] = chunk
+        size = segment.chunk_rows
+        for first, last in chunk_runs(np.asarray(missing, dtype=np.int64)):
+            block = fetch(segment.phase, self.var, slice(first * size, min((last + 1) * size, segment.rows), 1))
+            for cid in range(first, last + 1):
+                chunk = block[(cid - first) * size : (cid - first + 1) * size]
+                found[cid] = chunk
+                cache.put((self.var, segment.phase, cid), chunk)
+        return found
+
+
+def chunk_shuffled_order(bounds: np.ndarray, window: int, rng: np.random.Generator) -> np.ndarray:
+    """A permutation of ``range(bounds[-1])`` that stays near chunk order.
+
+    The chunks (``[bounds[i], bounds[i + 1])``) are put in a random order; the rows of each
+    run of ``window`` consecutive chunks of that order are then shuffled together.
+    """
+    sizes = np.diff(bounds)
+    order = rng.permutation(sizes.shape[0])
+    lengths = sizes[order]
+    total = int(lengths.sum())
+    # Row r of the k-th permuted chunk is bounds[order[k]] + r: build all of them at once.
+    shift = bounds[:-1][order] - (np.cumsum(lengths) - lengths)
+    rows = np.repeat(shift, lengths) + np.arange(total, dtype=np.int64)
+    windows = np.repeat(np.arange(order.shape[0]) // window, lengths)
+    return rows[np.lexsort((rng.random(total), windows))]
+
+
+def shard(order: np.ndarray, num_replicas: int, rank: int, drop_last: bool) -> np.ndarray:
+    """Rank ``rank``'s contiguous share of an epoch ``order``.
+
+    Every rank gets the same count. With ``drop_last`` the last ``len % num_replicas``
+    rows of the epoch are left out; otherwise the epoch is padded by repeating its first
+    rows (as torch's DistributedSampler does), and those repeats are the only overlap.
+    """
+    n = order.shape[0]
+    per_rank = n // num_replicas if drop_last else -(-n // num_replicas)
+    padding = per_rank * num_replicas - n
+    if padding > 0:
+        order = np.concatenate([order, np.resize(order, padding)])
+    return order[rank * per_rank : (rank + 1) * per_rank]

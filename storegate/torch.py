@@ -1,0 +1,464 @@
+"""PyTorch training loops over a StoreGate: a Dataset and a chunk-aware sampler.
+
+:class:`StoreGateDataset` reads the zarr store itself, in each DataLoader worker, with
+batched reads (``__getitems__``) that fetch every needed chunk once; :class:`ChunkShuffleSampler`
+orders an epoch so that those reads stay nearly sequential while the epoch stays a random
+permutation, and splits it over DistributedDataParallel ranks.
+
+Worker processes. Only picklable configuration crosses into a worker (the reopen arguments
+of the store, never an open zarr array or filesystem), so the dataset works with every
+start method ('fork', 'spawn', 'forkserver', the default from Python 3.14). A process opens
+the store read-only on its first read, and reopens it when ``os.getpid()`` changes, so a
+forked worker never uses the parent's fsspec/s3fs client (fsspec's async filesystems are
+not fork-safe). A worker also calls :func:`storegate.codecs.force_default_pipeline` before
+it opens anything, because the zarrs codec pipeline can deadlock in a forked worker once
+the parent decoded data with it.
+
+Data that cannot be reopened from configuration are carried instead: the numpy backend,
+the hybrid backend in mode 'numpy', and a zarr store given as a zarr ``Store`` object (for
+example ``zarr.storage.MemoryStore``) are read into memory when the dataset is made, and
+that copy travels to the workers (shared copy-on-write with 'fork', pickled otherwise).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Union
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import Dataset, Sampler
+
+from storegate import codecs
+from storegate._loader import (
+    ChunkCache,
+    ChunkedColumn,
+    MemoryColumn,
+    Segment,
+    chunk_shuffled_order,
+    shard,
+)
+from storegate.backends.base import Backend
+from storegate.backends.zarr_backend import ZarrBackend
+from storegate.errors import InvalidArgumentError, NotFoundError, ValidationError
+from storegate.gate import StoreGate
+from storegate.indexing import normalize_index
+from storegate.names import VarNames, parse_var_names
+from storegate.phases import ALL, PHASES, resolve_phase
+
+__all__ = ["DEFAULT_CHUNK_CACHE_BYTES", "DEFAULT_WINDOW", "ChunkShuffleSampler", "StoreGateDataset"]
+
+#: Bytes of decoded chunks each process keeps (per dataset) by default.
+DEFAULT_CHUNK_CACHE_BYTES = 64 << 20
+#: Chunks whose rows the sampler shuffles together by default.
+DEFAULT_WINDOW = 4
+
+Column = Union[MemoryColumn, ChunkedColumn]
+Callback = Callable[[Any, Any], tuple[Any, Any]]
+
+
+class StoreGateDataset(Dataset[Any]):
+    """A map-style torch Dataset over one phase of a StoreGate (multiml-compatible).
+
+    Parameters
+    ----------
+    storegate
+        The StoreGate to read, with its data_id set. Any backend: a zarr store (local, NAS
+        or S3) is read directly by each worker; in-memory data are carried (see the module
+        docstring).
+    phase
+        ``'train'``, ``'valid'``, ``'test'`` or ``'all'``.
+    input_var_names
+        The inputs, in the forms of :meth:`StoreGate.get_data`: a str gives a tensor
+        ``(...)`` per sample, a tuple one tensor ``(M, ...)`` stacked from M variables, a
+        list a tuple of tensors.
+    true_var_names
+        The targets, in the same forms. Items are ``(data, target)``, or ``data`` alone
+        when this is None.
+    preload
+        Read the variables into memory now (multiml's ``preload``).
+    callbacks
+        Functions ``f(data, target) -> (data, target)`` applied to each sample, in order.
+    chunk_cache_bytes
+        Bound of each process's LRU cache of decoded chunks; 0 disables it.
+
+    Notes
+    -----
+    The dataset is a snapshot of the layout (rows, chunks) when it is made; rows added to
+    the store later are not seen. ``dataset[i]`` gives one sample; ``dataset[index]`` with
+    a slice, list, array or tensor gives the batch as tensors with a leading batch axis,
+    so a ``DataLoader(dataset, sampler=BatchSampler(...), batch_size=None)`` skips
+    collation. ``__getitems__`` serves a DataLoader batch with one read per chunk run.
+    """
+
+    def __init__(
+        self,
+        storegate: StoreGate,
+        phase: str,
+        input_var_names: Any = None,
+        true_var_names: Any = None,
+        *,
+        preload: bool = False,
+        callbacks: Sequence[Callback] | None = None,
+        chunk_cache_bytes: int = DEFAULT_CHUNK_CACHE_BYTES,
+    ) -> None:
+        _check_args(storegate, input_var_names, chunk_cache_bytes)
+        self._phase = resolve_phase(phase)
+        self._inputs = parse_var_names(input_var_names)
+        self._targets = None if true_var_names is None else parse_var_names(true_var_names)
+        self._callbacks = tuple(callbacks or ())
+        names = sorted({*self._inputs.names, *(self._targets.names if self._targets else ())})
+        data_id = storegate.data_id
+        assert data_id is not None  # checked by _check_args
+        self._data_id = data_id
+        zarr_store = None if preload else _zarr_store(storegate)
+        carried = zarr_store is None or not isinstance(zarr_store.output_dir, (str, os.PathLike))
+        self._handle = None if zarr_store is None or carried else _StoreHandle(_reopen_args(storegate, zarr_store))
+        self._columns: dict[str, Column] = {
+            var: _memory_column(storegate, var, self._phase)
+            if carried
+            else _chunked_column(storegate.store, data_id, self._phase, var)
+            for var in names
+        }
+        self._size = _common_length(self._columns, self._phase)
+        self._cache = ChunkCache(chunk_cache_bytes)
+
+    # --- torch Dataset -----------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __getitem__(self, index: Any) -> Any:
+        """One sample for an int index; a batch (leading batch axis) for any other index form."""
+        selection = normalize_index(index, self._size)
+        if isinstance(selection, int):
+            return self._samples(np.array([selection], dtype=np.int64))[0]
+        if self._callbacks:
+            raise InvalidArgumentError(
+                "index must be an int when callbacks are set (they act on one sample). "
+                f"Got {type(index).__name__} instead."
+            )
+        rows = np.arange(selection.start, selection.stop) if isinstance(selection, slice) else selection
+        data, target = self._batch(rows)
+        return data if self._targets is None else (data, target)
+
+    def __getitems__(self, indices: Sequence[int]) -> list[Any]:
+        """The samples of a DataLoader batch, read together: each needed chunk once.
+
+        The samples are views into one tensor per variable, which the default collate
+        function stacks again.
+        """
+        rows = normalize_index(np.asarray(indices, dtype=np.int64).reshape(-1), self._size)
+        assert isinstance(rows, np.ndarray)
+        return self._samples(rows)
+
+    # --- layout --------------------------------------------------------------------------
+
+    @property
+    def phase(self) -> str:
+        """The phase read."""
+        return self._phase
+
+    @property
+    def chunk_bounds(self) -> np.ndarray:
+        """Row offsets where a stored chunk of any variable starts, then ``len(self)``.
+
+        :class:`ChunkShuffleSampler` keeps the rows between two bounds together. Data in
+        memory have a bound at every row (random access costs nothing there).
+        """
+        bounds = [column.bounds for column in self._columns.values()]
+        return np.unique(np.concatenate([np.zeros(1, dtype=np.int64), *bounds]))
+
+    @property
+    def cache(self) -> ChunkCache:
+        """This process's cache of decoded chunks."""
+        return self._cache
+
+    # --- reading -------------------------------------------------------------------------
+
+    def _samples(self, rows: np.ndarray) -> list[Any]:
+        data, target = self._batch(rows)
+        samples = _unbatch(data, self._inputs, rows.shape[0])
+        if self._targets is not None:
+            samples = list(zip(samples, _unbatch(target, self._targets, rows.shape[0]), strict=True))
+        for callback in self._callbacks:
+            samples = [callback(*s) if self._targets is not None else callback(s, None)[0] for s in samples]
+        return samples
+
+    def _batch(self, rows: np.ndarray) -> tuple[Any, Any]:
+        arrays = {var: self._read(var, rows) for var in self._columns}
+        data = _join(arrays, self._inputs)
+        target = None if self._targets is None else _join(arrays, self._targets)
+        return data, target
+
+    def _read(self, var: str, rows: np.ndarray) -> np.ndarray:
+        column = self._columns[var]
+        if isinstance(column, MemoryColumn):
+            return column.read(rows, None, self._cache)
+        return column.read(rows, self._fetch(), self._cache)
+
+    def _fetch(self) -> Callable[[str, str, slice], np.ndarray]:
+        assert self._handle is not None
+        if self._handle.stale():
+            self._cache.clear()  # another process's chunks: each worker keeps its own
+        backend = self._handle.backend()
+        data_id = self._data_id
+        return lambda phase, var, rows: backend.read(data_id, phase, var, rows)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_cache"] = ChunkCache(self._cache.max_bytes)  # decoded chunks stay home
+        return state
+
+    def __repr__(self) -> str:
+        source = "memory" if self._handle is None else self._handle.location
+        return (
+            f"StoreGateDataset(phase={self._phase!r}, inputs={_names_repr(self._inputs)}, "
+            f"targets={_names_repr(self._targets)}, rows={self._size}, source={source!r})"
+        )
+
+
+class ChunkShuffleSampler(Sampler[int]):
+    """A chunk-aware random order of a dataset's rows, reproducible and DDP-aware.
+
+    Each epoch the chunks are put in a random order and the rows of each run of ``window``
+    consecutive chunks of that order are shuffled together: every row comes exactly once,
+    and a DataLoader batch touches about ``window`` chunks, which the dataset's chunk cache
+    keeps while they are used, so each chunk is decoded about once per epoch.
+
+    Parameters
+    ----------
+    dataset
+        A :class:`StoreGateDataset` (its ``chunk_bounds`` give the chunks), or any sized
+        dataset when ``chunk_rows`` is given.
+    seed
+        Seed of the order; the epoch set by :meth:`set_epoch` is mixed in.
+    num_replicas, rank
+        The distributed world size and this process's rank; default from
+        ``torch.distributed`` when it is initialised, else one replica.
+    drop_last
+        With several replicas: drop the last ``len(dataset) % num_replicas`` rows of the
+        epoch's order so that the shards are disjoint and equal; otherwise (the default)
+        pad the epoch by repeating its first rows, as DistributedSampler does, so that
+        every row is seen and the padding is the only overlap.
+    window
+        Chunks whose rows are shuffled together: more is more random, and needs a chunk
+        cache of about ``window`` chunks per variable.
+    chunk_rows
+        Rows per chunk, overriding the dataset's ``chunk_bounds``.
+
+    Notes
+    -----
+    Rank ``r`` gets a contiguous share of the epoch's order (not every ``num_replicas``-th
+    row as DistributedSampler does), so ranks read mostly different chunks.
+    """
+
+    def __init__(
+        self,
+        dataset: Any,
+        seed: int = 0,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+        drop_last: bool = False,
+        *,
+        window: int = DEFAULT_WINDOW,
+        chunk_rows: int | None = None,
+    ) -> None:
+        _check_int("seed", seed, minimum=0)
+        _check_int("window", window, minimum=1)
+        self._bounds = _sampler_bounds(dataset, chunk_rows)
+        self.num_replicas, self.rank = _replicas(num_replicas, rank)
+        self.seed, self.window, self.drop_last = int(seed), window, bool(drop_last)
+        self.epoch = 0
+        n = int(self._bounds[-1])
+        self.num_samples = n // self.num_replicas if self.drop_last else -(-n // self.num_replicas)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch whose order :meth:`__iter__` gives (call it before each epoch)."""
+        _check_int("epoch", epoch, minimum=0)
+        self.epoch = epoch
+
+    def epoch_order(self) -> np.ndarray:
+        """The whole epoch's order, before it is split over replicas."""
+        rng = np.random.default_rng([self.seed, self.epoch])
+        return chunk_shuffled_order(self._bounds, self.window, rng)
+
+    def __iter__(self) -> Iterator[int]:
+        mine = shard(self.epoch_order(), self.num_replicas, self.rank, self.drop_last)
+        return iter(mine.tolist())
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+# --- opening the store in each process ---------------------------------------------------
+
+
+class _StoreHandle:
+    """Picklable reopen arguments of a zarr store, opened read-only once per process."""
+
+    def __init__(self, backend_args: dict[str, Any]) -> None:
+        self._args = {**backend_args, "mode": "r"}
+        self._origin_pid = os.getpid()
+        self._backend: Backend | None = None
+        self._opened_pid: int | None = None
+
+    @property
+    def location(self) -> str:
+        return str(self._args.get("output_dir"))
+
+    def stale(self) -> bool:
+        """True when this process has not opened the store yet."""
+        return self._backend is None or self._opened_pid != os.getpid()
+
+    def backend(self) -> Backend:
+        """The store, opened in this process (after a fork, opened anew)."""
+        if self.stale():
+            if os.getpid() != self._origin_pid:
+                _prepare_worker()
+            self._backend = ZarrBackend(**self._args)
+            self._opened_pid = os.getpid()
+        assert self._backend is not None
+        return self._backend
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_backend": None, "_opened_pid": None}
+
+
+def _prepare_worker() -> None:
+    """Set up a worker process before it opens a store."""
+    force = getattr(codecs, "force_default_pipeline", None)
+    if force is not None:  # zarrs may deadlock in a forked worker: use zarr's own pipeline
+        force()
+
+
+def _zarr_store(sg: StoreGate) -> ZarrBackend | None:
+    """The zarr store that reads go to, or None when they go to memory."""
+    store = sg.store
+    if store.supports_modes:
+        store = store.stores()[store.mode]
+    return store if isinstance(store, ZarrBackend) else None
+
+
+def _reopen_args(sg: StoreGate, store: ZarrBackend) -> dict[str, Any]:
+    """Arguments that open the same zarr location again, in another process."""
+    reopen = getattr(store, "reopen_args", None)
+    if reopen is not None:
+        return dict(reopen())
+    # output_dir is the resolved location (a temporary directory when none was given).
+    return {**sg.backend_args, "output_dir": os.fspath(store.output_dir)}  # type: ignore[arg-type]
+
+
+# --- building columns --------------------------------------------------------------------
+
+
+def _memory_column(sg: StoreGate, var: str, phase: str) -> MemoryColumn:
+    return MemoryColumn(np.ascontiguousarray(sg.get_data(var, phase)))
+
+
+def _chunked_column(store: Backend, data_id: str, phase: str, var: str) -> ChunkedColumn:
+    segments, dtypes, rows = [], [], set()
+    start = 0
+    for phase_ in PHASES if phase == ALL else (phase,):
+        if phase == ALL and not store.has(data_id, phase_, var):
+            continue
+        info = store.info(data_id, phase_, var)
+        segments.append(Segment(phase_, start, info.shape[0], info.chunk_rows or max(1, info.shape[0])))
+        dtypes.append(info.dtype)
+        rows.add(info.shape[1:])
+        start += info.shape[0]
+    if not segments:
+        raise NotFoundError(f"var_name {var!r} does not exist in any phase of data_id {data_id!r}.")
+    if len(rows) > 1:
+        raise ValidationError(
+            f"var_name {var!r} must have one row shape across phases to be read with phase 'all'. "
+            f"Got {sorted(rows)} instead."
+        )
+    return ChunkedColumn(var, tuple(segments), np.result_type(*dtypes), rows.pop())
+
+
+def _common_length(columns: dict[str, Column], phase: str) -> int:
+    lengths = {var: int(column.bounds[-1]) for var, column in columns.items()}
+    if len(set(lengths.values())) > 1:
+        raise ValidationError(
+            f"every variable read by the dataset must have the same number of rows in phase {phase!r}. "
+            f"Got {lengths} instead."
+        )
+    return next(iter(lengths.values()))
+
+
+# --- batches and samples -----------------------------------------------------------------
+
+
+def _join(arrays: dict[str, np.ndarray], names: VarNames) -> Any:
+    """A batch in the form of ``names``: a tensor, a stacked tensor or a tuple of tensors."""
+    if names.form == "str":
+        return torch.from_numpy(arrays[names.names[0]])
+    if names.form == "tuple":
+        return torch.from_numpy(np.stack([arrays[v] for v in names.names], axis=1))
+    return tuple(torch.from_numpy(arrays[v]) for v in names.names)
+
+
+def _unbatch(batch: Any, names: VarNames, n: int) -> list[Any]:
+    """Per-sample views of a batch (no copy)."""
+    if names.form != "list":
+        return list(batch.unbind(0))
+    return list(zip(*(t.unbind(0) for t in batch), strict=True)) if n else []
+
+
+def _names_repr(names: VarNames | None) -> str:
+    if names is None:
+        return "None"
+    if names.form == "str":
+        return repr(names.names[0])
+    return repr(names.names if names.form == "tuple" else list(names.names))
+
+
+# --- argument checks ---------------------------------------------------------------------
+
+
+def _check_args(storegate: object, input_var_names: object, chunk_cache_bytes: object) -> None:
+    if not isinstance(storegate, StoreGate):
+        raise InvalidArgumentError(f"storegate must be a StoreGate. Got {type(storegate).__name__} instead.")
+    if storegate.data_id is None:
+        raise InvalidArgumentError(
+            "storegate must have its data_id set (StoreGate(data_id=...) or set_data_id()). Got None instead."
+        )
+    if input_var_names is None:
+        raise InvalidArgumentError(
+            "input_var_names must be a str, a tuple of str or a list of str naming the inputs. Got None instead."
+        )
+    _check_int("chunk_cache_bytes", chunk_cache_bytes, minimum=0)
+
+
+def _check_int(arg: str, value: object, minimum: int) -> None:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
+        raise InvalidArgumentError(f"{arg} must be an int >= {minimum}. Got {value!r} instead.")
+
+
+def _sampler_bounds(dataset: Any, chunk_rows: int | None) -> np.ndarray:
+    if chunk_rows is not None:
+        _check_int("chunk_rows", chunk_rows, minimum=1)
+        n = len(dataset)
+        return np.append(np.arange(0, n, chunk_rows, dtype=np.int64), n)
+    bounds = getattr(dataset, "chunk_bounds", None)
+    if bounds is None:
+        raise InvalidArgumentError(
+            "dataset must have chunk_bounds (a StoreGateDataset) unless chunk_rows is given. "
+            f"Got {type(dataset).__name__} and chunk_rows=None instead."
+        )
+    return np.asarray(bounds, dtype=np.int64)
+
+
+def _replicas(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
+    distributed = dist.is_available() and dist.is_initialized()
+    if num_replicas is None:
+        num_replicas = dist.get_world_size() if distributed else 1
+    if rank is None:
+        rank = dist.get_rank() if distributed else 0
+    _check_int("num_replicas", num_replicas, minimum=1)
+    if not isinstance(rank, int) or isinstance(rank, bool) or not 0 <= rank < num_replicas:
+        raise InvalidArgumentError(f"rank must be an int in [0, {num_replicas}). Got {rank!r} instead.")
+    return num_replicas, rank
