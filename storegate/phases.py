@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from fractions import Fraction
 
@@ -55,14 +56,25 @@ def split_counts(phase: Sequence[object], n_rows: int) -> tuple[int, int, int]:
 
 
 def _check_spec(phase: Sequence[object]) -> list[object]:
-    values = list(phase)
-    ok = len(values) == 3 and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in values)
+    values = [_as_number(v) for v in phase]
+    ok = len(values) == 3 and all(v is not None and v >= 0 for v in values)
     if not ok:
         raise InvalidArgumentError(
             "phase must be a phase name or a tuple/list of three non-negative fractions "
             f"(summing to 1) or three ints (summing to the number of rows). Got {phase!r} instead."
         )
-    return values
+    return [v for v in values if v is not None]
+
+
+def _as_number(value: object) -> int | float | None:
+    """An int or float (numpy scalars too: counts are often computed with numpy); None otherwise."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    return None
 
 
 def _int_counts(values: list[int], n_rows: int) -> tuple[int, int, int]:
@@ -79,6 +91,19 @@ def _fraction_counts(values: list[object], n_rows: int) -> tuple[int, int, int]:
     if abs(total - 1.0) > _FRACTION_TOLERANCE:
         raise InvalidArgumentError(f"phase fractions must sum to 1. Got {tuple(values)!r} (sum {total!r}) instead.")
     exact = [Fraction(repr(float(v))) for v in values]  # type: ignore[arg-type]
-    train_end = math.floor(n_rows * exact[0])
-    valid_end = min(n_rows, math.floor(n_rows * (exact[0] + exact[1])))
+    train_end = _split_point(n_rows, exact[0])
+    valid_end = min(n_rows, _split_point(n_rows, exact[0] + exact[1]))
     return train_end, valid_end - train_end, n_rows - valid_end
+
+
+def _split_point(n_rows: int, cumulative: Fraction) -> int:
+    """Floor of ``n_rows * cumulative``, but a product within rounding error of an integer is it.
+
+    The decimal form fixes ``0.7 + 0.2``; the snap fixes fractions with no short decimal
+    form (``1/3`` is stored as ``0.3333333333333333``, and 3 rows must still split 1 / 1 / 1).
+    """
+    product = n_rows * cumulative
+    nearest = round(product)
+    if abs(product - nearest) <= _FRACTION_TOLERANCE + n_rows * 1e-12:
+        return int(nearest)
+    return math.floor(product)
