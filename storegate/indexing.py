@@ -39,8 +39,11 @@ def normalize_index(index: object, n_rows: int) -> Selection:
         return _normalize_int(operator.index(index), n_rows)  # type: ignore[arg-type]
     if isinstance(index, slice):
         return _normalize_slice(index, n_rows)
-    if isinstance(index, tuple) and len(index) == 2 and all(_is_int(i) for i in index):
-        return _normalize_slice(slice(index[0], index[1]), n_rows)
+    if isinstance(index, tuple):
+        # Only (start, stop): a longer tuple read as a row list would make (1, 5) and (1, 5, 6) disagree.
+        if len(index) == 2 and all(_is_int(i) for i in index):
+            return _normalize_slice(slice(index[0], index[1]), n_rows)
+        raise _bad_index(index)
     return _normalize_array(index, n_rows)
 
 
@@ -118,7 +121,7 @@ def _normalize_array(index: object, n_rows: int) -> np.ndarray:
         array = np.asarray(index)
     except Exception as exc:  # e.g. a tensor on a GPU, or an unrelated object
         raise _bad_index(index) from exc
-    if array.size == 0 and array.ndim == 1:
+    if array.size == 0 and array.ndim == 1 and array.dtype != np.bool_:  # [] is float64 to numpy
         return np.zeros(0, dtype=np.int64)
     if array.ndim != 1:
         raise _bad_index(index)
