@@ -1,57 +1,226 @@
-"""Compressor specifications -> zarr v3 codecs, chosen per store or per variable.
+"""Compressors and codec pipelines, chosen per store or per variable.
 
-Never changes zarr's process-wide defaults: every choice is passed to ``create_array``.
+Nothing here changes zarr's process-wide defaults: a compressor is passed to
+``create_array`` and the ``zarrs`` codec pipeline is switched on only while one store
+opens one array (zarr binds the pipeline to the array object when it is created).
+
+Compressor forms accepted by :func:`resolve_compressor`:
+
+- ``None`` or ``'none'``: no compression.
+- ``'default'``: storegate's default, :data:`DEFAULT_COMPRESSOR` (not zarr's configurable
+  default, so a store never depends on a global setting).
+- a name from :data:`CODEC_NAMES`. ``'lz4'`` is LZ4 inside Blosc without byte shuffle,
+  because numcodecs' bare LZ4 codec is not in the zarr v3 specification (zarr warns that
+  other implementations may not read it); ``'blosc-lz4'`` adds the byte shuffle.
+- matorage's / PyTables' ``{'complevel': 0-9, 'complib': ...}``: see :data:`COMPLIBS`.
+  ``complevel`` 0 means no compression, as in PyTables.
+- a zarr v3 bytes-to-bytes codec object (``zarr.codecs.ZstdCodec(level=5)``...) or a
+  list / tuple of them.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 from zarr.abc.codec import BytesBytesCodec
-from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
+from zarr.codecs import BloscCname, BloscCodec, GzipCodec, ZstdCodec
 
-from storegate.errors import InvalidArgumentError
+from storegate.errors import InvalidArgumentError, StoreGateError
 
-__all__ = ["CODEC_NAMES", "resolve_compressor"]
+__all__ = [
+    "CODEC_NAMES",
+    "COMPLIBS",
+    "DEFAULT_COMPRESSOR",
+    "DEFAULT_PIPELINE",
+    "PIPELINES",
+    "Compressors",
+    "check_pipeline",
+    "force_default_pipeline",
+    "pipeline_scope",
+    "resolve_compressor",
+    "zarrs_available",
+    "zarrs_in_use",
+]
+
+Compressors = tuple[BytesBytesCodec, ...]
+
+#: What ``compressor='default'`` means: see benchmarks/RESULTS.md (bench_codecs) for the
+#: figures behind the choice.
+DEFAULT_COMPRESSOR = "zstd"
+
+_NAMED: dict[str, Callable[[], BytesBytesCodec]] = {
+    "zstd": lambda: ZstdCodec(level=3),
+    "lz4": lambda: BloscCodec(cname="lz4", clevel=5, shuffle="noshuffle"),
+    "blosc-lz4": lambda: BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),
+    "blosc-zstd": lambda: BloscCodec(cname="zstd", clevel=3, shuffle="shuffle"),
+    "gzip": lambda: GzipCodec(level=5),
+}
+CODEC_NAMES: tuple[str, ...] = ("none", "default", *_NAMED)
+
+# PyTables' complib names -> a zarr v3 codec at ``complevel``. zlib data in a gzip frame is
+# the zarr v3 equivalent of zlib; 'blosc' alone is Blosc's own blosclz with shuffle, as in
+# PyTables, and 'blosc:<name>' picks Blosc's inner compressor.
+# snappy is in the Blosc spec but not in the Blosc that numcodecs builds.
+_BLOSC_CNAMES: tuple[BloscCname, ...] = tuple(c for c in BloscCname if c.value != "snappy")
 
 
-def _named() -> dict[str, BytesBytesCodec]:
-    return {
-        "zstd": ZstdCodec(level=3),
-        "gzip": GzipCodec(level=5),
-        "blosc-lz4": BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),
-        "blosc-zstd": BloscCodec(cname="zstd", clevel=3, shuffle="shuffle"),
-    }
+def _blosc(cname: BloscCname, level: int) -> BytesBytesCodec:
+    return BloscCodec(cname=cname, clevel=level, shuffle="shuffle")
 
 
-CODEC_NAMES: tuple[str, ...] = ("none", "default", *_named())
+COMPLIBS: dict[str, Callable[[int], BytesBytesCodec]] = {
+    "zlib": lambda level: GzipCodec(level=level),
+    "blosc": partial(_blosc, BloscCname.blosclz),
+    **{f"blosc:{cname.value}": partial(_blosc, cname) for cname in _BLOSC_CNAMES},
+}
+#: PyTables complibs with no zarr v3 codec: named in the error message.
+_NO_ZARR_V3 = ("lzo", "bzip2")
 
 
-def resolve_compressor(spec: object, arg: str = "compressor") -> Any:
+def resolve_compressor(spec: object, arg: str = "compressor") -> Compressors:
     """Turn a compressor spec into the ``compressors`` argument of ``create_array``.
 
     Parameters
     ----------
     spec
-        ``None`` or ``'none'`` (no compression), ``'default'`` (zarr's default, zstd),
-        a codec name from :data:`CODEC_NAMES`, or a zarr v3 bytes-to-bytes codec object.
+        Any form listed in the module docstring.
     arg
         The argument name used in error messages.
+
+    Returns
+    -------
+    tuple of BytesBytesCodec
+        Empty for no compression.
 
     Raises
     ------
     InvalidArgumentError
-        If ``spec`` is none of the above.
+        If ``spec`` is none of the accepted forms; the message lists them.
     """
     if spec is None or spec == "none":
-        return None
-    if spec == "default":
-        return "auto"
+        return ()
+    if isinstance(spec, str):
+        return _named(spec, arg)
+    if isinstance(spec, dict):
+        return _from_complib(spec, arg)
     if isinstance(spec, BytesBytesCodec):
-        return spec
-    if isinstance(spec, str) and spec in _named():
-        return _named()[spec]
+        return (spec,)
+    if isinstance(spec, (list, tuple)) and all(isinstance(c, BytesBytesCodec) for c in spec):
+        return tuple(spec)
     raise InvalidArgumentError(
-        f"{arg} must be None, one of {', '.join(map(repr, CODEC_NAMES))} or a zarr v3 "
-        f"bytes-to-bytes codec. Got {spec!r} instead."
+        f"{arg} must be None, one of {', '.join(map(repr, CODEC_NAMES))}, a dict "
+        "{'complevel': 0-9, 'complib': ...} or a zarr v3 bytes-to-bytes codec (e.g. "
+        f"zarr.codecs.ZstdCodec()). Got {spec!r} of type {type(spec).__name__} instead."
     )
+
+
+def _named(name: str, arg: str) -> Compressors:
+    key = DEFAULT_COMPRESSOR if name == "default" else name
+    if key not in _NAMED:
+        raise InvalidArgumentError(f"{arg} must be one of {', '.join(map(repr, CODEC_NAMES))}. Got {name!r} instead.")
+    return (_NAMED[key](),)
+
+
+def _from_complib(spec: dict[Any, Any], arg: str) -> Compressors:
+    unknown = set(spec) - {"complevel", "complib"}
+    if unknown:
+        raise InvalidArgumentError(
+            f"{arg} as a dict takes the keys 'complevel' and 'complib'. Got the keys {sorted(map(str, spec))} instead."
+        )
+    complib = spec.get("complib", "zlib")  # matorage's defaults
+    level = spec.get("complevel", 0)
+    if complib not in COMPLIBS:
+        missing = f" ({', '.join(_NO_ZARR_V3)} have no zarr v3 codec)" if complib in _NO_ZARR_V3 else ""
+        raise InvalidArgumentError(
+            f"{arg}['complib'] must be one of {', '.join(map(repr, COMPLIBS))}{missing}. Got {complib!r} instead."
+        )
+    if not isinstance(level, int) or isinstance(level, bool) or not 0 <= level <= 9:
+        raise InvalidArgumentError(f"{arg}['complevel'] must be an int from 0 to 9. Got {level!r} instead.")
+    return () if level == 0 else (COMPLIBS[complib](level),)
+
+
+# --- codec pipelines --------------------------------------------------------------------
+
+#: ``codec_pipeline`` values: zarr's configured pipeline, or the Rust ``zarrs`` pipeline.
+PIPELINES: tuple[str, ...] = ("default", "zarrs")
+#: Chosen from the bench_codecs figures (see benchmarks/RESULTS.md).
+DEFAULT_PIPELINE = "default"
+_ZARRS_PATH = "zarrs.ZarrsCodecPipeline"
+_ZARR_PATH = "zarr.core.codec_pipeline.BatchedCodecPipeline"
+_state = {"forced_default": False, "zarrs_used": False}
+
+
+def zarrs_available() -> bool:
+    """True when the optional ``zarrs`` package (``pip install 'storegate[zarrs]'``) imports."""
+    try:
+        import zarrs  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def check_pipeline(name: object, arg: str = "codec_pipeline") -> str:
+    """Validate a ``codec_pipeline`` value.
+
+    Raises
+    ------
+    InvalidArgumentError
+        If ``name`` is not in :data:`PIPELINES`.
+    StoreGateError
+        If ``name`` is ``'zarrs'`` and the package is not installed.
+    """
+    if name not in PIPELINES:
+        raise InvalidArgumentError(f"{arg} must be one of {PIPELINES}. Got {name!r} instead.")
+    if name == "zarrs" and not zarrs_available():
+        raise StoreGateError(f"{arg}='zarrs' needs the zarrs package: pip install 'storegate[zarrs]'.")
+    return str(name)
+
+
+@contextlib.contextmanager
+def pipeline_scope(name: str) -> Iterator[None]:
+    """Open or create arrays inside this block to give them pipeline ``name``.
+
+    zarr reads ``codec_pipeline.path`` when it builds an array object and keeps that
+    pipeline for the object's life, so the setting is needed only while arrays are opened.
+    The config is restored on exit. zarrs handles local stores; on other stores (S3) it
+    falls back to zarr's own pipeline by itself.
+    """
+    if name != "zarrs" or _state["forced_default"]:
+        yield
+        return
+    _state["zarrs_used"] = True
+    import zarr
+
+    with zarr.config.set({"codec_pipeline.path": _ZARRS_PATH}):
+        yield
+
+
+def force_default_pipeline() -> None:
+    """Never use the zarrs pipeline in this process from now on.
+
+    Call it in a torch DataLoader ``worker_init_fn``: zarrs can deadlock in a forked
+    worker once the parent process has decoded anything with it (zarrs-python issue 171).
+    Stores opened afterwards in this process use zarr's own pipeline whatever their
+    ``codec_pipeline``; if zarr's global config names zarrs (set by the user), it is
+    reset to zarr's own pipeline, in this process only.
+    """
+    import zarr
+
+    _state["forced_default"] = True
+    if zarr.config.get("codec_pipeline.path") == _ZARRS_PATH:
+        zarr.config.set({"codec_pipeline.path": _ZARR_PATH})
+
+
+def zarrs_in_use() -> bool:
+    """True when arrays in this process may use zarrs: storegate opened one with it, or
+    zarr's global config names it. A forked worker of such a process should call
+    :func:`force_default_pipeline` (or the loader should use the 'spawn' start method).
+    """
+    import zarr
+
+    if _state["forced_default"]:
+        return False
+    return _state["zarrs_used"] or zarr.config.get("codec_pipeline.path") == _ZARRS_PATH

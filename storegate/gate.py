@@ -8,16 +8,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from storegate import transforms
 from storegate.backends import Backend, create_backend
+from storegate.codecs import resolve_compressor
 from storegate.errors import InvalidArgumentError, NotFoundError, ValidationError
 from storegate.indexing import Selection, normalize_index, selection_length, split_selection
 from storegate.names import VarNames, as_array, parse_var_names
 from storegate.phases import ALL, PHASES, is_split, resolve_phase, split_counts
+
+if TYPE_CHECKING:
+    from storegate.writer import Writer
 
 __all__ = ["DEFAULT_SHUFFLE_SEED", "StoreGate"]
 
@@ -123,6 +127,7 @@ class StoreGate:
         phase: Any = "train",
         shuffle: bool | int = False,
         do_compile: bool = False,
+        compressor: Any = None,
     ) -> None:
         """Add data, appending when a variable already exists.
 
@@ -141,6 +146,11 @@ class StoreGate:
             an int is the seed.
         do_compile
             Compile after adding.
+        compressor
+            Codec of the variables this call creates (any form of
+            :func:`storegate.codecs.resolve_compressor`; ``'none'`` for no compression).
+            ``None`` uses the store's ``compressor``; existing variables keep their codec.
+            Memory stores ignore it.
 
         Raises
         ------
@@ -151,9 +161,10 @@ class StoreGate:
         data_id = self._id()
         self._db.check_writable()
         names = parse_var_names(var_names)
+        options = _codec_options(compressor)
         arrays = _shuffled(names.split(data), shuffle)
         plan = self._plan(data_id, arrays, phase)
-        self._append_all(data_id, names, plan)
+        self._append_all(data_id, names, plan, options)
         self._after_write(data_id, do_compile)
 
     def update_data(
@@ -211,17 +222,63 @@ class StoreGate:
         self._db.delete_data_id(data_id)
         self._db.create_data_id(data_id)
 
-    def create_empty(self, var_names: Any, shape: Any, phase: Any = "train", dtype: Any = "f4") -> None:
-        """Create variables of zeros with ``shape`` ``(N, ...)``, replacing existing ones."""
+    def create_empty(
+        self, var_names: Any, shape: Any, phase: Any = "train", dtype: Any = "f4", compressor: Any = None
+    ) -> None:
+        """Create variables of zeros with ``shape`` ``(N, ...)``, replacing existing ones.
+
+        ``compressor`` is the codec of the new variables, as in :meth:`add_data`.
+        """
         data_id = self._id()
         self._db.check_writable()
         names = parse_var_names(var_names)
         phase_ = resolve_phase(phase, allow_all=False)
         shape_ = _check_shape(shape)
         dtype_ = _check_dtype(dtype)
+        options = _codec_options(compressor)
         for var in names.names:
-            self._db.create_empty(data_id, phase_, var, shape_, dtype_)
+            self._db.create_empty(data_id, phase_, var, shape_, dtype_, **options)
         self._mark_stale(data_id)
+
+    def writer(
+        self, phase: Any = "train", progress: bool = False, total: int | None = None, compressor: Any = None
+    ) -> Writer:
+        """A buffered writer for many small appends (matorage's DataSaver).
+
+        Parameters
+        ----------
+        phase
+            ``'train'``, ``'valid'`` or ``'test'``.
+        progress
+            Show a tqdm progress bar of the rows added (``total`` rows if given).
+        compressor
+            Codec of the variables the writer creates, as in :meth:`add_data`.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from storegate import StoreGate
+        >>> sg = StoreGate(backend='zarr', data_id='demo')
+        >>> with sg.writer(phase='train') as w:
+        ...     for _ in range(10):
+        ...         w.add({'x': np.zeros((8, 3), 'f4'), 'y': np.ones(8, 'i8')})
+        >>> len(sg['train'])
+        80
+
+        See :class:`storegate.writer.Writer` for what happens when the block raises.
+        """
+        from storegate.writer import Writer
+
+        data_id = self._id()
+        return Writer(
+            self._db,
+            data_id,
+            phase,
+            progress=progress,
+            total=total,
+            compressor=compressor,
+            on_close=partial(self._mark_stale, data_id),
+        )
 
     # --- inspection ------------------------------------------------------------------
 
@@ -476,7 +533,9 @@ class StoreGate:
             )
         return sizes  # type: ignore[return-value]
 
-    def _append_all(self, data_id: str, names: VarNames, plan: dict[str, list[np.ndarray]]) -> None:
+    def _append_all(
+        self, data_id: str, names: VarNames, plan: dict[str, list[np.ndarray]], options: dict[str, Any] | None = None
+    ) -> None:
         """Check every piece, then write; on a failure undo the pieces written."""
         steps = [
             (phase, var, *self._prepare_append(data_id, phase, var, array))
@@ -487,7 +546,7 @@ class StoreGate:
         try:
             for phase, var, array, old_rows in steps:
                 if old_rows is None:
-                    self._db.create(data_id, phase, var, array)
+                    self._db.create(data_id, phase, var, array, **(options or {}))
                 else:
                     self._db.append(data_id, phase, var, array)
                 done.append((phase, var, old_rows))
@@ -734,6 +793,14 @@ def _shuffled(arrays: list[np.ndarray], shuffle: bool | int) -> list[np.ndarray]
     _check_seed(seed, arg="shuffle")
     perm = np.random.default_rng(seed).permutation(arrays[0].shape[0])
     return [a[perm] for a in arrays]  # fancy indexing copies: the caller's array is untouched
+
+
+def _codec_options(compressor: Any) -> dict[str, Any]:
+    """Backend options for a per-variable compressor, validated before anything is written."""
+    if compressor is None:
+        return {}
+    resolve_compressor(compressor)
+    return {"compressor": compressor}
 
 
 def _check_seed(seed: object, arg: str = "seed") -> None:

@@ -134,13 +134,23 @@ class Backend(ABC):
         """
         self.create(data_id, phase, var, data, **options)
 
-    def create_empty(self, data_id: str, phase: str, var: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
-        """Create a variable of zeros.
+    def create_empty(
+        self, data_id: str, phase: str, var: str, shape: tuple[int, ...], dtype: np.dtype, **options: Any
+    ) -> None:
+        """Create a variable of zeros; ``options`` as in :meth:`create`.
 
         Note for implementers: the default materialises the zeros; a chunked store can
         rely on its fill value instead.
         """
-        self.create(data_id, phase, var, np.zeros(shape, dtype=dtype))
+        self.create(data_id, phase, var, np.zeros(shape, dtype=dtype), **options)
+
+    def write_rows(self, data_id: str, phase: str, var: str) -> int | None:
+        """Rows per stored object (a chunk or shard) of an existing variable.
+
+        Appends that end on a multiple of it write each object once (the streaming writer
+        relies on that). ``None`` when appends of any size cost the same (memory).
+        """
+        return None
 
     def stores(self) -> dict[str, Backend]:
         """The stores behind this backend by mode name (one, except for hybrid)."""

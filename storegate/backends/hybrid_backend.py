@@ -100,8 +100,13 @@ class HybridBackend(Backend):
     def write(self, data_id: str, phase: str, var: str, selection: Selection, data: np.ndarray) -> None:
         self.store.write(data_id, phase, var, selection, data)
 
-    def create_empty(self, data_id: str, phase: str, var: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
-        self.store.create_empty(data_id, phase, var, shape, dtype)
+    def create_empty(
+        self, data_id: str, phase: str, var: str, shape: tuple[int, ...], dtype: np.dtype, **options: Any
+    ) -> None:
+        self.store.create_empty(data_id, phase, var, shape, dtype, **options)
+
+    def write_rows(self, data_id: str, phase: str, var: str) -> int | None:
+        return self.store.write_rows(data_id, phase, var)
 
     def resize(self, data_id: str, phase: str, var: str, n_rows: int) -> None:
         self.store.resize(data_id, phase, var, n_rows)

@@ -16,7 +16,7 @@ import zarr
 from zarr.abc.store import Store
 
 from storegate.backends.base import Backend, VarInfo
-from storegate.codecs import resolve_compressor
+from storegate.codecs import DEFAULT_PIPELINE, check_pipeline, pipeline_scope, resolve_compressor
 from storegate.errors import InvalidArgumentError, NotFoundError, StorageError
 from storegate.indexing import Selection
 
@@ -43,6 +43,13 @@ class ZarrBackend(Backend):
         Target uncompressed bytes per chunk when ``chunk`` is not given.
     compressor
         Default codec for new variables, see :func:`storegate.codecs.resolve_compressor`.
+    shard_bytes
+        When given, chunks are stored as inner chunks of zarr v3 shards of about this many
+        uncompressed bytes (whole chunks per shard): few, large objects on an object store,
+        while a random row read still fetches only its inner chunk.
+    codec_pipeline
+        ``'default'`` (zarr's configured pipeline) or ``'zarrs'`` (the Rust pipeline of the
+        ``zarrs`` extra, for this store's arrays only), see :mod:`storegate.codecs`.
     mode
         ``'w'`` (replace what is there), ``'a'`` (read and write, create if missing) or
         ``'r'`` (read only).
@@ -58,13 +65,17 @@ class ZarrBackend(Backend):
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         compressor: object = "default",
         mode: str = "a",
+        shard_bytes: int | None = None,
+        codec_pipeline: str = DEFAULT_PIPELINE,
     ) -> None:
         _check_positive("chunk", chunk, allow_none=True)
         _check_positive("chunk_bytes", chunk_bytes, allow_none=False)
         if mode not in _MODES:
             raise InvalidArgumentError(f"mode must be one of {_MODES}. Got {mode!r} instead.")
+        _check_positive("shard_bytes", shard_bytes, allow_none=True)
         self._compressors = resolve_compressor(compressor)
-        self._chunk, self._chunk_bytes = chunk, chunk_bytes
+        self._chunk, self._chunk_bytes, self._shard_bytes = chunk, chunk_bytes, shard_bytes
+        self._pipeline = check_pipeline(codec_pipeline)
         self._mode_rw: Literal["w", "a", "r"] = mode
         self._output_dir = self._default_dir() if output_dir is None else output_dir
         self._root = self._open_root()
@@ -152,9 +163,11 @@ class ZarrBackend(Backend):
         if data.size:
             array[...] = data
 
-    def create_empty(self, data_id: str, phase: str, var: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
+    def create_empty(
+        self, data_id: str, phase: str, var: str, shape: tuple[int, ...], dtype: np.dtype, **options: Any
+    ) -> None:
         # docstring inherited; the fill value (0) stands for unwritten chunks.
-        self._new_array(data_id, phase, var, shape, dtype)
+        self._new_array(data_id, phase, var, shape, dtype, **options)
 
     def append(self, data_id: str, phase: str, var: str, data: np.ndarray) -> None:
         self._array(data_id, phase, var).append(data, axis=0)
@@ -226,27 +239,44 @@ class ZarrBackend(Backend):
         group = self._group(data_id, phase, create=True)
         assert group is not None  # create=True always returns a group
         compressors = self._compressors
-        if options.get("compressor", "store") != "store":
+        if options.get("compressor") is not None:  # None: the store's compressor
             compressors = resolve_compressor(options["compressor"])
-        array = group.create_array(
-            var,
-            shape=shape,
-            dtype=dtype,
-            chunks=self._chunks(shape, np.dtype(dtype)),
-            compressors=compressors,
-            fill_value=np.zeros((), dtype=dtype)[()],
-            overwrite=True,
-        )
+        chunks = self._chunks(shape, np.dtype(dtype))
+        with pipeline_scope(self._pipeline):
+            array = group.create_array(
+                var,
+                shape=shape,
+                dtype=dtype,
+                chunks=chunks,
+                shards=self._shards(chunks, np.dtype(dtype)),
+                compressors=compressors,
+                fill_value=np.zeros((), dtype=dtype)[()],
+                overwrite=True,
+            )
         self._arrays[(data_id, phase, var)] = array
         return array
 
     def _chunks(self, shape: tuple[int, ...], dtype: np.dtype) -> tuple[int, ...]:
+        """Whole rows per chunk: ``chunk`` rows, else as many as fit in ``chunk_bytes``."""
         row_shape = tuple(max(1, d) for d in shape[1:])
         rows = self._chunk
         if rows is None:
-            row_bytes = max(1, int(np.prod(row_shape, dtype=np.int64)) * dtype.itemsize)
-            rows = max(1, self._chunk_bytes // row_bytes)
+            rows = max(1, self._chunk_bytes // _nbytes(row_shape, dtype))
         return (rows, *row_shape)
+
+    def _shards(self, chunks: tuple[int, ...], dtype: np.dtype) -> tuple[int, ...] | None:
+        """Whole chunks per shard, about ``shard_bytes`` (at least one chunk)."""
+        if self._shard_bytes is None:
+            return None
+        per_shard = max(1, self._shard_bytes // _nbytes(chunks, dtype))
+        return (chunks[0] * per_shard, *chunks[1:])
+
+    def write_rows(self, data_id: str, phase: str, var: str) -> int | None:
+        # docstring inherited: a shard is rewritten whole, so it is the unit when sharded.
+        array = self._array(data_id, phase, var)
+        if array.ndim == 0:
+            return None
+        return int((array.shards or array.chunks)[0])
 
     def _group(self, *path: str, create: bool = False) -> zarr.Group | None:
         if path in self._groups:
@@ -276,7 +306,8 @@ class ZarrBackend(Backend):
         array = self._arrays.get(key)
         if array is None:
             group = self._group(data_id, phase)
-            found = None if group is None else group.get(var)
+            with pipeline_scope(self._pipeline):  # zarr picks an array's pipeline when opening it
+                found = None if group is None else group.get(var)
             if not isinstance(found, zarr.Array):
                 return None
             array = self._arrays[key] = found
@@ -307,6 +338,10 @@ def _write_rows(array: zarr.Array[Any], rows: np.ndarray, data: np.ndarray) -> N
     source = rows.size - 1 - first
     values = np.broadcast_to(data, (rows.size, *array.shape[1:]))[source]
     array.set_orthogonal_selection((unique,), values)
+
+
+def _nbytes(shape: tuple[int, ...], dtype: np.dtype) -> int:
+    return max(1, int(np.prod(shape, dtype=np.int64)) * dtype.itemsize)
 
 
 def _check_positive(arg: str, value: object, allow_none: bool) -> None:
