@@ -1,0 +1,482 @@
+"""Loader benchmark: one shuffled epoch through a torch DataLoader, five ways to read the same rows.
+
+One data set (``N_ROWS`` rows of 784 float32 plus an int64 label) is written once as
+(1) a zarr store through StoreGate's zarr backend with the default codec and chunking,
+(2) a ``.npy`` file and (3) an HDF5 file with the same rows per chunk. Each configuration
+then runs in a fresh subprocess, so its peak memory is its own:
+
+(a) a naive per-sample Dataset whose ``__getitem__`` does ``arr[i]`` on the zarr arrays,
+(b) ``StoreGateDataset`` with ``ChunkShuffleSampler`` (batched, chunk-aware reads),
+(c) a numpy memmap of the ``.npy`` file with random per-sample access,
+(d) h5py per-sample access,
+(e) an in-memory ``TensorDataset``.
+
+Per-sample reads from compressed chunks ((a) and (d)) decompress a whole chunk for each
+row, so they are timed on a fixed random subset of rows; throughput is samples per second
+in every case. The label is the row index, so each run checks that every row it asked for
+arrived exactly once, with its own features.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import json
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Sized
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+N_ROWS = 100_000
+N_FEATURES = 784
+BATCH_SIZE = 256
+PER_SAMPLE_SUBSET = 2_000
+WORKERS = (0, 2)
+SEED = 0
+DATA_ID = "bench"
+PHASE = "train"
+H5_COMPRESSION = "gzip"  # h5py has no zstd without a plugin; gzip is its built-in codec
+KINDS = ("naive_zarr", "storegate", "storegate_batches", "memmap", "h5py", "tensor")
+LABELS = {
+    "naive_zarr": "(a) naive zarr per-sample",
+    "storegate": "(b) StoreGateDataset + ChunkShuffleSampler",
+    "storegate_batches": "(b') as (b), whole batches: BatchSampler, batch_size=None",
+    "memmap": "(c) numpy memmap per-sample",
+    "h5py": f"(d) h5py per-sample ({H5_COMPRESSION})",
+    "tensor": "(e) in-memory TensorDataset",
+}
+#: Configurations timed on a random subset of rows, because per-row decompression is slow.
+SUBSET_KINDS = frozenset({"naive_zarr", "h5py"})
+RESULT_MARK = "BENCH_LOADER_RESULT "
+
+
+@dataclass(frozen=True)
+class DataPaths:
+    """Where one copy of the benchmark data lives in each format."""
+
+    root: str
+    zarr_dir: str
+    npy_x: str
+    npy_y: str
+    h5: str
+    n_rows: int
+    chunk_rows: int
+
+    @property
+    def zarr_x(self) -> str:
+        """The zarr array of features inside the StoreGate store."""
+        return str(Path(self.zarr_dir) / DATA_ID / PHASE / "x")
+
+    @property
+    def zarr_y(self) -> str:
+        """The zarr array of labels inside the StoreGate store."""
+        return str(Path(self.zarr_dir) / DATA_ID / PHASE / "y")
+
+
+# --- data --------------------------------------------------------------------------------
+
+
+def make_rows(n_rows: int, seed: int = SEED) -> tuple[np.ndarray, np.ndarray]:
+    """Image-like rows (mostly zeros, 8-bit grey levels) and their labels (the row index).
+
+    Feature 0 of row ``i`` is ``(i % 256) / 255``, so a reader can check that features and
+    labels arrive paired.
+    """
+    rng = np.random.default_rng(seed)
+    levels = rng.integers(0, 256, size=(n_rows, N_FEATURES), dtype=np.uint8)
+    levels[rng.random((n_rows, N_FEATURES), dtype=np.float32) < 0.8] = 0  # sparse like MNIST
+    x = levels.astype(np.float32) / np.float32(255)
+    y = np.arange(n_rows, dtype=np.int64)
+    x[:, 0] = _feature0(y)
+    return x, y
+
+
+def _feature0(y: np.ndarray) -> np.ndarray:
+    return (y % 256).astype(np.float32) / np.float32(255)
+
+
+def build_data(root: str | Path, n_rows: int = N_ROWS, chunk_rows: int | None = None) -> DataPaths:
+    """Write the same rows as a StoreGate zarr store, a ``.npy`` pair and an HDF5 file.
+
+    ``chunk_rows=None`` keeps StoreGate's default chunking; the HDF5 file copies it.
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    x, y = make_rows(n_rows)
+    zarr_dir = root / "store.zarr"
+    chunk_rows = _write_storegate(zarr_dir, x, y, chunk_rows)
+    np.save(root / "x.npy", x)
+    np.save(root / "y.npy", y)
+    _write_h5(root / "data.h5", x, y, chunk_rows)
+    return DataPaths(
+        root=str(root),
+        zarr_dir=str(zarr_dir),
+        npy_x=str(root / "x.npy"),
+        npy_y=str(root / "y.npy"),
+        h5=str(root / "data.h5"),
+        n_rows=n_rows,
+        chunk_rows=chunk_rows,
+    )
+
+
+def _write_storegate(path: Path, x: np.ndarray, y: np.ndarray, chunk_rows: int | None) -> int:
+    from storegate import StoreGate
+
+    args: dict[str, Any] = {"output_dir": str(path), "mode": "w"}
+    if chunk_rows is not None:
+        args["chunk"] = chunk_rows
+    sg = StoreGate(backend="zarr", backend_args=args, data_id=DATA_ID)
+    sg.add_data("x", x, phase=PHASE)
+    sg.add_data("y", y, phase=PHASE)
+    sg.compile()
+    chunk_rows = sg.store.info(DATA_ID, PHASE, "x").chunk_rows
+    assert chunk_rows is not None
+    return chunk_rows
+
+
+def _write_h5(path: Path, x: np.ndarray, y: np.ndarray, chunk_rows: int) -> None:
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        f.create_dataset("x", data=x, chunks=(min(chunk_rows, len(x)), N_FEATURES), compression=H5_COMPRESSION)
+        f.create_dataset("y", data=y, chunks=(min(chunk_rows, len(y)),), compression=H5_COMPRESSION)
+
+
+def describe_data(paths: DataPaths) -> dict[str, Any]:
+    """Codec, chunking and bytes on disk of each copy, for the report."""
+    import zarr
+
+    array = zarr.open_array(paths.zarr_x, mode="r")
+    codecs = ", ".join(type(c).__name__.removesuffix("Codec") for c in array.compressors) or "none"
+    return {
+        "zarr_codec": codecs,
+        "zarr_mb": _dir_bytes(Path(paths.zarr_dir)) / 1e6,
+        "npy_mb": (Path(paths.npy_x).stat().st_size + Path(paths.npy_y).stat().st_size) / 1e6,
+        "h5_mb": Path(paths.h5).stat().st_size / 1e6,
+    }
+
+
+def _dir_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+# --- per-sample datasets (opened lazily, so only paths cross into workers) -------------------
+
+
+class _LazyPerSample:
+    """A per-sample map-style dataset over two row arrays opened on first use in each process."""
+
+    def __init__(self, paths: DataPaths) -> None:
+        self.paths = paths
+        self._arrays: tuple[Any, Any] | None = None
+
+    def __len__(self) -> int:
+        return self.paths.n_rows
+
+    def __getitem__(self, i: int) -> tuple[Any, Any]:
+        import torch
+
+        if self._arrays is None:
+            self._arrays = self._open()
+        x, y = self._arrays
+        # np.array copies: torch refuses to wrap read-only buffers without a warning.
+        return torch.from_numpy(np.array(x[i])), torch.from_numpy(np.array(y[i]))
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"paths": self.paths, "_arrays": None}
+
+    def _open(self) -> tuple[Any, Any]:
+        raise NotImplementedError
+
+
+class NaiveZarrDataset(_LazyPerSample):
+    """(a) ``arr[i]`` on the zarr arrays of the StoreGate store: one zarr call per row and array."""
+
+    def _open(self) -> tuple[Any, Any]:
+        import zarr
+
+        return zarr.open_array(self.paths.zarr_x, mode="r"), zarr.open_array(self.paths.zarr_y, mode="r")
+
+
+class MemmapDataset(_LazyPerSample):
+    """(c) ``np.load(mmap_mode='r')`` and per-row indexing."""
+
+    def _open(self) -> tuple[Any, Any]:
+        return np.load(self.paths.npy_x, mmap_mode="r"), np.load(self.paths.npy_y, mmap_mode="r")
+
+
+class H5Dataset(_LazyPerSample):
+    """(d) h5py per-row indexing with h5py's default chunk cache."""
+
+    def _open(self) -> tuple[Any, Any]:
+        import h5py
+
+        f = h5py.File(self.paths.h5, "r")
+        return f["x"], f["y"]
+
+
+# --- one measurement ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One timed epoch (or subset) and the memory it used."""
+
+    kind: str
+    num_workers: int
+    rows: int
+    seconds: float
+    rss_imports_mb: float
+    peak_rss_main_mb: float
+    peak_rss_worker_mb: float
+
+    @property
+    def samples_per_s(self) -> float:
+        """Rows delivered per second of the timed loop."""
+        return self.rows / self.seconds
+
+
+def make_loader(kind: str, paths: DataPaths, num_workers: int, subset: int | None) -> tuple[Any, np.ndarray]:
+    """The DataLoader of one configuration and the rows it will deliver (in no order)."""
+    import torch
+    from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SubsetRandomSampler, TensorDataset
+
+    generator = torch.Generator().manual_seed(SEED)
+    options: dict[str, Any] = {"batch_size": BATCH_SIZE, "num_workers": num_workers}
+    if num_workers:
+        options["multiprocessing_context"] = "fork"  # local files: fork is safe and fastest to start
+    if kind == "storegate":
+        dataset, sampler = _storegate_dataset(paths)
+        return DataLoader(dataset, sampler=sampler, **options), np.arange(paths.n_rows)
+    if kind == "storegate_batches":
+        # dataset[list] returns the batch as tensors: no per-sample split and re-stack.
+        dataset, sampler = _storegate_dataset(paths)
+        options["sampler"] = BatchSampler(sampler, options.pop("batch_size"), drop_last=False)
+        return DataLoader(dataset, batch_size=None, **options), np.arange(paths.n_rows)
+    dataset: Any
+    if kind == "tensor":
+        x, y = np.load(paths.npy_x), np.load(paths.npy_y)
+        dataset = TensorDataset(torch.from_numpy(x), torch.from_numpy(y))
+    else:
+        dataset = {"naive_zarr": NaiveZarrDataset, "memmap": MemmapDataset, "h5py": H5Dataset}[kind](paths)
+    if subset is None:
+        rows = np.arange(paths.n_rows)
+        sampler: Any = RandomSampler(dataset, generator=generator)
+    else:
+        rows = np.sort(np.random.default_rng(SEED).choice(paths.n_rows, size=subset, replace=False))
+        sampler = SubsetRandomSampler(rows.tolist(), generator=generator)
+    return DataLoader(dataset, sampler=sampler, **options), rows
+
+
+def _storegate_dataset(paths: DataPaths) -> tuple[Sized, Any]:
+    from storegate import StoreGate
+    from storegate.torch import ChunkShuffleSampler, StoreGateDataset
+
+    sg = StoreGate(backend="zarr", backend_args={"output_dir": paths.zarr_dir, "mode": "r"}, data_id=DATA_ID)
+    dataset = StoreGateDataset(sg, PHASE, input_var_names="x", true_var_names="y")
+    return dataset, ChunkShuffleSampler(dataset, seed=SEED)
+
+
+def run_epoch(loader: Any) -> tuple[np.ndarray, float]:
+    """Iterate the loader once; return the labels seen (in order) and the seconds it took.
+
+    The time includes starting the workers, as a training epoch pays it too.
+    """
+    seen = []
+    start = time.perf_counter()
+    for x, y in loader:
+        _check_pairs(x.numpy(), y.numpy())
+        seen.append(y.numpy())
+    seconds = time.perf_counter() - start
+    return np.concatenate(seen), seconds
+
+
+def _check_pairs(x: np.ndarray, y: np.ndarray) -> None:
+    if x.shape != (len(y), N_FEATURES) or not np.array_equal(x[:, 0], _feature0(y)):
+        raise RuntimeError(f"a batch of shape {x.shape} does not hold the features of its labels")
+
+
+def measure(kind: str, paths: DataPaths, num_workers: int, subset: int | None = None) -> Measurement:
+    """Time one shuffled pass of configuration ``kind`` in this process and check its rows."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}. Got {kind!r} instead.")
+    rss_imports = _peak_rss_self_mb()
+    loader, rows = make_loader(kind, paths, num_workers, subset)
+    seen, seconds = run_epoch(loader)
+    if not np.array_equal(np.sort(seen), rows):
+        raise RuntimeError(f"{kind}: {len(seen)} rows arrived, expected each of {len(rows)} rows once")
+    del loader
+    gc.collect()  # workers are joined by now; RUSAGE_CHILDREN covers them
+    return Measurement(
+        kind=kind,
+        num_workers=num_workers,
+        rows=len(seen),
+        seconds=seconds,
+        rss_imports_mb=rss_imports,
+        peak_rss_main_mb=_peak_rss_self_mb(),
+        peak_rss_worker_mb=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 if num_workers else 0.0,
+    )
+
+
+def _peak_rss_self_mb() -> float:
+    # Linux keeps the largest ru_maxrss across exec, so a fresh interpreter would report its
+    # parent's peak; the high-water mark of this process's own memory (VmHWM) has no such carry-over.
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
+
+
+def measure_in_subprocess(
+    kind: str, paths: DataPaths, num_workers: int, subset: int | None = None, timeout: float = 600
+) -> Measurement:
+    """Run :func:`measure` in a fresh interpreter, so peak memory belongs to this configuration."""
+    request = json.dumps({"kind": kind, "paths": asdict(paths), "num_workers": num_workers, "subset": subset})
+    done = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--measure", request],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT_MARK)]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"{kind} with {num_workers} workers failed:\n{done.stdout}\n{done.stderr}")
+    return Measurement(**json.loads(lines[-1].removeprefix(RESULT_MARK)))
+
+
+def _measure_main(request: str) -> None:
+    # Import the heavy libraries before the baseline, as every configuration pays them.
+    import h5py  # noqa: F401
+    import torch  # noqa: F401
+    import zarr  # noqa: F401
+
+    import storegate  # noqa: F401
+
+    args = json.loads(request)
+    result = measure(args["kind"], DataPaths(**args["paths"]), args["num_workers"], args["subset"])
+    print(RESULT_MARK + json.dumps(asdict(result)), flush=True)
+
+
+# --- the report --------------------------------------------------------------------------------
+
+
+def run_all(paths: DataPaths, subset: int = PER_SAMPLE_SUBSET) -> list[Measurement]:
+    """Every configuration with every worker count, each in its own subprocess."""
+    results = []
+    for num_workers in WORKERS:
+        for kind in KINDS:
+            rows = min(subset, paths.n_rows) if kind in SUBSET_KINDS else None
+            result = measure_in_subprocess(kind, paths, num_workers, rows)
+            print(f"  {LABELS[kind]}, {num_workers} workers: {result.samples_per_s:,.0f} samples/s", flush=True)
+            results.append(result)
+    return results
+
+
+def format_table(results: list[Measurement]) -> str:
+    """A Markdown table; ratios compare configurations with the same number of workers."""
+    by_key = {(r.kind, r.num_workers): r for r in results}
+    header = (
+        "| configuration | workers | rows timed | samples/s | x (a) | x (c) "
+        "| RSS after imports (MB) | peak RSS main (MB) | peak RSS per worker (MB) |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+    )
+    lines = []
+    for r in results:
+        a, c = by_key.get(("naive_zarr", r.num_workers)), by_key.get(("memmap", r.num_workers))
+        subset = " (random subset)" if r.kind in SUBSET_KINDS else ""
+        lines.append(
+            f"| {LABELS[r.kind]} | {r.num_workers} | {r.rows:,}{subset} | {r.samples_per_s:,.0f} "
+            f"| {_ratio(r, a)} | {_ratio(r, c)} | {r.rss_imports_mb:,.0f} | {r.peak_rss_main_mb:,.0f} "
+            f"| {r.peak_rss_worker_mb:,.0f} |"
+        )
+    return header + "\n".join(lines)
+
+
+def _ratio(result: Measurement, base: Measurement | None) -> str:
+    return "n/a" if base is None else f"{result.samples_per_s / base.samples_per_s:,.1f}"
+
+
+def goals(results: list[Measurement]) -> str:
+    """Whether (b) (and (b'), when measured) reach 50x (a) and 0.5x (c) at each worker count."""
+    by_key = {(r.kind, r.num_workers): r for r in results}
+    lines = []
+    for w in WORKERS:
+        a, c = by_key.get(("naive_zarr", w)), by_key.get(("memmap", w))
+        for kind, name in (("storegate", "(b)"), ("storegate_batches", "(b')")):
+            b = by_key.get((kind, w))
+            if b is None or a is None or c is None:
+                continue
+            vs_a, vs_c = b.samples_per_s / a.samples_per_s, b.samples_per_s / c.samples_per_s
+            lines.append(
+                f"- {w} workers: {name} is {vs_a:,.0f}x (a) (goal 50x: {_met(vs_a >= 50)}) and "
+                f"{vs_c:.2f}x (c) (goal 0.5x: {_met(vs_c >= 0.5)})."
+            )
+    return "\n".join(lines)
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def report(paths: DataPaths, results: list[Measurement], build_seconds: float) -> str:
+    """The Markdown section for RESULTS.md."""
+    d = describe_data(paths)
+    return (
+        "## Loader: one shuffled epoch through a torch DataLoader\n\n"
+        f"{paths.n_rows:,} rows of {N_FEATURES} float32 (image-like: 80% zeros, 8-bit levels) plus an "
+        f"int64 label, written once ({build_seconds:.0f} s) as: a StoreGate zarr store (default codec: "
+        f"{d['zarr_codec']}, {paths.chunk_rows} rows per chunk, {d['zarr_mb']:.0f} MB on disk), a `.npy` "
+        f"pair ({d['npy_mb']:.0f} MB) and an HDF5 file ({H5_COMPRESSION} at h5py's default level, "
+        f"{paths.chunk_rows} rows per chunk, {d['h5_mb']:.0f} MB). batch_size {BATCH_SIZE}; workers start "
+        "with 'fork'; each configuration runs in a fresh subprocess and its time includes starting the "
+        "workers. (a) and (d) decompress a whole chunk per row, so they are timed on the same fixed random "
+        f"subset of {PER_SAMPLE_SUBSET:,} rows (in random order); the others run a full shuffled epoch. "
+        "Every run checks that each requested row arrived exactly once with its own features. "
+        "Ratios (x (a), x (c)) compare runs with the same number of workers. Peak RSS per worker is the "
+        "largest worker's (RUSAGE_CHILDREN); after a fork it counts the pages a worker shares with the "
+        "main process.\n\n"
+        f"{format_table(results)}\n\n"
+        f"Goals:\n{goals(results)}\n\n"
+        "On 2 cores, 2 workers compete with the main process (and with each other) for the CPU: for "
+        "cheap batches (memmap, in-memory) the inter-process transfer costs more than it saves, so "
+        "0 workers can be faster; the table shows it as measured."
+    )
+
+
+def main() -> str:
+    """Build the data, run every configuration, remove the data, return the Markdown section."""
+    root = HERE / "_data" / "loader"
+    shutil.rmtree(root, ignore_errors=True)
+    try:
+        start = time.perf_counter()
+        paths = build_data(root)
+        build_seconds = time.perf_counter() - start
+        print(f"  data written in {build_seconds:.0f} s", flush=True)
+        return report(paths, run_all(paths), build_seconds)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _cli(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(description="Loader benchmark; without options, run it all.")
+    parser.add_argument("--measure", metavar="JSON", help="(internal) run one configuration in this process")
+    args = parser.parse_args(argv)
+    if args.measure:
+        _measure_main(args.measure)
+    else:
+        print(main())
+
+
+if __name__ == "__main__":
+    _cli(sys.argv[1:])
