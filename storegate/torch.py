@@ -14,10 +14,11 @@ not fork-safe). A worker also calls :func:`storegate.codecs.force_default_pipeli
 it opens anything, because the zarrs codec pipeline can deadlock in a forked worker once
 the parent decoded data with it.
 
-Data that cannot be reopened from configuration are carried instead: the numpy backend,
-the hybrid backend in mode 'numpy', and a zarr store given as a zarr ``Store`` object (for
-example ``zarr.storage.MemoryStore``) are read into memory when the dataset is made, and
-that copy travels to the workers (shared copy-on-write with 'fork', pickled otherwise).
+Data that another process cannot reopen from configuration are carried instead: the numpy
+backend, the hybrid backend in mode 'numpy', a zarr store given as a zarr ``Store`` object
+(``zarr.storage.MemoryStore``...) and an fsspec ``memory://`` store are read into memory
+when the dataset is made, and that copy travels to the workers (shared copy-on-write with
+'fork', pickled otherwise). Use a directory or an S3 URL to stream data larger than memory.
 """
 
 from __future__ import annotations
@@ -114,11 +115,11 @@ class StoreGateDataset(Dataset[Any]):
         assert data_id is not None  # checked by _check_args
         self._data_id = data_id
         zarr_store = None if preload else _zarr_store(storegate)
-        carried = zarr_store is None or not isinstance(zarr_store.output_dir, (str, os.PathLike))
-        self._handle = None if zarr_store is None or carried else _StoreHandle(_reopen_args(storegate, zarr_store))
+        args = None if zarr_store is None else _reopen_args(storegate, zarr_store)
+        self._handle = _StoreHandle(args) if args is not None and _reopenable(args) else None
         self._columns: dict[str, Column] = {
             var: _memory_column(storegate, var, self._phase)
-            if carried
+            if self._handle is None
             else _chunked_column(storegate.store, data_id, self._phase, var)
             for var in names
         }
@@ -348,7 +349,15 @@ def _reopen_args(sg: StoreGate, store: ZarrBackend) -> dict[str, Any]:
     if reopen is not None:
         return dict(reopen())
     # output_dir is the resolved location (a temporary directory when none was given).
-    return {**sg.backend_args, "output_dir": os.fspath(store.output_dir)}  # type: ignore[arg-type]
+    return {**sg.backend_args, "output_dir": store.output_dir}
+
+
+def _reopenable(args: dict[str, Any]) -> bool:
+    """False for a store that lives in this process's memory: another process cannot reopen it."""
+    where = args.get("output_dir")
+    if not isinstance(where, (str, os.PathLike)):
+        return False  # a zarr Store object (MemoryStore...)
+    return not os.fspath(where).startswith("memory://")  # fsspec's memory filesystem
 
 
 # --- building columns --------------------------------------------------------------------
