@@ -460,10 +460,13 @@ class StoreGate:
     def _delete(self, data_id: str, var_names: Any, phase: Any) -> None:
         self._db.check_writable()
         names = parse_var_names(var_names)
-        for phase_ in _phases_of(resolve_phase(phase)):
-            for var in names.names:
-                self._db.delete(data_id, phase_, var)
-        self._mark_stale(data_id)
+        present = [
+            (p, var) for p in _phases_of(resolve_phase(phase)) for var in names.names if self._db.has(data_id, p, var)
+        ]
+        for phase_, var in present:
+            self._db.delete(data_id, phase_, var)
+        if present:  # deleting what is absent is a no-op, also for the compile state
+            self._mark_stale(data_id)
 
     def _get(self, data_id: str, names: VarNames, phase: str, index: Any) -> Any:
         arrays = [self._read(data_id, phase, var, index) for var in names.names]
