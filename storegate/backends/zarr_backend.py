@@ -337,7 +337,28 @@ def _write_rows(array: zarr.Array[Any], rows: np.ndarray, data: np.ndarray) -> N
     unique, first = np.unique(reversed_rows, return_index=True)
     source = rows.size - 1 - first
     values = np.broadcast_to(data, (rows.size, *array.shape[1:]))[source]
-    array.set_orthogonal_selection((unique,), values)
+    if array.shards is not None and array.ndim > 1:
+        _write_rows_by_shard(array, unique, values)
+    else:
+        array.set_orthogonal_selection((unique,), values)
+
+
+def _write_rows_by_shard(array: zarr.Array[Any], rows: np.ndarray, values: np.ndarray) -> None:
+    """Rewrite each touched shard's rows as one slice.
+
+    zarr 3.1 mis-shapes orthogonal writes of several rows into one shard of a 2+-D array
+    (zarr-python issue 2834); a partial shard write rewrites the whole shard anyway, so
+    this costs about the same.
+    """
+    size = int(array.shards[0]) if array.shards else 1
+    shard_of = rows // size
+    for shard in np.unique(shard_of):
+        start = int(shard) * size
+        stop = min(start + size, array.shape[0])
+        block = np.asarray(array[start:stop])
+        mine = shard_of == shard
+        block[rows[mine] - start] = values[mine]
+        array[start:stop] = block
 
 
 def _nbytes(shape: tuple[int, ...], dtype: np.dtype) -> int:
