@@ -6,6 +6,7 @@ attributes of the ``<data_id>`` group under the key ``"storegate"``.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import weakref
@@ -17,8 +18,9 @@ from zarr.abc.store import Store
 
 from storegate.backends.base import Backend, VarInfo
 from storegate.codecs import DEFAULT_PIPELINE, check_pipeline, pipeline_scope, resolve_compressor
-from storegate.errors import InvalidArgumentError, NotFoundError, StorageError
+from storegate.errors import InvalidArgumentError
 from storegate.indexing import Selection
+from storegate.locations import DEFAULT_REMOTE_CONCURRENCY, concurrency_scope, resolve_location
 
 __all__ = ["DEFAULT_CHUNK_BYTES", "ZarrBackend"]
 
@@ -35,8 +37,10 @@ class ZarrBackend(Backend):
     Parameters
     ----------
     output_dir
-        A local or NAS directory, or a zarr ``Store`` object (e.g. ``MemoryStore``).
-        ``None`` makes a temporary directory, removed when the backend is collected.
+        Where the store lives: a local or NAS directory, a ``file://`` URL, an fsspec URL
+        such as ``'s3://bucket/prefix'`` (MinIO, Ceph, AWS; also ``gs://``, ``memory://``...)
+        or a zarr ``Store`` object (e.g. ``MemoryStore``). ``None`` makes a temporary
+        directory, removed when the backend is collected. See :mod:`storegate.locations`.
     chunk
         Rows per chunk. Default: as many rows as fit in ``chunk_bytes``.
     chunk_bytes
@@ -51,8 +55,28 @@ class ZarrBackend(Backend):
         ``'default'`` (zarr's configured pipeline) or ``'zarrs'`` (the Rust pipeline of the
         ``zarrs`` extra, for this store's arrays only), see :mod:`storegate.codecs`.
     mode
-        ``'w'`` (replace what is there), ``'a'`` (read and write, create if missing) or
-        ``'r'`` (read only).
+        ``'w'`` (replace everything under ``output_dir``, matorage's ``refresh``), ``'a'``
+        (read and write, create if missing) or ``'r'`` (read only: every write raises
+        ReadOnlyError).
+    storage_options
+        fsspec options for a URL ``output_dir``, passed unchanged (for S3: s3fs's ``key``,
+        ``secret``, ``anon``, ``client_kwargs={'endpoint_url': ...}``, ``config_kwargs``...).
+        S3 gets :data:`storegate.locations.DEFAULT_S3_CONFIG` (connect / read timeouts,
+        retries) unless ``config_kwargs`` gives those keys, and its bucket is checked when
+        the store opens: a missing bucket, refused credentials or a silent endpoint raise
+        StorageError naming the endpoint and the bucket.
+    endpoint, access_key, secret_key, secure
+        matorage's names, for ``s3://`` URLs: ``endpoint='host:port'`` becomes
+        ``client_kwargs['endpoint_url']`` (``https://`` when ``secure`` is true, else
+        ``http://``), ``access_key`` becomes ``key`` and ``secret_key`` becomes ``secret``.
+    cache_dir
+        A local directory caching the files read from a remote store (fsspec's
+        ``simplecache``), so later epochs read from local disk. Needs mode 'r'; meant for
+        stores written once.
+    read_concurrency
+        Chunk requests in flight during a read (zarr's ``async.concurrency``, raised only
+        for the duration of the read). Default: ``DEFAULT_REMOTE_CONCURRENCY`` (32) for a
+        remote URL, zarr's own setting otherwise.
     """
 
     name = "zarr"
@@ -65,6 +89,13 @@ class ZarrBackend(Backend):
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         compressor: object = "default",
         mode: str = "a",
+        storage_options: dict[str, Any] | None = None,
+        endpoint: str | None = None,
+        access_key: str | None = None,
+        secret_key: str | None = None,
+        secure: bool | None = None,
+        cache_dir: str | None = None,
+        read_concurrency: int | None = None,
         shard_bytes: int | None = None,
         codec_pipeline: str = DEFAULT_PIPELINE,
     ) -> None:
@@ -77,7 +108,20 @@ class ZarrBackend(Backend):
         self._chunk, self._chunk_bytes, self._shard_bytes = chunk, chunk_bytes, shard_bytes
         self._pipeline = check_pipeline(codec_pipeline)
         self._mode_rw: Literal["w", "a", "r"] = mode
+        _check_positive("read_concurrency", read_concurrency, allow_none=True)
         self._output_dir = self._default_dir() if output_dir is None else output_dir
+        self._location = resolve_location(
+            self._output_dir,
+            storage_options,
+            endpoint=endpoint,
+            access_key=access_key,
+            secret_key=secret_key,
+            secure=secure,
+            cache_dir=cache_dir,
+        )
+        self._read_concurrency = read_concurrency
+        if read_concurrency is None and self._location.remote:
+            self._read_concurrency = DEFAULT_REMOTE_CONCURRENCY
         self._root = self._open_root()
         self._groups: dict[tuple[str, ...], zarr.Group] = {}
         self._arrays: dict[tuple[str, str, str], zarr.Array[Any]] = {}
@@ -91,24 +135,48 @@ class ZarrBackend(Backend):
         return path
 
     def _open_root(self) -> zarr.Group:
-        try:
-            return zarr.open_group(store=self._output_dir, mode=self._mode_rw, zarr_format=3)
-        except FileNotFoundError as exc:
-            raise NotFoundError(
-                f"output_dir must hold a zarr store when mode is 'r'. Got {self.location}, where there is none."
-            ) from exc
-        except OSError as exc:
-            raise StorageError(f"cannot open the zarr store at {self.location}: {exc}") from exc
+        # Raises NotFoundError (mode 'r', no store) or StorageError (unreachable).
+        return self._location.open_group(self._mode_rw)
 
     @property
-    def output_dir(self) -> str | Store:
-        """Where the store lives (a path or the zarr Store given)."""
+    def output_dir(self) -> str | os.PathLike[str] | Store:
+        """Where the store lives, as given (the temporary directory when none was)."""
         return self._output_dir
 
     @property
     def location(self) -> str:
-        # docstring inherited
-        return str(self._output_dir)
+        # docstring inherited; never shows credentials
+        return self._location.describe()
+
+    def reopen_args(self, mode: str = "r") -> dict[str, Any]:
+        """``backend_args`` that open this same store again, e.g. in a worker process.
+
+        ``ZarrBackend(**backend.reopen_args())`` (or ``StoreGate('zarr', backend_args=...)``)
+        opens the same location: ``output_dir`` (the absolute path, also of a temporary
+        directory, or the URL), ``storage_options`` (matorage's names already mapped, with
+        credentials), ``cache_dir`` and ``read_concurrency`` when set, and ``mode``. Every
+        value is a str, int or dict of them, so the dict pickles, unless ``output_dir``
+        was a zarr Store object, which is passed as it is (a ``MemoryStore`` does not
+        cross processes). A temporary directory lives only as long as this backend.
+
+        Parameters
+        ----------
+        mode
+            ``'r'`` (the default, for readers) or ``'a'``.
+
+        Raises
+        ------
+        InvalidArgumentError
+            If ``mode`` is not 'r' or 'a' (mode 'w' would erase the store).
+        """
+        if mode not in ("r", "a"):
+            raise InvalidArgumentError(f"mode must be 'r' or 'a' to reopen a store. Got {mode!r} instead.")
+        args = self._location.backend_args()
+        if mode != "r":
+            args.pop("cache_dir", None)
+        if self._read_concurrency is not None:
+            args["read_concurrency"] = self._read_concurrency
+        return {**args, "mode": mode}
 
     @property
     def writable(self) -> bool:
@@ -174,9 +242,11 @@ class ZarrBackend(Backend):
 
     def read(self, data_id: str, phase: str, var: str, selection: Selection) -> np.ndarray:
         array = self._array(data_id, phase, var)
-        if isinstance(selection, np.ndarray):
-            return _read_rows(array, selection)
-        return np.asarray(array[selection])
+        # Chunks of a remote store are fetched read_concurrency at a time.
+        with concurrency_scope(self._read_concurrency):
+            if isinstance(selection, np.ndarray):
+                return _read_rows(array, selection)
+            return np.asarray(array[selection])
 
     def write(self, data_id: str, phase: str, var: str, selection: Selection, data: np.ndarray) -> None:
         array = self._array(data_id, phase, var)

@@ -1,0 +1,452 @@
+"""Where a zarr store lives, and how to open it.
+
+A location is a local or NAS directory, a ``file://`` URL, an fsspec URL
+(``s3://bucket/prefix``, ``gs://...``, ``memory://...``) or a zarr ``Store`` object.
+Local paths open as zarr's ``LocalStore``; URLs as zarr's ``FsspecStore`` with the
+``storage_options`` handed to fsspec unchanged, apart from two documented additions:
+
+- matorage's names map onto s3fs options (:data:`MATORAGE_NAMES`);
+- S3 gets bounded timeouts and retries (:data:`DEFAULT_S3_CONFIG`) unless the user's
+  ``config_kwargs`` say otherwise, and the bucket is checked once when the store is
+  opened, so a missing bucket, refused credentials or a silent endpoint raise a
+  :class:`~storegate.errors.StorageError` within :data:`PROBE_TIMEOUT` seconds.
+
+A :class:`Location` holds only plain data (strings and dicts), so it can be pickled and
+sent to worker processes, which open their own store from it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import os
+import shutil
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import zarr
+from zarr.abc.store import Store
+from zarr.core.sync import sync
+from zarr.storage import FsspecStore, LocalStore
+
+from storegate.errors import InvalidArgumentError, NotFoundError, StorageError, StoreGateError
+
+__all__ = [
+    "DEFAULT_REMOTE_CONCURRENCY",
+    "DEFAULT_S3_CONFIG",
+    "MATORAGE_NAMES",
+    "PROBE_TIMEOUT",
+    "Location",
+    "concurrency_scope",
+    "resolve_location",
+]
+
+Mode = Literal["w", "a", "r"]
+S3_PROTOCOLS = ("s3", "s3a")
+
+#: botocore ``Config`` options storegate sets for S3 unless ``storage_options['config_kwargs']``
+#: gives them: seconds to open a connection, seconds of silence on an open connection, and
+#: attempts per request ('standard' mode backs off between them). s3fs retries a timed-out
+#: request up to 5 times on top of this, so one request gives up after at most about
+#: 5 x 3 x 20 s; a refused connection fails after 3 quick attempts.
+#: ``max_pool_connections`` lets :data:`DEFAULT_REMOTE_CONCURRENCY` requests run at once.
+DEFAULT_S3_CONFIG: dict[str, Any] = {
+    "connect_timeout": 5,
+    "read_timeout": 20,
+    "retries": {"max_attempts": 3, "mode": "standard"},
+    "max_pool_connections": 32,
+}
+
+#: Seconds the check of an S3 bucket at open time may take before it fails.
+PROBE_TIMEOUT = 20.0
+
+#: zarr's ``async.concurrency`` (chunk requests in flight) during reads from a remote store.
+DEFAULT_REMOTE_CONCURRENCY = 32
+
+#: matorage's ``backend_args`` names and the s3fs option each becomes.
+MATORAGE_NAMES: dict[str, str] = {
+    "endpoint": "client_kwargs['endpoint_url'] ('http://' or 'https://' + endpoint, by secure)",
+    "access_key": "key",
+    "secret_key": "secret",
+    "secure": "the scheme of endpoint_url: https when True, http when False (the default)",
+}
+
+
+@dataclass(frozen=True)
+class Location:
+    """A resolved storage location; build it with :func:`resolve_location`.
+
+    Attributes
+    ----------
+    kind
+        ``'local'`` (a directory, also for ``file://``), ``'fsspec'`` (any other URL) or
+        ``'store'`` (a zarr Store object given by the user).
+    path
+        The absolute directory or the URL; ``None`` for a Store object.
+    storage_options
+        fsspec options: the user's, with matorage's names mapped, without storegate's
+        defaults (which :meth:`fsspec_options` adds).
+    cache_dir
+        A local directory that caches the files read from a remote store, or ``None``.
+    store
+        The zarr Store object when ``kind`` is ``'store'``.
+    """
+
+    kind: Literal["local", "fsspec", "store"]
+    path: str | None
+    storage_options: dict[str, Any] = field(default_factory=dict, repr=False)
+    cache_dir: str | None = None
+    store: Store | None = None
+
+    # --- what it is ------------------------------------------------------------------
+
+    @property
+    def protocol(self) -> str | None:
+        """The URL's protocol (the innermost one of a chained URL), ``None`` when not a URL."""
+        if self.kind != "fsspec" or self.path is None:
+            return None
+        return self.path.split("::")[-1].partition("://")[0]
+
+    @property
+    def remote(self) -> bool:
+        """True for URLs that reach the network (not ``memory://`` or local files)."""
+        return self.protocol not in (None, "memory", "file", "local")
+
+    @property
+    def is_s3(self) -> bool:
+        """True for an unchained ``s3://`` (or ``s3a://``) URL."""
+        return self.protocol in S3_PROTOCOLS and "::" not in (self.path or "")
+
+    @property
+    def bucket(self) -> str | None:
+        """The bucket of an S3 URL."""
+        if not self.is_s3 or self.path is None:
+            return None
+        return self.path.partition("://")[2].split("/", 1)[0]
+
+    @property
+    def endpoint(self) -> str:
+        """The S3 endpoint requests go to, for messages."""
+        opts = self.storage_options
+        client = opts.get("client_kwargs") or {}
+        found = opts.get("endpoint_url") or client.get("endpoint_url")
+        found = found or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        return str(found) if found else "the default AWS endpoint"
+
+    def describe(self) -> str:
+        """Where the store lives, for messages (never includes credentials)."""
+        if self.kind == "store":
+            return str(self.store)
+        if self.is_s3:
+            return f"{self.path} (endpoint {self.endpoint})"
+        return str(self.path)
+
+    # --- opening ---------------------------------------------------------------------
+
+    def fsspec_options(self) -> dict[str, Any]:
+        """The options given to fsspec: the user's plus storegate's S3 defaults."""
+        opts = copy.deepcopy(self.storage_options)
+        if self.protocol in S3_PROTOCOLS:
+            opts["config_kwargs"] = {**DEFAULT_S3_CONFIG, **(opts.get("config_kwargs") or {})}
+        return opts
+
+    def open_group(self, mode: Mode) -> zarr.Group:
+        """Open (mode 'r' or 'a') or replace (mode 'w') the root group of the store.
+
+        Raises
+        ------
+        NotFoundError
+            If ``mode`` is 'r' and there is no zarr store at the location.
+        StorageError
+            If the location cannot be reached or used.
+        """
+        if self.cache_dir is not None and mode != "r":
+            raise InvalidArgumentError(
+                f"cache_dir needs mode 'r' (a cache of a store that is being written goes stale). Got mode {mode!r}."
+            )
+        try:
+            return self._open_group(mode)
+        except StoreGateError:
+            raise
+        except FileNotFoundError as exc:
+            raise NotFoundError(
+                f"output_dir must hold a zarr store when mode is 'r'. Got {self.describe()}, where there is none."
+            ) from exc
+        except Exception as exc:  # botocore's errors are not OSErrors
+            raise StorageError(f"cannot open the zarr store at {self.describe()}: {exc!r}") from exc
+
+    def _open_group(self, mode: Mode) -> zarr.Group:
+        if self.kind == "store":
+            return zarr.open_group(store=self.store, mode=mode, zarr_format=3)
+        if self.is_s3:
+            self.check_bucket()
+        store = self._make_store(read_only=mode == "r")
+        if mode == "w":
+            # zarr's own mode 'w' removes the root itself: an S3 bucket root would lose
+            # its bucket, a NAS mount point cannot be removed. Clear what is inside instead.
+            self._clear(store)
+            mode = "a"
+        return zarr.open_group(store=store, mode=mode, zarr_format=3)
+
+    def _make_store(self, read_only: bool) -> Store:
+        assert self.path is not None  # only a 'store' location has no path
+        if self.kind == "local":
+            if read_only and not Path(self.path).is_dir():
+                raise FileNotFoundError(self.path)
+            return LocalStore(self.path, read_only=read_only)
+        url, opts = self.path, self.fsspec_options()
+        if self.cache_dir is not None:
+            # fsspec's own whole-file cache; the inner filesystem stays asynchronous.
+            inner = self.protocol or ""
+            url = f"simplecache::{url}"
+            opts = {inner: {**opts, "asynchronous": True}, "simplecache": {"cache_storage": self.cache_dir}}
+        return FsspecStore.from_url(url, storage_options=opts, read_only=read_only)
+
+    def _clear(self, store: Store) -> None:
+        if isinstance(store, LocalStore):
+            _clear_directory(Path(self.path or ""))
+        elif isinstance(store, FsspecStore):
+            sync(_clear_prefix(store))
+
+    def check_bucket(self) -> None:
+        """Check once that the S3 bucket exists and the credentials may use it.
+
+        Raises
+        ------
+        StorageError
+            Naming the endpoint and the bucket, within :data:`PROBE_TIMEOUT` seconds.
+        """
+        import fsspec
+
+        fs = fsspec.filesystem(self.protocol or "s3", asynchronous=True, **self.fsspec_options())
+        where = f"bucket {self.bucket!r} at endpoint {self.endpoint}"
+        try:
+            sync(asyncio.wait_for(fs._info(self.bucket), PROBE_TIMEOUT))
+        except FileNotFoundError as exc:
+            raise StorageError(f"{where} does not exist. Create it first or change output_dir.") from exc
+        except PermissionError as exc:
+            raise StorageError(
+                f"{where} refused the credentials ({exc}). Check key/secret in storage_options "
+                "(or access_key/secret_key)."
+            ) from exc
+        except TimeoutError as exc:
+            raise StorageError(f"{where}: the endpoint did not answer within {PROBE_TIMEOUT:.0f} s.") from exc
+        except Exception as exc:  # botocore's connection errors are not OSErrors
+            raise StorageError(f"{where} cannot be reached: {exc}") from exc
+
+    # --- handing over to another process ---------------------------------------------
+
+    def backend_args(self) -> dict[str, Any]:
+        """``output_dir``, ``storage_options`` and ``cache_dir`` that reopen this location."""
+        args: dict[str, Any] = {"output_dir": self.store if self.kind == "store" else self.path}
+        if self.storage_options:
+            args["storage_options"] = copy.deepcopy(self.storage_options)
+        if self.cache_dir is not None:
+            args["cache_dir"] = self.cache_dir
+        return args
+
+
+# --- resolving what the user gave ------------------------------------------------------
+
+
+def resolve_location(
+    output_dir: str | os.PathLike[str] | Store,
+    storage_options: Mapping[str, Any] | None = None,
+    *,
+    endpoint: str | None = None,
+    access_key: str | None = None,
+    secret_key: str | None = None,
+    secure: bool | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> Location:
+    """Turn the zarr backend's location arguments into a :class:`Location`.
+
+    Parameters
+    ----------
+    output_dir
+        A local or NAS directory (``~`` is expanded, relative paths become absolute), a
+        ``file://`` URL, an fsspec URL such as ``s3://bucket/prefix``, or a zarr Store.
+    storage_options
+        Options for fsspec (for S3: s3fs options such as ``key``, ``secret``, ``anon``,
+        ``client_kwargs={'endpoint_url': ...}``, ``config_kwargs``), used unchanged.
+    endpoint, access_key, secret_key, secure
+        matorage's names, for ``s3://`` URLs only; see :data:`MATORAGE_NAMES`.
+    cache_dir
+        A local directory caching whole files read from a remote URL (fsspec's
+        ``simplecache``), for read-only stores.
+
+    Raises
+    ------
+    InvalidArgumentError
+        If an argument has the wrong type or does not fit the kind of location.
+    """
+    opts = _check_options(storage_options)
+    if isinstance(output_dir, Store):
+        _refuse_extras("a zarr Store object", opts, endpoint, access_key, secret_key, secure, cache_dir)
+        return Location("store", None, store=output_dir)
+    if isinstance(output_dir, os.PathLike):
+        output_dir = os.fspath(output_dir)
+    if not isinstance(output_dir, str) or not output_dir:
+        raise InvalidArgumentError(
+            "output_dir must be a path, a URL such as 's3://bucket/prefix' or a zarr Store. "
+            f"Got {output_dir!r} instead."
+        )
+    if not _is_url(output_dir) or output_dir.startswith("file://"):
+        _refuse_extras("a local path", opts, endpoint, access_key, secret_key, secure, cache_dir)
+        return Location("local", _local_path(output_dir))
+    opts = _map_matorage(output_dir, opts, endpoint, access_key, secret_key, secure)
+    location = Location("fsspec", output_dir.rstrip("/"), opts, _cache_dir(cache_dir))
+    if location.cache_dir is not None and ("::" in output_dir or not location.remote):
+        raise InvalidArgumentError(
+            f"cache_dir needs an unchained remote URL such as 's3://bucket/prefix'. Got output_dir={output_dir!r}."
+        )
+    return location
+
+
+def _is_url(text: str) -> bool:
+    return "://" in text or "::" in text
+
+
+def _local_path(text: str) -> str:
+    if text.startswith("file://"):
+        text = text.removeprefix("file://")
+    return os.path.abspath(os.path.expanduser(text))
+
+
+def _check_options(storage_options: Mapping[str, Any] | None) -> dict[str, Any]:
+    if storage_options is None:
+        return {}
+    if not isinstance(storage_options, Mapping):
+        raise InvalidArgumentError(
+            f"storage_options must be a dict of fsspec options or None. Got {type(storage_options).__name__} instead."
+        )
+    return copy.deepcopy(dict(storage_options))
+
+
+def _cache_dir(cache_dir: str | os.PathLike[str] | None) -> str | None:
+    if cache_dir is None:
+        return None
+    if not isinstance(cache_dir, (str, os.PathLike)) or _is_url(os.fspath(cache_dir)):
+        raise InvalidArgumentError(f"cache_dir must be a local directory or None. Got {cache_dir!r} instead.")
+    return os.path.abspath(os.path.expanduser(os.fspath(cache_dir)))
+
+
+def _refuse_extras(what: str, opts: dict[str, Any], *extras: object) -> None:
+    names = ("storage_options", "endpoint", "access_key", "secret_key", "secure", "cache_dir")
+    given = [name for name, value in zip(names, (opts or None, *extras), strict=True) if value is not None]
+    if given:
+        raise InvalidArgumentError(
+            f"{', '.join(given)} only apply when output_dir is a URL such as 's3://bucket/prefix'. "
+            f"Got output_dir as {what}."
+        )
+
+
+def _map_matorage(
+    url: str,
+    opts: dict[str, Any],
+    endpoint: str | None,
+    access_key: str | None,
+    secret_key: str | None,
+    secure: bool | None,
+) -> dict[str, Any]:
+    """Fold matorage's S3 names into s3fs options, refusing contradictions."""
+    given = {"endpoint": endpoint, "access_key": access_key, "secret_key": secret_key, "secure": secure}
+    if all(value is None for value in given.values()):
+        return opts
+    protocol = url.split("::")[-1].partition("://")[0]
+    if protocol not in S3_PROTOCOLS:
+        names = ", ".join(name for name, value in given.items() if value is not None)
+        raise InvalidArgumentError(f"{names} need an output_dir such as 's3://bucket/prefix'. Got {url!r}.")
+    if access_key is not None:
+        _set_once(opts, "key", access_key, "access_key")
+    if secret_key is not None:
+        _set_once(opts, "secret", secret_key, "secret_key")
+    if endpoint is not None or secure is not None:
+        client = dict(opts.get("client_kwargs") or {})
+        _set_once(client, "endpoint_url", _endpoint_url(endpoint, secure), "endpoint")
+        opts["client_kwargs"] = client
+    return opts
+
+
+def _endpoint_url(endpoint: str | None, secure: bool | None) -> str:
+    if not isinstance(endpoint, str) or not endpoint:
+        raise InvalidArgumentError(f"endpoint must be a 'host:port' str when secure is given. Got {endpoint!r}.")
+    if secure is not None and not isinstance(secure, bool):
+        raise InvalidArgumentError(f"secure must be True, False or None. Got {secure!r} instead.")
+    if "://" not in endpoint:
+        return f"{'https' if secure else 'http'}://{endpoint}"
+    scheme = endpoint.partition("://")[0]
+    if secure is not None and scheme != ("https" if secure else "http"):
+        raise InvalidArgumentError(f"secure={secure} contradicts endpoint={endpoint!r}. Drop one of them.")
+    return endpoint
+
+
+def _set_once(target: dict[str, Any], key: str, value: object, arg: str) -> None:
+    if key in target and target[key] != value:
+        raise InvalidArgumentError(
+            f"{arg} and storage_options give two different values for the s3fs option {key!r}. Give only one."
+        )
+    if not isinstance(value, str):
+        raise InvalidArgumentError(f"{arg} must be a str. Got {type(value).__name__} instead.")
+    target[key] = value
+
+
+# --- clearing (mode 'w') ---------------------------------------------------------------
+
+
+def _clear_directory(root: Path) -> None:
+    if not root.is_dir():
+        return
+    for child in root.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
+async def _clear_prefix(store: FsspecStore) -> None:
+    try:
+        files = await store.fs._find(store.path)
+    except FileNotFoundError:
+        return
+    if files:
+        await store.fs._rm(files)  # one bulk request per 1000 objects on S3
+
+
+# --- zarr's request concurrency, scoped to a call ------------------------------------
+
+_scope_lock = threading.Lock()
+_scope_state: dict[str, Any] = {"depth": 0, "saved": None}
+
+
+@contextmanager
+def concurrency_scope(concurrency: int | None) -> Iterator[None]:
+    """Set zarr's ``async.concurrency`` to ``concurrency`` inside the block.
+
+    zarr keeps this setting in its process-wide config; storegate sets it only while a
+    read runs and restores the previous value when the last such read in the process
+    ends (threads overlapping in the block keep the largest of their values).
+    ``None`` leaves zarr's config alone.
+    """
+    if concurrency is None:
+        yield
+        return
+    with _scope_lock:
+        if _scope_state["depth"] == 0:
+            _scope_state["saved"] = zarr.config.get("async.concurrency")
+            current = concurrency
+        else:
+            current = max(concurrency, zarr.config.get("async.concurrency"))
+        _scope_state["depth"] += 1
+        zarr.config.set({"async.concurrency": current})
+    try:
+        yield
+    finally:
+        with _scope_lock:
+            _scope_state["depth"] -= 1
+            if _scope_state["depth"] == 0:
+                zarr.config.set({"async.concurrency": _scope_state["saved"]})

@@ -1,0 +1,216 @@
+"""Locations of the zarr backend that need no S3 server: local and NAS paths, file:// and
+memory:// URLs, Store objects, argument checks, reopen_args and the concurrency scope.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+from storegate import InvalidArgumentError, NotFoundError, ReadOnlyError, StoreGate
+from storegate.backends.zarr_backend import ZarrBackend
+from storegate.locations import DEFAULT_S3_CONFIG, concurrency_scope, resolve_location
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def write_x(args: dict[str, object], data_id: str = "d") -> StoreGate:
+    sg = StoreGate("zarr", args, data_id=data_id)
+    sg.add_data("x", np.arange(12).reshape(6, 2), phase="train")
+    return sg
+
+
+# --- local and NAS paths ------------------------------------------------------------------
+
+
+def test_a_nas_folder_round_trip_and_a_second_reader(tmp_path: Path) -> None:
+    nas = tmp_path / "nas" / "shared" / "mnist.zarr"  # any mounted folder is a local path
+    write_x({"output_dir": str(nas)})
+    assert (nas / "d" / "train" / "x" / "zarr.json").is_file()
+    reader = StoreGate("zarr", {"output_dir": str(nas), "mode": "r"}, data_id="d")
+    np.testing.assert_array_equal(reader.get_data("x", "train"), np.arange(12).reshape(6, 2))
+
+
+def test_a_file_url_is_the_same_store_as_its_path(tmp_path: Path) -> None:
+    write_x({"output_dir": f"file://{tmp_path / 'store'}"})
+    reader = StoreGate("zarr", {"output_dir": str(tmp_path / "store"), "mode": "r"}, data_id="d")
+    np.testing.assert_array_equal(reader.get_data("x", "train"), np.arange(12).reshape(6, 2))
+
+
+def test_home_and_relative_paths_become_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    assert resolve_location("~/shared/a.zarr").path == str(tmp_path / "home" / "shared" / "a.zarr")
+    backend = ZarrBackend(output_dir="rel.zarr")
+    assert backend.reopen_args()["output_dir"] == str(tmp_path / "rel.zarr")
+    assert backend.output_dir == "rel.zarr"
+
+
+def test_mode_w_empties_the_folder_but_keeps_it(tmp_path: Path) -> None:
+    root = tmp_path / "mount"
+    write_x({"output_dir": str(root)}, data_id="old")
+    (root / "notes.txt").write_text("stray")
+    inode = os.stat(root).st_ino  # a NAS mount point cannot be removed, only emptied
+    sg = StoreGate("zarr", {"output_dir": str(root), "mode": "w"}, data_id="new")
+    assert sg.get_data_ids() == ["new"]
+    assert os.stat(root).st_ino == inode
+    assert sorted(p.name for p in root.iterdir()) == ["new", "zarr.json"]
+
+
+def test_mode_r_refuses_writes_and_needs_a_store(tmp_path: Path) -> None:
+    write_x({"output_dir": str(tmp_path / "s")})
+    reader = StoreGate("zarr", {"output_dir": str(tmp_path / "s"), "mode": "r"}, data_id="d")
+    with pytest.raises(ReadOnlyError, match="mode 'r'"):
+        reader.add_data("x", np.zeros((1, 2), dtype=np.int64), phase="train")
+    with pytest.raises(NotFoundError, match="output_dir must hold a zarr store"):
+        ZarrBackend(output_dir=str(tmp_path / "missing"), mode="r")
+    assert not (tmp_path / "missing").exists()
+
+
+def test_memory_url_goes_through_fsspec() -> None:
+    backend = ZarrBackend(output_dir="memory://storegate-test-locations", mode="w")
+    backend.create_data_id("d")
+    backend.create("d", "train", "x", np.arange(4))
+    assert isinstance(backend._root.store, zarr.storage.FsspecStore)
+    assert "read_concurrency" not in backend.reopen_args()  # not remote: zarr's own setting
+    np.testing.assert_array_equal(
+        ZarrBackend(**backend.reopen_args()).read("d", "train", "x", slice(None)), np.arange(4)
+    )
+
+
+# --- argument checks ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        ({"storage_options": {"anon": True}}, "storage_options only apply"),
+        ({"endpoint": "127.0.0.1:9000"}, "endpoint only apply"),
+        ({"cache_dir": "/tmp/c"}, "cache_dir only apply"),
+    ],
+)
+def test_url_options_on_a_local_path_are_refused(tmp_path: Path, args: dict[str, object], match: str) -> None:
+    with pytest.raises(InvalidArgumentError, match=match):
+        ZarrBackend(output_dir=str(tmp_path / "s"), **args)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"storage_options": "anon"}, "storage_options must be a dict"),
+        ({"endpoint": "h:1", "storage_options": {"client_kwargs": {"endpoint_url": "http://other:2"}}}, "endpoint and"),
+        ({"access_key": "a", "storage_options": {"key": "b"}}, "access_key and storage_options"),
+        ({"endpoint": "https://h:1", "secure": False}, "secure=False contradicts"),
+        ({"secure": True}, "endpoint must be"),
+        ({"access_key": 12}, "access_key must be a str"),
+        ({"cache_dir": "s3://b/cache"}, "cache_dir must be a local directory"),
+    ],
+)
+def test_bad_s3_arguments(kwargs: dict[str, object], match: str) -> None:
+    with pytest.raises(InvalidArgumentError, match=match):
+        resolve_location("s3://bucket/prefix", **kwargs)  # type: ignore[arg-type]
+
+
+def test_matorage_names_on_a_non_s3_url_are_refused() -> None:
+    with pytest.raises(InvalidArgumentError, match="access_key need an output_dir such as 's3://"):
+        resolve_location("gs://bucket/prefix", access_key="a")
+
+
+def test_matorage_mapping() -> None:
+    loc = resolve_location("s3://b/p", endpoint="minio:9000", access_key="AK", secret_key="SK-42", secure=True)
+    assert loc.storage_options == {
+        "key": "AK",
+        "secret": "SK-42",
+        "client_kwargs": {"endpoint_url": "https://minio:9000"},
+    }
+    assert resolve_location("s3://b/p", endpoint="minio:9000").storage_options["client_kwargs"] == {
+        "endpoint_url": "http://minio:9000"
+    }
+    assert loc.bucket == "b"
+    assert loc.describe() == "s3://b/p (endpoint https://minio:9000)"
+    assert "SK-42" not in repr(loc)  # credentials never appear in messages or reprs
+
+
+def test_s3_defaults_yield_to_the_users_config() -> None:
+    loc = resolve_location("s3://b/p", {"config_kwargs": {"read_timeout": 300}})
+    config = loc.fsspec_options()["config_kwargs"]
+    assert config["read_timeout"] == 300
+    assert config["connect_timeout"] == DEFAULT_S3_CONFIG["connect_timeout"]
+    assert loc.storage_options == {"config_kwargs": {"read_timeout": 300}}  # kept as given
+
+
+def test_cache_dir_needs_mode_r() -> None:
+    with pytest.raises(InvalidArgumentError, match="cache_dir needs mode 'r'"):
+        ZarrBackend(output_dir="s3://b/p", cache_dir="/tmp/cache", mode="a")
+
+
+def test_bad_output_dir_and_read_concurrency(tmp_path: Path) -> None:
+    with pytest.raises(InvalidArgumentError, match="output_dir must be a path, a URL"):
+        ZarrBackend(output_dir=12)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match="read_concurrency must be a positive int"):
+        ZarrBackend(output_dir=str(tmp_path / "s"), read_concurrency=0)
+
+
+# --- reopen_args ---------------------------------------------------------------------------
+
+
+def test_reopen_args_of_a_temporary_directory(tmp_path: Path) -> None:
+    backend = ZarrBackend()
+    backend.create_data_id("d")
+    backend.create("d", "train", "x", np.arange(3))
+    args = pickle.loads(pickle.dumps(backend.reopen_args()))
+    assert args == {"output_dir": backend.output_dir, "mode": "r"}
+    assert os.path.isdir(args["output_dir"])
+    np.testing.assert_array_equal(ZarrBackend(**args).read("d", "train", "x", slice(None)), np.arange(3))
+    with pytest.raises(InvalidArgumentError, match="mode must be 'r' or 'a'"):
+        backend.reopen_args(mode="w")
+
+
+def test_reopen_args_of_a_store_object() -> None:
+    store = zarr.storage.MemoryStore()
+    backend = ZarrBackend(output_dir=store)
+    assert backend.reopen_args() == {"output_dir": store, "mode": "r"}
+    assert not ZarrBackend(**backend.reopen_args()).writable
+
+
+# --- the concurrency scope ----------------------------------------------------------------
+
+
+def test_concurrency_scope_sets_and_restores() -> None:
+    before = zarr.config.get("async.concurrency")
+    with concurrency_scope(before + 7):
+        assert zarr.config.get("async.concurrency") == before + 7
+        with concurrency_scope(2):  # overlapping scopes keep the largest value
+            assert zarr.config.get("async.concurrency") == before + 7
+        assert zarr.config.get("async.concurrency") == before + 7
+    assert zarr.config.get("async.concurrency") == before
+    with concurrency_scope(None):
+        assert zarr.config.get("async.concurrency") == before
+
+
+def test_concurrency_scope_restores_after_overlapping_threads() -> None:
+    before = zarr.config.get("async.concurrency")
+    inside = threading.Barrier(2)
+    leave = threading.Event()
+    seen: list[int] = []
+
+    def worker(value: int) -> None:
+        with concurrency_scope(value):
+            inside.wait(timeout=10)
+            seen.append(zarr.config.get("async.concurrency"))
+            leave.wait(timeout=10)
+
+    threads = [threading.Thread(target=worker, args=(v,)) for v in (before + 3, before + 9)]
+    for thread in threads:
+        thread.start()
+    leave.set()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert seen == [before + 9, before + 9]
+    assert zarr.config.get("async.concurrency") == before
