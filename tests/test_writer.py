@@ -1,0 +1,295 @@
+"""The streaming writer (matorage's DataSaver): StoreGate.writer()."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import zarr
+from zarr.core.buffer import Buffer
+
+from storegate import InvalidArgumentError, ReadOnlyError, StoreGate, StoreGateError
+
+
+class CountingStore(zarr.storage.MemoryStore):
+    """A memory store that counts writes per chunk key and can fail the n-th chunk write."""
+
+    def __init__(self, fail_at: int | None = None) -> None:
+        super().__init__()
+        self.writes: Counter[str] = Counter()
+        self.fail_at = fail_at
+
+    async def set(self, key: str, value: Buffer) -> None:
+        if "/c/" in key:
+            self.writes[key] += 1
+            if self.fail_at is not None and sum(self.writes.values()) == self.fail_at:
+                raise OSError("disk full (simulated)")
+        await super().set(key, value)
+
+
+class Boom(Exception):
+    pass
+
+
+def _batches(k: int, b: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    return [{"x": rng.normal(size=(b, 3)).astype("f4"), "y": rng.integers(0, 9, size=b)} for _ in range(k)]
+
+
+def _write(sg: StoreGate, batches: list[dict[str, np.ndarray]], raise_at: int | None = None) -> None:
+    """Add the batches in one writer block; raise Boom in the block before batch ``raise_at``."""
+    with sg.writer() as w:
+        for i, batch in enumerate(batches):
+            if i == raise_at:
+                raise Boom
+            w.add(batch)
+
+
+def _joined(batches: list[dict[str, np.ndarray]], key: str) -> np.ndarray:
+    return np.concatenate([b[key] for b in batches])
+
+
+@pytest.fixture(params=["numpy", "zarr", "hybrid-zarr", "hybrid-numpy", "zarr-sharded"])
+def sg(request: pytest.FixtureRequest, tmp_path: Path) -> StoreGate:
+    name = request.param
+    if name == "numpy":
+        return StoreGate("numpy", data_id="w")
+    args: dict[str, Any] = {"output_dir": str(tmp_path / "s"), "chunk": 16}
+    if name == "zarr-sharded":
+        args["shard_bytes"] = 16 * 3 * 4 * 3
+    gate = StoreGate("hybrid" if name.startswith("hybrid") else "zarr", args, data_id="w")
+    if name == "hybrid-numpy":
+        gate.set_mode("numpy")
+    return gate
+
+
+def test_k_small_appends_equal_one_big_one(sg: StoreGate) -> None:
+    batches = _batches(23, 7)
+    with sg.writer(phase="train") as w:
+        for batch in batches:
+            w.add(batch)
+        assert w.rows_added == 23 * 7
+    np.testing.assert_array_equal(sg.get_data("x"), _joined(batches, "x"))
+    np.testing.assert_array_equal(sg.get_data("y"), _joined(batches, "y"))
+    assert sg.get_data("x").dtype == np.float32
+    assert len(sg["train"]) == 23 * 7
+
+
+def test_appends_to_existing_variables(sg: StoreGate) -> None:
+    first = _batches(1, 21, seed=1)[0]
+    sg.add_data(["x", "y"], [first["x"], first["y"]], phase="valid")
+    batches = _batches(9, 5, seed=2)
+    with sg.writer(phase="valid") as w:
+        for batch in batches:
+            w(batch)  # matorage's call form
+    np.testing.assert_array_equal(sg.get_data("x", "valid"), np.concatenate([first["x"], _joined(batches, "x")]))
+    np.testing.assert_array_equal(sg.get_data("y", "valid"), np.concatenate([first["y"], _joined(batches, "y")]))
+
+
+def test_torch_tensors(sg: StoreGate) -> None:
+    with sg.writer("test") as w:
+        for i in range(5):
+            w.add({"x": torch.full((4, 3), float(i)), "y": torch.arange(4)})
+    assert sg.get_data("x", "test").dtype == np.float32
+    np.testing.assert_array_equal(sg.get_data("x", "test")[:, 0], np.repeat(np.arange(5.0), 4))
+    np.testing.assert_array_equal(sg.get_data("y", "test"), np.tile(np.arange(4), 5))
+
+
+def test_the_callers_arrays_may_be_reused(sg: StoreGate) -> None:
+    buffer = np.zeros((4, 3), "f4")
+    with sg.writer() as w:
+        for i in range(6):
+            buffer[:] = i  # DataSaver users refill one buffer
+            w.add({"x": buffer, "y": np.full(4, i)})
+    np.testing.assert_array_equal(sg.get_data("x")[:, 0], np.repeat(np.arange(6.0), 4))
+
+
+def test_block_that_raises_keeps_flushed_rows_consistent(sg: StoreGate) -> None:
+    batches = _batches(40, 3, seed=3)
+    with pytest.raises(Boom):
+        _write(sg, batches, raise_at=31)
+    # Memory stores buffer up to MEMORY_FLUSH_BYTES, so there nothing may have been kept.
+    n = _kept_rows(sg)
+    assert n <= 31 * 3
+    if sg.mode == "zarr":
+        assert n >= 16  # chunks of 16 rows were filled and written before the error
+    if n:
+        np.testing.assert_array_equal(sg.get_data("x"), _joined(batches, "x")[:n])
+        np.testing.assert_array_equal(sg.get_data("y"), _joined(batches, "y")[:n])
+    assert len(sg["train"]) == n
+
+
+def _kept_rows(sg: StoreGate) -> int:
+    """Rows of x and y after a failure: equal, or both variables absent."""
+    names = sg.get_var_names()
+    if not names:
+        return 0
+    assert names == ["x", "y"]
+    n = sg.get_var_shapes("x")[0]
+    assert sg.get_var_shapes("y")[0] == n
+    return int(n)
+
+
+def test_block_that_raises_before_any_flush_leaves_no_new_variables(tmp_path: Path) -> None:
+    sg = StoreGate("zarr", {"output_dir": str(tmp_path), "chunk": 1000}, data_id="w")
+    with pytest.raises(Boom):
+        _write(sg, _batches(1, 5), raise_at=1)
+    assert sg.get_var_names() == []
+
+
+def test_zarr_writes_each_chunk_once() -> None:
+    store = CountingStore()
+    sg = StoreGate("zarr", {"output_dir": store, "chunk": 10}, data_id="w")
+    batches = _batches(30, 3)  # 90 rows: 9 chunks per variable
+    with sg.writer() as w:
+        for batch in batches:
+            w.add(batch)
+    assert set(store.writes.values()) == {1}
+    assert len(store.writes) == 18
+    store.writes.clear()
+    for batch in batches:  # plain appends rewrite the last, partial chunk every time
+        sg.add_data(["x", "y"], [batch["x"], batch["y"]])
+    assert max(store.writes.values()) > 1
+    np.testing.assert_array_equal(sg.get_data("y"), np.tile(_joined(batches, "y"), 2))
+
+
+def test_zarr_shards_are_written_once() -> None:
+    store = CountingStore()
+    sg = StoreGate("zarr", {"output_dir": store, "chunk": 5, "shard_bytes": 5 * 3 * 4 * 4}, data_id="w")
+    batches = _batches(20, 4)  # 80 rows
+    with sg.writer() as w:
+        for batch in batches:
+            w.add({"x": batch["x"]})
+    assert len(store.writes) == 4  # 80 rows / 20 rows per shard
+    assert set(store.writes.values()) == {1}
+    np.testing.assert_array_equal(sg.get_data("x"), _joined(batches, "x"))
+
+
+def test_a_failing_write_rolls_back_to_equal_lengths() -> None:
+    store = CountingStore(fail_at=5)
+    sg = StoreGate("zarr", {"output_dir": store, "chunk": 4}, data_id="w")
+    batches = _batches(20, 3)
+    with pytest.raises(OSError, match="disk full"):
+        _write(sg, batches)
+    n = _kept_rows(sg)
+    assert 0 < n < 60
+    np.testing.assert_array_equal(sg.get_data("x"), _joined(batches, "x")[:n])
+    np.testing.assert_array_equal(sg.get_data("y"), _joined(batches, "y")[:n])
+
+
+def test_exit_marks_the_compile_state_stale(sg: StoreGate) -> None:
+    sg.add_data("x", np.zeros((2, 3), "f4"))
+    sg.add_data("y", np.zeros(2, "i8"))
+    sg.compile()
+    assert sg.get_metadata()["compiled"]
+    with sg.writer() as w:
+        w.add(_batches(1, 4)[0])
+    assert not sg.get_metadata()["compiled"]
+    sg.compile()
+    assert sg.get_metadata()["sizes"]["train"] == 6
+
+
+def test_new_variables_keep_the_first_batch_dtype_and_cast_later_ones(sg: StoreGate) -> None:
+    with sg.writer() as w:
+        w.add({"x": np.zeros((2, 3), "f4"), "y": np.zeros(2, "i4")})
+        w.add({"x": np.ones((2, 3), "f8"), "y": np.ones(2, "i8")})  # same_kind casts
+    assert sg.get_data("x").dtype == np.float32
+    assert sg.get_data("y").dtype == np.int32
+
+
+@pytest.mark.parametrize(
+    ("batch", "message"),
+    [
+        ({"x": np.zeros((2, 3), "f4")}, "must hold the var_names of the first batch, ['x', 'y']. Got ['x']"),
+        (
+            {"x": np.zeros((2, 3), "f4"), "y": np.zeros(2, "i8"), "z": np.zeros(2)},
+            "Got ['x', 'y', 'z']",
+        ),
+        ({"x": np.zeros((2, 3), "f4"), "y": np.zeros(3, "i8")}, "same number of rows. Got {'x': 2, 'y': 3}"),
+        ({"x": np.zeros((2, 4), "f4"), "y": np.zeros(2, "i8")}, "row shape (3,)"),
+        ({"x": np.zeros((2, 3), "f4"), "y": np.zeros(2, "f8")}, "'same_kind' rule. Got dtype float64"),
+        ({"x": np.zeros((2, 3), "f4"), "y": np.int64(3)}, "batch['y'] must have a leading row axis"),
+        ([np.zeros((2, 3))], "batch must be a non-empty dict"),
+        ({}, "batch must be a non-empty dict"),
+    ],
+)
+def test_a_bad_batch_is_refused_whole(sg: StoreGate, batch: Any, message: str) -> None:
+    w = sg.writer()
+    good = _batches(1, 2)[0]
+    w.add(good)
+    with pytest.raises(InvalidArgumentError) as info:
+        w.add(batch)
+    assert message in str(info.value)
+    w.add(good)  # the writer is still usable and kept nothing of the bad batch
+    w.close()
+    np.testing.assert_array_equal(sg.get_data("y"), np.tile(good["y"], 2))
+
+
+def test_existing_variables_of_different_lengths_are_refused(sg: StoreGate) -> None:
+    sg.add_data("x", np.zeros((3, 3), "f4"))
+    with pytest.raises(InvalidArgumentError, match=r"same number of rows in phase 'train' before writing"):
+        sg.writer().add(_batches(1, 2)[0])
+    assert sg.get_var_names() == ["x"]
+
+
+def test_first_batch_that_breaks_a_stored_layout_creates_nothing(sg: StoreGate) -> None:
+    sg.add_data("x", np.zeros((0, 5), "f4"))
+    with pytest.raises(InvalidArgumentError, match=r"row shape \(5,\)"):
+        sg.writer().add(_batches(1, 2)[0])
+    assert sg.get_var_names() == ["x"]
+
+
+@pytest.mark.parametrize("phase", ["all", (0.5, 0.3, 0.2), "training"])
+def test_writer_needs_one_phase(sg: StoreGate, phase: Any) -> None:
+    with pytest.raises(InvalidArgumentError, match="phase"):
+        sg.writer(phase=phase)
+
+
+def test_closed_writer_refuses_more_rows(sg: StoreGate) -> None:
+    with sg.writer() as w:
+        w.add(_batches(1, 2)[0])
+    w.close()  # idempotent
+    with pytest.raises(StoreGateError, match="writer for phase 'train' is closed"):
+        w.add(_batches(1, 2)[0])
+
+
+def test_read_only_store_refuses_a_writer(tmp_path: Path) -> None:
+    StoreGate("zarr", {"output_dir": str(tmp_path)}, data_id="w").add_data("x", np.zeros(3))
+    ro = StoreGate("zarr", {"output_dir": str(tmp_path), "mode": "r"}, data_id="w")
+    with pytest.raises(ReadOnlyError):
+        ro.writer()
+
+
+def test_writer_compressor(tmp_path: Path) -> None:
+    sg = StoreGate("zarr", {"output_dir": str(tmp_path)}, data_id="w")
+    with sg.writer(compressor="gzip") as w:
+        w.add(_batches(1, 3)[0])
+    assert sg.store.info("w", "train", "x").codec == "Gzip"
+    with pytest.raises(InvalidArgumentError, match="Got 'lzo'"):
+        sg.writer(compressor={"complevel": 1, "complib": "lzo"})
+
+
+def test_progress_bar(sg: StoreGate, capsys: pytest.CaptureFixture[str]) -> None:
+    with sg.writer(progress=True, total=12) as w:
+        for batch in _batches(3, 4):
+            w.add(batch)
+    err = capsys.readouterr().err
+    assert "12/12" in err
+    assert "rows" in err
+
+
+def test_no_progress_bar_by_default(sg: StoreGate, capsys: pytest.CaptureFixture[str]) -> None:
+    with sg.writer() as w:
+        w.add(_batches(1, 4)[0])
+    assert capsys.readouterr().err == ""
+
+
+def test_empty_batches_are_accepted(sg: StoreGate) -> None:
+    with sg.writer() as w:
+        w.add({"x": np.zeros((0, 3), "f4"), "y": np.zeros(0, "i8")})
+        w.add({"x": np.ones((2, 3), "f4"), "y": np.ones(2, "i8")})
+    assert sg.get_var_shapes(["x", "y"]) == [(2, 3), (2,)]
