@@ -137,7 +137,7 @@ def _kept_rows(sg: StoreGate) -> int:
 def test_block_that_raises_before_any_flush_leaves_no_new_variables(tmp_path: Path) -> None:
     sg = StoreGate("zarr", {"output_dir": str(tmp_path), "chunk": 1000}, data_id="w")
     with pytest.raises(Boom):
-        _write(sg, _batches(1, 5), raise_at=1)
+        _write(sg, _batches(2, 5), raise_at=1)
     assert sg.get_var_names() == []
 
 
