@@ -7,9 +7,11 @@ Run with ``make demo`` (or ``.venv/bin/python examples/demo.py [--output-dir DIR
 3. compiles and prints the info table,
 4. reopens the store read-only in a new StoreGate and checks that every phase and every
    variable reads back exactly equal to the source, and
-5. prints where the store lives.
+5. trains a small torch model from the store for a few epochs (``examples/train.py``),
+   printing the loss per epoch and the test accuracy, and
+6. prints where the store lives.
 
-It exits with status 1 when the round trip fails.
+It exits with status 1 when the round trip fails or the test accuracy is below 90%.
 """
 
 from __future__ import annotations
@@ -116,10 +118,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     print("\nRound trip OK: every phase and variable of the read-only store equals the source.")
 
-    # --- Training ----------------------------------------------------------------------
-    # A later issue adds a torch training run here, reading the same store read-only
-    # (a storegate.torch Dataset over `output_dir`, data_id DATA_ID, phases 'train' and
-    # 'valid'); it should return 1 when training fails, like the round trip above.
+    # --- Training: examples/train.py reads the same store read-only through storegate.torch.
+    if str(Path(__file__).resolve().parent) not in sys.path:  # loaded by file path (tests)
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from train import MIN_ACCURACY, train
+
+    print("\nTraining a small CNN from the store (StoreGateDataset + ChunkShuffleSampler):")
+    accuracy = train(output_dir, data_id=DATA_ID).test_accuracy
+    if accuracy < MIN_ACCURACY:
+        print(f"\nTraining FAILED: test accuracy {accuracy:.3f} < {MIN_ACCURACY}.", file=sys.stderr)
+        return 1
 
     print(f"\nThe store lives at {output_dir} (data_id {DATA_ID!r}).")
     return 0
