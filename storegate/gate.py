@@ -19,6 +19,7 @@ from storegate.errors import InvalidArgumentError, NotFoundError, ValidationErro
 from storegate.indexing import Selection, normalize_index, selection_length, split_selection
 from storegate.names import VarNames, as_array, parse_var_names
 from storegate.phases import ALL, PHASES, is_split, resolve_phase, split_counts
+from storegate.views import View  # views import gate only for typing: no cycle
 
 if TYPE_CHECKING:
     from storegate.writer import Writer
@@ -431,8 +432,6 @@ class StoreGate:
     # --- item syntax -------------------------------------------------------------------
 
     def __getitem__(self, item: Any) -> Any:
-        from storegate.views import View
-
         return View(self, self._id())[item]
 
     # --- internals: shared by the methods above and by views ---------------------------
