@@ -344,12 +344,8 @@ def _zarr_store(sg: StoreGate) -> ZarrBackend | None:
 
 
 def _reopen_args(sg: StoreGate, store: ZarrBackend) -> dict[str, Any]:
-    """Arguments that open the same zarr location again, in another process."""
-    reopen = getattr(store, "reopen_args", None)
-    if reopen is None:
-        # output_dir is the resolved location (a temporary directory when none was given).
-        return {**sg.backend_args, "output_dir": store.output_dir}
-    args = dict(reopen())
+    """Read-only arguments that open the same zarr location again, in another process."""
+    args = store.reopen_args(mode="r")
     if "codec_pipeline" in sg.backend_args:  # keep the user's choice (workers still force the default)
         args["codec_pipeline"] = sg.backend_args["codec_pipeline"]
     return args

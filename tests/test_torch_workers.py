@@ -20,7 +20,12 @@ from storegate.codecs import zarrs_available
 from storegate.torch import ChunkShuffleSampler, StoreGateDataset
 from tests.conftest import S3Server
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [
+    pytest.mark.timeout(300),
+    # Python >= 3.12 warns when a process with threads (zarr's and fsspec's event loops) forks;
+    # forking such a process safely is what these tests check.
+    pytest.mark.filterwarnings(r"ignore:.*use of fork\(\) may lead to deadlocks:DeprecationWarning"),
+]
 
 N = 240
 CHUNK = 16
