@@ -23,6 +23,7 @@ import argparse
 import contextlib
 import gc
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -39,7 +40,7 @@ HERE = Path(__file__).resolve().parent
 N_ROWS = 100_000
 N_FEATURES = 784
 BATCH_SIZE = 256
-PER_SAMPLE_SUBSET = 2_000
+PER_SAMPLE_SUBSET = 1_000
 WORKERS = (0, 2)
 SEED = 0
 DATA_ID = "bench"
@@ -286,18 +287,25 @@ def _storegate_dataset(paths: DataPaths) -> tuple[Sized, Any]:
     return dataset, ChunkShuffleSampler(dataset, seed=SEED)
 
 
-def run_epoch(loader: Any) -> tuple[np.ndarray, float]:
+def run_epoch(loader: Any, expected_rows: int) -> tuple[np.ndarray, float]:
     """Iterate the loader once; return the labels seen (in order) and the seconds it took.
 
-    The time includes starting the workers, as a training epoch pays it too.
+    The time includes starting the workers, as a training epoch pays it too. Labels go into
+    one array allocated up front: keeping a small array per batch alive would fragment the
+    heap and add its own growth to the loader's peak memory.
     """
-    seen = []
+    seen = np.empty(expected_rows, dtype=np.int64)
+    filled = 0
     start = time.perf_counter()
     for x, y in loader:
-        _check_pairs(x.numpy(), y.numpy())
-        seen.append(y.numpy())
+        labels = y.numpy()
+        _check_pairs(x.numpy(), labels)
+        if filled + len(labels) > expected_rows:
+            raise RuntimeError(f"the loader gave more than the {expected_rows} rows asked for")
+        seen[filled : filled + len(labels)] = labels
+        filled += len(labels)
     seconds = time.perf_counter() - start
-    return np.concatenate(seen), seconds
+    return seen[:filled], seconds
 
 
 def _check_pairs(x: np.ndarray, y: np.ndarray) -> None:
@@ -311,7 +319,7 @@ def measure(kind: str, paths: DataPaths, num_workers: int, subset: int | None = 
         raise ValueError(f"kind must be one of {KINDS}. Got {kind!r} instead.")
     rss_imports = _peak_rss_self_mb()
     loader, rows = make_loader(kind, paths, num_workers, subset)
-    seen, seconds = run_epoch(loader)
+    seen, seconds = run_epoch(loader, len(rows))
     if not np.array_equal(np.sort(seen), rows):
         raise RuntimeError(f"{kind}: {len(seen)} rows arrived, expected each of {len(rows)} rows once")
     del loader
@@ -404,7 +412,10 @@ def format_table(results: list[Measurement]) -> str:
 
 
 def _ratio(result: Measurement, base: Measurement | None) -> str:
-    return "n/a" if base is None else f"{result.samples_per_s / base.samples_per_s:,.1f}"
+    if base is None:
+        return "n/a"
+    ratio = result.samples_per_s / base.samples_per_s
+    return f"{ratio:,.1f}" if ratio >= 0.1 else f"{ratio:.2g}"
 
 
 def goals(results: list[Measurement]) -> str:
@@ -425,12 +436,31 @@ def goals(results: list[Measurement]) -> str:
     return "\n".join(lines)
 
 
+def workers_note(results: list[Measurement]) -> str:
+    """Which configurations ran slower with workers than without, in this run."""
+    by_key = {(r.kind, r.num_workers): r for r in results}
+    slower = [
+        f"{LABELS[kind].split(' ', 1)[0]} ({by_key[(kind, w)].samples_per_s / by_key[(kind, 0)].samples_per_s:.2f}x)"
+        for kind in KINDS
+        for w in WORKERS[1:]
+        if (kind, 0) in by_key
+        and (kind, w) in by_key
+        and by_key[(kind, w)].samples_per_s < by_key[(kind, 0)].samples_per_s
+    ]
+    found = ", ".join(slower) if slower else "none"
+    return (
+        "With 2 cores, worker processes share the CPU with the main process, and every batch they "
+        "make is copied through shared memory: for cheap batches that costs more than it saves. "
+        f"Slower with {WORKERS[-1]} workers than with none in this run (speed relative to 0 workers): {found}."
+    )
+
+
 def _met(ok: bool) -> str:
     return "met" if ok else "NOT met"
 
 
-def report(paths: DataPaths, results: list[Measurement], build_seconds: float) -> str:
-    """The Markdown section for RESULTS.md."""
+def report(paths: DataPaths, results: list[Measurement], build_seconds: float, load: str = "") -> str:
+    """The Markdown section for RESULTS.md; ``load`` notes how busy the machine was."""
     d = describe_data(paths)
     return (
         "## Loader: one shuffled epoch through a torch DataLoader\n\n"
@@ -445,12 +475,10 @@ def report(paths: DataPaths, results: list[Measurement], build_seconds: float) -
         "Every run checks that each requested row arrived exactly once with its own features. "
         "Ratios (x (a), x (c)) compare runs with the same number of workers. Peak RSS per worker is the "
         "largest worker's (RUSAGE_CHILDREN); after a fork it counts the pages a worker shares with the "
-        "main process.\n\n"
+        f"main process.{load}\n\n"
         f"{format_table(results)}\n\n"
         f"Goals:\n{goals(results)}\n\n"
-        "On 2 cores, 2 workers compete with the main process (and with each other) for the CPU: for "
-        "cheap batches (memmap, in-memory) the inter-process transfer costs more than it saves, so "
-        "0 workers can be faster; the table shows it as measured."
+        f"{workers_note(results)}"
     )
 
 
@@ -459,11 +487,15 @@ def main() -> str:
     root = HERE / "_data" / "loader"
     shutil.rmtree(root, ignore_errors=True)
     try:
+        load_before = os.getloadavg()[0]
         start = time.perf_counter()
         paths = build_data(root)
         build_seconds = time.perf_counter() - start
         print(f"  data written in {build_seconds:.0f} s", flush=True)
-        return report(paths, run_all(paths), build_seconds)
+        results = run_all(paths)
+        # Other work on the machine slows every configuration, not always equally: say how much.
+        load = f" Load average (1 min) before / after the runs: {load_before:.1f} / {os.getloadavg()[0]:.1f}."
+        return report(paths, results, build_seconds, load)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -104,3 +104,15 @@ def test_report_has_a_row_per_configuration_and_judges_the_goals(bench: ModuleTy
         bench.Measurement(r.kind, r.num_workers, 100, 1.0, 1, 2, 3) if r.kind == "storegate" else r for r in results
     ]
     assert "NOT met" in bench.report(paths, slow, build_seconds=1.0)
+
+
+def test_workers_note_names_the_configurations_slower_with_workers(bench: ModuleType) -> None:
+    results = [bench.Measurement(kind, w, 100, 1.0, 1, 2, 3) for w in bench.WORKERS for kind in bench.KINDS]
+    assert bench.workers_note(results).endswith(": none.")
+    slow_tensor = [
+        bench.Measurement("tensor", r.num_workers, 100, 4.0, 1, 2, 3)
+        if (r.kind, r.num_workers) == ("tensor", bench.WORKERS[-1])
+        else r
+        for r in results
+    ]
+    assert bench.workers_note(slow_tensor).endswith(": (e) (0.25x).")
