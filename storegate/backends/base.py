@@ -116,6 +116,15 @@ class Backend(ABC):
     def save_state(self, data_id: str, state: dict[str, Any]) -> None:
         """Persist the state dict for ``data_id`` (JSON-able values only)."""
 
+    def refresh(self, data_id: str) -> None:  # noqa: B027 (an optional hook: doing nothing is right)
+        """Forget what is cached of ``data_id``: the next calls see the store as it is now.
+
+        Another process may have changed a persistent store since it was opened. Note for
+        implementers: the default does nothing (nothing cached); a backend that caches
+        array metadata or the state must drop them, keeping only a state saved by this
+        process that the store could not hold (read-only).
+        """
+
     # --- built on the above ----------------------------------------------------------
 
     def has(self, data_id: str, phase: str, var: str) -> bool:
