@@ -122,3 +122,7 @@ class HybridBackend(Backend):
 
     def save_state(self, data_id: str, state: dict[str, Any]) -> None:
         self.store.save_state(data_id, state)
+
+    def refresh(self, data_id: str) -> None:
+        for store in self._stores.values():
+            store.refresh(data_id)
