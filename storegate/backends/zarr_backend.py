@@ -126,6 +126,7 @@ class ZarrBackend(Backend):
         self._groups: dict[tuple[str, ...], zarr.Group] = {}
         self._arrays: dict[tuple[str, str, str], zarr.Array[Any]] = {}
         self._states: dict[str, dict[str, Any]] = {}
+        self._local_states: set[str] = set()  # saved by this process into a read-only store
 
     # --- opening ---------------------------------------------------------------------
 
@@ -298,7 +299,15 @@ class ZarrBackend(Backend):
             group = self._group(data_id, create=True)
             assert group is not None
             group.attrs[STATE_KEY] = {"format_version": FORMAT_VERSION, **state}
+        else:
+            self._local_states.add(data_id)
         self._states[data_id] = dict(state)
+
+    def refresh(self, data_id: str) -> None:
+        # docstring inherited; a state only this process holds (read-only store) is kept.
+        self._forget(data_id)
+        if data_id not in self._local_states:
+            self._states.pop(data_id, None)
 
     # --- internals -------------------------------------------------------------------
 
