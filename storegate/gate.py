@@ -304,6 +304,7 @@ class StoreGate:
         ``sizes`` holds ``None`` for a phase whose variables disagree in length.
         """
         data_id = self._id()
+        self._db.refresh(data_id)  # another process may have changed the store
         fingerprint = self._fingerprint(data_id)
         state = self._db.load_state(data_id)
         compiled = bool(state.get("compiled")) and state.get("fingerprint") == fingerprint
@@ -332,6 +333,7 @@ class StoreGate:
             If a check fails; nothing is written then.
         """
         data_id = self._id()
+        self._db.refresh(data_id)  # validate the data as they are now, not as cached
         fingerprint = self._fingerprint(data_id)
         # reset=True replaces 'active', so an old 'active' of a stale length must not fail the checks.
         sizes = _validate(
