@@ -64,8 +64,8 @@ class StoreGate:
         if not isinstance(backend, str):
             raise InvalidArgumentError(f"backend must be a str. Got {type(backend).__name__} instead.")
         self._backend_name = backend
+        self._db: Backend = create_backend(backend, backend_args)  # validates backend_args first
         self._backend_args = dict(backend_args or {})
-        self._db: Backend = create_backend(backend, backend_args)
         self._data_id: str | None = None
         if data_id is not None:
             self.set_data_id(data_id)
