@@ -64,7 +64,7 @@ DEFAULT_S3_CONFIG: dict[str, Any] = {
 #: Seconds the check of an S3 bucket at open time may take before it fails.
 PROBE_TIMEOUT = 20.0
 
-#: zarr's ``async.concurrency`` (chunk requests in flight) during reads from a remote store.
+#: zarr's ``async.concurrency`` (chunk requests in flight) during reads and writes of a remote store.
 DEFAULT_REMOTE_CONCURRENCY = 32
 
 #: matorage's ``backend_args`` names and the s3fs option each becomes.
@@ -428,8 +428,8 @@ def concurrency_scope(concurrency: int | None) -> Iterator[None]:
     """Set zarr's ``async.concurrency`` to ``concurrency`` inside the block.
 
     zarr keeps this setting in its process-wide config; storegate sets it only while a
-    read runs and restores the previous value when the last such read in the process
-    ends (threads overlapping in the block keep the largest of their values).
+    read or write runs and restores the previous value when the last such call in the
+    process ends (threads overlapping in the block keep the largest of their values).
     ``None`` leaves zarr's config alone.
     """
     if concurrency is None:

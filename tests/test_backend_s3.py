@@ -265,7 +265,7 @@ def test_reopen_args_pickle_and_reopen_read_only(s3_server: S3Server, s3_bucket:
     args = pickle.loads(pickle.dumps(backend.reopen_args()))
     assert args["mode"] == "r"
     assert args["output_dir"] == f"s3://{s3_bucket}/store"
-    assert args["read_concurrency"] == DEFAULT_REMOTE_CONCURRENCY
+    assert args["concurrency"] == DEFAULT_REMOTE_CONCURRENCY
     reader = ZarrBackend(**args)
     assert not reader.writable
     np.testing.assert_array_equal(reader.read("d", "train", "x", slice(None)), np.arange(6))
@@ -304,7 +304,7 @@ def test_a_full_read_fetches_chunks_in_parallel(
     writer.create_data_id("d")
     writer.create("d", "train", "x", np.arange(64 * 2).reshape(64, 2))
     before = zarr.config.get("async.concurrency")
-    reader = ZarrBackend(**s3_args(s3_server, s3_bucket, mode="r", read_concurrency=concurrency))
+    reader = ZarrBackend(**s3_args(s3_server, s3_bucket, mode="r", concurrency=concurrency))
     in_flight["max"] = 0
     np.testing.assert_array_equal(reader.read("d", "train", "x", slice(None)), np.arange(128).reshape(64, 2))
     assert concurrency // 2 < in_flight["max"] <= concurrency

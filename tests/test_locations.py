@@ -78,7 +78,7 @@ def test_memory_url_goes_through_fsspec() -> None:
     backend.create_data_id("d")
     backend.create("d", "train", "x", np.arange(4))
     assert isinstance(backend._root.store, zarr.storage.FsspecStore)
-    assert "read_concurrency" not in backend.reopen_args()  # not remote: zarr's own setting
+    assert "concurrency" not in backend.reopen_args()  # not remote: zarr's own setting
     np.testing.assert_array_equal(
         ZarrBackend(**backend.reopen_args()).read("d", "train", "x", slice(None)), np.arange(4)
     )
@@ -150,11 +150,11 @@ def test_cache_dir_needs_mode_r() -> None:
         ZarrBackend(output_dir="s3://b/p", cache_dir="/tmp/cache", mode="a")
 
 
-def test_bad_output_dir_and_read_concurrency(tmp_path: Path) -> None:
+def test_bad_output_dir_and_concurrency(tmp_path: Path) -> None:
     with pytest.raises(InvalidArgumentError, match="output_dir must be a path, a URL"):
         ZarrBackend(output_dir=12)  # type: ignore[arg-type]
-    with pytest.raises(InvalidArgumentError, match="read_concurrency must be a positive int"):
-        ZarrBackend(output_dir=str(tmp_path / "s"), read_concurrency=0)
+    with pytest.raises(InvalidArgumentError, match="concurrency must be a positive int"):
+        ZarrBackend(output_dir=str(tmp_path / "s"), concurrency=0)
 
 
 # --- reopen_args ---------------------------------------------------------------------------

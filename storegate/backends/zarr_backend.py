@@ -73,10 +73,10 @@ class ZarrBackend(Backend):
         A local directory caching the files read from a remote store (fsspec's
         ``simplecache``), so later epochs read from local disk. Needs mode 'r'; meant for
         stores written once.
-    read_concurrency
-        Chunk requests in flight during a read (zarr's ``async.concurrency``, raised only
-        for the duration of the read). Default: ``DEFAULT_REMOTE_CONCURRENCY`` (32) for a
-        remote URL, zarr's own setting otherwise.
+    concurrency
+        Chunk requests in flight while a read or a write runs (zarr's ``async.concurrency``,
+        set only for the duration of the call). Default: ``DEFAULT_REMOTE_CONCURRENCY``
+        (32) for a remote URL, zarr's own setting (10) otherwise.
     """
 
     name = "zarr"
@@ -95,7 +95,7 @@ class ZarrBackend(Backend):
         secret_key: str | None = None,
         secure: bool | None = None,
         cache_dir: str | None = None,
-        read_concurrency: int | None = None,
+        concurrency: int | None = None,
         shard_bytes: int | None = None,
         codec_pipeline: str = DEFAULT_PIPELINE,
     ) -> None:
@@ -108,7 +108,7 @@ class ZarrBackend(Backend):
         self._chunk, self._chunk_bytes, self._shard_bytes = chunk, chunk_bytes, shard_bytes
         self._pipeline = check_pipeline(codec_pipeline)
         self._mode_rw: Literal["w", "a", "r"] = mode
-        _check_positive("read_concurrency", read_concurrency, allow_none=True)
+        _check_positive("concurrency", concurrency, allow_none=True)
         self._output_dir = self._default_dir() if output_dir is None else output_dir
         self._location = resolve_location(
             self._output_dir,
@@ -119,9 +119,9 @@ class ZarrBackend(Backend):
             secure=secure,
             cache_dir=cache_dir,
         )
-        self._read_concurrency = read_concurrency
-        if read_concurrency is None and self._location.remote:
-            self._read_concurrency = DEFAULT_REMOTE_CONCURRENCY
+        self._concurrency = concurrency
+        if concurrency is None and self._location.remote:
+            self._concurrency = DEFAULT_REMOTE_CONCURRENCY
         self._root = self._open_root()
         self._groups: dict[tuple[str, ...], zarr.Group] = {}
         self._arrays: dict[tuple[str, str, str], zarr.Array[Any]] = {}
@@ -155,7 +155,7 @@ class ZarrBackend(Backend):
         ``ZarrBackend(**backend.reopen_args())`` (or ``StoreGate('zarr', backend_args=...)``)
         opens the same location: ``output_dir`` (the absolute path, also of a temporary
         directory, or the URL), ``storage_options`` (matorage's names already mapped, with
-        credentials), ``cache_dir`` and ``read_concurrency`` when set, and ``mode``. Every
+        credentials), ``cache_dir`` and ``concurrency`` when set, and ``mode``. Every
         value is a str, int or dict of them, so the dict pickles, unless ``output_dir``
         was a zarr Store object, which is passed as it is (a ``MemoryStore`` does not
         cross processes). A temporary directory lives only as long as this backend.
@@ -175,8 +175,8 @@ class ZarrBackend(Backend):
         args = self._location.backend_args()
         if mode != "r":
             args.pop("cache_dir", None)
-        if self._read_concurrency is not None:
-            args["read_concurrency"] = self._read_concurrency
+        if self._concurrency is not None:
+            args["concurrency"] = self._concurrency
         return {**args, "mode": mode}
 
     @property
@@ -230,7 +230,8 @@ class ZarrBackend(Backend):
     def create(self, data_id: str, phase: str, var: str, data: np.ndarray, **options: Any) -> None:
         array = self._new_array(data_id, phase, var, data.shape, data.dtype, **options)
         if data.size:
-            array[...] = data
+            with concurrency_scope(self._concurrency):
+                array[...] = data
 
     def create_empty(
         self, data_id: str, phase: str, var: str, shape: tuple[int, ...], dtype: np.dtype, **options: Any
@@ -239,22 +240,25 @@ class ZarrBackend(Backend):
         self._new_array(data_id, phase, var, shape, dtype, **options)
 
     def append(self, data_id: str, phase: str, var: str, data: np.ndarray) -> None:
-        self._array(data_id, phase, var).append(data, axis=0)
+        array = self._array(data_id, phase, var)
+        with concurrency_scope(self._concurrency):
+            array.append(data, axis=0)
 
     def read(self, data_id: str, phase: str, var: str, selection: Selection) -> np.ndarray:
         array = self._array(data_id, phase, var)
-        # Chunks of a remote store are fetched read_concurrency at a time.
-        with concurrency_scope(self._read_concurrency):
+        # Chunks of a remote store are fetched `concurrency` at a time.
+        with concurrency_scope(self._concurrency):
             if isinstance(selection, np.ndarray):
                 return _read_rows(array, selection)
             return np.asarray(array[selection])
 
     def write(self, data_id: str, phase: str, var: str, selection: Selection, data: np.ndarray) -> None:
         array = self._array(data_id, phase, var)
-        if isinstance(selection, np.ndarray):
-            _write_rows(array, selection, data)
-        else:
-            array[selection] = data
+        with concurrency_scope(self._concurrency):
+            if isinstance(selection, np.ndarray):
+                _write_rows(array, selection, data)
+            else:
+                array[selection] = data
 
     def resize(self, data_id: str, phase: str, var: str, n_rows: int) -> None:
         array = self._array(data_id, phase, var)
