@@ -19,7 +19,10 @@ How to add a backend (for example zarr on S3, with the moto server of ``conftest
             args = {"output_dir": f"s3://{s3_bucket}/store", "storage_options": s3_server.storage_options}
             return StoreGate("zarr", args, data_id="conf")
 
-A subclass may override a test to skip it only with a reason the backend documents.
+The suite is a set of mixins, one per operation (``AddDataTests``, ``UpdateDataTests``,
+``GetDataIndexTests``, ...); a slow backend may combine a subset of them, saying in its
+module why (``tests/test_backend_s3.py`` does). A subclass may override a test to skip it
+only with a reason the backend documents.
 :func:`make_gate` and :data:`BACKEND_KINDS` build the same stores for test modules that
 parametrize one test over every backend instead of subclassing.
 """
