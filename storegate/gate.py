@@ -213,8 +213,9 @@ class StoreGate:
     def delete_data(self, var_names: Any, phase: Any = "train", do_compile: bool = True) -> None:
         """Delete variables; a variable that does not exist is ignored."""
         data_id = self._id()
-        self._delete(data_id, var_names, phase)
-        self._after_write(data_id, do_compile)
+        self._delete(data_id, var_names, phase)  # marks the state stale only if it deleted something
+        if do_compile:
+            self.compile()
 
     def clear_data(self) -> None:
         """Delete every variable of the current data_id (in the current store)."""
@@ -484,7 +485,8 @@ class StoreGate:
         selection = normalize_index(index, sum(sizes))
         if isinstance(selection, int):
             piece = next(split_selection(selection, sizes))
-            return self._db.read(data_id, PHASES[piece.part], var, piece.local)
+            # One row of 'all' has the dtype of the whole concatenation, not of its phase.
+            return self._db.read(data_id, PHASES[piece.part], var, piece.local).astype(dtype, copy=False)
         out = np.empty((selection_length(selection) or 0, *row), dtype=dtype)
         for piece in split_selection(selection, sizes):
             out[piece.positions] = self._db.read(data_id, PHASES[piece.part], var, piece.local)
@@ -620,12 +622,11 @@ class StoreGate:
         if phase != ALL:
             cast = _cast(rows, self._db.dtype(data_id, phase, var), var)
             return [partial(self._db.write, data_id, phase, var, selection, cast)]
-        sizes, dtype, _ = self._all_layout(data_id, var)
-        cast = _cast(rows, dtype, var)
-        return [
-            partial(self._db.write, data_id, PHASES[piece.part], var, piece.local, cast[piece.positions])
-            for piece in split_selection(selection, sizes)
-        ]
+        sizes, _, _ = self._all_layout(data_id, var)
+        # Each phase keeps its own stored dtype: same_kind is checked against every one of them.
+        casts = {p: _cast(rows, self._db.dtype(data_id, p, var), var) for p in PHASES if self._db.has(data_id, p, var)}
+        pieces = [(PHASES[piece.part], piece) for piece in split_selection(selection, sizes)]
+        return [partial(self._db.write, data_id, p, var, piece.local, casts[p][piece.positions]) for p, piece in pieces]
 
     def _replace_split(self, data_id: str, names: VarNames, data: Any, phase: Any) -> None:
         arrays = names.split(data)
@@ -685,11 +686,12 @@ class StoreGate:
         data_id = self._id()
         self._db.check_writable()
         names = parse_var_names(var_names)
+        phase_ = resolve_phase(phase)  # None means 'all' here too
         targets = [
             (p, var)
-            for p in _phases_of(resolve_phase(phase))
+            for p in _phases_of(phase_)
             for var in names.names
-            if phase != ALL or self._db.has(data_id, p, var)
+            if phase_ != ALL or self._db.has(data_id, p, var)
         ]
         results = [
             (

@@ -110,6 +110,8 @@ def _normalize_int(index: int, n_rows: int) -> int:
 
 
 def _normalize_slice(index: slice, n_rows: int) -> Selection:
+    if index.step == 0:  # slice.indices would raise a bare ValueError
+        raise InvalidArgumentError(f"index as a slice must have a non-zero step. Got {index!r} instead.")
     start, stop, step = index.indices(n_rows)
     if step == 1:
         return slice(start, max(start, stop), 1)

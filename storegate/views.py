@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from storegate.errors import InvalidArgumentError
+from storegate.errors import InvalidArgumentError, ValidationError
 from storegate.names import parse_var_names
 from storegate.phases import ALL, PHASES
 
@@ -70,7 +70,8 @@ class View:
         shapes = {var: self.gate._shape(self.data_id, self._phase(), var) for var in self._names().names}
         lengths = {var: s[0] for var, s in shapes.items()}
         if len(set(lengths.values())) > 1:
-            raise InvalidArgumentError(f"the var_names of this view differ in length: {lengths}.")
+            # Stored data that disagree are a ValidationError, as for len(sg[phase]).
+            raise ValidationError(f"the var_names of this view must have the same length. Got {lengths} instead.")
         return next(iter(lengths.values()))
 
     def __contains__(self, item: object) -> bool:
