@@ -42,10 +42,10 @@ SEED = 0
 READ_SHAPE = (500_000, 64)  # float32: 128 MB, the full-phase read
 READ_ROUNDS = 9
 APPEND_BATCH = (64, 64)  # float32 rows per small batch (16 kB)
-APPEND_COUNT = 150
-APPEND_ROUNDS = 5
-TUPLE_SHAPE = (64_000, 8, 32)  # (N, M, k) float32: 66 MB split into M variables
-TUPLE_ROUNDS = 5
+APPEND_COUNT = 100
+APPEND_ROUNDS = 9
+TUPLE_SHAPE = (48_000, 8, 32)  # (N, M, k) float32: 49 MB split into M variables
+TUPLE_ROUNDS = 9
 GET_ROUNDS = 300  # single-row gets per contender, one call per round
 FIXED_COST_CALLS = 5_000
 
