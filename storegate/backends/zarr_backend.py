@@ -278,7 +278,8 @@ class ZarrBackend(Backend):
         assert array is not None
         array.resize(data.shape)
         if data.size:
-            array[...] = data
+            with concurrency_scope(self._concurrency):
+                array[...] = data
 
     def delete(self, data_id: str, phase: str, var: str) -> None:
         group = self._group(data_id, phase)
