@@ -24,7 +24,10 @@ from storegate.locations import DEFAULT_REMOTE_CONCURRENCY, concurrency_scope, r
 
 __all__ = ["DEFAULT_CHUNK_BYTES", "ZarrBackend"]
 
-#: Target uncompressed bytes per chunk when ``chunk`` (rows) is not given.
+#: Target uncompressed bytes per chunk when ``chunk`` (rows) is not given. bench_codecs
+#: scores chunk sizes by random single-row reads and full reads on local disk and on S3:
+#: 1 MiB scores best together (256 KiB reads single rows 1.7x faster locally but full
+#: reads from S3 at 0.3x; 4 MiB reads single rows at 0.35x locally and 0.5x on S3).
 DEFAULT_CHUNK_BYTES = 1 << 20
 STATE_KEY = "storegate"
 FORMAT_VERSION = 1
