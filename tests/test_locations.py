@@ -214,3 +214,10 @@ def test_concurrency_scope_restores_after_overlapping_threads() -> None:
         thread.join(timeout=10)
     assert seen == [before + 9, before + 9]
     assert zarr.config.get("async.concurrency") == before
+
+
+def test_a_pathlib_path(tmp_path: Path) -> None:
+    write_x({"output_dir": tmp_path / "p.zarr"})
+    backend = ZarrBackend(output_dir=tmp_path / "p.zarr", mode="r")
+    assert backend.reopen_args()["output_dir"] == str(tmp_path / "p.zarr")
+    np.testing.assert_array_equal(backend.read("d", "train", "x", slice(0, 1)), [[0, 1]])

@@ -87,7 +87,7 @@ class ZarrBackend(Backend):
 
     def __init__(
         self,
-        output_dir: str | Store | None = None,
+        output_dir: str | os.PathLike[str] | Store | None = None,
         chunk: int | None = None,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         compressor: object = "default",
