@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import multiprocessing
 import os
 import pickle
 import subprocess
@@ -331,3 +332,25 @@ def test_cache_dir_serves_a_second_epoch_without_the_bucket(
     np.testing.assert_array_equal(second, data)
     uncached = StoreGate("zarr", s3_args(s3_server, s3_bucket, mode="r"), data_id="d").get_data("x", "train")
     assert not uncached.any()  # without the cache the missing chunks read as the fill value
+
+
+def _read_in_child(args: dict[str, Any], out: Any) -> None:
+    out.put(ZarrBackend(**args).read("d", "train", "x", slice(None)).tolist())
+
+
+def test_a_forked_process_reopens_the_store_after_the_parent_used_it(s3_server: S3Server, s3_bucket: str) -> None:
+    backend = ZarrBackend(**s3_args(s3_server, s3_bucket))
+    backend.create_data_id("d")
+    backend.create("d", "train", "x", np.arange(8))
+    np.testing.assert_array_equal(backend.read("d", "train", "x", slice(None)), np.arange(8))  # parent's loop busy
+    context = multiprocessing.get_context("fork")
+    out = context.Queue()
+    child = context.Process(target=_read_in_child, args=(backend.reopen_args(), out))
+    child.start()
+    try:
+        assert out.get(timeout=60) == list(range(8))
+    finally:
+        child.join(timeout=30)
+        if child.is_alive():
+            child.kill()
+    assert child.exitcode == 0

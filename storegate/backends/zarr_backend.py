@@ -75,7 +75,8 @@ class ZarrBackend(Backend):
     cache_dir
         A local directory caching the files read from a remote store (fsspec's
         ``simplecache``), so later epochs read from local disk. Needs mode 'r'; meant for
-        stores written once.
+        stores written once. Processes sharing one cache_dir must not fill it at the same
+        time (fsspec writes a cached file in place): warm it first, or use one per worker.
     concurrency
         Chunk requests in flight while a read or a write runs (zarr's ``async.concurrency``,
         set only for the duration of the call). Default: ``DEFAULT_REMOTE_CONCURRENCY``
