@@ -173,6 +173,8 @@ class Location:
         except StoreGateError:
             raise
         except FileNotFoundError as exc:
+            if mode != "r":  # e.g. a missing bucket of a URL that check_bucket does not cover
+                raise StorageError(f"cannot open the zarr store at {self.describe()}: {exc!r}") from exc
             raise NotFoundError(
                 f"output_dir must hold a zarr store when mode is 'r'. Got {self.describe()}, where there is none."
             ) from exc
