@@ -7,6 +7,7 @@ leaves the store as it was; it knows nothing backend-specific.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -165,7 +166,7 @@ class StoreGate:
         options = _codec_options(compressor)
         arrays = _shuffled(names.split(data), shuffle)
         plan = self._plan(data_id, arrays, phase)
-        self._append_all(data_id, names, plan, options)
+        self._append_all(data_id, names, plan, options, precheck=do_compile)
         self._after_write(data_id, do_compile)
 
     def update_data(
@@ -184,7 +185,7 @@ class StoreGate:
             Compile after updating.
         """
         data_id = self._id()
-        self._update(data_id, var_names, data, phase, index)
+        self._update(data_id, var_names, data, phase, index, precheck=do_compile)
         self._after_write(data_id, do_compile)
 
     def get_data(self, var_names: Any, phase: Any = "train", index: Any = None) -> Any:
@@ -213,7 +214,7 @@ class StoreGate:
     def delete_data(self, var_names: Any, phase: Any = "train", do_compile: bool = True) -> None:
         """Delete variables; a variable that does not exist is ignored."""
         data_id = self._id()
-        self._delete(data_id, var_names, phase)  # marks the state stale only if it deleted something
+        self._delete(data_id, var_names, phase, precheck=do_compile)  # marks stale only if it deleted
         if do_compile:
             self.compile()
 
@@ -447,24 +448,43 @@ class StoreGate:
             )
         return self._data_id
 
-    def _update(self, data_id: str, var_names: Any, data: Any, phase: Any, index: Any) -> None:
+    def _update(self, data_id: str, var_names: Any, data: Any, phase: Any, index: Any, precheck: bool = False) -> None:
+        """Plan every write, optionally check that compile() will pass after them, then write.
+
+        ``precheck`` makes a call that compiles afterwards fail before it writes anything.
+        """
         self._db.check_writable()
         names = parse_var_names(var_names)
         if is_split(phase):
             if index is not None:
                 raise InvalidArgumentError(f"index must be None when phase is a split. Got {index!r} instead.")
-            self._replace_split(data_id, names, data, phase)
+            steps = self._plan_split_replace(data_id, names, data, phase)
         else:
-            for step in self._plan_update(data_id, names, data, resolve_phase(phase), index):
-                step()
+            steps = self._plan_update(data_id, names, data, resolve_phase(phase), index)
+        if precheck:
+            self._precheck(data_id, {(s.phase, s.var): s.layout for s in steps if s.layout is not None})
+        for step in steps:
+            step.run()
         self._mark_stale(data_id)
 
-    def _delete(self, data_id: str, var_names: Any, phase: Any) -> None:
+    def _precheck(self, data_id: str, changes: dict[tuple[str, str], list[Any] | None]) -> None:
+        """Raise ValidationError if compile() would fail once ``changes`` are made (None deletes)."""
+        predicted = self._fingerprint(data_id)
+        for (phase, var), layout in changes.items():
+            if layout is None:
+                predicted[phase].pop(var, None)
+            else:
+                predicted[phase][var] = layout
+        _validate(predicted)
+
+    def _delete(self, data_id: str, var_names: Any, phase: Any, precheck: bool = False) -> None:
         self._db.check_writable()
         names = parse_var_names(var_names)
         present = [
             (p, var) for p in _phases_of(resolve_phase(phase)) for var in names.names if self._db.has(data_id, p, var)
         ]
+        if precheck:
+            self._precheck(data_id, dict.fromkeys(present))
         for phase_, var in present:
             self._db.delete(data_id, phase_, var)
         if present:  # deleting what is absent is a no-op, also for the compile state
@@ -540,7 +560,12 @@ class StoreGate:
         return sizes  # type: ignore[return-value]
 
     def _append_all(
-        self, data_id: str, names: VarNames, plan: dict[str, list[np.ndarray]], options: dict[str, Any] | None = None
+        self,
+        data_id: str,
+        names: VarNames,
+        plan: dict[str, list[np.ndarray]],
+        options: dict[str, Any] | None = None,
+        precheck: bool = False,
     ) -> None:
         """Check every piece, then write; on a failure undo the pieces written."""
         steps = [
@@ -548,6 +573,11 @@ class StoreGate:
             for phase, arrays in plan.items()
             for var, array in zip(names.names, arrays, strict=True)
         ]
+        if precheck:
+            self._precheck(
+                data_id,
+                {(p, v): _layout(a, a.shape[0] + (old or 0)) for p, v, a, old in steps},
+            )
         done: list[tuple[str, str, int | None]] = []
         try:
             for phase, var, array, old_rows in steps:
@@ -574,20 +604,16 @@ class StoreGate:
             else:
                 self._db.resize(data_id, phase, var, old_rows)
 
-    def _plan_update(
-        self, data_id: str, names: VarNames, data: Any, phase: str, index: Any
-    ) -> list[Callable[[], None]]:
+    def _plan_update(self, data_id: str, names: VarNames, data: Any, phase: str, index: Any) -> list[_Step]:
         """Validate an update of every variable and return the writes to run."""
         scalar = _is_scalar_index(index)
         arrays = _split_for_index(names, data, scalar)
-        steps: list[Callable[[], None]] = []
+        steps: list[_Step] = []
         for var, array in zip(names.names, arrays, strict=True):
             steps.extend(self._plan_var_update(data_id, phase, var, array, index))
         return steps
 
-    def _plan_var_update(
-        self, data_id: str, phase: str, var: str, array: np.ndarray, index: Any
-    ) -> list[Callable[[], None]]:
+    def _plan_var_update(self, data_id: str, phase: str, var: str, array: np.ndarray, index: Any) -> list[_Step]:
         exists = any(self._db.has(data_id, p, var) for p in _phases_of(phase))
         if not exists:
             if index is not None:
@@ -596,20 +622,21 @@ class StoreGate:
                     f"cannot be updated by index. Got index {index!r}; pass index=None to add it."
                 )
             plan = self._plan(data_id, [array], phase)
-            return [partial(self._db.create, data_id, p, var, a[0]) for p, a in plan.items()]
+            return [self._create_step(data_id, p, var, a[0]) for p, a in plan.items()]
         if phase != ALL and index is None:
             return [self._plan_replace(data_id, phase, var, array)]
         return self._plan_index_write(data_id, phase, var, array, index)
 
-    def _plan_replace(self, data_id: str, phase: str, var: str, array: np.ndarray) -> Callable[[], None]:
+    def _create_step(self, data_id: str, phase: str, var: str, array: np.ndarray) -> _Step:
+        return _Step(partial(self._db.create, data_id, phase, var, array), phase, var, _layout(array))
+
+    def _plan_replace(self, data_id: str, phase: str, var: str, array: np.ndarray) -> _Step:
         shape = self._db.shape(data_id, phase, var)
         _check_rows_fit(var, phase, shape[1:], array.shape[1:])
         cast = _cast(array, self._db.dtype(data_id, phase, var), var)
-        return partial(self._db.replace, data_id, phase, var, cast)
+        return _Step(partial(self._db.replace, data_id, phase, var, cast), phase, var, _layout(cast))
 
-    def _plan_index_write(
-        self, data_id: str, phase: str, var: str, array: np.ndarray, index: Any
-    ) -> list[Callable[[], None]]:
+    def _plan_index_write(self, data_id: str, phase: str, var: str, array: np.ndarray, index: Any) -> list[_Step]:
         shape = self._shape(data_id, phase, var)
         selection = _as_rows(normalize_index(index, shape[0]))
         n = selection_length(selection)
@@ -621,25 +648,26 @@ class StoreGate:
         rows = np.broadcast_to(array, (n or 0, *shape[1:]))
         if phase != ALL:
             cast = _cast(rows, self._db.dtype(data_id, phase, var), var)
-            return [partial(self._db.write, data_id, phase, var, selection, cast)]
+            return [_Step(partial(self._db.write, data_id, phase, var, selection, cast), phase, var)]
         sizes, _, _ = self._all_layout(data_id, var)
         # Each phase keeps its own stored dtype: same_kind is checked against every one of them.
         casts = {p: _cast(rows, self._db.dtype(data_id, p, var), var) for p in PHASES if self._db.has(data_id, p, var)}
         pieces = [(PHASES[piece.part], piece) for piece in split_selection(selection, sizes)]
-        return [partial(self._db.write, data_id, p, var, piece.local, casts[p][piece.positions]) for p, piece in pieces]
+        return [
+            _Step(partial(self._db.write, data_id, p, var, piece.local, casts[p][piece.positions]), p, var)
+            for p, piece in pieces
+        ]
 
-    def _replace_split(self, data_id: str, names: VarNames, data: Any, phase: Any) -> None:
+    def _plan_split_replace(self, data_id: str, names: VarNames, data: Any, phase: Any) -> list[_Step]:
         arrays = names.split(data)
         plan = self._plan(data_id, arrays, phase)
-        steps = [
+        return [
             self._plan_replace(data_id, p, var, a)
             if self._db.has(data_id, p, var)
-            else partial(self._db.create, data_id, p, var, a)
+            else self._create_step(data_id, p, var, a)
             for p, pieces in plan.items()
             for var, a in zip(names.names, pieces, strict=True)
         ]
-        for step in steps:
-            step()
 
     def _after_write(self, data_id: str, do_compile: bool) -> None:
         self._mark_stale(data_id)
@@ -757,6 +785,21 @@ class StoreGate:
 
 
 # --- module helpers ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Step:
+    """One planned backend write and the fingerprint entry it leaves (None: unchanged)."""
+
+    run: Callable[[], None]
+    phase: str
+    var: str
+    layout: list[Any] | None = None
+
+
+def _layout(array: np.ndarray, n_rows: int | None = None) -> list[Any]:
+    """The fingerprint entry (rows, dtype, row shape) of a variable holding ``array``."""
+    return [array.shape[0] if n_rows is None else n_rows, array.dtype.str, list(array.shape[1:])]
 
 
 def _phases_of(phase: str) -> tuple[str, ...]:

@@ -306,6 +306,11 @@ FAILING_CALLS: list[tuple[str, Call]] = [
     ("delete-bad-name", lambda sg: sg.delete_data(["x", 3])),
     ("move-not-hybrid-or-bad-names", lambda sg: sg.to_memory(["x", "z"], output_var_names=["a"])),
     ("set-data-id", lambda sg: sg.set_data_id("")),
+    # do_compile=True: a write that compile() would reject is refused before anything is written.
+    ("update-breaks-lengths", lambda sg: sg.update_data("x", np.zeros((3, 3), "i8"))),
+    ("update-new-var-wrong-length", lambda sg: sg.update_data("w", np.zeros(2))),
+    ("update-row-shape-across-phases", lambda sg: sg.update_data("n", np.zeros((2, 5)), phase="valid")),
+    ("add-compile-lengths", lambda sg: sg.add_data("x", np.zeros((1, 3), "i8"), do_compile=True)),
 ]
 
 
