@@ -286,3 +286,17 @@ def test_html_of_an_empty_data_id_says_no_data() -> None:
 )
 def test_human_bytes(n: int, text: str) -> None:
     assert human_bytes(n) == text
+
+
+def test_stored_bytes_do_not_count_a_sibling_with_a_longer_name() -> None:
+    # zarr's nbytes_stored() lists by plain prefix, so on a MemoryStore 'a' also counted 'ab'.
+    import zarr
+
+    gate = StoreGate("zarr", {"output_dir": zarr.storage.MemoryStore()}, data_id="d")
+    gate.add_data("a", np.zeros(1000))
+    before = gate.store.info("d", "train", "a").stored_bytes
+    gate.add_data("ab", np.random.default_rng(0).random(100_000))
+    after = gate.store.info("d", "train", "a").stored_bytes
+    assert before == after
+    assert after is not None
+    assert after < 10_000

@@ -15,6 +15,7 @@ from typing import Any, Literal
 import numpy as np
 import zarr
 from zarr.abc.store import Store
+from zarr.core.sync import sync
 
 from storegate.backends.base import Backend, VarInfo
 from storegate.codecs import DEFAULT_PIPELINE, check_pipeline, pipeline_scope, resolve_compressor
@@ -227,7 +228,7 @@ class ZarrBackend(Backend):
             np.dtype(array.dtype),
             tuple(array.shape),
             chunk_rows=array.chunks[0] if array.ndim else None,
-            stored_bytes=array.nbytes_stored(),
+            stored_bytes=_stored_bytes(array),
             codec=codecs or "none",
         )
 
@@ -404,6 +405,16 @@ class ZarrBackend(Backend):
     def _forget(self, data_id: str) -> None:
         self._groups = {k: v for k, v in self._groups.items() if k[0] != data_id}
         self._arrays = {k: v for k, v in self._arrays.items() if k[0] != data_id}
+
+
+def _stored_bytes(array: zarr.Array[Any]) -> int:
+    """Bytes stored under the array's own prefix.
+
+    ``Array.nbytes_stored()`` sums every key starting with the array's path, so on stores
+    that list by plain prefix (MemoryStore, object stores) array 'a' also counted 'ab'.
+    """
+    store_path = array.store_path
+    return int(sync(store_path.store.getsize_prefix(store_path.path.rstrip("/") + "/")))
 
 
 def _read_rows(array: zarr.Array[Any], rows: np.ndarray) -> np.ndarray:
