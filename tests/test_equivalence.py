@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 import zarr
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -75,6 +76,8 @@ def index_st(n: int) -> st.SearchStrategy[Any]:
         st.lists(ints, max_size=5),
         st.lists(ints, max_size=5).map(lambda x: np.array(x, dtype=np.int64)),
         st.lists(st.booleans(), min_size=n, max_size=n).map(lambda x: np.array(x, dtype=bool)),
+        st.lists(ints, max_size=5).map(lambda x: torch.tensor(x, dtype=torch.int64)),
+        st.lists(st.booleans(), min_size=n, max_size=n).map(lambda x: torch.tensor(x, dtype=torch.bool)),
     )
 
 
@@ -135,12 +138,16 @@ def selected_rows(index: Any, n: int) -> np.ndarray:
     """The row numbers an in-range index selects, in order."""
     if index is None:
         return np.arange(n)
+    if isinstance(index, torch.Tensor):
+        index = index.numpy()
     return np.atleast_1d(np.arange(n)[slice(*index) if isinstance(index, tuple) else index])
 
 
 def numpy_select(array: np.ndarray, index: Any) -> Any:
     """numpy's answer for the documented index forms, or the error class storegate must raise."""
     n = array.shape[0]
+    if isinstance(index, torch.Tensor):
+        index = index.numpy()
     if isinstance(index, tuple):
         index = slice(*index)
     if isinstance(index, (int, np.integer)) and not -n <= index < n:

@@ -38,7 +38,8 @@ DATA_ID = "sm"
 OTHER_ID = "other"
 IA, NF, VE, IOR = InvalidArgumentError, NotFoundError, ValidationError, IndexOutOfRangeError
 
-pytestmark = pytest.mark.timeout(300)
+# Generous: a failing run spends minutes shrinking on a busy machine, and must still report.
+pytestmark = pytest.mark.timeout(600)
 
 
 class Expected(Exception):
@@ -147,6 +148,24 @@ def check_fits(old: np.ndarray, new: np.ndarray) -> None:
 Key = tuple[str, str]
 
 
+def model_validate(data: dict[str, dict[str, np.ndarray]], skip: str | None = None) -> dict[str, int]:
+    """compile()'s rules: one length per phase, one dtype and row shape per variable."""
+    checked = {p: {v: a for v, a in variables.items() if v != skip} for p, variables in data.items()}
+    sizes = {}
+    for p, variables in checked.items():
+        lengths = {a.shape[0] for a in variables.values()}
+        if len(lengths) > 1:
+            raise Expected(VE)
+        sizes[p] = lengths.pop() if lengths else 0
+    layouts: dict[str, set[tuple[str, tuple[int, ...]]]] = {}
+    for variables in checked.values():
+        for var, a in variables.items():
+            layouts.setdefault(var, set()).add((a.dtype.str, a.shape[1:]))
+    if any(len(seen) > 1 for seen in layouts.values()):
+        raise Expected(VE)
+    return sizes
+
+
 class Model:
     """What the store should hold: phase -> var -> array, and whether it is compiled."""
 
@@ -217,9 +236,7 @@ class Model:
                 raise Expected(IA)
             perm = np.random.default_rng(seed).permutation(arrays[0].shape[0])
             arrays = [a[perm] for a in arrays]
-        self.commit(self.added(names, self.plan(arrays, phase), append=True))
-        if do_compile:
-            self.compile()
+        self.write(self.added(names, self.plan(arrays, phase), append=True), do_compile=do_compile)
 
     def update(self, form: str, names: tuple[str, ...], data: Any, phase: Any, index: Any, do_compile: bool) -> None:
         if isinstance(phase, (tuple, list)):
@@ -228,9 +245,7 @@ class Model:
             new = self.added(names, self.plan(model_split(form, names, data), phase), append=False)
         else:
             new = self.update_phase(form, names, data, model_phase(phase), index)
-        self.commit(new)
-        if do_compile:
-            self.compile()
+        self.write(new, do_compile=do_compile)
 
     def update_phase(self, form: str, names: tuple[str, ...], data: Any, phase: str, index: Any) -> dict[Key, Any]:
         if _is_int(index):  # one row: the data have no row axis
@@ -286,26 +301,28 @@ class Model:
     def delete(self, names: tuple[str, ...], phase: Any, do_compile: bool) -> None:
         phase_ = model_phase(phase)
         gone = tuple((p, var) for p in model_targets(phase_) for var in names if var in self.data[p])
-        if gone:  # deleting what is absent is a no-op, also for the compile state
-            self.commit({}, gone)
+        # Deleting what is absent is a no-op, also for the compile state.
+        self.write({}, gone, do_compile=do_compile, stale=bool(gone))
+
+    def write(
+        self, new: dict[Key, np.ndarray], gone: tuple[Key, ...] = (), do_compile: bool = False, stale: bool = True
+    ) -> None:
+        """A write; with do_compile the state it would leave is validated first, and nothing changes if it fails."""
         if do_compile:
-            self.compile()
+            predicted = {p: dict(variables) for p, variables in self.data.items()}
+            for (p, var), array in new.items():
+                predicted[p][var] = array
+            for p, var in gone:
+                predicted[p].pop(var, None)
+            model_validate(predicted)
+        if stale:
+            self.commit(new, gone)
+        if do_compile:
+            self.compiled = True
 
     def compile(self, reset: bool = False) -> None:
         """Validate; reset=True replaces 'active', so its old contents are not checked."""
-        checked = {p: {v: a for v, a in self.data[p].items() if not (reset and v == "active")} for p in PHASES}
-        sizes = {}
-        for p, variables in checked.items():
-            lengths = {a.shape[0] for a in variables.values()}
-            if len(lengths) > 1:
-                raise Expected(VE)
-            sizes[p] = lengths.pop() if lengths else 0
-        layouts: dict[str, set[tuple[str, tuple[int, ...]]]] = {}
-        for variables in checked.values():
-            for var, a in variables.items():
-                layouts.setdefault(var, set()).add((a.dtype.str, a.shape[1:]))
-        if any(len(seen) > 1 for seen in layouts.values()):
-            raise Expected(VE)
+        sizes = model_validate(self.data, skip="active" if reset else None)
         if reset:
             for p, n in sizes.items():
                 self.data[p].pop("active", None)
@@ -894,6 +911,23 @@ def test_len_of_a_view_whose_variables_disagree_is_a_validation_error() -> None:
             lambda g: len(g["train"][["b", "c"]]),
             lambda m: m.length("train", ("b", "c")),
         ),
+    )
+
+
+def test_delete_data_that_compile_would_reject_changes_nothing() -> None:
+    # Found while another change made do_compile=True check the predicted state before writing.
+    replay(
+        (
+            "seed",
+            lambda g: g.add_data(["a", "b"], [np.zeros(8, bool)] * 2, phase=(0.5, 0.25, 0.25)),
+            lambda m: m.add("list", ("a", "b"), [np.zeros(8, bool)] * 2, (0.5, 0.25, 0.25), False, False),
+        ),
+        (
+            "astype",
+            lambda g: g.astype(("a", "b"), np.float64),
+            lambda m: m.astype(("a", "b"), np.dtype(np.float64), "train"),
+        ),
+        ("delete", lambda g: g.delete_data("a", do_compile=True), lambda m: m.delete(("a",), "train", True)),
     )
 
 
