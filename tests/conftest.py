@@ -7,6 +7,7 @@ import socket
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -24,19 +25,22 @@ class S3Server:
         """fsspec/s3fs options for this server."""
         return {"key": self.key, "secret": self.secret, "client_kwargs": {"endpoint_url": self.endpoint_url}}
 
-    def create_bucket(self, name: str | None = None) -> str:
-        """Create a bucket (a fresh random name when ``name`` is None) and return its name."""
+    def client(self) -> Any:
+        """A boto3 S3 client for this server (for checks behind storegate's back)."""
         import boto3
 
-        name = name or f"sg-{uuid.uuid4().hex[:12]}"
-        client = boto3.client(
+        return boto3.client(
             "s3",
             endpoint_url=self.endpoint_url,
             aws_access_key_id=self.key,
             aws_secret_access_key=self.secret,
             region_name="us-east-1",
         )
-        client.create_bucket(Bucket=name)
+
+    def create_bucket(self, name: str | None = None) -> str:
+        """Create a bucket (a fresh random name when ``name`` is None) and return its name."""
+        name = name or f"sg-{uuid.uuid4().hex[:12]}"
+        self.client().create_bucket(Bucket=name)
         return name
 
 

@@ -24,7 +24,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import boto3
 import numpy as np
 import pytest
 import zarr
@@ -60,13 +59,7 @@ def s3_args(server: S3Server, bucket: str, prefix: str = "store", **extra: Any) 
 
 
 def s3_client(server: S3Server) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=server.endpoint_url,
-        aws_access_key_id=server.key,
-        aws_secret_access_key=server.secret,
-        region_name="us-east-1",
-    )
+    return server.client()
 
 
 def object_keys(server: S3Server, bucket: str) -> set[str]:

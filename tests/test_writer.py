@@ -301,15 +301,7 @@ def test_empty_batches_are_accepted(sg: StoreGate) -> None:
 @pytest.mark.s3
 @pytest.mark.timeout(120)
 def test_writer_on_s3_writes_each_object_once(s3_server: Any, s3_bucket: str) -> None:
-    import boto3
-
-    client = boto3.client(
-        "s3",
-        endpoint_url=s3_server.endpoint_url,
-        aws_access_key_id=s3_server.key,
-        aws_secret_access_key=s3_server.secret,
-        region_name="us-east-1",
-    )
+    client = s3_server.client()
     # With versioning on, the server keeps one version per PUT: it counts the writes.
     client.put_bucket_versioning(Bucket=s3_bucket, VersioningConfiguration={"Status": "Enabled"})
     args = {
