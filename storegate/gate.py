@@ -514,23 +514,9 @@ class StoreGate:
 
     def _all_layout(self, data_id: str, var: str) -> tuple[list[int], np.dtype, tuple[int, ...]]:
         """Per-phase rows, dtype and row shape of a variable read across phases."""
-        sizes, dtypes, rows = [], [], set()
-        for phase in PHASES:
-            if self._db.has(data_id, phase, var):
-                shape = self._db.shape(data_id, phase, var)
-                sizes.append(shape[0])
-                dtypes.append(self._db.dtype(data_id, phase, var))
-                rows.add(shape[1:])
-            else:
-                sizes.append(0)
-        if not dtypes:
-            raise NotFoundError(f"var_name {var!r} does not exist in any phase of data_id {data_id!r}.")
-        if len(rows) > 1:
-            raise ValidationError(
-                f"var_name {var!r} must have one row shape across phases to be read with phase 'all'. "
-                f"Got {sorted(rows)} instead."
-            )
-        return sizes, np.result_type(*dtypes), rows.pop()
+        present, dtype, row = self._db.layout_across(data_id, var, PHASES)
+        shapes = dict(present)
+        return [shapes[p][0] if p in shapes else 0 for p in PHASES], dtype, row
 
     def _shape(self, data_id: str, phase: str, var: str) -> tuple[int, ...]:
         if phase != ALL:

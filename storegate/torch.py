@@ -43,7 +43,7 @@ from storegate._loader import (
 )
 from storegate.backends.base import Backend
 from storegate.backends.zarr_backend import ZarrBackend
-from storegate.errors import InvalidArgumentError, NotFoundError, ValidationError
+from storegate.errors import InvalidArgumentError, ValidationError
 from storegate.gate import StoreGate
 from storegate.indexing import normalize_index
 from storegate.names import VarNames, parse_var_names
@@ -367,24 +367,13 @@ def _memory_column(sg: StoreGate, var: str, phase: str) -> MemoryColumn:
 
 
 def _chunked_column(store: Backend, data_id: str, phase: str, var: str) -> ChunkedColumn:
-    segments, dtypes, rows = [], [], set()
-    start = 0
-    for phase_ in PHASES if phase == ALL else (phase,):
-        if phase == ALL and not store.has(data_id, phase_, var):
-            continue
-        info = store.info(data_id, phase_, var)
-        segments.append(Segment(phase_, start, info.shape[0], info.chunk_rows or max(1, info.shape[0])))
-        dtypes.append(info.dtype)
-        rows.add(info.shape[1:])
-        start += info.shape[0]
-    if not segments:
-        raise NotFoundError(f"var_name {var!r} does not exist in any phase of data_id {data_id!r}.")
-    if len(rows) > 1:
-        raise ValidationError(
-            f"var_name {var!r} must have one row shape across phases to be read with phase 'all'. "
-            f"Got {sorted(rows)} instead."
-        )
-    return ChunkedColumn(var, tuple(segments), np.result_type(*dtypes), rows.pop())
+    present, dtype, row = store.layout_across(data_id, var, PHASES if phase == ALL else (phase,))
+    segments, start = [], 0
+    for phase_, shape in present:
+        chunk_rows = store.info(data_id, phase_, var).chunk_rows
+        segments.append(Segment(phase_, start, shape[0], chunk_rows or max(1, shape[0])))
+        start += shape[0]
+    return ChunkedColumn(var, tuple(segments), dtype, row)
 
 
 def _common_length(columns: dict[str, Column], phase: str) -> int:

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from storegate.errors import InvalidArgumentError, NotFoundError, ReadOnlyError
+from storegate.errors import InvalidArgumentError, NotFoundError, ReadOnlyError, ValidationError
 from storegate.indexing import Selection
 
 __all__ = ["Backend", "VarInfo"]
@@ -130,6 +130,37 @@ class Backend(ABC):
     def has(self, data_id: str, phase: str, var: str) -> bool:
         """True when the variable exists."""
         return var in self.var_names(data_id, phase)
+
+    def layout_across(
+        self, data_id: str, var: str, phases: tuple[str, ...]
+    ) -> tuple[list[tuple[str, tuple[int, ...]]], np.dtype, tuple[int, ...]]:
+        """Where a variable is read as one array across ``phases``.
+
+        Returns the ``(phase, shape)`` of every phase that holds it, the dtype they
+        concatenate to and their common row shape.
+
+        Raises
+        ------
+        NotFoundError
+            If no phase holds the variable.
+        ValidationError
+            If the phases disagree on the row shape.
+        """
+        present = [(p, self.shape(data_id, p, var)) for p in phases if self.has(data_id, p, var)]
+        if not present:
+            where = "any phase" if len(phases) > 1 else f"phase {phases[0]!r}"
+            raise NotFoundError(
+                f"var_name {var!r} does not exist in {where} of data_id {data_id!r}. "
+                f"Stored var_names there: {sorted({v for p in phases for v in self.var_names(data_id, p)})}."
+            )
+        rows = {shape[1:] for _, shape in present}
+        if len(rows) > 1:
+            raise ValidationError(
+                f"var_name {var!r} must have one row shape across phases to be read as one array. "
+                f"Got {sorted(rows)} instead."
+            )
+        dtype = np.result_type(*(self.dtype(data_id, p, var) for p, _ in present))
+        return present, dtype, rows.pop()
 
     def info(self, data_id: str, phase: str, var: str) -> VarInfo:
         """Dtype and shape; backends with chunks add chunk rows, codec and stored bytes."""
