@@ -79,6 +79,9 @@ class HybridBackend(Backend):
     def var_names(self, data_id: str, phase: str) -> list[str]:
         return self.store.var_names(data_id, phase)
 
+    def has(self, data_id: str, phase: str, var: str) -> bool:
+        return self.store.has(data_id, phase, var)
+
     def shape(self, data_id: str, phase: str, var: str) -> tuple[int, ...]:
         return self.store.shape(data_id, phase, var)
 
