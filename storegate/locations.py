@@ -142,7 +142,7 @@ class Location:
         if self.kind == "store":
             return str(self.store)
         if self.is_s3:
-            return f"{self.path} (endpoint {self.endpoint})"
+            return f"{self.path} (bucket {self.bucket!r}, endpoint {self.endpoint})"
         return str(self.path)
 
     # --- opening ---------------------------------------------------------------------

@@ -133,7 +133,7 @@ def test_matorage_mapping() -> None:
         "endpoint_url": "http://minio:9000"
     }
     assert loc.bucket == "b"
-    assert loc.describe() == "s3://b/p (endpoint https://minio:9000)"
+    assert loc.describe() == "s3://b/p (bucket 'b', endpoint https://minio:9000)"
     assert "SK-42" not in repr(loc)  # credentials never appear in messages or reprs
 
 

@@ -10,6 +10,8 @@ import os
 import shutil
 import tempfile
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Literal
 
 import numpy as np
@@ -19,7 +21,7 @@ from zarr.core.sync import sync
 
 from storegate.backends.base import Backend, VarInfo
 from storegate.codecs import DEFAULT_PIPELINE, check_pipeline, pipeline_scope, resolve_compressor
-from storegate.errors import InvalidArgumentError
+from storegate.errors import InvalidArgumentError, StorageError, StoreGateError
 from storegate.indexing import Selection
 from storegate.locations import DEFAULT_REMOTE_CONCURRENCY, concurrency_scope, resolve_location
 
@@ -235,7 +237,7 @@ class ZarrBackend(Backend):
     def create(self, data_id: str, phase: str, var: str, data: np.ndarray, **options: Any) -> None:
         array = self._new_array(data_id, phase, var, data.shape, data.dtype, **options)
         if data.size:
-            with concurrency_scope(self._concurrency):
+            with self._io():
                 array[...] = data
 
     def create_empty(
@@ -246,20 +248,20 @@ class ZarrBackend(Backend):
 
     def append(self, data_id: str, phase: str, var: str, data: np.ndarray) -> None:
         array = self._array(data_id, phase, var)
-        with concurrency_scope(self._concurrency):
+        with self._io():
             array.append(data, axis=0)
 
     def read(self, data_id: str, phase: str, var: str, selection: Selection) -> np.ndarray:
         array = self._array(data_id, phase, var)
         # Chunks of a remote store are fetched `concurrency` at a time.
-        with concurrency_scope(self._concurrency):
+        with self._io():
             if isinstance(selection, np.ndarray):
                 return _read_rows(array, selection)
             return np.asarray(array[selection])
 
     def write(self, data_id: str, phase: str, var: str, selection: Selection, data: np.ndarray) -> None:
         array = self._array(data_id, phase, var)
-        with concurrency_scope(self._concurrency):
+        with self._io():
             if isinstance(selection, np.ndarray):
                 _write_rows(array, selection, data)
             else:
@@ -283,7 +285,7 @@ class ZarrBackend(Backend):
         assert array is not None
         array.resize(data.shape)
         if data.size:
-            with concurrency_scope(self._concurrency):
+            with self._io():
                 array[...] = data
 
     def delete(self, data_id: str, phase: str, var: str) -> None:
@@ -394,17 +396,44 @@ class ZarrBackend(Backend):
         key = (data_id, phase, var)
         array = self._arrays.get(key)
         if array is None:
-            group = self._group(data_id, phase)
-            with pipeline_scope(self._pipeline):  # zarr picks an array's pipeline when opening it
+            with self._io(), pipeline_scope(self._pipeline):  # zarr picks the pipeline when opening
+                group = self._group(data_id, phase)
                 found = None if group is None else group.get(var)
             if not isinstance(found, zarr.Array):
                 return None
             array = self._arrays[key] = found
         return array
 
+    @contextmanager
+    def _io(self) -> Iterator[None]:
+        """Storage I/O: chunk requests `concurrency` at a time, and a failure of the storage
+        itself (a server gone, a disk full) as a StorageError naming the location."""
+        try:
+            with concurrency_scope(self._concurrency):
+                yield
+        except StoreGateError:
+            raise
+        except _IO_ERRORS as exc:
+            raise StorageError(
+                f"the zarr store at {self.location} failed during a read or write: {type(exc).__name__}: {exc}"
+            ) from exc
+
     def _forget(self, data_id: str) -> None:
         self._groups = {k: v for k, v in self._groups.items() if k[0] != data_id}
         self._arrays = {k: v for k, v in self._arrays.items() if k[0] != data_id}
+
+
+def _remote_errors() -> tuple[type[BaseException], ...]:
+    """botocore's own exceptions (s3fs lets some through untranslated), when it is installed."""
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ImportError:
+        return ()
+    return (BotoCoreError, ClientError)
+
+
+#: Failures of the storage itself; s3fs turns most into OSError but lets some of botocore's through.
+_IO_ERRORS: tuple[type[BaseException], ...] = (OSError, *_remote_errors())
 
 
 def _stored_bytes(array: zarr.Array[Any]) -> int:
