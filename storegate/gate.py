@@ -185,8 +185,9 @@ class StoreGate:
             Compile after updating.
         """
         data_id = self._id()
-        self._update(data_id, var_names, data, phase, index, precheck=do_compile)
-        self._after_write(data_id, do_compile)
+        self._update(data_id, var_names, data, phase, index, precheck=do_compile)  # marks the state stale
+        if do_compile:
+            self.compile()
 
     def get_data(self, var_names: Any, phase: Any = "train", index: Any = None) -> Any:
         """Read data.

@@ -40,7 +40,7 @@ import zarr
 
 from storegate import InvalidArgumentError, NotFoundError, StoreGate, ValidationError
 
-__all__ = ["BACKEND_KINDS", "BackendConformance", "make_gate", "snapshot"]
+__all__ = ["BACKEND_KINDS", "MIXINS", "BackendConformance", "make_gate", "snapshot"]
 
 #: Every backend configuration the suite runs on (see :func:`make_gate`).
 BACKEND_KINDS = ("numpy", "zarr-dir", "zarr-memory", "hybrid-zarr", "hybrid-numpy")
@@ -934,7 +934,8 @@ class ShowInfoTests:
         assert "int64" in html
 
 
-class BackendConformance(
+#: Every mixin of the suite, one per operation; a backend that runs a subset picks from here.
+MIXINS: tuple[type, ...] = (
     AddDataTests,
     UpdateDataTests,
     GetDataIndexTests,
@@ -946,5 +947,8 @@ class BackendConformance(
     CompileTests,
     ItemSyntaxTests,
     ShowInfoTests,
-):
+)
+
+
+class BackendConformance(*MIXINS):
     """Every test above; subclass it and provide the ``sg`` fixture (see the module docs)."""

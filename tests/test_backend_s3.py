@@ -34,17 +34,9 @@ from storegate.backends.zarr_backend import ZarrBackend
 from storegate.locations import DEFAULT_REMOTE_CONCURRENCY
 from tests.conformance import (
     INDEX_FORMS,
-    AddDataTests,
+    MIXINS,
     BackendConformance,
-    CompileTests,
-    CreateEmptyTests,
-    DeleteTests,
-    GetDataTests,
-    InspectionTests,
-    ItemSyntaxTests,
-    ShowInfoTests,
-    TransformTests,
-    UpdateDataTests,
+    GetDataIndexTests,
     _np_index,
 )
 from tests.conftest import S3Server
@@ -73,18 +65,7 @@ def shared_bucket(s3_server: S3Server) -> str:
     return s3_server.create_bucket()
 
 
-class TestZarrS3(
-    AddDataTests,
-    UpdateDataTests,
-    GetDataTests,
-    DeleteTests,
-    CreateEmptyTests,
-    InspectionTests,
-    TransformTests,
-    CompileTests,
-    ItemSyntaxTests,
-    ShowInfoTests,
-):
+class TestZarrS3(*(m for m in MIXINS if m is not GetDataIndexTests)):
     """The conformance suite without GetDataIndexTests (see the module docstring)."""
 
     @pytest.fixture
