@@ -194,7 +194,7 @@ def _fixed_cost(path: str, row: np.ndarray) -> dict[str, float]:
     """CPU microseconds StoreGate spends around the backend read of one row."""
     sg = StoreGate("zarr", {"output_dir": path, "mode": "r"}, data_id="read")
     # The read returns a ready row: what remains is the facade's own work.
-    setattr(sg.store, "read", lambda *args: row.copy())  # noqa: B010 - patch this instance only
+    setattr(sg.backend_object, "read", lambda *args: row.copy())  # noqa: B010 - patch this instance only
     calls = {"item syntax": lambda: sg["train"]["x"][0], "get_data": lambda: sg.get_data("x", "train", 0)}
     times = _interleaved({label: _per_call(call, FIXED_COST_CALLS) for label, call in calls.items()}, 5)
     return {label: statistics.median(t[1] for t in timings) * 1e6 for label, timings in times.items()}

@@ -139,7 +139,7 @@ def _write_storegate(path: Path, x: np.ndarray, y: np.ndarray, chunk_rows: int |
     sg.add_data("x", x, phase=PHASE)
     sg.add_data("y", y, phase=PHASE)
     sg.compile()
-    chunk_rows = sg.store.info(DATA_ID, PHASE, "x").chunk_rows
+    chunk_rows = sg.backend_object.info(DATA_ID, PHASE, "x").chunk_rows
     assert chunk_rows is not None
     return chunk_rows
 

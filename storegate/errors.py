@@ -14,6 +14,7 @@ __all__ = [
     "ReadOnlyError",
     "StorageError",
     "StoreGateError",
+    "StoreGateWarning",
     "ValidationError",
 ]
 
@@ -48,3 +49,7 @@ class ValidationError(StoreGateError, ValueError):
 
 class StorageError(StoreGateError, OSError):
     """The storage location could not be reached or used."""
+
+
+class StoreGateWarning(UserWarning):
+    """Something storegate did succeeded but left something worth knowing (e.g. cleanup failed)."""

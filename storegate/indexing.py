@@ -15,7 +15,15 @@ import numpy as np
 
 from storegate.errors import IndexOutOfRangeError, InvalidArgumentError
 
-__all__ = ["Piece", "Selection", "normalize_index", "selection_length", "split_selection"]
+__all__ = [
+    "Piece",
+    "Selection",
+    "clip_rows",
+    "normalize_index",
+    "selection_length",
+    "selection_span",
+    "split_selection",
+]
 
 Selection = Union[int, slice, np.ndarray]
 
@@ -54,6 +62,26 @@ def selection_length(selection: Selection) -> int | None:
     if isinstance(selection, slice):
         return int(selection.stop - selection.start)
     return int(selection.shape[0])
+
+
+def selection_span(selection: Selection) -> slice:
+    """The smallest step-1 slice that holds every row of a normalised selection."""
+    if isinstance(selection, int):
+        return slice(selection, selection + 1, 1)
+    if isinstance(selection, slice):
+        return selection
+    if selection.size == 0:
+        return slice(0, 0, 1)
+    return slice(int(selection.min()), int(selection.max()) + 1, 1)
+
+
+def clip_rows(rows: slice | None, n_rows: int) -> slice:
+    """``rows`` as a step-1 slice within ``[0, n_rows]``; every row for ``None``."""
+    if rows is None:
+        return slice(0, n_rows, 1)
+    start = min(max(rows.start or 0, 0), n_rows)
+    stop = min(max(n_rows if rows.stop is None else rows.stop, start), n_rows)
+    return slice(start, stop, 1)
 
 
 @dataclass(frozen=True)

@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
+from storegate.backends import Backend, TieredBackend
+from storegate.engine import GroupEngine
 from storegate.phases import PHASES
-
-if TYPE_CHECKING:
-    from storegate.backends.base import Backend
-    from storegate.gate import StoreGate
 
 __all__ = ["HEADERS", "Table", "collect", "render_html", "render_text"]
 
@@ -33,38 +30,39 @@ class Table:
     rows: list[tuple[str, ...]]
 
 
-def collect(gate: StoreGate) -> Table:
-    """The table of the gate's current data_id, over every store behind its backend.
+def collect(backend_name: str, backend: Backend, data_id: str | None) -> Table:
+    """The table of one data_id, over every tier of the backend.
 
-    A gate without a data_id gives a table without rows whose title lists the stored
-    data_ids, so displaying a fresh StoreGate in a notebook never raises.
+    Without a data_id the table has no rows and its title lists the stored data_ids, so
+    displaying a fresh StoreGate in a notebook never raises.
     """
-    data_id = gate.data_id
     if data_id is None:
         title = (
-            f"StoreGate backend={gate.backend!r} location={gate.store.location}: no data_id set "
-            f"(stored data_ids: {gate.get_data_ids()}); call set_data_id() to choose one."
+            f"StoreGate backend={backend_name!r} location={backend.location}: no data_id set "
+            f"(stored data_ids: {backend.data_ids()}); call set_data_id() to choose one."
         )
         return Table(title, HEADERS, [])
-    meta = gate.get_metadata()
+    meta = GroupEngine(backend, data_id).metadata()
+    tiers = backend.tiers() if isinstance(backend, TieredBackend) else {backend.name: backend}
+    mode = backend.tier if isinstance(backend, TieredBackend) else backend.name
     title = (
-        f"StoreGate data_id={data_id!r} backend={gate.backend!r} mode={gate.mode!r} "
-        f"compiled={meta['compiled']} location={gate.store.location}"
+        f"StoreGate data_id={data_id!r} backend={backend_name!r} mode={mode!r} "
+        f"compiled={meta['compiled']} location={backend.location}"
     )
     rows = [
-        _row(phase, mode, store, data_id, var)
+        _row(phase, tier, tier_backend, data_id, var)
         for phase in PHASES
-        for mode, store in gate.store.stores().items()
-        for var in store.var_names(data_id, phase)
+        for tier, tier_backend in tiers.items()
+        for var in tier_backend.var_names(data_id, phase)
     ]
     return Table(title, HEADERS, rows)
 
 
-def _row(phase: str, mode: str, store: Backend, data_id: str, var: str) -> tuple[str, ...]:
-    info = store.info(data_id, phase, var)
+def _row(phase: str, tier: str, backend: Backend, data_id: str, var: str) -> tuple[str, ...]:
+    info = backend.info(data_id, phase, var)
     return (
         phase,
-        mode,
+        tier,
         var,
         str(info.dtype),
         str(info.shape[1:]),

@@ -137,6 +137,11 @@ class Location:
         found = found or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
         return str(found) if found else "the default AWS endpoint"
 
+    @property
+    def reopenable(self) -> bool:
+        """False for a store in this process's memory (a Store object, ``memory://``)."""
+        return self.kind != "store" and self.protocol != "memory"
+
     def describe(self) -> str:
         """Where the store lives, for messages (never includes credentials)."""
         if self.kind == "store":

@@ -9,8 +9,9 @@ from typing import Any, Literal
 import numpy as np
 
 from storegate.errors import InvalidArgumentError
+from storegate.rules import as_array, common_length, with_rows
 
-__all__ = ["VarNames", "as_array", "parse_var_names"]
+__all__ = ["VarNames", "parse_var_names"]
 
 Form = Literal["str", "tuple", "list"]
 
@@ -30,7 +31,7 @@ class VarNames:
     def split(self, data: object) -> list[np.ndarray]:
         """Split caller data into one array per name (no copy: callers copy on store)."""
         if self.form == "str":
-            return [_rows(as_array(data, "data"), "data")]
+            return [with_rows(as_array(data, "data"), "data")]
         if self.form == "tuple":
             return self._split_tuple(data)
         return self._split_list(data)
@@ -64,8 +65,9 @@ class VarNames:
             raise InvalidArgumentError(
                 f"data for var_names {list(self.names)} must hold {m} arrays. Got {len(data)} instead."
             )
-        arrays = [_rows(as_array(d, f"data[{i}]"), f"data[{i}]") for i, d in enumerate(data)]
-        _check_lengths(self.names, arrays)
+        arrays = [with_rows(as_array(d, f"data[{i}]"), f"data[{i}]") for i, d in enumerate(data)]
+        lengths = {name: a.shape[0] for name, a in zip(self.names, arrays, strict=True)}
+        common_length(lengths, "data for a list of var_names", InvalidArgumentError)
         return arrays
 
 
@@ -89,44 +91,12 @@ def parse_var_names(var_names: object) -> VarNames:
     )
 
 
-def as_array(data: object, arg: str) -> np.ndarray:
-    """``data`` as a numpy array, accepting lists, numpy arrays and torch tensors."""
-    if hasattr(data, "detach") and hasattr(data, "cpu"):  # torch.Tensor, without importing torch
-        data = data.detach().cpu().numpy()
-    try:
-        array = np.asarray(data)
-    except (TypeError, ValueError) as exc:
-        raise InvalidArgumentError(
-            f"{arg} must be array-like. Got {type(data).__name__} that numpy cannot convert ({exc})."
-        ) from exc
-    if array.dtype == object:
-        raise InvalidArgumentError(
-            f"{arg} must be a numeric array with one shape per row. Got an object array "
-            "(ragged rows or mixed types) instead."
-        )
-    return array
-
-
 def _check_name(name: object) -> str:
     if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
         raise InvalidArgumentError(
             f"each var_name must be a non-empty str without '/' and not starting with '.'. Got {name!r} instead."
         )
     return name
-
-
-def _rows(array: np.ndarray, arg: str) -> np.ndarray:
-    if array.ndim == 0:
-        raise InvalidArgumentError(f"{arg} must have a leading row axis (N, ...). Got a scalar instead.")
-    return array
-
-
-def _check_lengths(names: tuple[str, ...], arrays: list[np.ndarray]) -> None:
-    lengths = {name: a.shape[0] for name, a in zip(names, arrays, strict=True)}
-    if len(set(lengths.values())) > 1:
-        raise InvalidArgumentError(
-            f"data for a list of var_names must have the same number of rows. Got {lengths} instead."
-        )
 
 
 def _check_stackable(names: tuple[str, ...], arrays: Sequence[np.ndarray]) -> None:

@@ -1,19 +1,71 @@
-"""Phase names and phase specifications (fractions or counts) -> per-phase row counts."""
+"""Phase names and phase specifications (fractions or counts) -> per-phase row counts,
+and the seeded row order used to shuffle rows before they are split."""
 
 from __future__ import annotations
 
 import math
 import numbers
 from collections.abc import Sequence
+from dataclasses import dataclass
 from fractions import Fraction
+
+import numpy as np
 
 from storegate.errors import InvalidArgumentError
 
-__all__ = ["ALL", "PHASES", "is_split", "resolve_phase", "split_counts"]
+__all__ = [
+    "ALL",
+    "DEFAULT_SHUFFLE_SEED",
+    "PHASES",
+    "Split",
+    "is_split",
+    "parse_phase",
+    "permutation",
+    "phases_of",
+    "resolve_phase",
+    "split_counts",
+]
 
 PHASES: tuple[str, str, str] = ("train", "valid", "test")
 ALL = "all"
 _FRACTION_TOLERANCE = 1e-9
+#: Seed used by ``add_data(shuffle=True)``, so separate calls stay aligned.
+DEFAULT_SHUFFLE_SEED = 0
+
+
+@dataclass(frozen=True)
+class Split:
+    """A checked split spec: three fractions (sum 1) or three counts for train / valid / test."""
+
+    values: tuple[int | float, int | float, int | float]
+
+    def counts(self, n_rows: int) -> tuple[int, int, int]:
+        """Rows of each phase for ``n_rows`` rows (see :func:`split_counts`)."""
+        return split_counts(self.values, n_rows)
+
+
+def parse_phase(phase: object) -> str | Split:
+    """A phase name (``None`` is ``'all'``) or a checked :class:`Split`.
+
+    Raises
+    ------
+    InvalidArgumentError
+        If ``phase`` is neither a known phase name nor three fractions or counts.
+    """
+    if is_split(phase):
+        values = _check_spec(phase)  # type: ignore[arg-type]
+        return Split((values[0], values[1], values[2]))  # type: ignore[arg-type]
+    return resolve_phase(phase)
+
+
+def phases_of(phase: str) -> tuple[str, ...]:
+    """The stored phases a phase name stands for: all three for ``'all'``."""
+    return PHASES if phase == ALL else (phase,)
+
+
+def permutation(n_rows: int, seed: int) -> np.ndarray:
+    """The row order that a seed gives: the same for every call with the same seed."""
+    return np.random.default_rng(seed).permutation(n_rows)
 
 
 def resolve_phase(phase: object, *, allow_all: bool = True) -> str:

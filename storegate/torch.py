@@ -14,7 +14,8 @@ not fork-safe). A worker also calls :func:`storegate.codecs.force_default_pipeli
 it opens anything, because the zarrs codec pipeline can deadlock in a forked worker once
 the parent decoded data with it.
 
-Data that another process cannot reopen from configuration are carried instead: the numpy
+Data that another process cannot reopen from configuration (their backend's
+:meth:`~storegate.backends.Backend.reopen_args` is ``None``) are carried instead: the numpy
 backend, the hybrid backend in mode 'numpy', a zarr store given as a zarr ``Store`` object
 (``zarr.storage.MemoryStore``...) and an fsspec ``memory://`` store are read into memory
 when the dataset is made, and that copy travels to the workers (shared copy-on-write with
@@ -33,21 +34,22 @@ import torch.distributed as dist
 from torch.utils.data import Dataset, Sampler
 
 from storegate import codecs
-from storegate._loader import (
+from storegate.backends import Backend, create_backend
+from storegate.engine import GroupEngine
+from storegate.errors import InvalidArgumentError
+from storegate.gate import StoreGate
+from storegate.indexing import normalize_index
+from storegate.loader import (
     ChunkCache,
-    ChunkedColumn,
-    MemoryColumn,
+    ChunkedVariable,
+    MemoryVariable,
     Segment,
     chunk_shuffled_order,
     shard,
 )
-from storegate.backends.base import Backend
-from storegate.backends.zarr_backend import ZarrBackend
-from storegate.errors import InvalidArgumentError, ValidationError
-from storegate.gate import StoreGate
-from storegate.indexing import normalize_index
 from storegate.names import VarNames, parse_var_names
-from storegate.phases import ALL, PHASES, resolve_phase
+from storegate.phases import phases_of, resolve_phase
+from storegate.rules import check_int, common_length, is_int
 
 __all__ = ["DEFAULT_CHUNK_CACHE_BYTES", "DEFAULT_WINDOW", "ChunkShuffleSampler", "StoreGateDataset"]
 
@@ -56,7 +58,7 @@ DEFAULT_CHUNK_CACHE_BYTES = 64 << 20
 #: Chunks whose rows the sampler shuffles together by default.
 DEFAULT_WINDOW = 4
 
-Column = Union[MemoryColumn, ChunkedColumn]
+Variable = Union[MemoryVariable, ChunkedVariable]
 Callback = Callable[[Any, Any], tuple[Any, Any]]
 
 
@@ -114,16 +116,17 @@ class StoreGateDataset(Dataset[Any]):
         data_id = storegate.data_id
         assert data_id is not None  # checked by _check_args
         self._data_id = data_id
-        zarr_store = None if preload else _zarr_store(storegate)
-        args = None if zarr_store is None else _reopen_args(storegate, zarr_store)
-        self._handle = _StoreHandle(args) if args is not None and _reopenable(args) else None
-        self._columns: dict[str, Column] = {
-            var: _memory_column(storegate, var, self._phase)
+        backend = storegate.backend_object
+        args = None if preload else backend.reopen_args(mode="r")
+        self._handle = None if args is None else _BackendHandle(backend.name, args)
+        self._variables: dict[str, Variable] = {
+            var: _memory_variable(storegate, var, self._phase)
             if self._handle is None
-            else _chunked_column(storegate.store, data_id, self._phase, var)
+            else _chunked_variable(GroupEngine(backend, data_id), self._phase, var)
             for var in names
         }
-        self._size = _common_length(self._columns, self._phase)
+        lengths = {var: int(variable.bounds[-1]) for var, variable in self._variables.items()}
+        self._size = common_length(lengths, f"every variable read by the dataset in phase {self._phase!r}")
         self._cache = ChunkCache(chunk_cache_bytes)
 
     # --- torch Dataset -----------------------------------------------------------------
@@ -169,7 +172,7 @@ class StoreGateDataset(Dataset[Any]):
         :class:`ChunkShuffleSampler` keeps the rows between two bounds together. Data in
         memory have a bound at every row (random access costs nothing there).
         """
-        bounds = [column.bounds for column in self._columns.values()]
+        bounds = [variable.bounds for variable in self._variables.values()]
         return np.unique(np.concatenate([np.zeros(1, dtype=np.int64), *bounds]))
 
     @property
@@ -189,16 +192,16 @@ class StoreGateDataset(Dataset[Any]):
         return samples
 
     def _batch(self, rows: np.ndarray) -> tuple[Any, Any]:
-        arrays = {var: self._read(var, rows) for var in self._columns}
+        arrays = {var: self._read(var, rows) for var in self._variables}
         data = _join(arrays, self._inputs)
         target = None if self._targets is None else _join(arrays, self._targets)
         return data, target
 
     def _read(self, var: str, rows: np.ndarray) -> np.ndarray:
-        column = self._columns[var]
-        if isinstance(column, MemoryColumn):
-            return column.read(rows, None, self._cache)
-        return column.read(rows, self._fetch(), self._cache)
+        variable = self._variables[var]
+        if isinstance(variable, MemoryVariable):
+            return variable.read(rows, None, self._cache)
+        return variable.read(rows, self._fetch(), self._cache)
 
     def _fetch(self) -> Callable[[str, str, slice], np.ndarray]:
         assert self._handle is not None
@@ -267,8 +270,8 @@ class ChunkShuffleSampler(Sampler[int]):
         window: int = DEFAULT_WINDOW,
         chunk_rows: int | None = None,
     ) -> None:
-        _check_int("seed", seed, minimum=0)
-        _check_int("window", window, minimum=1)
+        check_int("seed", seed, minimum=0)
+        check_int("window", window, minimum=1)
         self._bounds = _sampler_bounds(dataset, chunk_rows)
         self.num_replicas, self.rank = _replicas(num_replicas, rank)
         self.seed, self.window, self.drop_last = int(seed), window, bool(drop_last)
@@ -278,7 +281,7 @@ class ChunkShuffleSampler(Sampler[int]):
 
     def set_epoch(self, epoch: int) -> None:
         """Choose the epoch whose order :meth:`__iter__` gives (call it before each epoch)."""
-        _check_int("epoch", epoch, minimum=0)
+        check_int("epoch", epoch, minimum=0)
         self.epoch = epoch
 
     def epoch_order(self) -> np.ndarray:
@@ -297,10 +300,11 @@ class ChunkShuffleSampler(Sampler[int]):
 # --- opening the store in each process ---------------------------------------------------
 
 
-class _StoreHandle:
-    """Picklable reopen arguments of a zarr store, opened read-only once per process."""
+class _BackendHandle:
+    """Picklable reopen arguments of a backend, opened read-only once per process."""
 
-    def __init__(self, backend_args: dict[str, Any]) -> None:
+    def __init__(self, backend_name: str, backend_args: dict[str, Any]) -> None:
+        self._name = backend_name
         self._args = {**backend_args, "mode": "r"}
         self._origin_pid = os.getpid()
         self._backend: Backend | None = None
@@ -315,11 +319,11 @@ class _StoreHandle:
         return self._backend is None or self._opened_pid != os.getpid()
 
     def backend(self) -> Backend:
-        """The store, opened in this process (after a fork, opened anew)."""
+        """The backend, opened in this process (after a fork, opened anew)."""
         if self.stale():
             if os.getpid() != self._origin_pid:
                 _prepare_worker()
-            self._backend = ZarrBackend(**self._args)
+            self._backend = create_backend(self._name, self._args)
             self._opened_pid = os.getpid()
         assert self._backend is not None
         return self._backend
@@ -335,55 +339,21 @@ def _prepare_worker() -> None:
         force()
 
 
-def _zarr_store(sg: StoreGate) -> ZarrBackend | None:
-    """The zarr store that reads go to, or None when they go to memory."""
-    store = sg.store
-    if store.supports_modes:
-        store = store.stores()[store.mode]
-    return store if isinstance(store, ZarrBackend) else None
+# --- building variables ------------------------------------------------------------------
 
 
-def _reopen_args(sg: StoreGate, store: ZarrBackend) -> dict[str, Any]:
-    """Read-only arguments that open the same zarr location again, in another process."""
-    args = store.reopen_args(mode="r")
-    if "codec_pipeline" in sg.backend_args:  # keep the user's choice (workers still force the default)
-        args["codec_pipeline"] = sg.backend_args["codec_pipeline"]
-    return args
+def _memory_variable(sg: StoreGate, var: str, phase: str) -> MemoryVariable:
+    return MemoryVariable(np.ascontiguousarray(sg.get_data(var, phase)))
 
 
-def _reopenable(args: dict[str, Any]) -> bool:
-    """False for a store that lives in this process's memory: another process cannot reopen it."""
-    where = args.get("output_dir")
-    if not isinstance(where, (str, os.PathLike)):
-        return False  # a zarr Store object (MemoryStore...)
-    return not os.fspath(where).startswith("memory://")  # fsspec's memory filesystem
-
-
-# --- building columns --------------------------------------------------------------------
-
-
-def _memory_column(sg: StoreGate, var: str, phase: str) -> MemoryColumn:
-    return MemoryColumn(np.ascontiguousarray(sg.get_data(var, phase)))
-
-
-def _chunked_column(store: Backend, data_id: str, phase: str, var: str) -> ChunkedColumn:
-    present, dtype, row = store.layout_across(data_id, var, PHASES if phase == ALL else (phase,))
+def _chunked_variable(engine: GroupEngine, phase: str, var: str) -> ChunkedVariable:
+    layout = engine.layout(var, phases_of(phase))
     segments, start = [], 0
-    for phase_, shape in present:
-        chunk_rows = store.info(data_id, phase_, var).chunk_rows
+    for phase_, shape in layout.parts:
+        chunk_rows = engine.backend.info(engine.data_id, phase_, var).chunk_rows
         segments.append(Segment(phase_, start, shape[0], chunk_rows or max(1, shape[0])))
         start += shape[0]
-    return ChunkedColumn(var, tuple(segments), dtype, row)
-
-
-def _common_length(columns: dict[str, Column], phase: str) -> int:
-    lengths = {var: int(column.bounds[-1]) for var, column in columns.items()}
-    if len(set(lengths.values())) > 1:
-        raise ValidationError(
-            f"every variable read by the dataset must have the same number of rows in phase {phase!r}. "
-            f"Got {lengths} instead."
-        )
-    return next(iter(lengths.values()))
+    return ChunkedVariable(var, tuple(segments), layout.dtype, layout.row_shape)
 
 
 # --- batches and samples -----------------------------------------------------------------
@@ -427,17 +397,12 @@ def _check_args(storegate: object, input_var_names: object, chunk_cache_bytes: o
         raise InvalidArgumentError(
             "input_var_names must be a str, a tuple of str or a list of str naming the inputs. Got None instead."
         )
-    _check_int("chunk_cache_bytes", chunk_cache_bytes, minimum=0)
-
-
-def _check_int(arg: str, value: object, minimum: int) -> None:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
-        raise InvalidArgumentError(f"{arg} must be an int >= {minimum}. Got {value!r} instead.")
+    check_int("chunk_cache_bytes", chunk_cache_bytes, minimum=0)
 
 
 def _sampler_bounds(dataset: Any, chunk_rows: int | None) -> np.ndarray:
     if chunk_rows is not None:
-        _check_int("chunk_rows", chunk_rows, minimum=1)
+        check_int("chunk_rows", chunk_rows, minimum=1)
         n = len(dataset)
         return np.append(np.arange(0, n, chunk_rows, dtype=np.int64), n)
     bounds = getattr(dataset, "chunk_bounds", None)
@@ -455,7 +420,7 @@ def _replicas(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
         num_replicas = dist.get_world_size() if distributed else 1
     if rank is None:
         rank = dist.get_rank() if distributed else 0
-    _check_int("num_replicas", num_replicas, minimum=1)
-    if not isinstance(rank, int) or isinstance(rank, bool) or not 0 <= rank < num_replicas:
+    check_int("num_replicas", num_replicas, minimum=1)
+    if not is_int(rank) or not 0 <= rank < num_replicas:
         raise InvalidArgumentError(f"rank must be an int in [0, {num_replicas}). Got {rank!r} instead.")
-    return num_replicas, rank
+    return num_replicas, int(rank)

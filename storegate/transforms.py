@@ -1,18 +1,43 @@
-"""Whole-variable transforms used by StoreGate.onehot / argmax, validated before any write."""
+"""Whole-variable transforms (multiml's astype / onehot / argmax) and shuffle.
+
+Each transform reads the variables it changes, computes every result in memory, and only
+then writes them all in one transaction of the engine: a result that cannot be computed
+(labels out of range, a bad axis) raises before anything is written, and a write that
+fails midway is undone.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
+from storegate.engine import GroupEngine
 from storegate.errors import InvalidArgumentError
+from storegate.names import VarNames
+from storegate.phases import ALL, permutation, phases_of
+from storegate.rules import check_positive, is_int
 
-__all__ = ["argmax", "check_num_classes", "onehot"]
+__all__ = ["apply", "argmax", "check_num_classes", "onehot", "shuffle"]
+
+
+def apply(engine: GroupEngine, names: VarNames, phase: str, fn: Callable[[np.ndarray], np.ndarray]) -> None:
+    """Replace each variable of ``names`` in ``phase`` by ``fn`` of it (phases that hold it, for 'all')."""
+    targets = [(p, var) for p in phases_of(phase) for var in names.names if phase != ALL or engine.has(p, var)]
+    results = [(p, var, fn(engine.read(p, var, None))) for p, var in targets]
+    engine.run(engine.plan_replace(results))
+
+
+def shuffle(engine: GroupEngine, phase: str, seed: int) -> None:
+    """Shuffle the rows of every variable of a phase with one permutation per phase."""
+    orders = {p: permutation(engine.phase_length(p), seed) for p in phases_of(phase)}
+    results = [(p, var, engine.read(p, var, None)[order]) for p, order in orders.items() for var in engine.var_names(p)]
+    engine.run(engine.plan_replace(results))
 
 
 def check_num_classes(num_classes: object) -> None:
     """Raise unless ``num_classes`` is a positive int."""
-    if not isinstance(num_classes, (int, np.integer)) or isinstance(num_classes, bool) or num_classes < 1:
-        raise InvalidArgumentError(f"num_classes must be a positive int. Got {num_classes!r} instead.")
+    check_positive("num_classes", num_classes)
 
 
 def onehot(labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -29,8 +54,7 @@ def onehot(labels: np.ndarray, num_classes: int) -> np.ndarray:
 
 def argmax(data: np.ndarray, axis: int) -> np.ndarray:
     """``np.argmax`` along an axis of the full ``(N, ...)`` array, keeping the row axis."""
-    is_int = isinstance(axis, (int, np.integer)) and not isinstance(axis, bool)
-    if not is_int or not -data.ndim <= axis < data.ndim or axis % data.ndim == 0:
+    if not is_int(axis) or not -data.ndim <= axis < data.ndim or axis % data.ndim == 0:
         raise InvalidArgumentError(
             f"axis must be an int naming a non-row axis of data of shape {data.shape} "
             f"(1..{data.ndim - 1} or a negative equivalent). Got {axis!r} instead."

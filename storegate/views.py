@@ -8,14 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from storegate.errors import InvalidArgumentError, ValidationError
-from storegate.names import parse_var_names
+from storegate.engine import GroupEngine
+from storegate.errors import InvalidArgumentError
+from storegate.names import VarNames, parse_var_names
 from storegate.phases import ALL, PHASES
-
-if TYPE_CHECKING:
-    from storegate.gate import StoreGate
+from storegate.rules import common_length
 
 __all__ = ["View"]
 
@@ -40,18 +39,17 @@ class View:
     The phase defaults to ``'train'``, as in :meth:`StoreGate.get_data`.
     """
 
-    gate: StoreGate
-    data_id: str
+    engine: GroupEngine
     phase: str | None = None
     var_names: Any = None
 
     def __getitem__(self, item: Any) -> Any:
         if _is_phase(item):
             # Direct construction: dataclasses.replace costs ~3x more on this hot path.
-            return View(self.gate, self.data_id, item, self.var_names)
+            return View(self.engine, item, self.var_names)
         if _is_names(item):
-            return View(self.gate, self.data_id, self.phase, item)
-        return self.gate._get(self.data_id, self._names(), self._phase(), item)
+            return View(self.engine, self.phase, item)
+        return self.engine.get(self._names(), self._phase(), item)
 
     def __setitem__(self, item: Any, data: Any) -> None:
         if _is_names(item):
@@ -62,33 +60,27 @@ class View:
     def __delitem__(self, item: Any) -> None:
         if not _is_names(item):
             raise InvalidArgumentError(f"del needs var_names, as in del sg['train']['x']. Got {item!r} instead.")
-        self.gate._delete(self.data_id, item, self._phase())
+        self.engine.run(self.engine.plan_delete(parse_var_names(item), self._phase()))
 
     def __len__(self) -> int:
         if self.var_names is None:
-            return self._phase_len()
-        shapes = {var: self.gate._shape(self.data_id, self._phase(), var) for var in self._names().names}
-        lengths = {var: s[0] for var, s in shapes.items()}
-        if len(set(lengths.values())) > 1:
-            # Stored data that disagree are a ValidationError, as for len(sg[phase]).
-            raise ValidationError(f"the var_names of this view must have the same length. Got {lengths} instead.")
-        return next(iter(lengths.values()))
+            return self.engine.phase_length(self._phase())
+        lengths = {var: self.engine.shape(self._phase(), var)[0] for var in self._names().names}
+        # Stored data that disagree are a ValidationError, as for len(sg[phase]).
+        return common_length(lengths, "the var_names of this view")
 
     def __contains__(self, item: object) -> bool:
-        if not isinstance(item, str):
-            return False
-        phases = PHASES if self._phase() == ALL else (self._phase(),)
-        return any(self.gate._db.has(self.data_id, p, item) for p in phases)
+        return isinstance(item, str) and self.engine.has(self._phase(), item)
 
     def __iter__(self) -> Iterator[Any]:
         names = self._names()
         n = len(self)
         for start in range(0, n, _ITER_BLOCK):
-            rows = self.gate._get(self.data_id, names, self._phase(), slice(start, min(n, start + _ITER_BLOCK)))
+            rows = self.engine.get(names, self._phase(), slice(start, min(n, start + _ITER_BLOCK)))
             yield from (zip(*rows, strict=True) if names.form == "list" else rows)
 
     def __repr__(self) -> str:
-        return f"View(data_id={self.data_id!r}, phase={self._phase()!r}, var_names={self.var_names!r})"
+        return f"View(data_id={self.engine.data_id!r}, phase={self._phase()!r}, var_names={self.var_names!r})"
 
     # --- internals -------------------------------------------------------------------
 
@@ -102,12 +94,8 @@ class View:
             )
         return self.var_names
 
-    def _names(self) -> Any:
+    def _names(self) -> VarNames:
         return parse_var_names(self._names_arg())
 
-    def _phase_len(self) -> int:
-        phases = PHASES if self._phase() == ALL else (self._phase(),)
-        return sum(self.gate._checked_phase_len(self.data_id, p) for p in phases)
-
     def _update(self, var_names: Any, data: Any, index: Any) -> None:
-        self.gate._update(self.data_id, var_names, data, self._phase(), index)
+        self.engine.run(self.engine.plan_update(parse_var_names(var_names), data, self._phase(), index))

@@ -6,10 +6,11 @@ each variable's rows in memory until they fill whole stored objects (chunks, or 
 when the store is sharded) and writes those once, so K appends of B rows cost about what
 one append of K*B rows costs. Memory per variable stays below one object plus one batch.
 
-Variables are flushed independently (a label column fills its chunks far later than an
-image column), so between flushes they may differ in length; the writer restores equal
-lengths when it closes, and if anything fails it cuts every variable back to the rows
-that all of them hold.
+Variables are flushed independently (a label variable fills its chunks far later than an
+image variable), so between flushes they may differ in length; the writer restores equal
+lengths when it closes. The writer is one write transaction: if anything fails (the block
+raises, a write fails, the process is interrupted), every variable is put back exactly as
+it was before the writer opened.
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from storegate.backends import Backend
+from storegate import steps
+from storegate.engine import GroupEngine
 from storegate.errors import InvalidArgumentError, StoreGateError
-from storegate.gate import _cast, _check_rows_fit, _codec_options
-from storegate.names import as_array, parse_var_names
+from storegate.names import parse_var_names
 from storegate.phases import resolve_phase
+from storegate.rules import as_array, cast, check_row_shape, common_length, with_rows
+from storegate.transaction import Step, Transaction
 
 __all__ = ["Writer"]
 
@@ -35,13 +38,13 @@ MEMORY_FLUSH_BYTES = 64 << 20
 
 
 @dataclass
-class _Column:
+class _Buffered:
     """One variable being written: its layout and the rows not yet stored."""
 
     name: str
     dtype: np.dtype
     row_shape: tuple[int, ...]
-    created: bool  # made by this writer (removed again if nothing of it survives)
+    created: bool  # made by this writer
     stored: int  # rows in the store
     unit: int | None = None  # rows per stored object
     pending: list[np.ndarray] = field(default_factory=list)
@@ -60,43 +63,41 @@ class Writer:
     """Buffered appends to one phase of one data_id; made by :meth:`StoreGate.writer`.
 
     Use it as a context manager: on normal exit every buffered row is written and the
-    compile state is marked stale (as ``add_data`` does). If the block raises, rows not
-    yet written are dropped, every variable is cut to the rows that all of them hold,
-    and the error propagates. Without ``with``, call :meth:`close` at the end.
+    compile state is marked stale (as ``add_data`` does). If the block raises, the writer
+    is one failed call: every variable is put back as it was before the writer opened
+    (variables it created are removed), and the error propagates. Without ``with``, call
+    :meth:`close` at the end (or :meth:`abort` to undo everything).
 
     Parameters
     ----------
-    backend
-        The store to write to.
-    data_id, phase
+    engine
+        The engine of the data_id to write to.
+    phase
         Where the rows go (one phase: 'train', 'valid' or 'test').
     progress
         Show a tqdm progress bar of the rows added.
     total
         Expected number of rows, for the progress bar.
-    compressor
-        Codec of the variables the writer creates, as in :meth:`StoreGate.add_data`.
-    on_close
-        Called once after the writer wrote anything (the StoreGate marks its state stale).
+    options
+        Backend options of the variables the writer creates (``{'compressor': ...}``).
     """
 
     def __init__(
         self,
-        backend: Backend,
-        data_id: str,
+        engine: GroupEngine,
         phase: str,
         *,
         progress: bool = False,
         total: int | None = None,
-        compressor: Any = None,
-        on_close: Callable[[], None] | None = None,
+        options: dict[str, Any] | None = None,
     ) -> None:
-        backend.check_writable()
-        self._db, self._data_id = backend, data_id
+        engine.backend.check_writable()
+        self._engine = engine
+        self._db, self._data_id = engine.backend, engine.data_id
         self._phase = resolve_phase(phase, allow_all=False)
-        self._options = _codec_options(compressor)
-        self._on_close = on_close
-        self._columns: dict[str, _Column] = {}
+        self._options = dict(options or {})
+        self._tx = Transaction()
+        self._columns: dict[str, _Buffered] = {}
         self._added = 0
         self._open = True
         self._bar = _progress_bar(progress, total, self._phase)
@@ -144,17 +145,18 @@ class Writer:
         """Write every buffered row and mark the compile state stale (idempotent)."""
         if not self._open:
             return
-        try:
-            self._guarded(self._flush_all)
-        finally:
-            self._finish()
+        self._guarded(self._flush_all)
+        if self._columns:
+            self._guarded(self._mark_stale)
+        self._finish()
+        self._tx.commit()
 
     def abort(self) -> None:
-        """Drop buffered rows and cut every variable to the rows all of them hold."""
+        """Drop buffered rows and put every variable back as it was before the writer opened."""
         if not self._open:
             return
         try:
-            self._rollback()
+            self._tx.rollback()
         finally:
             self._finish()
 
@@ -170,8 +172,7 @@ class Writer:
         try:
             self.abort()
         except Exception as abort_exc:  # keep the caller's error; say the cleanup failed too
-            if hasattr(exc, "add_note"):
-                exc.add_note(f"storegate: restoring equal variable lengths also failed: {abort_exc!r}")
+            exc.add_note(f"storegate: undoing the writer's appends also failed: {abort_exc!r}")
 
     # --- validation ----------------------------------------------------------------------
 
@@ -181,10 +182,9 @@ class Writer:
                 f"batch must be a non-empty dict {{var_name: rows}}. Got {type(batch).__name__} instead."
             )
         names = parse_var_names(list(batch)).names
-        arrays = {name: _rows(as_array(batch[name], f"batch[{name!r}]"), name) for name in names}
+        arrays = {name: with_rows(as_array(batch[name], f"batch[{name!r}]"), f"batch[{name!r}]") for name in names}
         lengths = {name: a.shape[0] for name, a in arrays.items()}
-        if len(set(lengths.values())) > 1:
-            raise InvalidArgumentError(f"every array of a batch must have the same number of rows. Got {lengths}.")
+        common_length(lengths, "every array of a batch", InvalidArgumentError)
         columns = self._columns or self._plan_columns(arrays)
         if set(names) != set(columns):
             raise InvalidArgumentError(
@@ -192,38 +192,44 @@ class Writer:
             )
         for name, array in arrays.items():
             column = columns[name]
-            _check_rows_fit(name, self._phase, column.row_shape, array.shape[1:])
-            _cast(array, column.dtype, name)  # raises when same_kind forbids the cast
+            check_row_shape(name, self._phase, column.row_shape, array.shape[1:])
+            cast(array, column.dtype, name)  # raises when same_kind forbids the cast
         if not self._columns:
             self._create_columns(columns)
         return arrays
 
-    def _plan_columns(self, arrays: dict[str, np.ndarray]) -> dict[str, _Column]:
+    def _plan_columns(self, arrays: dict[str, np.ndarray]) -> dict[str, _Buffered]:
         """The variables of the first batch: stored layout if they exist, else the batch's."""
         columns = {}
         for name, array in arrays.items():
             if self._db.has(self._data_id, self._phase, name):
                 shape = self._db.shape(self._data_id, self._phase, name)
                 dtype = self._db.dtype(self._data_id, self._phase, name)
-                columns[name] = _Column(name, np.dtype(dtype), shape[1:], created=False, stored=shape[0])
+                columns[name] = _Buffered(name, np.dtype(dtype), shape[1:], created=False, stored=shape[0])
             else:
-                columns[name] = _Column(name, array.dtype, array.shape[1:], created=True, stored=0)
+                columns[name] = _Buffered(name, array.dtype, array.shape[1:], created=True, stored=0)
         starts = {name: c.stored for name, c in columns.items()}
-        if len(set(starts.values())) > 1:
-            raise InvalidArgumentError(
-                f"the var_names of a writer must hold the same number of rows in phase {self._phase!r} "
-                f"before writing. Got {starts} instead."
-            )
+        common_length(
+            starts, "the var_names of a writer", InvalidArgumentError, f" in phase {self._phase!r} before writing"
+        )
         return columns
 
-    def _create_columns(self, columns: dict[str, _Column]) -> None:
-        """Create the missing variables (empty) once the first batch passed every check."""
+    def _create_columns(self, columns: dict[str, _Buffered]) -> None:
+        """Create the missing variables (empty) once the first batch passed every check.
+
+        Each variable gets a step of the writer's transaction: creating it, or guarding its
+        current rows, so that a failure later takes every append back.
+        """
         self._columns = columns
         for column in columns.values():
-            if column.created:
-                empty = np.empty((0, *column.row_shape), dtype=column.dtype)
-                self._db.create(self._data_id, self._phase, column.name, empty, **self._options)
+            self._guarded(lambda column=column: self._tx.do(self._first_step(column)))  # type: ignore[misc]
             column.unit = self._db.write_rows(self._data_id, self._phase, column.name)
+
+    def _first_step(self, column: _Buffered) -> Step:
+        if column.created:
+            empty = np.empty((0, *column.row_shape), dtype=column.dtype)
+            return steps.create_step(self._db, self._data_id, self._phase, column.name, empty, self._options)
+        return steps.guard_step(self._db, self._data_id, self._phase, column.name, column.stored)
 
     # --- writing -------------------------------------------------------------------------
 
@@ -238,45 +244,31 @@ class Writer:
             if column.pending_rows:
                 self._append(column, column.take(column.pending_rows))
 
-    def _append(self, column: _Column, rows: np.ndarray) -> None:
+    def _append(self, column: _Buffered, rows: np.ndarray) -> None:
         self._db.append(self._data_id, self._phase, column.name, rows)
         column.stored += len(rows)
 
-    def _guarded(self, step: Callable[[], None]) -> None:
-        """Run a write step; on failure restore equal lengths, close, and re-raise."""
+    def _mark_stale(self) -> None:
+        for step in self._engine.stale_steps():
+            self._tx.do(step)
+
+    def _guarded(self, write: Callable[[], None]) -> None:
+        """Run a write; on failure undo everything the writer did, close, and re-raise."""
         try:
-            step()
-        except BaseException:
+            write()
+        except BaseException as exc:
             try:
-                self._rollback()
+                self._tx.rollback(exc)
             finally:
                 self._finish()
             raise
 
-    def _rollback(self) -> None:
-        for column in self._columns.values():
-            column.pending, column.pending_rows = [], 0
-        if not self._columns:
-            return
-        # Bookkeeping counts only appends that returned; a failed one may have grown its array.
-        keep = min(column.stored for column in self._columns.values())
-        for column in self._columns.values():
-            if column.created and keep == 0:
-                self._db.delete(self._data_id, self._phase, column.name)
-            elif self._stored_rows(column.name) > keep:
-                self._db.resize(self._data_id, self._phase, column.name, keep)
-
     def _finish(self) -> None:
         self._open = False
+        for column in self._columns.values():
+            column.pending, column.pending_rows = [], 0
         if self._bar is not None:
             self._bar.close()
-        if self._columns and self._on_close is not None:
-            self._on_close()
-
-    def _stored_rows(self, name: str) -> int:
-        if not self._db.has(self._data_id, self._phase, name):
-            return 0
-        return self._db.shape(self._data_id, self._phase, name)[0]
 
     def _check_open(self) -> None:
         if not self._open:
@@ -285,19 +277,13 @@ class Writer:
             )
 
 
-def _full_rows(column: _Column) -> int:
+def _full_rows(column: _Buffered) -> int:
     """Pending rows to write now: up to the last object boundary they reach."""
     if column.unit is None:
         row_bytes = column.dtype.itemsize * int(np.prod(column.row_shape, dtype=np.int64))
         return column.pending_rows if column.pending_rows * row_bytes >= MEMORY_FLUSH_BYTES else 0
     end = (column.stored + column.pending_rows) // column.unit * column.unit
     return max(0, end - column.stored)
-
-
-def _rows(array: np.ndarray, name: str) -> np.ndarray:
-    if array.ndim == 0:
-        raise InvalidArgumentError(f"batch[{name!r}] must have a leading row axis (B, ...). Got a scalar instead.")
-    return array
 
 
 def _progress_bar(progress: bool, total: int | None, phase: str) -> Any:

@@ -127,7 +127,7 @@ def test_a_second_process_reads_what_the_first_wrote(s3_server: S3Server, s3_buc
     data = np.random.default_rng(0).normal(size=(50, 4)).astype(np.float32)
     sg.add_data("x", data, phase=(0.6, 0.2, 0.2))
     sg.compile()
-    args = sg.store.reopen_args()  # type: ignore[attr-defined]
+    args = sg.backend_object.reopen_args()
     script = (
         "import json, sys\n"
         "from storegate import StoreGate\n"
@@ -220,13 +220,13 @@ def test_matorage_names_reach_the_server(s3_server: S3Server, s3_bucket: str) ->
     sg.add_data("x", np.arange(5), phase="train")
     assert "store" not in object_keys(s3_server, s3_bucket)
     assert "m/d/train/x/zarr.json" in object_keys(s3_server, s3_bucket)
-    reopen = sg.store.reopen_args()  # type: ignore[attr-defined]
+    reopen = sg.backend_object.reopen_args()
     assert reopen["storage_options"] == {
         "key": s3_server.key,
         "secret": s3_server.secret,
         "client_kwargs": {"endpoint_url": s3_server.endpoint_url},
     }
-    assert s3_server.endpoint_url in sg.store.location
+    assert s3_server.endpoint_url in sg.backend_object.location
     assert s3_server.secret not in repr(sg)
 
 

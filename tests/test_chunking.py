@@ -143,8 +143,8 @@ def test_sharded_one_dimensional_updates(tmp_path: Path) -> None:
 def test_sharded_shrink_then_grow_fills_zeros(tmp_path: Path) -> None:
     sg = _gate(tmp_path, chunk=4, shard_bytes=4 * 3 * 4 * 4)
     sg.add_data("x", np.ones((40, 3), "f4"))
-    sg.store.resize("d", "train", "x", 10)
-    sg.store.resize("d", "train", "x", 30)
+    sg.backend_object.resize("d", "train", "x", 10)
+    sg.backend_object.resize("d", "train", "x", 30)
     expected = np.zeros((30, 3), "f4")
     expected[:10] = 1
     np.testing.assert_array_equal(sg.get_data("x"), expected)
@@ -166,6 +166,6 @@ def test_write_rows_is_the_shard_or_chunk(tmp_path: Path) -> None:
     memory = StoreGate("numpy", data_id="d")
     for sg in (sharded, plain, memory):
         sg.add_data("x", np.zeros((5, 4), "f4"))
-    assert sharded.store.write_rows("d", "train", "x") == 30
-    assert plain.store.write_rows("d", "train", "x") == 10
-    assert memory.store.write_rows("d", "train", "x") is None
+    assert sharded.backend_object.write_rows("d", "train", "x") == 30
+    assert plain.backend_object.write_rows("d", "train", "x") == 10
+    assert memory.backend_object.write_rows("d", "train", "x") is None

@@ -221,7 +221,7 @@ def test_hybrid_zarr_mode_uses_the_compressor(tmp_path: Path) -> None:
 def test_show_info_names_the_codec(tmp_path: Path) -> None:
     sg = _gate(tmp_path)
     sg.add_data("x", ROWS, compressor="gzip")
-    assert sg.store.info("d", "train", "x").codec == "Gzip"
+    assert sg.backend_object.info("d", "train", "x").codec == "Gzip"
 
 
 def test_zarr_global_defaults_are_never_changed(tmp_path: Path) -> None:
@@ -240,7 +240,7 @@ needs_zarrs = pytest.mark.skipif(not zarrs_available(), reason="the zarrs extra 
 
 def _pipeline_of(sg: StoreGate, var: str = "x", phase: str = "train") -> str:
     # Open through a fresh handle: the pipeline is chosen when an array is opened.
-    return type(sg.store._array(sg.data_id or "", phase, var).async_array.codec_pipeline).__name__
+    return type(sg.backend_object._array(sg.data_id or "", phase, var).async_array.codec_pipeline).__name__
 
 
 def test_zarrs_is_installed_here() -> None:
@@ -292,7 +292,7 @@ _FORK_SCRIPT = textwrap.dedent(
         force_default_pipeline()
         assert not zarrs_in_use()
         reader = StoreGate("zarr", {"output_dir": path, "codec_pipeline": "zarrs", "mode": "r"}, data_id="d")
-        pipe = type(reader.store._array("d", "train", "x").async_array.codec_pipeline).__name__
+        pipe = type(reader.backend_object._array("d", "train", "x").async_array.codec_pipeline).__name__
         queue.put((pipe, float(reader.get_data("x").sum())))
 
     queue = mp.get_context("fork").Queue()

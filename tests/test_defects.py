@@ -486,7 +486,7 @@ def test_mode_is_restored_when_the_callback_raises(hybrid: StoreGate, start_mode
 def test_mode_is_restored_and_source_kept_when_a_write_raises(
     hybrid: StoreGate, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    memory = hybrid.store.stores()["numpy"]
+    memory = hybrid.backend_object.tiers()["numpy"]
 
     def broken(*args: Any, **kwargs: Any) -> None:
         raise OSError("disk full")
@@ -565,7 +565,7 @@ def test_tuple_add_makes_one_backend_call_per_variable(
     sg: StoreGate, monkeypatch: pytest.MonkeyPatch, n_rows: int
 ) -> None:
     calls: Counter[str] = Counter()
-    backend = sg.store
+    backend = sg.backend_object
     for method in ("create", "append", "write", "replace"):
         original = getattr(backend, method)
 
@@ -632,8 +632,8 @@ def test_bad_arguments_are_rejected_before_any_data_is_read(
     sg.add_data(["a", "b", "c"], [np.zeros((4, 2), "i8")] * 3, phase=(2, 1, 1))
     before = snapshot(sg)
     reads: list[Any] = []
-    original = sg.store.read
-    monkeypatch.setattr(sg.store, "read", lambda *args: reads.append(args) or original(*args))
+    original = sg.backend_object.read
+    monkeypatch.setattr(sg.backend_object, "read", lambda *args: reads.append(args) or original(*args))
     with pytest.raises(InvalidArgumentError):
         call(sg)
     assert len(reads) <= 1  # argmax can judge an axis only against the data's shape

@@ -388,7 +388,7 @@ def _fail_on_call(monkeypatch: pytest.MonkeyPatch, backend: Any, method: str, n:
 
 def test_io_error_in_second_append_rolls_back_the_first(sg: StoreGate, monkeypatch: pytest.MonkeyPatch) -> None:
     before = snapshot(sg)
-    calls = _fail_on_call(monkeypatch, sg.store, "append", 2)
+    calls = _fail_on_call(monkeypatch, sg.backend_object, "append", 2)
     with pytest.raises(OSError, match="simulated"):
         sg.add_data(["x", "z", "y"], [np.full((2, 3), 7), np.full((2, 2), 7.0), [1, 1]])
     assert calls[0] == ("conf", "train", "x")  # the first variable was appended, then undone
@@ -403,7 +403,7 @@ def test_io_error_in_a_split_append_rolls_back_every_phase(
     sg: StoreGate, monkeypatch: pytest.MonkeyPatch, failing: int
 ) -> None:
     before = snapshot(sg)
-    calls = _fail_on_call(monkeypatch, sg.store, "append", failing)
+    calls = _fail_on_call(monkeypatch, sg.backend_object, "append", failing)
     with pytest.raises(OSError, match="simulated"):
         sg.add_data(["x", "y"], [np.full((10, 3), 5), np.zeros(10, "i8")], phase=(0.7, 0.2, 0.1))
     assert len(calls) == failing
@@ -413,7 +413,7 @@ def test_io_error_in_a_split_append_rolls_back_every_phase(
 
 def test_io_error_in_second_create_removes_the_first(sg: StoreGate, monkeypatch: pytest.MonkeyPatch) -> None:
     before = snapshot(sg)
-    _fail_on_call(monkeypatch, sg.store, "create", 2)
+    _fail_on_call(monkeypatch, sg.backend_object, "create", 2)
     with pytest.raises(OSError, match="simulated"):
         sg.add_data(["new1", "new2"], [np.zeros(3), np.zeros(3)], phase="valid")
     monkeypatch.undo()
@@ -423,7 +423,7 @@ def test_io_error_in_second_create_removes_the_first(sg: StoreGate, monkeypatch:
 
 def test_io_error_mixing_create_and_append(sg: StoreGate, monkeypatch: pytest.MonkeyPatch) -> None:
     before = snapshot(sg)
-    _fail_on_call(monkeypatch, sg.store, "append", 2)  # x is appended, new is created, z fails
+    _fail_on_call(monkeypatch, sg.backend_object, "append", 2)  # x is appended, new is created, z fails
     with pytest.raises(OSError, match="simulated"):
         sg.add_data(["x", "new", "z"], [np.zeros((2, 3), "i8"), np.zeros(2), np.zeros((2, 2), "f4")])
     monkeypatch.undo()

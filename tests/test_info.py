@@ -294,9 +294,9 @@ def test_stored_bytes_do_not_count_a_sibling_with_a_longer_name() -> None:
 
     gate = StoreGate("zarr", {"output_dir": zarr.storage.MemoryStore()}, data_id="d")
     gate.add_data("a", np.zeros(1000))
-    before = gate.store.info("d", "train", "a").stored_bytes
+    before = gate.backend_object.info("d", "train", "a").stored_bytes
     gate.add_data("ab", np.random.default_rng(0).random(100_000))
-    after = gate.store.info("d", "train", "a").stored_bytes
+    after = gate.backend_object.info("d", "train", "a").stored_bytes
     assert before == after
     assert after is not None
     assert after < 10_000

@@ -78,10 +78,10 @@ def test_memory_url_goes_through_fsspec() -> None:
     backend.create_data_id("d")
     backend.create("d", "train", "x", np.arange(4))
     assert isinstance(backend._root.store, zarr.storage.FsspecStore)
-    assert "concurrency" not in backend.reopen_args()  # not remote: zarr's own setting
-    np.testing.assert_array_equal(
-        ZarrBackend(**backend.reopen_args()).read("d", "train", "x", slice(None)), np.arange(4)
-    )
+    # fsspec's memory filesystem lives in this process: another process could not open it.
+    assert backend.reopen_args() is None
+    reader = ZarrBackend(output_dir="memory://storegate-test-locations", mode="r")
+    np.testing.assert_array_equal(reader.read("d", "train", "x", slice(None)), np.arange(4))
 
 
 # --- argument checks ------------------------------------------------------------------------
@@ -172,11 +172,34 @@ def test_reopen_args_of_a_temporary_directory(tmp_path: Path) -> None:
         backend.reopen_args(mode="w")
 
 
-def test_reopen_args_of_a_store_object() -> None:
-    store = zarr.storage.MemoryStore()
-    backend = ZarrBackend(output_dir=store)
-    assert backend.reopen_args() == {"output_dir": store, "mode": "r"}
-    assert not ZarrBackend(**backend.reopen_args()).writable
+def test_reopen_args_of_a_store_object_is_none() -> None:
+    # A zarr Store object lives in this process's memory: the Backend contract says None.
+    backend = ZarrBackend(output_dir=zarr.storage.MemoryStore())
+    assert backend.reopen_args() is None
+    assert backend.reopen_args(mode="a") is None
+
+
+def test_reopen_args_carry_the_layout_and_pipeline_for_writers(tmp_path: Path) -> None:
+    backend = ZarrBackend(
+        output_dir=str(tmp_path / "s.zarr"), chunk=7, compressor="gzip", shard_bytes=1 << 20, codec_pipeline="zarrs"
+    )
+    reader = backend.reopen_args()
+    assert reader is not None
+    assert reader["codec_pipeline"] == "zarrs"
+    assert "chunk" not in reader  # a reader needs no layout options
+    writer = backend.reopen_args(mode="a")
+    assert writer is not None
+    assert {k: writer[k] for k in ("chunk", "compressor", "shard_bytes", "mode")} == {
+        "chunk": 7,
+        "compressor": "gzip",
+        "shard_bytes": 1 << 20,
+        "mode": "a",
+    }
+    again = ZarrBackend(**writer)
+    again.create_data_id("d")
+    again.create("d", "train", "x", np.arange(20, dtype="f4"))
+    assert again.info("d", "train", "x").chunk_rows == 7
+    assert again.info("d", "train", "x").codec == "Gzip"
 
 
 # --- the concurrency scope ----------------------------------------------------------------

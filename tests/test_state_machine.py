@@ -180,7 +180,8 @@ class Model:
             self.data[phase][var] = array
         for phase, var in gone:
             self.data[phase].pop(var, None)
-        self.compiled = False
+        if new or gone:  # a call that writes nothing (a transform of no variable) keeps the state
+            self.compiled = False
 
     def phase_len(self, phase: str) -> int:
         lengths = {a.shape[0] for a in self.data[phase].values()}

@@ -16,8 +16,8 @@ import zarr
 from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
 
 from storegate import InvalidArgumentError, NotFoundError, StoreGate, ValidationError
-from storegate._loader import ChunkCache, chunk_runs
 from storegate.backends.zarr_backend import ZarrBackend
+from storegate.loader import ChunkCache, chunk_runs
 from storegate.torch import StoreGateDataset
 
 pytestmark = pytest.mark.timeout(120)

@@ -108,19 +108,23 @@ def test_the_callers_arrays_may_be_reused(sg: StoreGate) -> None:
     np.testing.assert_array_equal(sg.get_data("x")[:, 0], np.repeat(np.arange(6.0), 4))
 
 
-def test_block_that_raises_keeps_flushed_rows_consistent(sg: StoreGate) -> None:
+def test_block_that_raises_leaves_the_store_as_before(sg: StoreGate, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The writer is one transaction: rows it flushed before the error are taken back too.
+    first = _batches(1, 5, seed=9)[0]
+    sg.add_data(["x", "y"], [first["x"], first["y"]])
+    before = (sg.get_data("x"), sg.get_data("y"))
+    appended: list[int] = []
+    backend = sg.backend_object
+    original = backend.append
+    monkeypatch.setattr(backend, "append", lambda *a: appended.append(len(a[3])) or original(*a))
     batches = _batches(40, 3, seed=3)
     with pytest.raises(Boom):
         _write(sg, batches, raise_at=31)
-    # Memory stores buffer up to MEMORY_FLUSH_BYTES, so there nothing may have been kept.
-    n = _kept_rows(sg)
-    assert n <= 31 * 3
     if sg.mode == "zarr":
-        assert n >= 16  # chunks of 16 rows were filled and written before the error
-    if n:
-        np.testing.assert_array_equal(sg.get_data("x"), _joined(batches, "x")[:n])
-        np.testing.assert_array_equal(sg.get_data("y"), _joined(batches, "y")[:n])
-    assert len(sg["train"]) == n
+        assert sum(appended) >= 32  # whole chunks of 16 rows reached the store before the error
+    assert _kept_rows(sg) == 5
+    np.testing.assert_array_equal(sg.get_data("x"), before[0])
+    np.testing.assert_array_equal(sg.get_data("y"), before[1])
 
 
 def _kept_rows(sg: StoreGate) -> int:
@@ -169,16 +173,17 @@ def test_zarr_shards_are_written_once() -> None:
     np.testing.assert_array_equal(sg.get_data("x"), _joined(batches, "x"))
 
 
-def test_a_failing_write_rolls_back_to_equal_lengths() -> None:
+def test_a_failing_write_takes_back_every_row_of_the_writer() -> None:
     store = CountingStore(fail_at=5)
     sg = StoreGate("zarr", {"output_dir": store, "chunk": 4}, data_id="w")
+    sg.add_data(["x", "y"], [np.ones((2, 3), "f4"), np.ones(2, "i8")])  # a partial chunk, rewritten by appends
     batches = _batches(20, 3)
     with pytest.raises(OSError, match="disk full"):
         _write(sg, batches)
-    n = _kept_rows(sg)
-    assert 0 < n < 60
-    np.testing.assert_array_equal(sg.get_data("x"), _joined(batches, "x")[:n])
-    np.testing.assert_array_equal(sg.get_data("y"), _joined(batches, "y")[:n])
+    assert sum(store.writes.values()) >= 5  # chunk writes happened, the 5th failed
+    assert _kept_rows(sg) == 2
+    np.testing.assert_array_equal(sg.get_data("x"), np.ones((2, 3), "f4"))
+    np.testing.assert_array_equal(sg.get_data("y"), np.ones(2, "i8"))
 
 
 def test_exit_marks_the_compile_state_stale(sg: StoreGate) -> None:
@@ -268,7 +273,7 @@ def test_writer_compressor(tmp_path: Path) -> None:
     sg = StoreGate("zarr", {"output_dir": str(tmp_path)}, data_id="w")
     with sg.writer(compressor="gzip") as w:
         w.add(_batches(1, 3)[0])
-    assert sg.store.info("w", "train", "x").codec == "Gzip"
+    assert sg.backend_object.info("w", "train", "x").codec == "Gzip"
     with pytest.raises(InvalidArgumentError, match="Got 'lzo'"):
         sg.writer(compressor={"complevel": 1, "complib": "lzo"})
 
@@ -330,9 +335,13 @@ def test_writer_on_s3_rolls_back_on_error(s3_server: Any, s3_bucket: str) -> Non
     args = {"output_dir": f"s3://{s3_bucket}/r", "storage_options": s3_server.storage_options, "chunk": 4}
     sg = StoreGate("zarr", args, data_id="w")
     batches = _batches(10, 3)
+    flushed: list[int] = []
+    backend = sg.backend_object
+    original = backend.append
+    backend.append = lambda *a: flushed.append(len(a[3])) or original(*a)  # type: ignore[method-assign]
     with pytest.raises(Boom):
         _write(sg, batches, raise_at=7)
-    n = _kept_rows(StoreGate("zarr", {**args, "mode": "r"}, data_id="w"))
-    assert 0 < n <= 21
-    assert n % 4 == 0  # whole chunks were written, the rest was dropped
-    np.testing.assert_array_equal(sg.get_data("x"), _joined(batches, "x")[:n])
+    assert sum(flushed) >= 16  # whole chunks reached the server before the error
+    assert _kept_rows(StoreGate("zarr", {**args, "mode": "r"}, data_id="w")) == 0  # the writer made x and y
+    listed = s3_server.client().list_objects_v2(Bucket=s3_bucket, Prefix="r/w/train/")
+    assert [o["Key"] for o in listed["Contents"]] == ["r/w/train/zarr.json"]  # the phase group, no x or y left

@@ -9,10 +9,18 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from storegate.backends.base import Backend, VarInfo
+from storegate.backends.base import Backend, Checkpoint, TieredBackend, VarInfo
 from storegate.errors import InvalidArgumentError, StoreGateError
 
-__all__ = ["Backend", "VarInfo", "available_backends", "create_backend", "register_backend"]
+__all__ = [
+    "Backend",
+    "Checkpoint",
+    "TieredBackend",
+    "VarInfo",
+    "available_backends",
+    "create_backend",
+    "register_backend",
+]
 
 # name -> (module path, class name, pip extra that provides its dependencies)
 _REGISTRY: dict[str, tuple[str, str, str | None]] = {

@@ -1,23 +1,36 @@
 """The backend contract: one abstract class that every storage backend implements.
 
-A backend stores plain numpy arrays addressed by ``(data_id, phase, var_name)`` and a
-small JSON-able state dict per data_id. It knows nothing of var_names forms, phase
-splits or compile rules: the facade (:mod:`storegate.gate`) owns those and validates
-every argument before it calls a backend, so a backend only sees well-formed calls.
+A backend stores plain numpy arrays addressed by ``(data_id, phase, var)`` (``var`` is a
+var_name) and a small JSON-able state dict per data_id. It knows nothing of var_names
+forms, phase splits, compile rules or transactions: the engine (:mod:`storegate.engine`)
+owns those and validates every argument before it calls a backend, so a backend only sees
+well-formed calls.
+
+The contract is a short list of abstract methods; everything else is built once here on
+top of them, with a note for implementers where a store can do better. Besides the data
+calls it has three groups:
+
+- **undo**: :meth:`Backend.checkpoint` / :meth:`Backend.rollback` and :meth:`Backend.detach`
+  / :meth:`Backend.reattach` / :meth:`Backend.discard`, which the engine's write
+  transactions use to put a variable back exactly as it was when a write fails;
+- **reopening**: :meth:`Backend.reopen_args`, the picklable ``backend_args`` that open the
+  same data in another process (``None`` for data that live in this process's memory);
+- **tiers**: a backend that holds several stores and routes calls to one of them (hybrid)
+  also implements the small :class:`TieredBackend` protocol.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
-from storegate.errors import InvalidArgumentError, NotFoundError, ReadOnlyError, ValidationError
-from storegate.indexing import Selection
+from storegate.errors import NotFoundError, ReadOnlyError
+from storegate.indexing import Selection, clip_rows
 
-__all__ = ["Backend", "VarInfo"]
+__all__ = ["Backend", "Checkpoint", "TieredBackend", "VarInfo"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +44,41 @@ class VarInfo:
     codec: str | None = None
 
 
+@dataclass(frozen=True)
+class Checkpoint:
+    """What a backend saved to put one variable back as it was.
+
+    Attributes
+    ----------
+    data_id, phase, var
+        The variable.
+    shape
+        Its shape when the checkpoint was taken; ``None`` when it did not exist.
+    rows
+        The rows whose contents were saved (a step-1 slice). A write covered by this
+        checkpoint may change those rows and add rows past the end, nothing else.
+    saved
+        The backend's own record (decoded rows by default; raw stored objects for zarr).
+    """
+
+    data_id: str
+    phase: str
+    var: str
+    shape: tuple[int, ...] | None
+    rows: slice
+    saved: Any = None
+
+    @property
+    def existed(self) -> bool:
+        """True when the variable existed."""
+        return self.shape is not None
+
+    @property
+    def whole(self) -> bool:
+        """True when every row was saved (the write may change dtype, row shape, anything)."""
+        return self.shape is not None and self.rows == slice(0, self.shape[0], 1)
+
+
 class Backend(ABC):
     """Abstract storage backend.
 
@@ -41,8 +89,6 @@ class Backend(ABC):
     name: ClassVar[str]
     #: Data survive the process (a zarr store); ``False`` for memory.
     persistent: ClassVar[bool] = False
-    #: The backend holds two stores and routes calls by a mode (hybrid).
-    supports_modes: ClassVar[bool] = False
 
     @property
     def writable(self) -> bool:
@@ -131,37 +177,6 @@ class Backend(ABC):
         """True when the variable exists."""
         return var in self.var_names(data_id, phase)
 
-    def layout_across(
-        self, data_id: str, var: str, phases: tuple[str, ...]
-    ) -> tuple[list[tuple[str, tuple[int, ...]]], np.dtype, tuple[int, ...]]:
-        """Where a variable is read as one array across ``phases``.
-
-        Returns the ``(phase, shape)`` of every phase that holds it, the dtype they
-        concatenate to and their common row shape.
-
-        Raises
-        ------
-        NotFoundError
-            If no phase holds the variable.
-        ValidationError
-            If the phases disagree on the row shape.
-        """
-        present = [(p, self.shape(data_id, p, var)) for p in phases if self.has(data_id, p, var)]
-        if not present:
-            where = "any phase" if len(phases) > 1 else f"phase {phases[0]!r}"
-            raise NotFoundError(
-                f"var_name {var!r} does not exist in {where} of data_id {data_id!r}. "
-                f"Stored var_names there: {sorted({v for p in phases for v in self.var_names(data_id, p)})}."
-            )
-        rows = {shape[1:] for _, shape in present}
-        if len(rows) > 1:
-            raise ValidationError(
-                f"var_name {var!r} must have one row shape across phases to be read as one array. "
-                f"Got {sorted(rows)} instead."
-            )
-        dtype = np.result_type(*(self.dtype(data_id, p, var) for p, _ in present))
-        return present, dtype, rows.pop()
-
     def info(self, data_id: str, phase: str, var: str) -> VarInfo:
         """Dtype and shape; backends with chunks add chunk rows, codec and stored bytes."""
         return VarInfo(self.dtype(data_id, phase, var), self.shape(data_id, phase, var))
@@ -192,10 +207,6 @@ class Backend(ABC):
         """
         return None
 
-    def stores(self) -> dict[str, Backend]:
-        """The stores behind this backend by mode name (one, except for hybrid)."""
-        return {self.name: self}
-
     def check_writable(self) -> None:
         """Raise ReadOnlyError when the store was opened read-only."""
         if not self.writable:
@@ -204,16 +215,69 @@ class Backend(ABC):
                 "Open it with mode 'a' to change it."
             )
 
-    # --- modes (hybrid only) ---------------------------------------------------------
+    def reopen_args(self, mode: str = "r") -> dict[str, Any] | None:
+        """Picklable ``backend_args`` that open the same data again in another process.
 
-    @property
-    def mode(self) -> str:
-        """The store that calls go to; a single-store backend has only its own name."""
-        return self.name
+        ``create_backend(backend.name, backend.reopen_args())`` opens what this backend
+        reads now. ``None`` when the data live in this process's memory and another
+        process cannot open them (the default: in-memory backends).
+        """
+        return None
 
-    def set_mode(self, mode: str) -> None:
-        """Choose the store that calls go to (hybrid backend only)."""
-        raise InvalidArgumentError(f"set_mode needs backend 'hybrid'. Got backend {self.name!r} instead.")
+    # --- undo (used by the engine's write transactions) ------------------------------
+
+    def checkpoint(self, data_id: str, phase: str, var: str, rows: slice | None = None) -> Checkpoint:
+        """Save what :meth:`rollback` needs to put a variable back as it is now.
+
+        Parameters
+        ----------
+        rows
+            The rows a write may change (a step-1 slice, clipped to the variable; rows
+            past the end may also be added). ``None``: every row, and the write may also
+            change the dtype and row shape. An absent variable needs nothing saved.
+
+        Note for implementers: the default saves the decoded rows (memory proportional to
+        ``rows``); a chunked store can save its raw stored objects instead.
+        """
+        if not self.has(data_id, phase, var):
+            return Checkpoint(data_id, phase, var, None, slice(0, 0, 1))
+        shape = self.shape(data_id, phase, var)
+        span = clip_rows(rows, shape[0])
+        return Checkpoint(data_id, phase, var, shape, span, self.read(data_id, phase, var, span))
+
+    def rollback(self, checkpoint: Checkpoint) -> None:
+        """Put the variable back exactly as it was when ``checkpoint`` was taken.
+
+        Safe to call whether the write it guards ran completely, partly or not at all.
+        """
+        data_id, phase, var = checkpoint.data_id, checkpoint.phase, checkpoint.var
+        if checkpoint.shape is None:
+            self.delete(data_id, phase, var)
+        elif checkpoint.whole or not self.has(data_id, phase, var):
+            self.create(data_id, phase, var, checkpoint.saved)
+        else:
+            self.resize(data_id, phase, var, checkpoint.shape[0])
+            if checkpoint.rows.stop > checkpoint.rows.start:
+                self.write(data_id, phase, var, checkpoint.rows, checkpoint.saved)
+
+    def detach(self, data_id: str, phase: str, var: str) -> Checkpoint:
+        """Make a variable invisible, keeping what :meth:`reattach` needs to bring it back.
+
+        Note for implementers: the default saves every row and deletes the variable; a
+        store that can hide a variable cheaply (drop a reference, delete only its metadata)
+        should, and free the rest in :meth:`discard`.
+        """
+        checkpoint = self.checkpoint(data_id, phase, var)
+        self.delete(data_id, phase, var)
+        return checkpoint
+
+    def reattach(self, checkpoint: Checkpoint) -> None:
+        """Undo :meth:`detach`: the variable is visible again, as it was."""
+        if checkpoint.existed:
+            self.rollback(checkpoint)
+
+    def discard(self, checkpoint: Checkpoint) -> None:  # noqa: B027 (nothing is left by default)
+        """Free what :meth:`detach` kept, once the deletion is final."""
 
     # --- helpers for implementers ----------------------------------------------------
 
@@ -222,3 +286,22 @@ class Backend(ABC):
             f"var_name {var!r} does not exist in data_id {data_id!r}, phase {phase!r}. "
             f"Stored var_names there: {self.var_names(data_id, phase)}."
         )
+
+
+@runtime_checkable
+class TieredBackend(Protocol):
+    """A backend that holds several stores (tiers) and routes every call to one of them.
+
+    The hybrid backend has a memory tier ``'numpy'`` and a storage tier ``'zarr'``
+    (multiml's ``set_mode``); the StoreGate facade moves data between tiers.
+    """
+
+    @property
+    def tier(self) -> str:
+        """The tier that calls go to now."""
+
+    def set_tier(self, tier: str) -> None:
+        """Route calls to ``tier``; raises InvalidArgumentError for an unknown tier."""
+
+    def tiers(self) -> dict[str, Backend]:
+        """The backend of every tier, by tier name."""

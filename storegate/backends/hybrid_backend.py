@@ -1,7 +1,9 @@
-"""The hybrid backend: a numpy store and a zarr store, with calls routed by a mode.
+"""The hybrid backend: a numpy tier and a zarr tier, with every call routed to one of them.
 
 Composition, not inheritance: it holds one backend of each kind and forwards every call
-to the store of the current mode, as multiml's HybridDatabase did.
+to the backend of the current tier, as multiml's HybridDatabase did (multiml calls the
+tier its "mode": ``StoreGate.set_mode('numpy')``). It implements the
+:class:`~storegate.backends.base.TieredBackend` protocol.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from storegate.backends.base import Backend, VarInfo
+from storegate.backends.base import Backend, Checkpoint, VarInfo
 from storegate.backends.numpy_backend import NumpyBackend
 from storegate.backends.zarr_backend import ZarrBackend
 from storegate.errors import InvalidArgumentError
@@ -18,114 +20,137 @@ from storegate.indexing import Selection
 
 __all__ = ["HybridBackend"]
 
-MODES = ("numpy", "zarr")
+TIERS = ("numpy", "zarr")
 
 
 class HybridBackend(Backend):
     """Memory and storage together (multiml's ``hybrid``).
 
-    ``backend_args`` are those of :class:`ZarrBackend`. The mode starts as ``'zarr'``.
+    ``backend_args`` are those of :class:`ZarrBackend`. The tier starts as ``'zarr'``.
     """
 
     name = "hybrid"
     persistent = True
-    supports_modes = True
 
     def __init__(self, **zarr_args: Any) -> None:
-        self._stores: dict[str, Backend] = {"numpy": NumpyBackend(), "zarr": ZarrBackend(**zarr_args)}
-        self._mode = "zarr"
+        self._tiers: dict[str, Backend] = {"numpy": NumpyBackend(), "zarr": ZarrBackend(**zarr_args)}
+        self._tier = "zarr"
+
+    # --- TieredBackend ---------------------------------------------------------------
 
     @property
-    def mode(self) -> str:
-        # docstring inherited
-        return self._mode
+    def tier(self) -> str:
+        """The tier that calls go to now: 'numpy' (memory) or 'zarr' (storage)."""
+        return self._tier
 
-    def set_mode(self, mode: str) -> None:
-        # docstring inherited
-        if mode not in MODES:
-            raise InvalidArgumentError(f"mode must be one of {MODES}. Got {mode!r} instead.")
-        self._mode = mode
+    def set_tier(self, tier: str) -> None:
+        """Route calls to ``tier``: 'numpy' or 'zarr'."""
+        if tier not in TIERS:
+            raise InvalidArgumentError(f"mode must be one of {TIERS}. Got {tier!r} instead.")
+        self._tier = tier
+
+    def tiers(self) -> dict[str, Backend]:
+        """The backend of each tier."""
+        return dict(self._tiers)
 
     @property
-    def store(self) -> Backend:
-        """The backend of the current mode."""
-        return self._stores[self._mode]
+    def current(self) -> Backend:
+        """The backend of the current tier."""
+        return self._tiers[self._tier]
 
-    def stores(self) -> dict[str, Backend]:
-        # docstring inherited
-        return dict(self._stores)
+    # --- Backend -----------------------------------------------------------------------
 
     @property
     def writable(self) -> bool:
         # docstring inherited
-        return self.store.writable
+        return self.current.writable
 
     @property
     def location(self) -> str:
         # docstring inherited
-        return f"memory + {self._stores['zarr'].location}"
+        return f"memory + {self._tiers['zarr'].location}"
+
+    def reopen_args(self, mode: str = "r") -> dict[str, Any] | None:
+        # docstring inherited: the storage tier reopens (as a hybrid backend in tier 'zarr');
+        # data of the memory tier cannot be reopened elsewhere.
+        return self.current.reopen_args(mode)
 
     # docstrings inherited from Backend
 
     def data_ids(self) -> list[str]:
-        return sorted({d for store in self._stores.values() for d in store.data_ids()})
+        return sorted({d for backend in self._tiers.values() for d in backend.data_ids()})
 
     def create_data_id(self, data_id: str) -> None:
-        self.store.create_data_id(data_id)
+        self.current.create_data_id(data_id)
 
     def delete_data_id(self, data_id: str) -> None:
-        self.store.delete_data_id(data_id)
+        self.current.delete_data_id(data_id)
 
     def var_names(self, data_id: str, phase: str) -> list[str]:
-        return self.store.var_names(data_id, phase)
+        return self.current.var_names(data_id, phase)
 
     def has(self, data_id: str, phase: str, var: str) -> bool:
-        return self.store.has(data_id, phase, var)
+        return self.current.has(data_id, phase, var)
 
     def shape(self, data_id: str, phase: str, var: str) -> tuple[int, ...]:
-        return self.store.shape(data_id, phase, var)
+        return self.current.shape(data_id, phase, var)
 
     def dtype(self, data_id: str, phase: str, var: str) -> np.dtype:
-        return self.store.dtype(data_id, phase, var)
+        return self.current.dtype(data_id, phase, var)
 
     def info(self, data_id: str, phase: str, var: str) -> VarInfo:
-        return self.store.info(data_id, phase, var)
+        return self.current.info(data_id, phase, var)
 
     def create(self, data_id: str, phase: str, var: str, data: np.ndarray, **options: Any) -> None:
-        self.store.create(data_id, phase, var, data, **options)
+        self.current.create(data_id, phase, var, data, **options)
 
     def append(self, data_id: str, phase: str, var: str, data: np.ndarray) -> None:
-        self.store.append(data_id, phase, var, data)
+        self.current.append(data_id, phase, var, data)
 
     def read(self, data_id: str, phase: str, var: str, selection: Selection) -> np.ndarray:
-        return self.store.read(data_id, phase, var, selection)
+        return self.current.read(data_id, phase, var, selection)
 
     def write(self, data_id: str, phase: str, var: str, selection: Selection, data: np.ndarray) -> None:
-        self.store.write(data_id, phase, var, selection, data)
+        self.current.write(data_id, phase, var, selection, data)
 
     def create_empty(
         self, data_id: str, phase: str, var: str, shape: tuple[int, ...], dtype: np.dtype, **options: Any
     ) -> None:
-        self.store.create_empty(data_id, phase, var, shape, dtype, **options)
+        self.current.create_empty(data_id, phase, var, shape, dtype, **options)
 
     def write_rows(self, data_id: str, phase: str, var: str) -> int | None:
-        return self.store.write_rows(data_id, phase, var)
+        return self.current.write_rows(data_id, phase, var)
 
     def resize(self, data_id: str, phase: str, var: str, n_rows: int) -> None:
-        self.store.resize(data_id, phase, var, n_rows)
+        self.current.resize(data_id, phase, var, n_rows)
 
     def replace(self, data_id: str, phase: str, var: str, data: np.ndarray, **options: Any) -> None:
-        self.store.replace(data_id, phase, var, data, **options)
+        self.current.replace(data_id, phase, var, data, **options)
 
     def delete(self, data_id: str, phase: str, var: str) -> None:
-        self.store.delete(data_id, phase, var)
+        self.current.delete(data_id, phase, var)
 
     def load_state(self, data_id: str) -> dict[str, Any]:
-        return self.store.load_state(data_id)
+        return self.current.load_state(data_id)
 
     def save_state(self, data_id: str, state: dict[str, Any]) -> None:
-        self.store.save_state(data_id, state)
+        self.current.save_state(data_id, state)
 
     def refresh(self, data_id: str) -> None:
-        for store in self._stores.values():
-            store.refresh(data_id)
+        for backend in self._tiers.values():
+            backend.refresh(data_id)
+
+    def checkpoint(self, data_id: str, phase: str, var: str, rows: slice | None = None) -> Checkpoint:
+        return self.current.checkpoint(data_id, phase, var, rows)
+
+    def rollback(self, checkpoint: Checkpoint) -> None:
+        self.current.rollback(checkpoint)
+
+    def detach(self, data_id: str, phase: str, var: str) -> Checkpoint:
+        return self.current.detach(data_id, phase, var)
+
+    def reattach(self, checkpoint: Checkpoint) -> None:
+        self.current.reattach(checkpoint)
+
+    def discard(self, checkpoint: Checkpoint) -> None:
+        self.current.discard(checkpoint)

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from storegate.backends.base import Backend
+from storegate.backends.base import Backend, Checkpoint
 from storegate.indexing import Selection
 
 __all__ = ["NumpyBackend"]
@@ -68,6 +68,19 @@ class NumpyBackend(Backend):
 
     def delete(self, data_id: str, phase: str, var: str) -> None:
         self._data.get(data_id, {}).get(phase, {}).pop(var, None)
+
+    def detach(self, data_id: str, phase: str, var: str) -> Checkpoint:
+        # docstring inherited; the array object itself is kept, nothing is copied.
+        array = self._data.get(data_id, {}).get(phase, {}).pop(var, None)
+        shape = None if array is None else tuple(array.shape)
+        rows = slice(0, 0 if shape is None else shape[0], 1)
+        return Checkpoint(data_id, phase, var, shape, rows, array)
+
+    def reattach(self, checkpoint: Checkpoint) -> None:
+        # docstring inherited
+        if checkpoint.existed:
+            phases = self._data.setdefault(checkpoint.data_id, {})
+            phases.setdefault(checkpoint.phase, {})[checkpoint.var] = checkpoint.saved
 
     def load_state(self, data_id: str) -> dict[str, Any]:
         return copy.deepcopy(self._states.get(data_id, {}))

@@ -6,24 +6,33 @@ attributes of the ``<data_id>`` group under the key ``"storegate"``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
+import itertools
+import math
 import os
 import shutil
 import tempfile
+import warnings
 import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any, Literal
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import zarr
 from zarr.abc.store import Store
+from zarr.core.buffer import Buffer, default_buffer_prototype
 from zarr.core.sync import sync
+from zarr.errors import ZarrUserWarning
 
-from storegate.backends.base import Backend, VarInfo
+from storegate.backends.base import Backend, Checkpoint, VarInfo
 from storegate.codecs import DEFAULT_PIPELINE, check_pipeline, pipeline_scope, resolve_compressor
 from storegate.errors import InvalidArgumentError, StorageError, StoreGateError
-from storegate.indexing import Selection
+from storegate.indexing import Selection, clip_rows
 from storegate.locations import DEFAULT_REMOTE_CONCURRENCY, concurrency_scope, resolve_location
+from storegate.rules import check_positive
 
 __all__ = ["DEFAULT_CHUNK_BYTES", "ZarrBackend"]
 
@@ -35,6 +44,20 @@ DEFAULT_CHUNK_BYTES = 1 << 20
 STATE_KEY = "storegate"
 FORMAT_VERSION = 1
 _MODES: tuple[Literal["w", "a", "r"], ...] = ("w", "a", "r")
+
+
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _storage_call(method: _Method) -> _Method:
+    """Run a backend method inside :meth:`ZarrBackend._io` (request concurrency, error mapping)."""
+
+    @functools.wraps(method)
+    def wrapper(self: ZarrBackend, *args: Any, **kwargs: Any) -> Any:
+        with self._io():
+            return method(self, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 class ZarrBackend(Backend):
@@ -113,8 +136,9 @@ class ZarrBackend(Backend):
         _check_positive("shard_bytes", shard_bytes, allow_none=True)
         self._compressors = resolve_compressor(compressor)
         self._chunk, self._chunk_bytes, self._shard_bytes = chunk, chunk_bytes, shard_bytes
+        self._layout_args = _layout_args(chunk, chunk_bytes, compressor, shard_bytes)
         self._pipeline = check_pipeline(codec_pipeline)
-        self._mode_rw: Literal["w", "a", "r"] = mode
+        self._mode: Literal["w", "a", "r"] = mode
         _check_positive("concurrency", concurrency, allow_none=True)
         self._output_dir = self._default_dir() if output_dir is None else output_dir
         self._location = resolve_location(
@@ -144,7 +168,7 @@ class ZarrBackend(Backend):
 
     def _open_root(self) -> zarr.Group:
         # Raises NotFoundError (mode 'r', no store) or StorageError (unreachable).
-        return self._location.open_group(self._mode_rw)
+        return self._location.open_group(self._mode)
 
     @property
     def output_dir(self) -> str | os.PathLike[str] | Store:
@@ -156,16 +180,18 @@ class ZarrBackend(Backend):
         # docstring inherited; never shows credentials
         return self._location.describe()
 
-    def reopen_args(self, mode: str = "r") -> dict[str, Any]:
+    def reopen_args(self, mode: str = "r") -> dict[str, Any] | None:
         """``backend_args`` that open this same store again, e.g. in a worker process.
 
         ``ZarrBackend(**backend.reopen_args())`` (or ``StoreGate('zarr', backend_args=...)``)
         opens the same location: ``output_dir`` (the absolute path, also of a temporary
         directory, or the URL), ``storage_options`` (matorage's names already mapped, with
-        credentials), ``cache_dir`` and ``concurrency`` when set, and ``mode``. Every
-        value is a str, int or dict of them, so the dict pickles, unless ``output_dir``
-        was a zarr Store object, which is passed as it is (a ``MemoryStore`` does not
-        cross processes). A temporary directory lives only as long as this backend.
+        credentials), ``cache_dir`` and ``concurrency`` when set, ``codec_pipeline`` when it
+        is not the default, and ``mode``; with mode 'a' also the chunk and codec options,
+        so that a writer in another process lays variables out the same way. Every value
+        pickles. ``None`` for a store in this process's memory (a zarr ``Store`` object such
+        as ``MemoryStore``, or a ``memory://`` URL), which another process cannot open. A
+        temporary directory lives only as long as this backend.
 
         Parameters
         ----------
@@ -179,27 +205,35 @@ class ZarrBackend(Backend):
         """
         if mode not in ("r", "a"):
             raise InvalidArgumentError(f"mode must be 'r' or 'a' to reopen a store. Got {mode!r} instead.")
+        if not self._location.reopenable:
+            return None
         args = self._location.backend_args()
         if mode != "r":
             args.pop("cache_dir", None)
+            args.update(self._layout_args)
         if self._concurrency is not None:
             args["concurrency"] = self._concurrency
+        if self._pipeline != DEFAULT_PIPELINE:
+            args["codec_pipeline"] = self._pipeline
         return {**args, "mode": mode}
 
     @property
     def writable(self) -> bool:
         # docstring inherited
-        return self._mode_rw != "r"
+        return self._mode != "r"
 
     # --- data ids ---------------------------------------------------------------------
     # docstrings inherited from Backend
 
+    @_storage_call
     def data_ids(self) -> list[str]:
         return sorted(self._root.group_keys())
 
+    @_storage_call
     def create_data_id(self, data_id: str) -> None:
         self._group(data_id, create=True)
 
+    @_storage_call
     def delete_data_id(self, data_id: str) -> None:
         if data_id in self._root:
             del self._root[data_id]
@@ -208,9 +242,16 @@ class ZarrBackend(Backend):
 
     # --- variables -------------------------------------------------------------------
 
+    @_storage_call
     def var_names(self, data_id: str, phase: str) -> list[str]:
         group = self._group(data_id, phase)
-        return [] if group is None else sorted(group.array_keys())
+        if group is None:
+            return []
+        with warnings.catch_warnings():
+            # The chunks of a variable detached by a write in progress have no metadata;
+            # zarr warns about them while listing, and they are not variables.
+            warnings.simplefilter("ignore", ZarrUserWarning)
+            return sorted(group.array_keys())
 
     def has(self, data_id: str, phase: str, var: str) -> bool:
         # The base lists the phase group (a directory listing, ~1 ms on local disk, more on S3)
@@ -223,6 +264,7 @@ class ZarrBackend(Backend):
     def dtype(self, data_id: str, phase: str, var: str) -> np.dtype:
         return np.dtype(self._array(data_id, phase, var).dtype)
 
+    @_storage_call
     def info(self, data_id: str, phase: str, var: str) -> VarInfo:
         array = self._array(data_id, phase, var)
         codecs = ", ".join(type(c).__name__.removesuffix("Codec") for c in array.compressors)
@@ -234,39 +276,39 @@ class ZarrBackend(Backend):
             codec=codecs or "none",
         )
 
+    @_storage_call
     def create(self, data_id: str, phase: str, var: str, data: np.ndarray, **options: Any) -> None:
         array = self._new_array(data_id, phase, var, data.shape, data.dtype, **options)
         if data.size:
-            with self._io():
-                array[...] = data
+            array[...] = data
 
+    @_storage_call
     def create_empty(
         self, data_id: str, phase: str, var: str, shape: tuple[int, ...], dtype: np.dtype, **options: Any
     ) -> None:
         # docstring inherited; the fill value (0) stands for unwritten chunks.
         self._new_array(data_id, phase, var, shape, dtype, **options)
 
+    @_storage_call
     def append(self, data_id: str, phase: str, var: str, data: np.ndarray) -> None:
-        array = self._array(data_id, phase, var)
-        with self._io():
-            array.append(data, axis=0)
+        self._array(data_id, phase, var).append(data, axis=0)
 
+    @_storage_call
     def read(self, data_id: str, phase: str, var: str, selection: Selection) -> np.ndarray:
         array = self._array(data_id, phase, var)
-        # Chunks of a remote store are fetched `concurrency` at a time.
-        with self._io():
-            if isinstance(selection, np.ndarray):
-                return _read_rows(array, selection)
-            return np.asarray(array[selection])
+        if isinstance(selection, np.ndarray):
+            return _read_rows(array, selection)
+        return np.asarray(array[selection])
 
+    @_storage_call
     def write(self, data_id: str, phase: str, var: str, selection: Selection, data: np.ndarray) -> None:
         array = self._array(data_id, phase, var)
-        with self._io():
-            if isinstance(selection, np.ndarray):
-                _write_rows(array, selection, data)
-            else:
-                array[selection] = data
+        if isinstance(selection, np.ndarray):
+            _write_rows(array, selection, data)
+        else:
+            array[selection] = data
 
+    @_storage_call
     def resize(self, data_id: str, phase: str, var: str, n_rows: int) -> None:
         array = self._array(data_id, phase, var)
         old = array.shape[0]
@@ -275,6 +317,7 @@ class ZarrBackend(Backend):
             # A chunk cut by an earlier shrink still holds old values past the end.
             array[old:n_rows] = 0
 
+    @_storage_call
     def replace(self, data_id: str, phase: str, var: str, data: np.ndarray, **options: Any) -> None:
         # docstring inherited
         array = self._arrays.get((data_id, phase, var))
@@ -285,9 +328,9 @@ class ZarrBackend(Backend):
         assert array is not None
         array.resize(data.shape)
         if data.size:
-            with self._io():
-                array[...] = data
+            array[...] = data
 
+    @_storage_call
     def delete(self, data_id: str, phase: str, var: str) -> None:
         group = self._group(data_id, phase)
         if group is not None and var in group:
@@ -296,6 +339,7 @@ class ZarrBackend(Backend):
 
     # --- state -----------------------------------------------------------------------
 
+    @_storage_call
     def load_state(self, data_id: str) -> dict[str, Any]:
         if data_id not in self._states:
             group = self._group(data_id)
@@ -305,6 +349,7 @@ class ZarrBackend(Backend):
             self._states[data_id] = stored
         return dict(self._states[data_id])
 
+    @_storage_call
     def save_state(self, data_id: str, state: dict[str, Any]) -> None:
         # A read-only store keeps the state for this process only.
         if self.writable:
@@ -320,6 +365,79 @@ class ZarrBackend(Backend):
         self._forget(data_id)
         if data_id not in self._local_states:
             self._states.pop(data_id, None)
+
+    # --- undo: raw stored objects, byte for byte ----------------------------------------
+
+    def checkpoint(self, data_id: str, phase: str, var: str, rows: slice | None = None) -> Checkpoint:
+        # docstring inherited: saves the metadata and the stored (compressed) objects that
+        # hold ``rows``; an append past a partial last chunk or shard rewrites that object.
+        array = self._find_array(data_id, phase, var)
+        if array is None:
+            return Checkpoint(data_id, phase, var, None, slice(0, 0, 1))
+        shape = tuple(array.shape)
+        span = clip_rows(rows, shape[0]) if array.ndim else slice(0, 0, 1)
+        whole = rows is None or not array.ndim
+        with self._io():
+            keys = sync(_list_keys(array)) if whole else _object_keys(array, span)
+            objects = sync(_get_many(array, keys))
+        saved = _Objects(_metadata_buffers(array), objects, whole)
+        return Checkpoint(data_id, phase, var, shape, clip_rows(None, shape[0]) if whole else span, saved)
+
+    def rollback(self, checkpoint: Checkpoint) -> None:
+        # docstring inherited
+        data_id, phase, var = checkpoint.data_id, checkpoint.phase, checkpoint.var
+        if not checkpoint.existed:
+            self.delete(data_id, phase, var)
+            return
+        saved: _Objects = checkpoint.saved
+        self._arrays.pop((data_id, phase, var), None)  # the handle may hold the failed write's shape
+        with self._io():
+            current = self._find_array(data_id, phase, var)
+            if saved.whole:
+                # Whatever the failed write left goes, directories of a local store included
+                # (a directory 'c/1' left by a 2-D array would block the file 'c/1' of a 1-D one).
+                sync(self._root.store.delete_dir(self._key(data_id, phase, var)))
+            elif current is not None and checkpoint.shape is not None and current.shape != checkpoint.shape:
+                current.resize(checkpoint.shape)  # drops the objects a failed append added
+            self._put_objects(data_id, phase, var, {**saved.objects, **saved.metadata})
+        self._arrays.pop((data_id, phase, var), None)
+
+    def detach(self, data_id: str, phase: str, var: str) -> Checkpoint:
+        # docstring inherited: only the metadata goes, so the variable vanishes at once and
+        # its chunks stay until discard().
+        array = self._find_array(data_id, phase, var)
+        if array is None:
+            return Checkpoint(data_id, phase, var, None, slice(0, 0, 1))
+        metadata = _metadata_buffers(array)
+        self.check_writable()
+        with self._io():
+            sync(_delete_keys(array, list(metadata)))
+        self._arrays.pop((data_id, phase, var), None)
+        shape = tuple(array.shape)
+        return Checkpoint(data_id, phase, var, shape, clip_rows(None, shape[0] if shape else 0), metadata)
+
+    def reattach(self, checkpoint: Checkpoint) -> None:
+        # docstring inherited
+        if checkpoint.existed:
+            with self._io():
+                self._put_objects(checkpoint.data_id, checkpoint.phase, checkpoint.var, checkpoint.saved)
+            self._arrays.pop((checkpoint.data_id, checkpoint.phase, checkpoint.var), None)
+
+    def discard(self, checkpoint: Checkpoint) -> None:
+        # docstring inherited; a variable created again under the same name since is kept.
+        if not checkpoint.existed or self.has(checkpoint.data_id, checkpoint.phase, checkpoint.var):
+            return
+        with self._io():
+            sync(self._root.store.delete_dir(self._key(checkpoint.data_id, checkpoint.phase, checkpoint.var)))
+
+    def _put_objects(self, data_id: str, phase: str, var: str, objects: dict[str, Buffer | None]) -> None:
+        """Write raw objects under a variable's prefix (``None`` deletes the object)."""
+        prefix = self._key(data_id, phase, var)
+        sync(_set_many(self._root.store, {f"{prefix}/{key}": value for key, value in objects.items()}))
+
+    def _key(self, *path: str) -> str:
+        """The store key of a node below the root group."""
+        return "/".join(p for p in (self._root.store_path.path, *path) if p)
 
     # --- internals -------------------------------------------------------------------
 
@@ -404,16 +522,22 @@ class ZarrBackend(Backend):
             array = self._arrays[key] = found
         return array
 
-    @contextmanager
+    @contextlib.contextmanager
     def _io(self) -> Iterator[None]:
         """Storage I/O: chunk requests `concurrency` at a time, and a failure of the storage
-        itself (a server gone, a disk full) as a StorageError naming the location."""
+        itself (a server gone, a disk full) as a StorageError naming the location.
+
+        When a call fails, zarr's other requests of that call may still be running on its
+        event loop (``asyncio.gather`` does not cancel them): they are waited for before the
+        error propagates, so that nothing of the failed call lands after it was undone.
+        """
         try:
             with concurrency_scope(self._concurrency):
                 yield
-        except StoreGateError:
-            raise
-        except _IO_ERRORS as exc:
+        except BaseException as exc:
+            _settle()
+            if isinstance(exc, StoreGateError) or not isinstance(exc, _IO_ERRORS):
+                raise
             raise StorageError(
                 f"the zarr store at {self.location} failed during a read or write: {type(exc).__name__}: {exc}"
             ) from exc
@@ -434,6 +558,102 @@ def _remote_errors() -> tuple[type[BaseException], ...]:
 
 #: Failures of the storage itself; s3fs turns most into OSError but lets some of botocore's through.
 _IO_ERRORS: tuple[type[BaseException], ...] = (OSError, *_remote_errors())
+
+
+#: Seconds to wait for the requests of a failed call still in flight (one S3 request gives
+#: up after about DEFAULT_S3_CONFIG's read timeout times its attempts).
+SETTLE_TIMEOUT = 120.0
+
+
+def _settle() -> None:
+    """Wait until no other task runs on zarr's event loop (the requests of a failed call)."""
+
+    async def others_done() -> None:
+        current = asyncio.current_task()
+        pending = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
+        if pending:
+            _, still = await asyncio.wait(pending, timeout=SETTLE_TIMEOUT)
+            for task in still:
+                task.cancel()
+
+    with contextlib.suppress(Exception):
+        sync(others_done())
+
+
+@dataclass(frozen=True)
+class _Objects:
+    """Raw stored objects of one array, relative to its prefix: the checkpoint of zarr.
+
+    ``objects`` maps keys to their bytes, ``None`` for an object that did not exist;
+    ``whole`` says that every object of the array was saved.
+    """
+
+    metadata: dict[str, Buffer]
+    objects: dict[str, Buffer | None]
+    whole: bool
+
+
+def _metadata_buffers(array: zarr.Array[Any]) -> dict[str, Buffer]:
+    """The array's metadata documents (``zarr.json``; ``.zarray`` / ``.zattrs`` for v2), from memory."""
+    return dict(array.metadata.to_buffer_dict(default_buffer_prototype()))
+
+
+def _object_keys(array: zarr.Array[Any], rows: slice) -> list[str]:
+    """Keys (relative to the array) of the stored objects that hold ``rows`` or the row after them.
+
+    The object holding row ``rows.stop`` is included when ``rows.stop`` falls inside it, since
+    an append starting there rewrites it.
+    """
+    objects = array.shards or array.chunks
+    first = rows.start // objects[0]
+    stop = math.ceil(rows.stop / objects[0])
+    inner = [range(math.ceil(n / o)) for n, o in zip(array.shape[1:], objects[1:], strict=True)]
+    coords = itertools.product(range(first, stop), *inner)
+    return [array.metadata.encode_chunk_key(c) for c in coords]
+
+
+async def _list_keys(array: zarr.Array[Any]) -> list[str]:
+    """Every key stored under the array's prefix, relative to it (metadata included)."""
+    prefix = array.store_path.path.rstrip("/") + "/"
+    return [key.removeprefix(prefix) async for key in array.store_path.store.list_prefix(prefix)]
+
+
+async def _get_many(array: zarr.Array[Any], keys: list[str]) -> dict[str, Buffer | None]:
+    prefix = array.store_path.path.rstrip("/")
+    store, prototype = array.store_path.store, default_buffer_prototype()
+    limit = asyncio.Semaphore(int(zarr.config.get("async.concurrency")))
+
+    async def get(key: str) -> Buffer | None:
+        async with limit:
+            return await store.get(f"{prefix}/{key}", prototype)
+
+    return dict(zip(keys, await asyncio.gather(*(get(k) for k in keys)), strict=True))
+
+
+async def _delete_keys(array: zarr.Array[Any], keys: list[str]) -> None:
+    prefix = array.store_path.path.rstrip("/")
+    await _set_many(array.store_path.store, {f"{prefix}/{key}": None for key in keys})
+
+
+async def _set_many(store: Store, objects: dict[str, Buffer | None]) -> None:
+    """Write or (for ``None``) delete whole objects, a bounded number at a time."""
+    limit = asyncio.Semaphore(int(zarr.config.get("async.concurrency")))
+
+    async def put(key: str, value: Buffer | None) -> None:
+        async with limit:
+            if value is None:
+                await store.delete(key)
+            else:
+                await store.set(key, value)
+
+    await asyncio.gather(*(put(k, v) for k, v in objects.items()))
+
+
+def _layout_args(chunk: int | None, chunk_bytes: int, compressor: object, shard_bytes: int | None) -> dict[str, Any]:
+    """The chunk and codec options that differ from the defaults, for reopen_args(mode='a')."""
+    given = {"chunk": chunk, "chunk_bytes": chunk_bytes, "compressor": compressor, "shard_bytes": shard_bytes}
+    defaults = {"chunk": None, "chunk_bytes": DEFAULT_CHUNK_BYTES, "compressor": "default", "shard_bytes": None}
+    return {k: v for k, v in given.items() if v is not defaults[k] and v != defaults[k]}
 
 
 def _stored_bytes(array: zarr.Array[Any]) -> int:
@@ -494,7 +714,5 @@ def _nbytes(shape: tuple[int, ...], dtype: np.dtype) -> int:
 
 
 def _check_positive(arg: str, value: object, allow_none: bool) -> None:
-    if value is None and allow_none:
-        return
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise InvalidArgumentError(f"{arg} must be a positive int. Got {value!r} instead.")
+    if not (value is None and allow_none):
+        check_positive(arg, value)

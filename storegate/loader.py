@@ -3,7 +3,7 @@
 - :class:`Segment` and :func:`chunk_bounds`: where the stored chunks of a variable lie
   among the rows of a dataset (one segment per phase; phase ``'all'`` has several).
 - :class:`ChunkCache`: a bounded LRU cache of decoded chunks, sized in bytes.
-- :class:`ChunkedColumn`: reads arbitrary rows of one variable with one storage call per
+- :class:`ChunkedVariable`: reads arbitrary rows of one variable with one storage call per
   run of adjacent chunks that the cache does not hold, and scatters them back in order.
 - :func:`chunk_shuffled_order` and :func:`shard`: the chunk-aware epoch permutation and its
   split over distributed ranks.
@@ -21,8 +21,8 @@ import numpy as np
 
 __all__ = [
     "ChunkCache",
-    "ChunkedColumn",
-    "MemoryColumn",
+    "ChunkedVariable",
+    "MemoryVariable",
     "Segment",
     "chunk_bounds",
     "chunk_runs",
@@ -110,7 +110,7 @@ def chunk_runs(ids: np.ndarray) -> list[tuple[int, int]]:
 
 
 @dataclass(frozen=True)
-class MemoryColumn:
+class MemoryVariable:
     """A variable held in memory: any rows are one numpy fancy-indexing call."""
 
     array: np.ndarray
@@ -126,7 +126,7 @@ class MemoryColumn:
 
 
 @dataclass(frozen=True)
-class ChunkedColumn:
+class ChunkedVariable:
     """A variable stored in chunks, read by whole chunks through ``fetch``."""
 
     var: str
@@ -146,7 +146,7 @@ class ChunkedColumn:
         others are read with one ``fetch`` call per run of adjacent chunks.
         """
         if fetch is None:
-            raise ValueError("fetch must be given to read a chunked column. Got None instead.")
+            raise ValueError("fetch must be given to read a chunked variable. Got None instead.")
         out = np.empty((rows.shape[0], *self.row_shape), dtype=self.dtype)
         if len(self.segments) == 1:
             self._read_segment(self.segments[0], rows, np.arange(rows.shape[0]), out, fetch, cache)

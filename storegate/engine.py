@@ -1,0 +1,482 @@
+"""The engine of one data_id (a zarr group): reads, phase lengths, write plans, the compile state.
+
+:class:`GroupEngine` is everything the StoreGate facade, its views, the streaming writer,
+the transforms and the hybrid moves do with the data of one data_id:
+
+- **reads**, including phase ``'all'`` (the phases concatenated in order);
+- **phase lengths**, checked: every variable of a phase has the same number of rows;
+- **write plans**: every write is planned and validated before the first byte is written
+  (:mod:`storegate.steps`), then applied in one transaction that undoes every step in
+  reverse order when one fails (:mod:`storegate.transaction`);
+- the **compile state** saved in the store: sizes and a fingerprint of every variable,
+  checked against the data so that a stale state is detected, never trusted.
+
+Arguments arrive parsed (:class:`~storegate.names.VarNames`, phase names,
+:class:`~storegate.phases.Split`); the engine checks what depends on the stored data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from storegate import steps
+from storegate.backends import Backend
+from storegate.errors import InvalidArgumentError, NotFoundError, ValidationError
+from storegate.indexing import normalize_index, selection_length, split_selection
+from storegate.names import VarNames
+from storegate.phases import ALL, PHASES, Split, phases_of
+from storegate.rules import as_array, cast, check_row_shape, common_length, is_int
+from storegate.steps import Layout, Plan, layout_of
+from storegate.transaction import Step, Transaction
+
+__all__ = ["ACTIVE", "Fingerprint", "GroupEngine", "VarLayout", "validate"]
+
+#: The boolean variable that ``compile(reset=True)`` (re)creates in every non-empty phase.
+ACTIVE = "active"
+
+#: ``{phase: {var: layout}}`` of every stored variable, as the compile state records it.
+Fingerprint = dict[str, dict[str, Layout]]
+
+
+@dataclass(frozen=True)
+class VarLayout:
+    """Where one variable lies across phases, read as one array.
+
+    Attributes
+    ----------
+    parts
+        ``(phase, shape)`` of every phase that holds the variable, in phase order.
+    dtype
+        The dtype the parts concatenate to.
+    row_shape
+        Their common row shape.
+    """
+
+    parts: tuple[tuple[str, tuple[int, ...]], ...]
+    dtype: np.dtype
+    row_shape: tuple[int, ...]
+
+    @property
+    def sizes(self) -> list[int]:
+        """Rows of each of train, valid and test (0 where the variable is absent)."""
+        shapes = dict(self.parts)
+        return [shapes[p][0] if p in shapes else 0 for p in PHASES]
+
+
+class GroupEngine:
+    """Reads and writes of one data_id of a backend.
+
+    Parameters
+    ----------
+    backend
+        Where the data live.
+    data_id
+        The data_id (a zarr group of the store).
+    """
+
+    def __init__(self, backend: Backend, data_id: str) -> None:
+        self.backend = backend
+        self.data_id = data_id
+
+    # --- reading ---------------------------------------------------------------------
+
+    def var_names(self, phase: str) -> list[str]:
+        """Sorted variable names of a phase (of any phase for ``'all'``)."""
+        return sorted({v for p in phases_of(phase) for v in self.backend.var_names(self.data_id, p)})
+
+    def has(self, phase: str, var: str) -> bool:
+        """True when the variable exists in the phase (in any phase for ``'all'``)."""
+        return any(self.backend.has(self.data_id, p, var) for p in phases_of(phase))
+
+    def shape(self, phase: str, var: str) -> tuple[int, ...]:
+        """Shape ``(N, ...)`` of a variable; for ``'all'`` the phases' rows added up."""
+        if phase != ALL:
+            return self.backend.shape(self.data_id, phase, var)
+        layout = self.layout(var)
+        return (sum(layout.sizes), *layout.row_shape)
+
+    def layout(self, var: str, phases: tuple[str, ...] = PHASES) -> VarLayout:
+        """Where a variable lies across ``phases``, to be read as one array.
+
+        Raises
+        ------
+        NotFoundError
+            If no phase holds the variable.
+        ValidationError
+            If the phases disagree on the row shape.
+        """
+        parts = tuple(
+            (p, self.backend.shape(self.data_id, p, var)) for p in phases if self.backend.has(self.data_id, p, var)
+        )
+        if not parts:
+            where = "any phase" if len(phases) > 1 else f"phase {phases[0]!r}"
+            stored = sorted({v for p in phases for v in self.backend.var_names(self.data_id, p)})
+            raise NotFoundError(
+                f"var_name {var!r} does not exist in {where} of data_id {self.data_id!r}. "
+                f"Stored var_names there: {stored}."
+            )
+        rows = {shape[1:] for _, shape in parts}
+        if len(rows) > 1:
+            raise ValidationError(
+                f"var_name {var!r} must have one row shape across phases to be read as one array. "
+                f"Got {sorted(rows)} instead."
+            )
+        dtype = np.result_type(*(self.backend.dtype(self.data_id, p, var) for p, _ in parts))
+        return VarLayout(parts, dtype, rows.pop())
+
+    def phase_length(self, phase: str) -> int:
+        """Rows of a phase (all phases added up for ``'all'``).
+
+        Raises
+        ------
+        ValidationError
+            If the variables of a phase disagree in length.
+        """
+        return sum(self._checked_length(p) for p in phases_of(phase))
+
+    def _checked_length(self, phase: str) -> int:
+        lengths = {
+            var: self.backend.shape(self.data_id, phase, var)[0] for var in self.backend.var_names(self.data_id, phase)
+        }
+        return common_length(lengths, f"every variable of phase {phase!r} in data_id {self.data_id!r}")
+
+    def get(self, names: VarNames, phase: str, index: Any) -> Any:
+        """The rows ``index`` of ``names`` in ``phase``, in the form ``names`` asks for."""
+        arrays = [self.read(phase, var, index) for var in names.names]
+        scalar = is_int(index)
+        if scalar:  # one row of a 1-D variable is a numpy scalar, as numpy indexing gives
+            arrays = [a[()] if a.ndim == 0 else a for a in arrays]
+        return names.join(arrays, scalar=scalar)
+
+    def read(self, phase: str, var: str, index: Any) -> np.ndarray:
+        """The rows ``index`` (any accepted index form) of one variable."""
+        if phase != ALL:
+            selection = normalize_index(index, self.backend.shape(self.data_id, phase, var)[0])
+            return self.backend.read(self.data_id, phase, var, selection)
+        layout = self.layout(var)
+        selection = normalize_index(index, sum(layout.sizes))
+        if isinstance(selection, int):
+            piece = next(split_selection(selection, layout.sizes))
+            # One row of 'all' has the dtype of the whole concatenation, not of its phase.
+            row = self.backend.read(self.data_id, PHASES[piece.part], var, piece.local)
+            return row.astype(layout.dtype, copy=False)
+        out = np.empty((selection_length(selection) or 0, *layout.row_shape), dtype=layout.dtype)
+        for piece in split_selection(selection, layout.sizes):
+            out[piece.positions] = self.backend.read(self.data_id, PHASES[piece.part], var, piece.local)
+        return out
+
+    # --- planning writes -------------------------------------------------------------
+
+    def split(self, arrays: list[np.ndarray], phase: str | Split) -> dict[str, list[np.ndarray]]:
+        """Which rows of each array go to which phase.
+
+        A phase name takes every row; ``'all'`` splits by the current phase lengths; a
+        :class:`Split` by its fractions or counts. Phases that get no row are left out.
+        """
+        if isinstance(phase, str) and phase != ALL:
+            return {phase: arrays}
+        n_rows = arrays[0].shape[0]
+        counts = phase.counts(n_rows) if isinstance(phase, Split) else self._lengths_for_all(n_rows)
+        bounds = np.cumsum([0, *counts])
+        return {p: [a[bounds[i] : bounds[i + 1]] for a in arrays] for i, p in enumerate(PHASES) if counts[i] > 0}
+
+    def _lengths_for_all(self, n_rows: int) -> tuple[int, int, int]:
+        sizes = tuple(self._checked_length(p) for p in PHASES)
+        if sum(sizes) != n_rows or n_rows == 0:
+            raise InvalidArgumentError(
+                f"data for phase 'all' must have as many rows as the phases hold together "
+                f"(train/valid/test = {sizes}, total {sum(sizes)}). Got {n_rows} rows instead."
+            )
+        return sizes  # type: ignore[return-value]
+
+    def plan_add(self, names: VarNames, arrays: list[np.ndarray], phase: str | Split, options: dict[str, Any]) -> Plan:
+        """Append ``arrays`` (one per name) to their variables, creating missing ones."""
+        self.backend.check_writable()
+        plan = Plan()
+        for p, pieces in self.split(arrays, phase).items():
+            for var, array in zip(names.names, pieces, strict=True):
+                plan.extend(self._plan_append(p, var, array, options))
+        return plan
+
+    def _plan_append(self, phase: str, var: str, array: np.ndarray, options: dict[str, Any]) -> Plan:
+        plan = Plan()
+        if not self.backend.has(self.data_id, phase, var):
+            step = steps.create_step(self.backend, self.data_id, phase, var, array, options)
+            plan.add_change(step, phase, var, layout_of(array))
+            return plan
+        shape = self.backend.shape(self.data_id, phase, var)
+        check_row_shape(var, phase, shape[1:], array.shape[1:])
+        rows = cast(array, self.backend.dtype(self.data_id, phase, var), var)
+        step = steps.append_step(self.backend, self.data_id, phase, var, rows, shape[0])
+        plan.add_change(step, phase, var, layout_of(rows, shape[0] + rows.shape[0]))
+        return plan
+
+    def plan_update(self, names: VarNames, data: Any, phase: str | Split, index: Any) -> Plan:
+        """Replace rows (or whole variables when ``index`` is None); missing variables are added."""
+        self.backend.check_writable()
+        if isinstance(phase, Split):
+            if index is not None:
+                raise InvalidArgumentError(f"index must be None when phase is a split. Got {index!r} instead.")
+            return self._plan_split_replace(names, names.split(data), phase)
+        plan = Plan()
+        for var, array in zip(names.names, _split_for_index(names, data, is_int(index)), strict=True):
+            plan.extend(self._plan_var_update(phase, var, array, index))
+        return plan
+
+    def _plan_var_update(self, phase: str, var: str, array: np.ndarray, index: Any) -> Plan:
+        if not self.has(phase, var):
+            if index is not None:
+                raise NotFoundError(
+                    f"var_name {var!r} does not exist in data_id {self.data_id!r}, phase {phase!r}, so rows "
+                    f"cannot be updated by index. Got index {index!r}; pass index=None to add it."
+                )
+            return self._plan_split_replace(VarNames((var,), "str"), [array], phase)
+        if phase != ALL and index is None:
+            return self._plan_replace(phase, var, array)
+        return self._plan_index_write(phase, var, array, index)
+
+    def _plan_replace(self, phase: str, var: str, array: np.ndarray) -> Plan:
+        shape = self.backend.shape(self.data_id, phase, var)
+        check_row_shape(var, phase, shape[1:], array.shape[1:])
+        rows = cast(array, self.backend.dtype(self.data_id, phase, var), var)
+        plan = Plan()
+        plan.add_change(steps.replace_step(self.backend, self.data_id, phase, var, rows), phase, var, layout_of(rows))
+        return plan
+
+    def _plan_index_write(self, phase: str, var: str, array: np.ndarray, index: Any) -> Plan:
+        shape = self.shape(phase, var)
+        selection = normalize_index(index, shape[0])
+        if isinstance(selection, int):  # a one-row slice, so the write keeps the row axis
+            selection = slice(selection, selection + 1, 1)
+        n = selection_length(selection) or 0
+        if array.shape[1:] != shape[1:] or array.shape[0] not in (n, 1):
+            raise InvalidArgumentError(
+                f"data for var_name {var!r} must have shape ({n}, {', '.join(map(str, shape[1:]))}) "
+                f"to fill the selected rows. Got shape {array.shape} instead."
+            )
+        rows = np.broadcast_to(array, (n, *shape[1:]))
+        plan = Plan()
+        if phase != ALL:
+            cast_rows = cast(rows, self.backend.dtype(self.data_id, phase, var), var)
+            plan.add(steps.write_step(self.backend, self.data_id, phase, var, selection, cast_rows))
+            return plan
+        layout = self.layout(var)
+        # Each phase keeps its own stored dtype: same_kind is checked against every one of them.
+        casts = {p: cast(rows, self.backend.dtype(self.data_id, p, var), var) for p, _ in layout.parts}
+        for piece in split_selection(selection, layout.sizes):
+            p = PHASES[piece.part]
+            plan.add(steps.write_step(self.backend, self.data_id, p, var, piece.local, casts[p][piece.positions]))
+        return plan
+
+    def _plan_split_replace(self, names: VarNames, arrays: list[np.ndarray], phase: str | Split) -> Plan:
+        plan = Plan()
+        for p, pieces in self.split(arrays, phase).items():
+            for var, array in zip(names.names, pieces, strict=True):
+                if self.backend.has(self.data_id, p, var):
+                    plan.extend(self._plan_replace(p, var, array))
+                else:
+                    step = steps.create_step(self.backend, self.data_id, p, var, array, {})
+                    plan.add_change(step, p, var, layout_of(array))
+        return plan
+
+    def plan_delete(self, names: VarNames, phase: str) -> Plan:
+        """Delete variables; those that do not exist are ignored."""
+        self.backend.check_writable()
+        plan = Plan()
+        for p in phases_of(phase):
+            for var in names.names:
+                if self.backend.has(self.data_id, p, var):
+                    plan.add_change(steps.delete_step(self.backend, self.data_id, p, var), p, var, None)
+        return plan
+
+    def plan_create_empty(
+        self, names: VarNames, phase: str, shape: tuple[int, ...], dtype: np.dtype, options: dict[str, Any]
+    ) -> Plan:
+        """Create variables of zeros, replacing those of the same names."""
+        self.backend.check_writable()
+        plan = Plan()
+        for var in names.names:
+            step = steps.create_empty_step(self.backend, self.data_id, phase, var, shape, dtype, options)
+            plan.add_change(step, phase, var, [shape[0], dtype.str, list(shape[1:])])
+        return plan
+
+    def plan_replace(self, results: Iterable[tuple[str, str, np.ndarray]]) -> Plan:
+        """Replace whole variables by new arrays (any dtype or row shape): transforms, shuffle."""
+        self.backend.check_writable()
+        plan = Plan()
+        for phase, var, array in results:
+            plan.add_change(
+                steps.replace_step(self.backend, self.data_id, phase, var, array), phase, var, layout_of(array)
+            )
+        return plan
+
+    # --- applying a plan ---------------------------------------------------------------
+
+    def run(self, plan: Plan, compile: bool = False) -> None:
+        """Apply a plan in one transaction, then mark the compile state stale.
+
+        A plan without steps changes nothing, not even the state. With ``compile`` the
+        data the plan leaves must pass ``compile()``'s checks, or nothing is written; the
+        same transaction then saves the compiled state instead of marking it stale.
+        """
+        if not compile:
+            Transaction().run(self.steps_of(plan))
+            return
+        sizes = validate(self.predicted(plan))
+        compiled = steps.state_step(self.backend, self.data_id, lambda: self._compiled_state(sizes))
+        Transaction().run([*plan.steps, compiled])
+
+    def _compiled_state(self, sizes: dict[str, int]) -> dict[str, Any]:
+        return {"compiled": True, "sizes": sizes, "fingerprint": self.fingerprint()}
+
+    def steps_of(self, plan: Plan) -> list[Step]:
+        """The steps of a plan followed by the step that marks the compile state stale."""
+        return [*plan.steps, *self.stale_steps()] if plan.steps else []
+
+    def stale_steps(self) -> list[Step]:
+        """A step marking the compile state stale, when it says compiled (else none)."""
+        state = self.backend.load_state(self.data_id)
+        if not state.get("compiled"):
+            return []
+        return [steps.state_step(self.backend, self.data_id, {**state, "compiled": False})]
+
+    def predicted(self, plan: Plan) -> Fingerprint:
+        """The fingerprint the store will have once ``plan`` ran."""
+        return _changed(self.fingerprint(), plan.layouts)
+
+    def clear(self) -> None:
+        """Delete every variable of every phase and forget the compile state, in one transaction."""
+        self.backend.check_writable()
+        names = [(p, v) for p in PHASES for v in self.backend.var_names(self.data_id, p)]
+        plan = [steps.delete_step(self.backend, self.data_id, p, v) for p, v in names]
+        Transaction().run([*plan, steps.state_step(self.backend, self.data_id, {})])
+
+    # --- the compile state -------------------------------------------------------------
+
+    def fingerprint(self) -> Fingerprint:
+        """Rows, dtype and row shape of every variable, as JSON-able lists."""
+        return {
+            phase: {
+                var: layout_of_stored(
+                    self.backend.shape(self.data_id, phase, var), self.backend.dtype(self.data_id, phase, var)
+                )
+                for var in self.backend.var_names(self.data_id, phase)
+            }
+            for phase in PHASES
+        }
+
+    def compile(self, reset: bool = False) -> None:
+        """Validate the data and save the compile state; with ``reset`` (re)create ``active``.
+
+        Raises
+        ------
+        ValidationError
+            If a check fails; nothing is written then.
+        """
+        self.backend.refresh(self.data_id)  # validate the data as they are now, not as cached
+        fingerprint = self.fingerprint()
+        # reset=True replaces 'active', so an old 'active' of a stale length must not fail the checks.
+        checked = (
+            {p: {v: f for v, f in fp.items() if v != ACTIVE} for p, fp in fingerprint.items()} if reset else fingerprint
+        )
+        sizes = validate(checked)
+        plan = self._plan_active(sizes) if reset else Plan()
+        state = {"compiled": True, "sizes": sizes, "fingerprint": _changed(fingerprint, plan.layouts)}
+        Transaction().run([*plan.steps, steps.state_step(self.backend, self.data_id, state)])
+
+    def _plan_active(self, sizes: dict[str, int]) -> Plan:
+        self.backend.check_writable()
+        plan = Plan()
+        for phase, n in sizes.items():
+            exists = self.backend.has(self.data_id, phase, ACTIVE)
+            ones = np.ones(n, dtype=bool)
+            if exists and n:
+                step = steps.replace_step(self.backend, self.data_id, phase, ACTIVE, ones)
+            elif exists:
+                step = steps.delete_step(self.backend, self.data_id, phase, ACTIVE)
+            elif n:
+                step = steps.create_step(self.backend, self.data_id, phase, ACTIVE, ones, {})
+            else:
+                continue
+            plan.add_change(step, phase, ACTIVE, layout_of(ones) if n else None)
+        return plan
+
+    def metadata(self) -> dict[str, Any]:
+        """multiml's metadata: ``compiled``, ``total_events``, ``sizes`` and ``valid_phases``.
+
+        ``compiled`` is true only when the saved state matches the data as they are now.
+        ``sizes`` holds ``None`` for a phase whose variables disagree in length.
+        """
+        self.backend.refresh(self.data_id)  # another process may have changed the store
+        fingerprint = self.fingerprint()
+        state = self.backend.load_state(self.data_id)
+        compiled = bool(state.get("compiled")) and state.get("fingerprint") == fingerprint
+        sizes: dict[str, int | None] = {p: _phase_size(fingerprint.get(p, {})) for p in PHASES}
+        known = [s for s in sizes.values() if s is not None]
+        total = sum(known) if len(known) == len(PHASES) else None
+        return {
+            "compiled": compiled,
+            "total_events": total,
+            "sizes": {**sizes, ALL: total},
+            "valid_phases": [p for p in PHASES if sizes[p]],
+        }
+
+
+def layout_of_stored(shape: tuple[int, ...], dtype: np.dtype) -> Layout:
+    """The layout of a stored variable of ``shape`` and ``dtype``."""
+    return [shape[0], np.dtype(dtype).str, list(shape[1:])]
+
+
+def _changed(fingerprint: Fingerprint, layouts: dict[tuple[str, str], Layout | None]) -> Fingerprint:
+    """``fingerprint`` with the new layouts of a plan (``None``: deleted)."""
+    changed = {phase: dict(variables) for phase, variables in fingerprint.items()}
+    for (phase, var), layout in layouts.items():
+        if layout is None:
+            changed[phase].pop(var, None)
+        else:
+            changed[phase][var] = layout
+    return changed
+
+
+def _phase_size(variables: dict[str, Layout]) -> int | None:
+    lengths = {v[0] for v in variables.values()}
+    if len(lengths) > 1:
+        return None
+    return lengths.pop() if lengths else 0
+
+
+def validate(fingerprint: Fingerprint) -> dict[str, int]:
+    """compile()'s checks: the rows of each phase, or ValidationError.
+
+    Every variable of a phase has the same number of rows, and one variable has one
+    dtype and row shape across phases.
+    """
+    sizes = {
+        phase: common_length({var: v[0] for var, v in variables.items()}, f"every variable of phase {phase!r}")
+        for phase, variables in fingerprint.items()
+    }
+    layouts: dict[str, set[tuple[str, tuple[int, ...]]]] = {}
+    for variables in fingerprint.values():
+        for var, (_, dtype, row) in variables.items():
+            layouts.setdefault(var, set()).add((dtype, tuple(row)))
+    for var, seen in layouts.items():
+        if len(seen) > 1:
+            raise ValidationError(
+                f"var_name {var!r} must have one dtype and row shape across phases. Got {sorted(seen)} instead."
+            )
+    return sizes
+
+
+def _split_for_index(names: VarNames, data: Any, scalar: bool) -> list[np.ndarray]:
+    """Split update data; for a single-row index, data have no row axis."""
+    if not scalar:
+        return names.split(data)
+    if names.form == "list":
+        if not isinstance(data, (list, tuple)):
+            return names.split(data)  # raises the list-form error
+        return names.split([as_array(d, "data")[None] for d in data])
+    return names.split(as_array(data, "data")[None])

@@ -1,0 +1,117 @@
+"""One write transaction: steps applied in order, undone in reverse order when one fails.
+
+Every mutating call of storegate (add, update, delete, create_empty, clear, the transforms,
+shuffle, the hybrid moves and the streaming writer) is planned first: each :class:`Step`
+takes what it needs to undo itself (a backend checkpoint) while it is built, before the
+first byte is written. :meth:`Transaction.run` then applies the steps one by one. When a
+step raises (an I/O error, a full disk, ``KeyboardInterrupt``), the steps applied so far
+*and the failing step itself* are undone in reverse order, so the store is left exactly as
+it was, and the error propagates. After the last step :meth:`Transaction.commit` lets each
+step finish (e.g. purge the chunks of a deleted variable, hidden until then).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from storegate.errors import StoreGateWarning
+
+__all__ = ["Step", "Transaction"]
+
+
+def _nothing() -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Step:
+    """One write of a transaction.
+
+    Attributes
+    ----------
+    label
+        What the step does, for messages and tests, e.g. ``"append train/x"``.
+    apply
+        Performs the write.
+    undo
+        Restores what ``apply`` changes. It must be safe to call whether ``apply`` ran
+        completely, partly or not at all.
+    finish
+        Runs once the whole transaction succeeded (cleanup that cannot be undone).
+    """
+
+    label: str
+    apply: Callable[[], None]
+    undo: Callable[[], None] = _nothing
+    finish: Callable[[], None] = _nothing
+
+
+class Transaction:
+    """Steps applied so far, and their undo in reverse order.
+
+    Use :meth:`run` for a plan known up front; a long-lived writer calls :meth:`do` for
+    each step as it comes, then :meth:`commit` or :meth:`rollback`.
+    """
+
+    def __init__(self) -> None:
+        self._done: list[Step] = []
+
+    @property
+    def labels(self) -> list[str]:
+        """Labels of the steps applied (or being applied) so far."""
+        return [step.label for step in self._done]
+
+    def do(self, step: Step) -> None:
+        """Apply one step; it counts as done before it runs, so a partial apply is undone too."""
+        self._done.append(step)
+        step.apply()
+
+    def run(self, steps: Iterable[Step]) -> None:
+        """Apply every step, then commit; on any failure undo them all and re-raise."""
+        try:
+            for step in steps:
+                self.do(step)
+        except BaseException as exc:
+            self.rollback(exc)
+            raise
+        self.commit()
+
+    def rollback(self, cause: BaseException | None = None) -> None:
+        """Undo every step done, newest first.
+
+        An undo that fails does not stop the others; its error is added as a note to
+        ``cause`` (the error that made the transaction fail), or raised after the others
+        ran when there is no cause.
+        """
+        failures: list[BaseException] = []
+        for step in reversed(self._done):
+            try:
+                step.undo()
+            except Exception as exc:  # keep undoing: every other step must still be restored
+                failures.append(exc)
+                if cause is not None:
+                    cause.add_note(f"storegate: undoing step {step.label!r} also failed: {exc!r}")
+        self._done = []
+        if failures and cause is None:
+            raise failures[0]
+
+    def commit(self) -> None:
+        """Let every step finish; the transaction can then no longer be undone.
+
+        The writes are done and visible by now, so a cleanup that fails is reported as a
+        :class:`~storegate.errors.StoreGateWarning` (what it left is invisible to readers),
+        not as a failure of the call.
+        """
+        done, self._done = self._done, []
+        for step in done:
+            try:
+                step.finish()
+            except Exception as exc:  # the call itself succeeded: say what was left behind
+                warnings.warn(
+                    f"storegate: cleanup after {step.label!r} failed ({exc!r}); the call succeeded, "
+                    "but unreferenced objects may be left in the store.",
+                    StoreGateWarning,
+                    stacklevel=3,
+                )
