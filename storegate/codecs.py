@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
 
+import zarr
 from zarr.abc.codec import BytesBytesCodec
 from zarr.codecs import BloscCname, BloscCodec, GzipCodec, ZstdCodec
 
@@ -199,8 +200,6 @@ def pipeline_scope(name: str) -> Iterator[None]:
         yield
         return
     _state["zarrs_used"] = True
-    import zarr
-
     with zarr.config.set({"codec_pipeline.path": _ZARRS_PATH}):
         yield
 
@@ -214,8 +213,6 @@ def force_default_pipeline() -> None:
     ``codec_pipeline``; if zarr's global config names zarrs (set by the user), it is
     reset to zarr's own pipeline, in this process only.
     """
-    import zarr
-
     _state["forced_default"] = True
     if zarr.config.get("codec_pipeline.path") == _ZARRS_PATH:
         zarr.config.set({"codec_pipeline.path": _ZARR_PATH})
@@ -226,8 +223,6 @@ def zarrs_in_use() -> bool:
     zarr's global config names it. A forked worker of such a process should call
     :func:`force_default_pipeline` (or the loader should use the 'spawn' start method).
     """
-    import zarr
-
     if _state["forced_default"]:
         return False
     return _state["zarrs_used"] or zarr.config.get("codec_pipeline.path") == _ZARRS_PATH

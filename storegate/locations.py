@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import fsspec
 import zarr
 from zarr.abc.store import Store
 from zarr.core.sync import sync
@@ -227,8 +228,6 @@ class Location:
         StorageError
             Naming the endpoint and the bucket, within :data:`PROBE_TIMEOUT` seconds.
         """
-        import fsspec
-
         fs = fsspec.filesystem(self.protocol or "s3", asynchronous=True, **self.fsspec_options())
         where = f"bucket {self.bucket!r} at endpoint {self.endpoint}"
         try:

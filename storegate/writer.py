@@ -21,6 +21,7 @@ from types import TracebackType
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from storegate import steps
 from storegate.engine import GroupEngine
@@ -289,6 +290,4 @@ def _full_rows(column: _Buffered) -> int:
 def _progress_bar(progress: bool, total: int | None, phase: str) -> Any:
     if not progress:
         return None
-    from tqdm.auto import tqdm
-
     return tqdm(total=total, unit="rows", desc=f"writing {phase}")

@@ -1,4 +1,4 @@
-"""The conformance suite on the hybrid backend, in each of its two modes."""
+"""The hybrid backend: the conformance suite in each of its two tiers, and what is its own."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from storegate import StoreGate
-from tests.conformance import BackendConformance
+from storegate.testing import BackendConformance
 
 
 class TestHybridZarrMode(BackendConformance):
@@ -23,3 +23,13 @@ class TestHybridNumpyMode(BackendConformance):
         sg.set_mode("numpy")
         sg.set_data_id("conf")
         return sg
+
+
+def test_hybrid_data_ids_of_both_stores(tmp_path: Path) -> None:
+    sg = StoreGate("hybrid", {"output_dir": str(tmp_path / "h.zarr")})
+    sg.set_data_id("on_disk")
+    sg.set_mode("numpy")
+    sg.set_data_id("in_memory")
+    assert set(sg.get_data_ids()) == {"on_disk", "in_memory"}
+    sg.set_mode("zarr")
+    assert set(sg.get_data_ids()) == {"on_disk", "in_memory"}

@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
-
-from storegate import StoreGate
-from tests.conformance import BackendConformance
+from storegate.testing import BackendConformance
 
 
 class TestNumpyBackend(BackendConformance):
-    @pytest.fixture
-    def sg(self) -> StoreGate:
-        return StoreGate("numpy", data_id="conf")
+    backend = "numpy"

@@ -32,12 +32,12 @@ from zarr.storage import FsspecStore
 from storegate import ReadOnlyError, StoreGate
 from storegate.backends.zarr_backend import ZarrBackend
 from storegate.locations import DEFAULT_REMOTE_CONCURRENCY
-from tests.conformance import (
+from storegate.testing import (
     INDEX_FORMS,
     MIXINS,
     BackendConformance,
     GetDataIndexTests,
-    _np_index,
+    numpy_index,
 )
 from tests.conftest import S3Server
 
@@ -90,7 +90,7 @@ def test_index_forms_read_like_numpy(s3_server: S3Server, s3_bucket: str) -> Non
     sg.add_data("x", data + 100, phase="test")
     both = np.concatenate([data, data + 100])
     for name, index in INDEX_FORMS:
-        expected = data[_np_index(index)]
+        expected = data[numpy_index(index)]
         np.testing.assert_array_equal(sg.get_data("x", "train", index), expected, err_msg=name)
         np.testing.assert_array_equal(sg["train"]["x"][index], expected, err_msg=name)
     for index in (slice(8, 13), [0, 19, 10, 9], -1, np.arange(20) % 3 == 0):

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 import zarr
 
-from storegate import InvalidArgumentError, NotFoundError, StoreGate, ValidationError
-from tests.conformance import BACKEND_KINDS, assert_same_snapshot, make_gate, snapshot
+from storegate import InvalidArgumentError, StoreGate, ValidationError
+from storegate.testing import BACKEND_KINDS, assert_same_snapshot, make_gate, snapshot
 
 SUBPROCESS_TIMEOUT = 120
 
@@ -125,32 +125,6 @@ def test_all_supports_slices_and_index_lists(sg: StoreGate) -> None:
     np.testing.assert_array_equal(sg.get_data("x", "test"), [-9])
     sg.update_data("x", [1, 2, 3], phase="all", index=slice(6, 9))
     np.testing.assert_array_equal(sg.get_data("x", "all")[5:10], [50, 1, 2, 3, -9])
-
-
-# --- item syntax returns immutable views ------------------------------------------------------
-
-
-def test_views_are_immutable(sg: StoreGate) -> None:
-    sg.add_data("x", np.arange(10), phase=(0.7, 0.2, 0.1))
-    sg.add_data("y", np.arange(10) + 100, phase=(0.7, 0.2, 0.1))
-    a = sg["train"]
-    b = sg["test"]
-    np.testing.assert_array_equal(a["x"][:], np.arange(7))
-    np.testing.assert_array_equal(b["x"][:], [9])
-    ax = a["x"]
-    ay = a["y"]
-    np.testing.assert_array_equal(ay[:], np.arange(7) + 100)
-    np.testing.assert_array_equal(ax[:], np.arange(7))
-    with pytest.raises(AttributeError):
-        a.phase = "test"  # type: ignore[misc]
-
-
-def test_view_keeps_its_data_id(sg: StoreGate) -> None:
-    sg.add_data("x", np.arange(3))
-    view = sg["train"]["x"]
-    sg.set_data_id("other")
-    sg.add_data("x", np.arange(5))
-    np.testing.assert_array_equal(view[:], np.arange(3))
 
 
 # --- the store never aliases the caller's array; shuffle= never mutates it -------------------
@@ -423,104 +397,6 @@ def test_stale_state_written_by_raw_zarr_in_process(tmp_path: Path) -> None:
     assert meta["sizes"]["valid"] == 1
 
 
-# --- hybrid: to_memory / to_storage ------------------------------------------------------------
-
-
-@pytest.fixture
-def hybrid(tmp_path: Path) -> StoreGate:
-    sg = StoreGate("hybrid", {"output_dir": str(tmp_path / "h.zarr")}, data_id="h")
-    sg.add_data(["x", "y"], [np.arange(10).reshape(5, 2), np.arange(5.0)], phase=(3, 1, 1))
-    return sg
-
-
-def test_callback_receives_the_output_names(hybrid: StoreGate) -> None:
-    seen: list[Any] = []
-
-    def callback(names: Any, data: Any) -> tuple[Any, Any]:
-        seen.append((names, [d.copy() for d in data]))
-        return names, [d * 2 for d in data]
-
-    hybrid.to_memory(["x", "y"], phase="train", output_var_names=["mx", "my"], callback=callback)
-    assert [names for names, _ in seen] == [["mx", "my"]]
-    np.testing.assert_array_equal(seen[0][1][0], np.arange(6).reshape(3, 2))
-    hybrid.set_mode("numpy")
-    np.testing.assert_array_equal(hybrid.get_data("mx"), np.arange(6).reshape(3, 2) * 2)
-    hybrid.set_mode("zarr")
-    assert hybrid.get_var_names("train") == []
-    assert hybrid.get_var_names("valid") == ["x", "y"]
-
-
-def test_callback_without_output_names_gets_var_names(hybrid: StoreGate) -> None:
-    seen: list[Any] = []
-    hybrid.to_memory("x", phase="all", callback=lambda n, d: (seen.append(n), (n, d))[1])
-    assert seen == ["x", "x", "x"]
-    hybrid.set_mode("numpy")
-    np.testing.assert_array_equal(hybrid.get_data("x", "all"), np.arange(10).reshape(5, 2))
-    hybrid.to_storage("x", phase="all", output_var_names="z")
-    hybrid.set_mode("zarr")
-    np.testing.assert_array_equal(hybrid.get_data("z", "all"), np.arange(10).reshape(5, 2))
-
-
-@pytest.mark.parametrize("start_mode", ["numpy", "zarr"])
-def test_mode_is_restored_when_the_callback_raises(hybrid: StoreGate, start_mode: str) -> None:
-    def callback(names: Any, data: Any) -> tuple[Any, Any]:
-        raise RuntimeError("callback failed")
-
-    hybrid.set_mode("numpy")
-    hybrid.add_data("m", np.arange(4))
-    hybrid.set_mode(start_mode)
-    with pytest.raises(RuntimeError, match="callback failed"):
-        hybrid.to_memory("x", phase="train", callback=callback)
-    assert hybrid.mode == start_mode
-    with pytest.raises(RuntimeError, match="callback failed"):
-        hybrid.to_storage("m", phase="train", callback=callback)
-    assert hybrid.mode == start_mode
-    hybrid.set_mode("zarr")
-    np.testing.assert_array_equal(hybrid.get_data("x"), np.arange(6).reshape(3, 2))
-    assert "m" not in hybrid.get_var_names()
-    hybrid.set_mode("numpy")
-    np.testing.assert_array_equal(hybrid.get_data("m"), np.arange(4))
-    assert "x" not in hybrid.get_var_names()
-
-
-def test_mode_is_restored_and_source_kept_when_a_write_raises(
-    hybrid: StoreGate, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    memory = hybrid.backend_object.tiers()["numpy"]
-
-    def broken(*args: Any, **kwargs: Any) -> None:
-        raise OSError("disk full")
-
-    monkeypatch.setattr(memory, "create", broken)
-    hybrid.set_mode("numpy")
-    with pytest.raises(OSError, match="disk full"):
-        hybrid.to_memory(["x", "y"], phase="train")
-    assert hybrid.mode == "numpy"
-    hybrid.set_mode("zarr")
-    np.testing.assert_array_equal(hybrid.get_data("x"), np.arange(6).reshape(3, 2))
-    np.testing.assert_array_equal(hybrid.get_data("y"), np.arange(3.0))
-
-
-def test_mode_is_restored_when_a_cast_is_refused(hybrid: StoreGate) -> None:
-    hybrid.set_mode("numpy")
-    hybrid.add_data("y", np.zeros(3, dtype=np.int64))  # the destination holds y as ints
-    with pytest.raises(InvalidArgumentError, match="same_kind"):
-        hybrid.to_memory("y", phase="train")
-    assert hybrid.mode == "numpy"
-    hybrid.set_mode("zarr")
-    np.testing.assert_array_equal(hybrid.get_data("y"), np.arange(3.0))
-
-
-def test_hybrid_data_ids_of_both_stores(tmp_path: Path) -> None:
-    sg = StoreGate("hybrid", {"output_dir": str(tmp_path / "h.zarr")})
-    sg.set_data_id("on_disk")
-    sg.set_mode("numpy")
-    sg.set_data_id("in_memory")
-    assert set(sg.get_data_ids()) == {"on_disk", "in_memory"}
-    sg.set_mode("zarr")
-    assert set(sg.get_data_ids()) == {"on_disk", "in_memory"}
-
-
 # --- a list of names with a different number of arrays raises; deleting absent is a no-op ----
 
 
@@ -584,66 +460,3 @@ def test_tuple_add_makes_one_backend_call_per_variable(
     half = n_rows // 2
     np.testing.assert_array_equal(sg.get_data("c"), np.concatenate([data[:, 2], data[:, 2], data[:half, 2]]))
     np.testing.assert_array_equal(sg.get_data("b", "test"), data[half + n_rows // 4 :, 1])
-
-
-# --- shuffle() and transforms validate once, before any write ------------------------------------
-
-
-def test_onehot_with_a_bad_label_in_test_leaves_train_unchanged(sg: StoreGate) -> None:
-    sg.add_data("y", np.array([0, 1, 2, 1, 0, 5]), phase=(3, 2, 1))
-    before = snapshot(sg)
-    with pytest.raises(InvalidArgumentError, match=r"\[0, 3\)"):
-        sg.onehot("y", 3, phase="all")
-    assert_same_snapshot(before, snapshot(sg))
-
-
-def test_argmax_with_a_bad_axis_for_one_variable_changes_nothing(sg: StoreGate) -> None:
-    sg.add_data(["p", "q"], [np.zeros((4, 3)), np.zeros((4, 3, 2))])
-    before = snapshot(sg)
-    with pytest.raises(InvalidArgumentError, match="axis"):
-        sg.argmax(["q", "p"], axis=2)
-    assert_same_snapshot(before, snapshot(sg))
-
-
-def test_shuffle_checks_every_phase_before_writing(sg: StoreGate) -> None:
-    sg.add_data(["x", "y"], [np.arange(10), np.arange(10)], phase=(6, 2, 2))
-    sg.add_data("y", [99], phase="test")  # test phase now disagrees: x 2 rows, y 3
-    before = snapshot(sg)
-    with pytest.raises(ValidationError, match="'test'"):
-        sg.shuffle("all", seed=1)
-    assert_same_snapshot(before, snapshot(sg))
-
-
-@pytest.mark.parametrize(
-    "call",
-    [
-        lambda sg: sg.onehot(["a", "b", "c"], 0, phase="all"),
-        lambda sg: sg.onehot(["a", "b", "c"], 2.5),
-        lambda sg: sg.astype(["a", "b", "c"], "no-such-dtype", phase="all"),
-        lambda sg: sg.shuffle("all", seed=-1),
-        lambda sg: sg.shuffle("everything"),
-        lambda sg: sg.argmax(["a", "b"], axis="1"),
-    ],
-    ids=["onehot-classes", "onehot-float", "astype-dtype", "shuffle-seed", "shuffle-phase", "argmax-axis"],
-)
-def test_bad_arguments_are_rejected_before_any_data_is_read(
-    sg: StoreGate, monkeypatch: pytest.MonkeyPatch, call: Callable[[StoreGate], None]
-) -> None:
-    sg.add_data(["a", "b", "c"], [np.zeros((4, 2), "i8")] * 3, phase=(2, 1, 1))
-    before = snapshot(sg)
-    reads: list[Any] = []
-    original = sg.backend_object.read
-    monkeypatch.setattr(sg.backend_object, "read", lambda *args: reads.append(args) or original(*args))
-    with pytest.raises(InvalidArgumentError):
-        call(sg)
-    assert len(reads) <= 1  # argmax can judge an axis only against the data's shape
-    monkeypatch.undo()
-    assert_same_snapshot(before, snapshot(sg))
-
-
-def test_missing_variable_in_a_transform_changes_nothing(sg: StoreGate) -> None:
-    sg.add_data("a", np.array([0, 1]))
-    before = snapshot(sg)
-    with pytest.raises(NotFoundError, match="'nope'"):
-        sg.onehot(["a", "nope"], 2)
-    assert_same_snapshot(before, snapshot(sg))

@@ -25,7 +25,7 @@ from storegate import (
     StoreGateError,
     ValidationError,
 )
-from tests.conformance import BACKEND_KINDS, assert_same_snapshot, make_gate, snapshot
+from storegate.testing import BACKEND_KINDS, assert_same_snapshot, make_gate, snapshot
 
 Call = Callable[[StoreGate], Any]
 
@@ -366,65 +366,3 @@ def test_read_only_store_refuses_every_write(tmp_path: Path, backend: str, call:
     assert_same_snapshot(before, snapshot(StoreGate(backend, {"output_dir": path, "mode": "r"}, data_id="d")))
     with pytest.raises(NotFoundError, match="read-only"):
         reader.set_data_id("new")
-
-
-# --- an I/O error midway through a multi-variable write rolls back what was written ------------
-
-
-def _fail_on_call(monkeypatch: pytest.MonkeyPatch, backend: Any, method: str, n: int) -> list[Any]:
-    """Make ``backend.method`` raise OSError on its n-th call; return the list of calls seen."""
-    calls: list[Any] = []
-    original = getattr(backend, method)
-
-    def flaky(*args: Any, **kwargs: Any) -> Any:
-        calls.append(args[:3])
-        if len(calls) == n:
-            raise OSError(f"simulated I/O error in {method}")
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(backend, method, flaky)
-    return calls
-
-
-def test_io_error_in_second_append_rolls_back_the_first(sg: StoreGate, monkeypatch: pytest.MonkeyPatch) -> None:
-    before = snapshot(sg)
-    calls = _fail_on_call(monkeypatch, sg.backend_object, "append", 2)
-    with pytest.raises(OSError, match="simulated"):
-        sg.add_data(["x", "z", "y"], [np.full((2, 3), 7), np.full((2, 2), 7.0), [1, 1]])
-    assert calls[0] == ("conf", "train", "x")  # the first variable was appended, then undone
-    monkeypatch.undo()
-    assert_same_snapshot(before, snapshot(sg))
-    sg.add_data(["x", "z", "y"], [np.full((2, 3), 7), np.full((2, 2), 7.0), [1, 1]])
-    np.testing.assert_array_equal(sg.get_data("x")[-3:], [[18, 19, 20], [7, 7, 7], [7, 7, 7]])
-
-
-@pytest.mark.parametrize("failing", [2, 3, 4])
-def test_io_error_in_a_split_append_rolls_back_every_phase(
-    sg: StoreGate, monkeypatch: pytest.MonkeyPatch, failing: int
-) -> None:
-    before = snapshot(sg)
-    calls = _fail_on_call(monkeypatch, sg.backend_object, "append", failing)
-    with pytest.raises(OSError, match="simulated"):
-        sg.add_data(["x", "y"], [np.full((10, 3), 5), np.zeros(10, "i8")], phase=(0.7, 0.2, 0.1))
-    assert len(calls) == failing
-    monkeypatch.undo()
-    assert_same_snapshot(before, snapshot(sg))
-
-
-def test_io_error_in_second_create_removes_the_first(sg: StoreGate, monkeypatch: pytest.MonkeyPatch) -> None:
-    before = snapshot(sg)
-    _fail_on_call(monkeypatch, sg.backend_object, "create", 2)
-    with pytest.raises(OSError, match="simulated"):
-        sg.add_data(["new1", "new2"], [np.zeros(3), np.zeros(3)], phase="valid")
-    monkeypatch.undo()
-    assert_same_snapshot(before, snapshot(sg))
-    assert "new1" not in sg["valid"]
-
-
-def test_io_error_mixing_create_and_append(sg: StoreGate, monkeypatch: pytest.MonkeyPatch) -> None:
-    before = snapshot(sg)
-    _fail_on_call(monkeypatch, sg.backend_object, "append", 2)  # x is appended, new is created, z fails
-    with pytest.raises(OSError, match="simulated"):
-        sg.add_data(["x", "new", "z"], [np.zeros((2, 3), "i8"), np.zeros(2), np.zeros((2, 2), "f4")])
-    monkeypatch.undo()
-    assert_same_snapshot(before, snapshot(sg))

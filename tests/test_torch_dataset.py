@@ -17,7 +17,6 @@ from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
 
 from storegate import InvalidArgumentError, NotFoundError, StoreGate, ValidationError
 from storegate.backends.zarr_backend import ZarrBackend
-from storegate.loader import ChunkCache, chunk_runs
 from storegate.torch import StoreGateDataset
 
 pytestmark = pytest.mark.timeout(120)
@@ -336,28 +335,6 @@ def test_a_local_store_is_streamed_not_copied(tmp_path: Path) -> None:
     x = np.ones((20_000, 4), dtype=np.float32)
     sg.add_data("x", x)
     assert len(pickle.dumps(StoreGateDataset(sg, "train", "x"))) < x.nbytes // 100
-
-
-# --- helpers of the loader -------------------------------------------------------------
-
-
-def test_chunk_cache_evicts_the_least_recently_used() -> None:
-    cache = ChunkCache(max_bytes=3 * 8)
-    for key in "abc":
-        cache.put(key, np.zeros(1))
-    assert cache.get("a") is not None  # a is now the most recent
-    cache.put("d", np.zeros(1))
-    assert cache.get("b") is None
-    assert {k for k in "acd" if cache.get(k) is not None} == {"a", "c", "d"}
-    cache.put("big", np.zeros(4))  # larger than the bound: not cached, nothing evicted
-    assert cache.get("big") is None
-    assert len(cache) == 3
-    assert cache.nbytes == 24
-
-
-def test_chunk_runs_groups_adjacent_ids() -> None:
-    assert chunk_runs(np.array([0, 1, 2, 5, 7, 8])) == [(0, 2), (5, 5), (7, 8)]
-    assert chunk_runs(np.array([], dtype=np.int64)) == []
 
 
 def test_storegate_imports_without_torch() -> None:

@@ -37,8 +37,12 @@ from zarr.storage import FsspecStore, LocalStore
 from storegate import StoreGate
 from storegate.backends import Backend, TieredBackend
 from storegate.errors import StoreGateWarning
-from tests.conformance import assert_same_snapshot, snapshot
+from storegate.testing import BACKEND_KINDS, assert_same_snapshot, make_gate, snapshot
+from storegate.transaction import Step, Transaction
 from tests.conftest import S3Server
+from tests.row_list_backend import RowListBackend
+
+assert RowListBackend.name == "row-list"  # importing the module registered it
 
 #: The backend calls that change a store.
 MUTATING = ("create", "create_empty", "append", "write", "resize", "replace", "delete", "detach", "save_state")
@@ -136,8 +140,8 @@ class Store_:
         return {"output_dir": self.path, "chunk": 4}
 
     def open(self) -> StoreGate:
-        if self.kind == "numpy":
-            return StoreGate("numpy", data_id="t")
+        if self.kind in ("numpy", "row-list"):
+            return StoreGate(self.kind, data_id="t")
         backend = "hybrid" if self.kind.startswith("hybrid") else "zarr"
         sg = StoreGate(backend, self.args(), data_id="t")
         if self.kind == "hybrid-numpy":
@@ -291,7 +295,8 @@ def _assert_same(before: Any, after: Any) -> None:
 
 # --- the tests ----------------------------------------------------------------------------------
 
-LOCAL_KINDS = ["numpy", "zarr-dir", "zarr-memory", "hybrid-zarr", "hybrid-numpy"]
+#: Every local kind, and a third-party backend that relies on the Backend defaults for undo.
+LOCAL_KINDS = ["numpy", "zarr-dir", "zarr-memory", "hybrid-zarr", "hybrid-numpy", "row-list"]
 
 
 @pytest.mark.parametrize("kind", LOCAL_KINDS)
@@ -365,3 +370,120 @@ def test_on_s3_a_request_failing_midway_changes_nothing(s3_server: S3Server, tmp
     bucket = s3_server.create_bucket()
     inject = lambda sg, k: failing_store(k, Injected)  # noqa: E731
     check_every_step(lambda: Store_("zarr-s3", tmp_path, (s3_server, bucket)), populate, CALLS[name], inject, Injected)
+
+
+# --- examples: an I/O error midway through a multi-variable write --------------------------------
+
+
+@pytest.fixture(params=BACKEND_KINDS)
+def sg(request: pytest.FixtureRequest, tmp_path: Path) -> StoreGate:
+    """A compiled data_id: x (int64, rows of 3), y (int labels), z (float32, rows of 2) split 7/2/1."""
+    gate = make_gate(request.param, tmp_path)
+    gate.add_data("x", np.arange(30).reshape(10, 3), phase=(0.7, 0.2, 0.1))
+    gate.add_data("y", np.arange(10) % 3, phase=(0.7, 0.2, 0.1))
+    gate.add_data("z", np.ones((10, 2), dtype=np.float32), phase=(0.7, 0.2, 0.1))
+    gate.compile()
+    return gate
+
+
+def _fail_on_call(monkeypatch: pytest.MonkeyPatch, backend: Any, method: str, n: int) -> list[Any]:
+    """Make ``backend.method`` raise OSError on its n-th call; return the list of calls seen."""
+    calls: list[Any] = []
+    original = getattr(backend, method)
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args[:3])
+        if len(calls) == n:
+            raise OSError(f"simulated I/O error in {method}")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(backend, method, flaky)
+    return calls
+
+
+def test_io_error_in_second_append_rolls_back_the_first(sg: StoreGate, monkeypatch: pytest.MonkeyPatch) -> None:
+    before = snapshot(sg)
+    calls = _fail_on_call(monkeypatch, sg.backend_object, "append", 2)
+    with pytest.raises(OSError, match="simulated"):
+        sg.add_data(["x", "z", "y"], [np.full((2, 3), 7), np.full((2, 2), 7.0), [1, 1]])
+    assert calls[0] == ("conf", "train", "x")  # the first variable was appended, then undone
+    monkeypatch.undo()
+    assert_same_snapshot(before, snapshot(sg))
+    sg.add_data(["x", "z", "y"], [np.full((2, 3), 7), np.full((2, 2), 7.0), [1, 1]])
+    np.testing.assert_array_equal(sg.get_data("x")[-3:], [[18, 19, 20], [7, 7, 7], [7, 7, 7]])
+
+
+@pytest.mark.parametrize("failing", [2, 3, 4])
+def test_io_error_in_a_split_append_rolls_back_every_phase(
+    sg: StoreGate, monkeypatch: pytest.MonkeyPatch, failing: int
+) -> None:
+    before = snapshot(sg)
+    calls = _fail_on_call(monkeypatch, sg.backend_object, "append", failing)
+    with pytest.raises(OSError, match="simulated"):
+        sg.add_data(["x", "y"], [np.full((10, 3), 5), np.zeros(10, "i8")], phase=(0.7, 0.2, 0.1))
+    assert len(calls) == failing
+    monkeypatch.undo()
+    assert_same_snapshot(before, snapshot(sg))
+
+
+def test_io_error_in_second_create_removes_the_first(sg: StoreGate, monkeypatch: pytest.MonkeyPatch) -> None:
+    before = snapshot(sg)
+    _fail_on_call(monkeypatch, sg.backend_object, "create", 2)
+    with pytest.raises(OSError, match="simulated"):
+        sg.add_data(["new1", "new2"], [np.zeros(3), np.zeros(3)], phase="valid")
+    monkeypatch.undo()
+    assert_same_snapshot(before, snapshot(sg))
+    assert "new1" not in sg["valid"]
+
+
+def test_io_error_mixing_create_and_append(sg: StoreGate, monkeypatch: pytest.MonkeyPatch) -> None:
+    before = snapshot(sg)
+    _fail_on_call(monkeypatch, sg.backend_object, "append", 2)  # x is appended, new is created, z fails
+    with pytest.raises(OSError, match="simulated"):
+        sg.add_data(["x", "new", "z"], [np.zeros((2, 3), "i8"), np.zeros(2), np.zeros((2, 2), "f4")])
+    monkeypatch.undo()
+    assert_same_snapshot(before, snapshot(sg))
+
+
+# --- the Transaction itself ----------------------------------------------------------------------
+
+
+def test_steps_are_undone_newest_first_including_the_failing_one() -> None:
+    log: list[str] = []
+
+    def step(name: str, fail: bool = False) -> Step:
+        def apply() -> None:
+            log.append(f"do {name}")
+            if fail:
+                raise Injected(name)
+
+        return Step(name, apply, lambda: log.append(f"undo {name}"), lambda: log.append(f"finish {name}"))
+
+    with pytest.raises(Injected):
+        Transaction().run([step("a"), step("b", fail=True), step("c")])
+    assert log == ["do a", "do b", "undo b", "undo a"]
+    log.clear()
+    Transaction().run([step("a"), step("b")])
+    assert log == ["do a", "do b", "finish a", "finish b"]
+
+
+def test_an_undo_that_fails_is_noted_on_the_error_and_the_others_still_run() -> None:
+    undone: list[str] = []
+
+    def broken_undo() -> None:
+        raise OSError("server gone")
+
+    steps = [Step("a", lambda: None, lambda: undone.append("a")), Step("b", lambda: None, broken_undo)]
+    steps.append(Step("c", lambda: (_ for _ in ()).throw(Injected("c"))))
+    with pytest.raises(Injected) as info:
+        Transaction().run(steps)
+    assert undone == ["a"]
+    assert any("undoing step 'b' also failed" in note for note in info.value.__notes__)
+
+
+def test_a_cleanup_that_fails_after_success_is_a_warning() -> None:
+    def broken() -> None:
+        raise OSError("no")
+
+    with pytest.warns(StoreGateWarning, match="cleanup after 'delete train/x' failed"):
+        Transaction().run([Step("delete train/x", lambda: None, finish=broken)])

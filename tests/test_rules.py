@@ -1,0 +1,96 @@
+"""The shared rules (storegate.rules): each check is written once and raises one message."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from storegate.errors import InvalidArgumentError, ValidationError
+from storegate.rules import (
+    as_array,
+    cast,
+    check_dtype,
+    check_int,
+    check_positive,
+    check_row_shape,
+    check_seed,
+    check_shape,
+    common_length,
+    is_int,
+    with_rows,
+)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(3, True), (np.int8(3), True), (True, False), (np.bool_(1), False), (3.0, False), ("3", False)],
+)
+def test_is_int_excludes_bools(value: object, expected: bool) -> None:
+    assert is_int(value) is expected
+
+
+def test_check_int_names_the_range() -> None:
+    assert check_int("n", np.int64(5), minimum=0, maximum=9) == 5
+    with pytest.raises(InvalidArgumentError, match=r"n must be an int in \[0, 9\]. Got 10 instead"):
+        check_int("n", 10, minimum=0, maximum=9)
+    with pytest.raises(InvalidArgumentError, match=re.escape("w must be an int >= 1. Got True instead")):
+        check_int("w", True, minimum=1)
+    with pytest.raises(InvalidArgumentError, match=re.escape("k must be an int <= 2. Got 3")):
+        check_int("k", 3, maximum=2)
+
+
+def test_positive_and_seed() -> None:
+    assert check_positive("chunk", 1) == 1
+    with pytest.raises(InvalidArgumentError, match=re.escape("chunk must be a positive int. Got 0 instead")):
+        check_positive("chunk", 0)
+    assert check_seed(np.uint8(7)) == 7
+    with pytest.raises(InvalidArgumentError, match=re.escape("seed must be a bool or a non-negative int. Got -1")):
+        check_seed(-1)
+
+
+@given(st.dictionaries(st.text(min_size=1, max_size=3), st.integers(0, 3), max_size=5))
+def test_common_length_is_the_one_length_or_an_error(lengths: dict[str, int]) -> None:
+    if len(set(lengths.values())) > 1:
+        with pytest.raises(ValidationError, match="must have the same number of rows"):
+            common_length(lengths, "every variable")
+    else:
+        assert common_length(lengths, "every variable") == next(iter(lengths.values()), 0)
+
+
+def test_common_length_error_kind_and_context() -> None:
+    with pytest.raises(InvalidArgumentError, match=r"rows in phase 'train'. Got \{'a': 1, 'b': 2\}"):
+        common_length({"a": 1, "b": 2}, "the writer", InvalidArgumentError, " in phase 'train'")
+
+
+def test_as_array_takes_lists_and_tensors_and_refuses_ragged() -> None:
+    np.testing.assert_array_equal(as_array([[1, 2]], "data"), [[1, 2]])
+    assert as_array(torch.ones(2, dtype=torch.float16), "data").dtype == np.float16
+    with pytest.raises(InvalidArgumentError, match=re.escape("data must be array-like. Got list")):
+        as_array([np.zeros(2), np.zeros(3)], "data")  # ragged rows
+    with pytest.raises(InvalidArgumentError, match="data must be a numeric array with one shape per row"):
+        as_array(np.array([1, "a", None], dtype=object), "data")
+    with pytest.raises(InvalidArgumentError, match=re.escape("data[0] must have a leading row axis")):
+        with_rows(np.float32(1), "data[0]")
+
+
+def test_row_shape_and_cast() -> None:
+    check_row_shape("x", "train", (3,), (3,))
+    with pytest.raises(InvalidArgumentError, match=r"row shape \(3,\) like the stored rows. Got row shape \(4,\)"):
+        check_row_shape("x", "train", (3,), (4,))
+    assert cast(np.arange(3, dtype=np.int8), np.dtype("i8"), "x").dtype == np.int64
+    with pytest.raises(InvalidArgumentError, match=re.escape("'same_kind' rule. Got dtype float64")):
+        cast(np.zeros(2), np.dtype("i8"), "x")
+
+
+def test_shape_and_dtype() -> None:
+    assert check_shape([2, np.int32(3)]) == (2, 3)
+    with pytest.raises(InvalidArgumentError, match="shape must be a tuple of non-negative ints"):
+        check_shape((2, -1))
+    assert check_dtype("f4") == np.float32
+    with pytest.raises(InvalidArgumentError, match="dtype must be a numpy dtype or its name"):
+        check_dtype(object())
