@@ -58,7 +58,7 @@ except ImportError as exc:  # the suite is pytest's: say how to get it
 try:
     import torch
 except ImportError:  # torch is optional: its index forms and tensor inputs are skipped
-    torch = None
+    torch = None  # type: ignore[assignment]
 
 __all__ = [
     "BACKEND_KINDS",
