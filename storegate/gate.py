@@ -20,7 +20,7 @@ from storegate.codecs import resolve_compressor
 from storegate.engine import GroupEngine
 from storegate.errors import InvalidArgumentError, NotFoundError
 from storegate.moves import Callback
-from storegate.names import parse_var_names
+from storegate.names import check_data_id, parse_var_names
 from storegate.phases import DEFAULT_SHUFFLE_SEED, parse_phase, permutation, resolve_phase
 from storegate.rules import check_dtype, check_seed, check_shape
 from storegate.views import View
@@ -85,14 +85,11 @@ class StoreGate:
         Raises
         ------
         InvalidArgumentError
-            If ``data_id`` is not a non-empty str without '/' and not starting with '.'.
+            If ``data_id`` is not a valid name (see :func:`storegate.names.check_data_id`).
         NotFoundError
             If the store is read-only and holds no such data_id.
         """
-        if not isinstance(data_id, str) or not data_id or "/" in data_id or data_id.startswith("."):
-            raise InvalidArgumentError(
-                f"data_id must be a non-empty str without '/' and not starting with '.'. Got {data_id!r} instead."
-            )
+        check_data_id(data_id)
         if self._backend.writable:
             self._backend.create_data_id(data_id)
         elif data_id not in self._backend.data_ids():
@@ -142,22 +139,19 @@ class StoreGate:
 
         Parameters
         ----------
-        var_names
-            A str (data ``(N, ...)``), a tuple of M names (data ``(N, M, ...)``) or a
-            list of names (a list of arrays with the same N).
-        data
-            Array-like, numpy array or torch tensor. It is copied, never aliased or changed.
+        var_names, data
+            A str and data ``(N, ...)``; a tuple of M names and data ``(N, M, ...)``; a list
+            of names and a list of arrays with the same N. Arrays, lists or torch tensors,
+            copied, never aliased or changed.
         phase
             ``'train'``, ``'valid'``, ``'test'``, ``'all'`` (split by the current phase
             sizes) or three fractions (sum 1) or ints (sum N) for train / valid / test.
         shuffle
-            ``True`` shuffles rows with a fixed seed (so separate calls stay aligned);
-            an int is the seed.
+            ``True`` shuffles rows with a fixed seed (separate calls stay aligned); an int is the seed.
         do_compile
-            Compile after adding; the data must then pass compile()'s checks or nothing is written.
+            Compile in the same transaction: the data must pass compile()'s checks or nothing is written.
         compressor
-            Codec of the variables this call creates (any form of
-            :func:`storegate.codecs.resolve_compressor`). ``None`` uses the store's.
+            Codec of the variables this call creates (:func:`storegate.codecs.resolve_compressor`).
 
         Raises
         ------

@@ -11,7 +11,7 @@ import numpy as np
 from storegate.errors import InvalidArgumentError
 from storegate.rules import as_array, common_length, with_rows
 
-__all__ = ["VarNames", "parse_var_names"]
+__all__ = ["VarNames", "check_data_id", "parse_var_names"]
 
 Form = Literal["str", "tuple", "list"]
 
@@ -89,6 +89,21 @@ def parse_var_names(var_names: object) -> VarNames:
     raise InvalidArgumentError(
         f"var_names must be a str, a non-empty tuple of str or a non-empty list of str. Got {var_names!r} instead."
     )
+
+
+def check_data_id(data_id: object) -> str:
+    """A data_id: a non-empty str without '/' that does not start with '.'.
+
+    Raises
+    ------
+    InvalidArgumentError
+        Naming what is expected and what was given.
+    """
+    if not isinstance(data_id, str) or not data_id or "/" in data_id or data_id.startswith("."):
+        raise InvalidArgumentError(
+            f"data_id must be a non-empty str without '/' and not starting with '.'. Got {data_id!r} instead."
+        )
+    return data_id
 
 
 def _check_name(name: object) -> str:
