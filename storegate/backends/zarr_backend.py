@@ -369,19 +369,24 @@ class ZarrBackend(Backend):
     # --- undo: raw stored objects, byte for byte ----------------------------------------
 
     def checkpoint(self, data_id: str, phase: str, var: str, rows: slice | None = None) -> Checkpoint:
-        # docstring inherited: saves the metadata and the stored (compressed) objects that
-        # hold ``rows``; an append past a partial last chunk or shard rewrites that object.
+        # docstring inherited: keeps the array's metadata (in memory, as zarr holds it) and
+        # the stored, still compressed objects that hold ``rows``. An append (no rows) saves
+        # no object: cutting the array back to its old shape undoes it. The rows it wrote
+        # into the last, partial chunk then lie past the end, where no read reaches them;
+        # the next append overwrites them and a grow zero-fills them (see resize).
         array = self._find_array(data_id, phase, var)
         if array is None:
             return Checkpoint(data_id, phase, var, None, slice(0, 0, 1))
         shape = tuple(array.shape)
-        span = clip_rows(rows, shape[0]) if array.ndim else slice(0, 0, 1)
         whole = rows is None or not array.ndim
-        with self._io():
-            keys = sync(_list_keys(array)) if whole else _object_keys(array, span)
-            objects = sync(_get_many(array, keys))
-        saved = _Objects(_metadata_buffers(array), objects, whole)
-        return Checkpoint(data_id, phase, var, shape, clip_rows(None, shape[0]) if whole else span, saved)
+        span = clip_rows(None if whole else rows, shape[0] if array.ndim else 0)
+        keys: list[str] = []
+        if whole:
+            keys = sync(_list_keys(array))
+        elif span.stop > span.start:
+            keys = _object_keys(array, span)
+        objects = sync(_get_many(array, keys)) if keys else {}
+        return Checkpoint(data_id, phase, var, shape, span, _Objects(array.metadata, objects, whole))
 
     def rollback(self, checkpoint: Checkpoint) -> None:
         # docstring inherited
@@ -399,7 +404,7 @@ class ZarrBackend(Backend):
                 sync(self._root.store.delete_dir(self._key(data_id, phase, var)))
             elif current is not None and checkpoint.shape is not None and current.shape != checkpoint.shape:
                 current.resize(checkpoint.shape)  # drops the objects a failed append added
-            self._put_objects(data_id, phase, var, {**saved.objects, **saved.metadata})
+            self._put_objects(data_id, phase, var, {**saved.objects, **_encoded(saved.metadata)})
         self._arrays.pop((data_id, phase, var), None)
 
     def detach(self, data_id: str, phase: str, var: str) -> Checkpoint:
@@ -408,19 +413,18 @@ class ZarrBackend(Backend):
         array = self._find_array(data_id, phase, var)
         if array is None:
             return Checkpoint(data_id, phase, var, None, slice(0, 0, 1))
-        metadata = _metadata_buffers(array)
         self.check_writable()
         with self._io():
-            sync(_delete_keys(array, list(metadata)))
+            sync(_delete_keys(array, list(_encoded(array.metadata))))
         self._arrays.pop((data_id, phase, var), None)
         shape = tuple(array.shape)
-        return Checkpoint(data_id, phase, var, shape, clip_rows(None, shape[0] if shape else 0), metadata)
+        return Checkpoint(data_id, phase, var, shape, clip_rows(None, shape[0] if shape else 0), array.metadata)
 
     def reattach(self, checkpoint: Checkpoint) -> None:
         # docstring inherited
         if checkpoint.existed:
             with self._io():
-                self._put_objects(checkpoint.data_id, checkpoint.phase, checkpoint.var, checkpoint.saved)
+                self._put_objects(checkpoint.data_id, checkpoint.phase, checkpoint.var, _encoded(checkpoint.saved))
             self._arrays.pop((checkpoint.data_id, checkpoint.phase, checkpoint.var), None)
 
     def discard(self, checkpoint: Checkpoint) -> None:
@@ -584,18 +588,19 @@ def _settle() -> None:
 class _Objects:
     """Raw stored objects of one array, relative to its prefix: the checkpoint of zarr.
 
-    ``objects`` maps keys to their bytes, ``None`` for an object that did not exist;
-    ``whole`` says that every object of the array was saved.
+    ``metadata`` is zarr's (immutable) metadata object of the array; ``objects`` maps keys
+    to their bytes, ``None`` for an object that did not exist; ``whole`` says that every
+    object of the array was saved.
     """
 
-    metadata: dict[str, Buffer]
+    metadata: Any
     objects: dict[str, Buffer | None]
     whole: bool
 
 
-def _metadata_buffers(array: zarr.Array[Any]) -> dict[str, Buffer]:
-    """The array's metadata documents (``zarr.json``; ``.zarray`` / ``.zattrs`` for v2), from memory."""
-    return dict(array.metadata.to_buffer_dict(default_buffer_prototype()))
+def _encoded(metadata: Any) -> dict[str, Buffer | None]:
+    """Metadata documents (``zarr.json``; ``.zarray`` / ``.zattrs`` for v2) as zarr writes them."""
+    return dict(metadata.to_buffer_dict(default_buffer_prototype()))
 
 
 def _object_keys(array: zarr.Array[Any], rows: slice) -> list[str]:
