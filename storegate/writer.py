@@ -98,7 +98,7 @@ class Writer:
         self._phase = resolve_phase(phase, allow_all=False)
         self._options = dict(options or {})
         self._tx = Transaction()
-        self._columns: dict[str, _Buffered] = {}
+        self._buffers: dict[str, _Buffered] = {}
         self._added = 0
         self._open = True
         self._bar = _progress_bar(progress, total, self._phase)
@@ -129,11 +129,11 @@ class Writer:
         """
         self._check_open()
         arrays = self._validated(batch)
-        for column in self._columns.values():
-            rows = np.array(arrays[column.name], dtype=column.dtype, copy=True, order="C")
+        for buffer in self._buffers.values():
+            rows = np.array(arrays[buffer.name], dtype=buffer.dtype, copy=True, order="C")
             if len(rows):
-                column.pending.append(rows)
-                column.pending_rows += len(rows)
+                buffer.pending.append(rows)
+                buffer.pending_rows += len(rows)
         n = len(next(iter(arrays.values())))
         self._added += n
         if self._bar is not None:
@@ -147,7 +147,7 @@ class Writer:
         if not self._open:
             return
         self._guarded(self._flush_all)
-        if self._columns:
+        if self._buffers:
             self._guarded(self._mark_stale)
         self._finish()
         self._tx.commit()
@@ -186,68 +186,68 @@ class Writer:
         arrays = {name: with_rows(as_array(batch[name], f"batch[{name!r}]"), f"batch[{name!r}]") for name in names}
         lengths = {name: a.shape[0] for name, a in arrays.items()}
         common_length(lengths, "every array of a batch", InvalidArgumentError)
-        columns = self._columns or self._plan_columns(arrays)
-        if set(names) != set(columns):
+        buffers = self._buffers or self._plan_buffers(arrays)
+        if set(names) != set(buffers):
             raise InvalidArgumentError(
-                f"batch must hold the var_names of the first batch, {sorted(columns)}. Got {sorted(names)} instead."
+                f"batch must hold the var_names of the first batch, {sorted(buffers)}. Got {sorted(names)} instead."
             )
         for name, array in arrays.items():
-            column = columns[name]
-            check_row_shape(name, self._phase, column.row_shape, array.shape[1:])
-            cast(array, column.dtype, name)  # raises when same_kind forbids the cast
-        if not self._columns:
-            self._create_columns(columns)
+            buffer = buffers[name]
+            check_row_shape(name, self._phase, buffer.row_shape, array.shape[1:])
+            cast(array, buffer.dtype, name)  # raises when same_kind forbids the cast
+        if not self._buffers:
+            self._create_buffers(buffers)
         return arrays
 
-    def _plan_columns(self, arrays: dict[str, np.ndarray]) -> dict[str, _Buffered]:
+    def _plan_buffers(self, arrays: dict[str, np.ndarray]) -> dict[str, _Buffered]:
         """The variables of the first batch: stored layout if they exist, else the batch's."""
-        columns = {}
+        buffers = {}
         for name, array in arrays.items():
             if self._db.has(self._data_id, self._phase, name):
                 shape = self._db.shape(self._data_id, self._phase, name)
                 dtype = self._db.dtype(self._data_id, self._phase, name)
-                columns[name] = _Buffered(name, np.dtype(dtype), shape[1:], created=False, stored=shape[0])
+                buffers[name] = _Buffered(name, np.dtype(dtype), shape[1:], created=False, stored=shape[0])
             else:
-                columns[name] = _Buffered(name, array.dtype, array.shape[1:], created=True, stored=0)
-        starts = {name: c.stored for name, c in columns.items()}
+                buffers[name] = _Buffered(name, array.dtype, array.shape[1:], created=True, stored=0)
+        starts = {name: c.stored for name, c in buffers.items()}
         common_length(
             starts, "the var_names of a writer", InvalidArgumentError, f" in phase {self._phase!r} before writing"
         )
-        return columns
+        return buffers
 
-    def _create_columns(self, columns: dict[str, _Buffered]) -> None:
+    def _create_buffers(self, buffers: dict[str, _Buffered]) -> None:
         """Create the missing variables (empty) once the first batch passed every check.
 
         Each variable gets a step of the writer's transaction: creating it, or guarding its
         current rows, so that a failure later takes every append back.
         """
-        self._columns = columns
-        for column in columns.values():
-            self._guarded(lambda column=column: self._tx.do(self._first_step(column)))  # type: ignore[misc]
-            column.unit = self._db.write_rows(self._data_id, self._phase, column.name)
+        self._buffers = buffers
+        for buffer in buffers.values():
+            self._guarded(lambda buffer=buffer: self._tx.do(self._first_step(buffer)))  # type: ignore[misc]
+            buffer.unit = self._db.write_rows(self._data_id, self._phase, buffer.name)
 
-    def _first_step(self, column: _Buffered) -> Step:
-        if column.created:
-            empty = np.empty((0, *column.row_shape), dtype=column.dtype)
-            return steps.create_step(self._db, self._data_id, self._phase, column.name, empty, self._options)
-        return steps.guard_step(self._db, self._data_id, self._phase, column.name, column.stored)
+    def _first_step(self, buffer: _Buffered) -> Step:
+        if buffer.created:
+            empty = np.empty((0, *buffer.row_shape), dtype=buffer.dtype)
+            return steps.create_step(self._db, self._data_id, self._phase, buffer.name, empty, self._options)
+        return steps.guard_step(self._db, self._data_id, self._phase, buffer.name, buffer.stored)
 
     # --- writing -------------------------------------------------------------------------
 
     def _flush_full(self) -> None:
-        for column in self._columns.values():
-            n = _full_rows(column)
+        for buffer in self._buffers.values():
+            n = _full_rows(buffer)
             if n:
-                self._append(column, column.take(n))
+                self._append(buffer, buffer.take(n))
 
     def _flush_all(self) -> None:
-        for column in self._columns.values():
-            if column.pending_rows:
-                self._append(column, column.take(column.pending_rows))
+        for buffer in self._buffers.values():
+            if buffer.pending_rows:
+                self._append(buffer, buffer.take(buffer.pending_rows))
 
-    def _append(self, column: _Buffered, rows: np.ndarray) -> None:
-        self._db.append(self._data_id, self._phase, column.name, rows)
-        column.stored += len(rows)
+    def _append(self, buffer: _Buffered, rows: np.ndarray) -> None:
+        self._db.append(self._data_id, self._phase, buffer.name, rows)
+        buffer.stored += len(rows)
 
     def _mark_stale(self) -> None:
         for step in self._engine.stale_steps():
@@ -266,8 +266,8 @@ class Writer:
 
     def _finish(self) -> None:
         self._open = False
-        for column in self._columns.values():
-            column.pending, column.pending_rows = [], 0
+        for buffer in self._buffers.values():
+            buffer.pending, buffer.pending_rows = [], 0
         if self._bar is not None:
             self._bar.close()
 
@@ -278,13 +278,13 @@ class Writer:
             )
 
 
-def _full_rows(column: _Buffered) -> int:
+def _full_rows(buffer: _Buffered) -> int:
     """Pending rows to write now: up to the last object boundary they reach."""
-    if column.unit is None:
-        row_bytes = column.dtype.itemsize * int(np.prod(column.row_shape, dtype=np.int64))
-        return column.pending_rows if column.pending_rows * row_bytes >= MEMORY_FLUSH_BYTES else 0
-    end = (column.stored + column.pending_rows) // column.unit * column.unit
-    return max(0, end - column.stored)
+    if buffer.unit is None:
+        row_bytes = buffer.dtype.itemsize * int(np.prod(buffer.row_shape, dtype=np.int64))
+        return buffer.pending_rows if buffer.pending_rows * row_bytes >= MEMORY_FLUSH_BYTES else 0
+    end = (buffer.stored + buffer.pending_rows) // buffer.unit * buffer.unit
+    return max(0, end - buffer.stored)
 
 
 def _progress_bar(progress: bool, total: int | None, phase: str) -> Any:
