@@ -33,7 +33,7 @@ from storegate.rules import as_array, cast, check_row_shape, common_length, is_i
 from storegate.steps import Layout, Plan, layout_of
 from storegate.transaction import Step, Transaction
 
-__all__ = ["ACTIVE", "Fingerprint", "GroupEngine", "VarLayout", "validate"]
+__all__ = ["ACTIVE", "Fingerprint", "GroupEngine", "VarLayout", "fit_rows", "validate"]
 
 #: The boolean variable that ``compile(reset=True)`` (re)creates in every non-empty phase.
 ACTIVE = "active"
@@ -98,6 +98,12 @@ class GroupEngine:
             return self.backend.shape(self.data_id, phase, var)
         layout = self.layout(var)
         return (sum(layout.sizes), *layout.row_shape)
+
+    def row_shape(self, phase: str, var: str) -> tuple[int, ...] | None:
+        """The shape of one row of a variable (multiml's ``get_var_shapes``); None when absent."""
+        if not self.has(phase, var):
+            return None
+        return self.shape(phase, var)[1:]
 
     def layout(self, var: str, phases: tuple[str, ...] = PHASES) -> VarLayout:
         """Where a variable lies across ``phases``, to be read as one array.
@@ -175,14 +181,16 @@ class GroupEngine:
         """Which rows of each array go to which phase.
 
         A phase name takes every row; ``'all'`` splits by the current phase lengths; a
-        :class:`Split` by its fractions or counts. Phases that get no row are left out.
+        :class:`Split` by its fractions or counts. Every phase the call addresses is in the
+        result, with 0 rows where it gets none: a variable written by a call exists in each
+        of its phases (one rule for empty phases, whatever the phase spec).
         """
         if isinstance(phase, str) and phase != ALL:
             return {phase: arrays}
         n_rows = arrays[0].shape[0]
         counts = phase.counts(n_rows) if isinstance(phase, Split) else self._lengths_for_all(n_rows)
         bounds = np.cumsum([0, *counts])
-        return {p: [a[bounds[i] : bounds[i + 1]] for a in arrays] for i, p in enumerate(PHASES) if counts[i] > 0}
+        return {p: [a[bounds[i] : bounds[i + 1]] for a in arrays] for i, p in enumerate(PHASES)}
 
     def _lengths_for_all(self, n_rows: int) -> tuple[int, int, int]:
         sizes = tuple(self._checked_length(p) for p in PHASES)
@@ -211,8 +219,9 @@ class GroupEngine:
         shape = self.backend.shape(self.data_id, phase, var)
         check_row_shape(var, phase, shape[1:], array.shape[1:])
         rows = cast(array, self.backend.dtype(self.data_id, phase, var), var)
-        step = steps.append_step(self.backend, self.data_id, phase, var, rows, shape[0])
-        plan.add_change(step, phase, var, layout_of(rows, shape[0] + rows.shape[0]))
+        if rows.shape[0]:  # no rows to append: checked, nothing to write
+            step = steps.append_step(self.backend, self.data_id, phase, var, rows, shape[0])
+            plan.add_change(step, phase, var, layout_of(rows, shape[0] + rows.shape[0]))
         return plan
 
     def plan_update(self, names: VarNames, data: Any, phase: str | Split, index: Any) -> Plan:
@@ -252,13 +261,7 @@ class GroupEngine:
         selection = normalize_index(index, shape[0])
         if isinstance(selection, int):  # a one-row slice, so the write keeps the row axis
             selection = slice(selection, selection + 1, 1)
-        n = selection_length(selection) or 0
-        if array.shape[1:] != shape[1:] or array.shape[0] not in (n, 1):
-            raise InvalidArgumentError(
-                f"data for var_name {var!r} must have shape ({n}, {', '.join(map(str, shape[1:]))}) "
-                f"to fill the selected rows. Got shape {array.shape} instead."
-            )
-        rows = np.broadcast_to(array, (n, *shape[1:]))
+        rows = fit_rows(array, (selection_length(selection) or 0, *shape[1:]), var)
         plan = Plan()
         if phase != ALL:
             cast_rows = cast(rows, self.backend.dtype(self.data_id, phase, var), var)
@@ -273,10 +276,17 @@ class GroupEngine:
         return plan
 
     def _plan_split_replace(self, names: VarNames, arrays: list[np.ndarray], phase: str | Split) -> Plan:
+        """Replace (or create) the variables of each phase of a split with their rows.
+
+        A phase that gets no row keeps a variable it holds (checked, not emptied), as an
+        append of no rows does; one it lacks gets the variable with 0 rows.
+        """
         plan = Plan()
         for p, pieces in self.split(arrays, phase).items():
             for var, array in zip(names.names, pieces, strict=True):
-                if self.backend.has(self.data_id, p, var):
+                if self.backend.has(self.data_id, p, var) and not array.shape[0]:
+                    self._plan_append(p, var, array, {})  # validates row shape and dtype only
+                elif self.backend.has(self.data_id, p, var):
                     plan.extend(self._plan_replace(p, var, array))
                 else:
                     step = steps.create_step(self.backend, self.data_id, p, var, array, {})
@@ -472,7 +482,9 @@ def validate(fingerprint: Fingerprint) -> dict[str, int]:
 
 
 def _split_for_index(names: VarNames, data: Any, scalar: bool) -> list[np.ndarray]:
-    """Split update data; for a single-row index, data have no row axis."""
+    """Split update data; for a single-row index, data have no row axis (one is added)."""
+    if names.form == "str":
+        return [as_array(data, "data")]  # numpy assignment: any shape that broadcasts to the rows
     if not scalar:
         return names.split(data)
     if names.form == "list":
@@ -480,3 +492,26 @@ def _split_for_index(names: VarNames, data: Any, scalar: bool) -> list[np.ndarra
             return names.split(data)  # raises the list-form error
         return names.split([as_array(d, "data")[None] for d in data])
     return names.split(as_array(data, "data")[None])
+
+
+def fit_rows(array: np.ndarray, shape: tuple[int, ...], var: str) -> np.ndarray:
+    """``array`` broadcast to the ``shape`` ``(n, ...)`` of the selected rows, as numpy assigns.
+
+    As in ``a[rows] = value``: leading axes of length 1 beyond the target's are dropped and
+    the rest must broadcast (``[100]`` fills one row of a 1-D variable, a row fills many).
+
+    Raises
+    ------
+    InvalidArgumentError
+        Naming the variable, the shape the selection needs and the shape given.
+    """
+    value = array
+    while value.ndim > len(shape) and value.shape[0] == 1:
+        value = value[0]
+    try:
+        return np.broadcast_to(value, shape)
+    except ValueError:
+        raise InvalidArgumentError(
+            f"data for var_name {var!r} must broadcast to the selected rows, shape {shape} (numpy's assignment "
+            f"rules). Got shape {array.shape} instead."
+        ) from None

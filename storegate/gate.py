@@ -246,9 +246,13 @@ class StoreGate:
         return self._engine().var_names(resolve_phase(phase))
 
     def get_var_shapes(self, var_names: Any, phase: Any = "train") -> Any:
-        """Shape ``(N, ...)`` of a variable; a list of shapes for a tuple or list of names."""
+        """The row shape of a variable, e.g. ``(3, 4)`` for rows added as ``(N, 3, 4)`` (multiml).
+
+        ``None`` for a variable the phase does not hold; a list for a tuple or list of
+        names. ``len(sg[phase])`` gives the number of rows.
+        """
         names, engine, phase_ = parse_var_names(var_names), self._engine(), resolve_phase(phase)
-        shapes = [engine.shape(phase_, var) for var in names.names]
+        shapes = [engine.row_shape(phase_, var) for var in names.names]
         return shapes[0] if names.form == "str" else shapes
 
     def get_metadata(self) -> dict[str, Any]:
@@ -349,6 +353,23 @@ class StoreGate:
     def __getitem__(self, item: Any) -> Any:
         return View(self._engine())[item]
 
+    @staticmethod
+    def _view_to_list(var_names: Any, data: Any) -> tuple[list[str], list[Any]]:
+        """multiml's helper, kept because multiml's task code calls it.
+
+        A str gives ``([name], [data])``; a tuple or list of M names and data ``(N, M, ...)``
+        give the names and the M arrays ``data[:, i]``.
+
+        Raises
+        ------
+        InvalidArgumentError
+            If the names are not a str, tuple or list, or ``data`` is not ``(N, M, ...)``.
+        """
+        if isinstance(var_names, str):
+            return [var_names], [data]
+        names = parse_var_names(tuple(var_names) if isinstance(var_names, list) else var_names)
+        return list(names.names), list(names.split(data))
+
     # --- internals -------------------------------------------------------------------
 
     def _id(self) -> str:
@@ -364,9 +385,12 @@ class StoreGate:
 
 
 def _shuffled(arrays: list[np.ndarray], shuffle: bool | int) -> list[np.ndarray]:
-    if shuffle is False:
+    """multiml's ``shuffle=``: ``True`` is seed 1, an int the seed, ``False`` and ``0`` no shuffle."""
+    if isinstance(shuffle, (bool, np.bool_)):
+        shuffle = DEFAULT_SHUFFLE_SEED if shuffle else 0
+    seed = check_seed(shuffle, arg="shuffle")
+    if seed == 0:  # multiml tests ``if shuffle:``, so 0 leaves the rows in order
         return arrays
-    seed = check_seed(DEFAULT_SHUFFLE_SEED if shuffle is True else shuffle, arg="shuffle")
     order = permutation(arrays[0].shape[0], seed)
     return [a[order] for a in arrays]  # fancy indexing copies: the caller's array is untouched
 

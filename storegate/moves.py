@@ -70,8 +70,22 @@ def move(
 def _plan_phase(
     src: GroupEngine, dst: GroupEngine, names: VarNames, phase: str, out_arg: Any, callback: Callback | None
 ) -> tuple[Plan, Plan]:
-    """The writes to the target and the deletions from the source for one phase."""
+    """The writes to the target and the deletions from the source for one phase.
+
+    What the callback returns is checked before anything is planned: every array keeps the
+    phase's rows, so a move never leaves a phase whose variables disagree in length.
+    """
     data = src.get(names, phase, None)
     if callback is not None:
         out_arg, data = callback(out_arg, data)
+        _check_rows(parse_var_names(out_arg), data, src.shape(phase, names.names[0])[0], phase)
     return dst.plan_update(parse_var_names(out_arg), data, phase, None), src.plan_delete(names, phase)
+
+
+def _check_rows(out: VarNames, data: Any, n_rows: int, phase: str) -> None:
+    lengths = {var: array.shape[0] for var, array in zip(out.names, out.split(data), strict=True)}
+    if any(n != n_rows for n in lengths.values()):
+        raise InvalidArgumentError(
+            f"the callback of a move must return every row it was given: {n_rows} rows of phase {phase!r} per "
+            f"variable. Got {lengths} instead; nothing was moved. Filter rows after the move instead."
+        )

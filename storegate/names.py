@@ -9,6 +9,7 @@ from typing import Any, Literal
 import numpy as np
 
 from storegate.errors import InvalidArgumentError
+from storegate.phases import PHASE_WORDS
 from storegate.rules import as_array, common_length, with_rows
 
 __all__ = ["VarNames", "check_data_id", "parse_var_names"]
@@ -110,6 +111,11 @@ def _check_name(name: object) -> str:
     if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
         raise InvalidArgumentError(
             f"each var_name must be a non-empty str without '/' and not starting with '.'. Got {name!r} instead."
+        )
+    if name in PHASE_WORDS:
+        raise InvalidArgumentError(
+            f"var_name {name!r} is a phase name: sg[{name!r}] selects the phase, so the item syntax could "
+            f"never read such a variable. Choose another name (phase names: {sorted(PHASE_WORDS)})."
         )
     return name
 

@@ -7,6 +7,8 @@ error with the same message for the same fault.
 
 from __future__ import annotations
 
+import sys
+import warnings
 from collections.abc import Mapping
 from typing import Any, TypeGuard
 
@@ -23,8 +25,10 @@ __all__ = [
     "check_row_shape",
     "check_seed",
     "check_shape",
+    "check_storable",
     "common_length",
     "is_int",
+    "is_tensor",
     "with_rows",
 ]
 
@@ -64,10 +68,14 @@ def check_positive(arg: str, value: object) -> int:
     return int(value)
 
 
+#: The largest seed numpy's legacy generator takes (multiml's shuffles use it).
+MAX_SEED = 2**32 - 1
+
+
 def check_seed(seed: object, arg: str = "seed") -> int:
-    """A random seed: a non-negative int (``True`` is not a seed here)."""
-    if not is_int(seed) or seed < 0:
-        raise InvalidArgumentError(f"{arg} must be a bool or a non-negative int. Got {seed!r} instead.")
+    """A random seed: an int in ``[0, 2**32 - 1]`` (``True`` is not a seed here)."""
+    if not is_int(seed) or not 0 <= seed <= MAX_SEED:
+        raise InvalidArgumentError(f"{arg} must be a bool or a non-negative int up to 2**32 - 1. Got {seed!r} instead.")
     return int(seed)
 
 
@@ -94,16 +102,34 @@ def common_length(
     return values.pop() if values else 0
 
 
+#: numpy kinds every backend stores as they are: bool, ints, floats, complex, fixed-length
+#: str and bytes, datetime64 and timedelta64 (zarr's v3 data types; float128 and structured
+#: dtypes have none).
+STORABLE_KINDS = frozenset("biufcUSMm")
+_MAX_ITEMSIZE = {"f": 8, "c": 16}
+
+#: torch dtypes numpy has no dtype for, and the conversion that keeps every value.
+_TORCH_FIXES = {
+    "bfloat16": "tensor.float() (float32 holds every bfloat16 value exactly)",
+    "complex32": "tensor.cfloat() (complex64 holds every complex32 value exactly)",
+}
+
+
 def as_array(data: object, arg: str) -> np.ndarray:
-    """``data`` as a numpy array, accepting lists, numpy arrays and torch tensors.
+    """``data`` as a numpy array in native byte order, from lists, numpy arrays or torch tensors.
+
+    Byte order is normalised on the way in (``>i4`` becomes ``<i4`` on little-endian
+    machines), so the same values give the same stored dtype on every backend.
 
     Raises
     ------
     InvalidArgumentError
-        If numpy cannot convert ``data`` or gives an object array (ragged rows, mixed types).
+        If numpy cannot convert ``data``, gives an object array (ragged rows, mixed types),
+        or gives a dtype storegate does not store (:data:`STORABLE_KINDS`); for a torch dtype
+        numpy lacks (bfloat16, complex32, float8...), naming the conversion to make first.
     """
-    if hasattr(data, "detach") and hasattr(data, "cpu"):  # torch.Tensor, without importing torch
-        data = data.detach().cpu().numpy()
+    if is_tensor(data):
+        data = _tensor_to_numpy(data, arg)
     try:
         array = np.asarray(data)
     except (TypeError, ValueError) as exc:
@@ -115,7 +141,56 @@ def as_array(data: object, arg: str) -> np.ndarray:
             f"{arg} must be a numeric array with one shape per row. Got an object array "
             "(ragged rows or mixed types) instead."
         )
-    return array
+    check_storable(array.dtype, arg)
+    return array if array.dtype.isnative else array.astype(array.dtype.newbyteorder("="))
+
+
+def check_storable(dtype: np.dtype, arg: str) -> np.dtype:
+    """``dtype`` in native byte order, when every backend stores it as it is.
+
+    Raises
+    ------
+    InvalidArgumentError
+        For dtypes outside :data:`STORABLE_KINDS` (structured, void, object, float128...).
+    """
+    limit = _MAX_ITEMSIZE.get(dtype.kind)
+    if dtype.kind not in STORABLE_KINDS or dtype.fields is not None or (limit and dtype.itemsize > limit):
+        raise InvalidArgumentError(
+            f"{arg} must have a dtype that every storegate backend stores: bool, (u)int8-64, float16-64, "
+            f"complex64/128, fixed-length str or bytes, datetime64 or timedelta64. Got dtype {dtype} instead; "
+            "convert it first (structured data: one variable per field)."
+        )
+    return dtype if dtype.isnative else dtype.newbyteorder("=")
+
+
+def is_tensor(data: object) -> bool:
+    """A torch.Tensor, recognised without importing torch."""
+    return type(data).__module__.startswith("torch") and hasattr(data, "detach") and hasattr(data, "cpu")
+
+
+def _tensor_to_numpy(tensor: Any, arg: str) -> np.ndarray:
+    """A tensor's values as numpy, on the CPU, dense, with conjugation and negation resolved."""
+    name = str(tensor.dtype).removeprefix("torch.")
+    if tensor.is_quantized:
+        raise InvalidArgumentError(
+            f"{arg} is a quantized torch tensor ({tensor.dtype}), which has no numpy dtype. "
+            "Convert it first: tensor.dequantize() or tensor.int_repr()."
+        )
+    tensor = tensor.detach().cpu()
+    if tensor.layout != _strided_layout(tensor):
+        tensor = tensor.to_dense()
+    try:
+        return np.asarray(tensor.resolve_conj().resolve_neg().numpy())
+    except TypeError as exc:  # torch: "Got unsupported ScalarType ..."
+        fix = _TORCH_FIXES.get(name, "tensor.float() or tensor.int() to a dtype numpy has")
+        raise InvalidArgumentError(
+            f"{arg} has torch dtype torch.{name}, which numpy (and so zarr) cannot store. Convert it first: {fix}."
+        ) from exc
+
+
+def _strided_layout(tensor: Any) -> Any:
+    """torch.strided, from the tensor's own module (torch is not imported here)."""
+    return sys.modules[type(tensor).__module__.split(".")[0]].strided
 
 
 def with_rows(array: np.ndarray, arg: str) -> np.ndarray:
@@ -135,13 +210,54 @@ def check_row_shape(var: str, phase: str, stored: tuple[int, ...], given: tuple[
 
 
 def cast(array: np.ndarray, dtype: np.dtype, var: str) -> np.ndarray:
-    """``array`` in the stored ``dtype``, allowed by numpy's ``same_kind`` rule."""
+    """``array`` in the stored ``dtype``, every value kept.
+
+    The cast must be allowed by numpy's ``same_kind`` rule, and it must keep each value:
+    exactly for bools, ints, strings, bytes, datetimes and timedeltas; up to the stored
+    precision for floats and complex numbers, which must stay finite where they were.
+
+    Raises
+    ------
+    InvalidArgumentError
+        Naming the variable, the first value that does not fit, what it would become and
+        the wider dtype to convert the variable to first.
+    """
+    if array.dtype == dtype:
+        return array
     if not np.can_cast(array.dtype, dtype, casting="same_kind"):
         raise InvalidArgumentError(
             f"data for var_name {var!r} must be castable to the stored dtype {dtype} under numpy's "
             f"'same_kind' rule. Got dtype {array.dtype} instead; use astype() to change the stored dtype."
         )
-    return array.astype(dtype, copy=False)
+    with np.errstate(over="ignore", invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the overflow is reported below, with the value
+        out = array.astype(dtype)
+    if not np.can_cast(array.dtype, dtype, casting="safe"):
+        lost = np.flatnonzero(_lost(array, out))
+        if lost.size:
+            first = int(lost[0])
+            wider = np.result_type(array.dtype, dtype)
+            raise InvalidArgumentError(
+                f"data for var_name {var!r} holds {array.reshape(-1)[first].item()!r}, which the stored dtype "
+                f"{dtype} cannot hold (it would become {out.reshape(-1)[first].item()!r}; {lost.size} value(s) "
+                "do not fit). "
+                f"Widen the stored dtype first, e.g. sg.astype({var!r}, {wider.str!r}, phase=...)."
+            )
+    return out
+
+
+def _lost(array: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Which values of ``array`` its cast ``out`` does not keep (a flat boolean mask)."""
+    source, target = array.reshape(-1), out.reshape(-1)
+    if target.dtype.kind in "fc":  # precision may go, magnitude may not
+        return np.asarray(np.isfinite(source) & ~np.isfinite(target))
+    if target.dtype.kind in "iu":
+        info = np.iinfo(target.dtype)
+        return np.asarray((source < int(info.min)) | (source > int(info.max)))
+    back = target.astype(source.dtype)
+    if target.dtype.kind in "mM":
+        return np.asarray(~(np.isnat(source) & np.isnat(back)) & (back != source))
+    return np.asarray(back != source)
 
 
 def check_shape(shape: Any) -> tuple[int, ...]:
@@ -153,8 +269,9 @@ def check_shape(shape: Any) -> tuple[int, ...]:
 
 
 def check_dtype(dtype: Any) -> np.dtype:
-    """A numpy dtype from a dtype or its name."""
+    """A storable numpy dtype, in native byte order, from a dtype or its name."""
     try:
-        return np.dtype(dtype)  # type: ignore[no-any-return]
+        parsed = np.dtype(dtype)
     except TypeError as exc:
         raise InvalidArgumentError(f"dtype must be a numpy dtype or its name. Got {dtype!r} instead.") from exc
+    return check_storable(parsed, "dtype")

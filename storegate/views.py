@@ -11,19 +11,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from storegate.engine import GroupEngine
-from storegate.errors import InvalidArgumentError
+from storegate.errors import InvalidArgumentError, NotFoundError
 from storegate.names import VarNames, parse_var_names
-from storegate.phases import ALL, PHASES
+from storegate.phases import ALL, PHASE_WORDS, PHASES, closest_phase, resolve_phase
 from storegate.rules import common_length
 
 __all__ = ["View"]
 
-_PHASE_WORDS = (*PHASES, ALL)
 _ITER_BLOCK = 1024
 
 
 def _is_phase(item: Any) -> bool:
-    return isinstance(item, str) and item in _PHASE_WORDS
+    return isinstance(item, str) and item in PHASE_WORDS
 
 
 def _is_names(item: Any) -> bool:
@@ -36,7 +35,10 @@ def _is_names(item: Any) -> bool:
 class View:
     """A selection of data_id, phase and var_names; index it to read or write rows.
 
-    The phase defaults to ``'train'``, as in :meth:`StoreGate.get_data`.
+    The phase defaults to ``'train'``, as in :meth:`StoreGate.get_data`. A chain chooses
+    the phase once and the var_names once: a second choice raises instead of silently
+    replacing the first, and a first key that misspells a phase (``'validation'``) and names
+    no stored variable raises NotFoundError instead of being read as var_names.
     """
 
     engine: GroupEngine
@@ -45,9 +47,13 @@ class View:
 
     def __getitem__(self, item: Any) -> Any:
         if _is_phase(item):
+            self._check_unset("phase", self.phase, item)
             # Direct construction: dataclasses.replace costs ~3x more on this hot path.
-            return View(self.engine, item, self.var_names)
+            return View(self.engine, resolve_phase(item), self.var_names)
         if _is_names(item):
+            self._check_unset("var_names", self.var_names, item)
+            if self.phase is None and isinstance(item, str):
+                self._refuse_misspelt_phase(item)
             return View(self.engine, self.phase, item)
         return self.engine.get(self._names(), self._phase(), item)
 
@@ -70,6 +76,11 @@ class View:
         return common_length(lengths, "the var_names of this view")
 
     def __contains__(self, item: object) -> bool:
+        if self.var_names is not None:
+            raise InvalidArgumentError(
+                "'in' asks a phase whether it holds a variable, as in 'x' in sg['train']. "
+                f"Got a view that chose var_names {self.var_names!r} instead."
+            )
         return isinstance(item, str) and self.engine.has(self._phase(), item)
 
     def __iter__(self) -> Iterator[Any]:
@@ -86,6 +97,22 @@ class View:
 
     def _phase(self) -> str:
         return self.phase or "train"
+
+    def _check_unset(self, what: str, chosen: Any, item: Any) -> None:
+        if chosen is not None:
+            raise InvalidArgumentError(
+                f"a chain chooses {what} once: this view already chose {chosen!r}. Got {item!r} as well; "
+                f"start a new chain (sg[phase][var_names][index]) to read {item!r}."
+            )
+
+    def _refuse_misspelt_phase(self, word: str) -> None:
+        """A first key close to a phase name and naming no stored variable is a misspelt phase."""
+        hint = closest_phase(word)
+        if hint and not self.engine.has(ALL, word):
+            raise NotFoundError(
+                f"{word!r} is neither a phase nor a variable of data_id {self.engine.data_id!r}: the phases are "
+                f"{', '.join(map(repr, (*PHASES, ALL)))}.{hint}"
+            )
 
     def _names_arg(self) -> Any:
         if self.var_names is None:

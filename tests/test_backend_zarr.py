@@ -173,7 +173,7 @@ def test_sharded_shuffle_and_delete(tmp_path: Path) -> None:
     data = np.arange(60, dtype="f4").reshape(30, 2)
     sg.add_data("x", data)
     sg.shuffle("train", seed=3)
-    np.testing.assert_array_equal(sg.get_data("x"), data[np.random.default_rng(3).permutation(30)])
+    np.testing.assert_array_equal(sg.get_data("x"), data[np.random.RandomState(3).permutation(30)])
     sg.delete_data("x")
     assert sg.get_var_names() == []
 

@@ -49,7 +49,7 @@ def test_positive_and_seed() -> None:
     with pytest.raises(InvalidArgumentError, match=re.escape("chunk must be a positive int. Got 0 instead")):
         check_positive("chunk", 0)
     assert check_seed(np.uint8(7)) == 7
-    with pytest.raises(InvalidArgumentError, match=re.escape("seed must be a bool or a non-negative int. Got -1")):
+    with pytest.raises(InvalidArgumentError, match=re.escape("a non-negative int up to 2**32 - 1. Got -1")):
         check_seed(-1)
 
 

@@ -25,7 +25,6 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from storegate import StoreGate
 from storegate.errors import IndexOutOfRangeError, InvalidArgumentError, NotFoundError, ValidationError
-from storegate.gate import DEFAULT_SHUFFLE_SEED
 
 PHASES = ("train", "valid", "test")
 ALL = "all"
@@ -51,6 +50,19 @@ class Expected(Exception):
 
 
 # --- the model: the documented rules, written with plain numpy ---------------------------
+
+
+def multiml_shuffled(array: np.ndarray, seed: int) -> np.ndarray:
+    """multiml's shuffle, as its StoreGate does it: seed numpy's global generator, shuffle a copy.
+
+    The legacy global generator is the point: it is what multiml's results depend on.
+    """
+    state = np.random.get_state()  # noqa: NPY002
+    np.random.seed(seed)  # noqa: NPY002
+    out = array.copy()
+    np.random.shuffle(out)  # noqa: NPY002
+    np.random.set_state(state)  # noqa: NPY002
+    return out
 
 
 def _is_int(value: object) -> bool:
@@ -140,9 +152,37 @@ def model_split(form: str, names: tuple[str, ...], data: Any) -> list[np.ndarray
 
 
 def check_fits(old: np.ndarray, new: np.ndarray) -> None:
-    """Appends and updates keep the row shape and cast by numpy's same_kind rule."""
-    if old.shape[1:] != new.shape[1:] or not np.can_cast(new.dtype, old.dtype, casting="same_kind"):
+    """Appends and updates keep the row shape, cast by numpy's same_kind rule and keep every value."""
+    if old.shape[1:] != new.shape[1:]:
         raise Expected(IA)
+    check_values_fit(new, old.dtype)
+
+
+def check_values_fit(new: np.ndarray, dtype: np.dtype) -> None:
+    """same_kind, and each value survives the cast (floats up to precision, but finite stays finite)."""
+    if not np.can_cast(new.dtype, dtype, casting="same_kind"):
+        raise Expected(IA)
+    with np.errstate(all="ignore"):
+        cast = new.astype(dtype)
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        bad = any(int(v) < info.min or int(v) > info.max for v in new.reshape(-1).tolist())
+    elif dtype.kind in "fc":
+        bad = bool(np.any(np.isfinite(new) & ~np.isfinite(cast)))
+    else:
+        bad = bool(np.any(cast.astype(new.dtype) != new))
+    if bad:
+        raise Expected(IA)
+
+
+def fit_rows(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """numpy's assignment rule: drop leading length-1 axes beyond the target's, then broadcast."""
+    while array.ndim > len(shape) and array.shape[0] == 1:
+        array = array[0]
+    try:
+        return np.broadcast_to(array, shape)
+    except ValueError:
+        raise Expected(IA) from None
 
 
 Key = tuple[str, str]
@@ -211,7 +251,8 @@ class Model:
             if sum(counts) != n or n == 0:
                 raise Expected(IA)
         bounds = np.cumsum([0, *counts])
-        return {p: [a[bounds[i] : bounds[i + 1]] for a in arrays] for i, p in enumerate(PHASES) if counts[i]}
+        # Every phase of the split gets the variable, with 0 rows where it gets none.
+        return {p: [a[bounds[i] : bounds[i + 1]] for a in arrays] for i, p in enumerate(PHASES)}
 
     def added(self, names: tuple[str, ...], plan: dict[str, list[np.ndarray]], append: bool) -> dict[Key, np.ndarray]:
         """New contents after appending (or replacing) the planned pieces."""
@@ -223,6 +264,8 @@ class Model:
                     new[(phase, var)] = piece.copy()
                     continue
                 check_fits(old, piece)
+                if piece.shape[0] == 0:  # a phase that gets no row keeps what it has
+                    continue
                 cast = piece.astype(old.dtype)
                 new[(phase, var)] = np.concatenate([old, cast]) if append else cast
         return new
@@ -232,11 +275,11 @@ class Model:
     def add(self, form: str, names: tuple[str, ...], data: Any, phase: Any, shuffle: Any, do_compile: bool) -> None:
         arrays = model_split(form, names, data)
         if shuffle is not False:
-            seed = DEFAULT_SHUFFLE_SEED if shuffle is True else shuffle
+            seed = 1 if shuffle is True else shuffle  # multiml: np.random.seed(int(shuffle))
             if not _is_int(seed) or seed < 0:
                 raise Expected(IA)
-            perm = np.random.default_rng(seed).permutation(arrays[0].shape[0])
-            arrays = [a[perm] for a in arrays]
+            if seed:  # multiml: ``if shuffle:``, so 0 does not shuffle
+                arrays = [multiml_shuffled(a, seed) for a in arrays]
         self.write(self.added(names, self.plan(arrays, phase), append=True), do_compile=do_compile)
 
     def update(self, form: str, names: tuple[str, ...], data: Any, phase: Any, index: Any, do_compile: bool) -> None:
@@ -271,17 +314,18 @@ class Model:
         """Write the rows selected in one phase or across phases; a single row broadcasts."""
         full = self.full(var, phase)
         rows = np.atleast_1d(model_index(index, full.shape[0]))
-        if array.shape[1:] != full.shape[1:] or array.shape[0] not in (rows.size, 1):
-            raise Expected(IA)
-        values = np.broadcast_to(array, (rows.size, *full.shape[1:]))
+        values = fit_rows(array, (rows.size, *full.shape[1:]))
         new, offset = {}, 0
         for p in model_targets(phase):
             if var not in self.data[p]:
                 continue
             old = self.data[p][var]
             # The same_kind rule holds against every stored dtype of the variable.
-            check_fits(old, array)
+            check_values_fit(values, old.dtype)
             inside = (rows >= offset) & (rows < offset + old.shape[0])
+            if not inside.any():  # no row of this phase is written: it does not change
+                offset += old.shape[0]
+                continue
             out = old.copy()
             out[rows[inside] - offset] = values[inside]  # numpy: a repeated row takes the last value
             new[(p, var)] = out
@@ -346,8 +390,8 @@ class Model:
         phase_ = model_phase(phase)
         if not _is_int(seed) or seed < 0:
             raise Expected(IA)
-        perms = {p: np.random.default_rng(seed).permutation(self.phase_len(p)) for p in model_targets(phase_)}
-        self.commit({(p, var): a[perms[p]] for p in perms for var, a in self.data[p].items()})
+        lengths = {p: self.phase_len(p) for p in model_targets(phase_)}
+        self.commit({(p, var): multiml_shuffled(a, seed) for p in lengths for var, a in self.data[p].items()})
 
     def create_empty(self, names: tuple[str, ...], shape: tuple[int, ...], phase: Any, dtype: np.dtype) -> None:
         phase_ = model_phase(phase, allow_all=False)
@@ -373,7 +417,9 @@ class Model:
         return sorted({v for p in model_targets(model_phase(phase)) for v in self.data[p]})
 
     def shapes(self, form: str, names: tuple[str, ...], phase: Any) -> Any:
-        shapes = [self.full(var, model_phase(phase)).shape for var in names]
+        """multiml's get_var_shapes: the row shape, None for an absent variable."""
+        phase_ = model_phase(phase)
+        shapes = [self.full(var, phase_).shape[1:] if self.contains(phase_, var) else None for var in names]
         return shapes[0] if form == "str" else shapes
 
     def metadata(self) -> dict[str, Any]:

@@ -25,7 +25,7 @@ import zarr
 from zarr.abc.store import Store
 from zarr.core.buffer import Buffer, default_buffer_prototype
 from zarr.core.sync import sync
-from zarr.errors import ZarrUserWarning
+from zarr.errors import UnstableSpecificationWarning, ZarrUserWarning
 
 from storegate.backends.base import Backend, Checkpoint, VarInfo
 from storegate.codecs import DEFAULT_PIPELINE, check_pipeline, pipeline_scope, resolve_compressor
@@ -536,7 +536,10 @@ class ZarrBackend(Backend):
         error propagates, so that nothing of the failed call lands after it was undone.
         """
         try:
-            with concurrency_scope(self._concurrency):
+            with concurrency_scope(self._concurrency), warnings.catch_warnings():
+                # str and bytes variables use zarr's fixed-length string data types, whose v3
+                # specification is not final (documented in the README's Dtypes section).
+                warnings.simplefilter("ignore", UnstableSpecificationWarning)
                 yield
         except BaseException as exc:
             _settle()
