@@ -17,6 +17,7 @@ Arguments arrive parsed (:class:`~storegate.names.VarNames`, phase names,
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -26,10 +27,10 @@ import numpy as np
 from storegate import steps
 from storegate.backends import Backend
 from storegate.errors import InvalidArgumentError, NotFoundError, ValidationError
-from storegate.indexing import normalize_index, selection_length, split_selection
+from storegate.indexing import is_row, normalize_index, selection_length, split_selection
 from storegate.names import VarNames
 from storegate.phases import ALL, PHASES, Split, phases_of
-from storegate.rules import as_array, cast, check_row_shape, common_length, is_int
+from storegate.rules import as_array, cast, check_row_shape, common_length
 from storegate.steps import Layout, Plan, layout_of
 from storegate.transaction import Step, Transaction
 
@@ -99,6 +100,18 @@ class GroupEngine:
         layout = self.layout(var)
         return (sum(layout.sizes), *layout.row_shape)
 
+    def require(self, phase: str, var: str) -> None:
+        """Raise NotFoundError unless the phase (any phase, for 'all') holds the variable."""
+        if not self.has(phase, var):
+            stored = self.var_names(phase)
+            close = difflib.get_close_matches(var, stored, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            where = "any phase" if phase == ALL else f"phase {phase!r}"
+            raise NotFoundError(
+                f"var_name {var!r} does not exist in {where} of data_id {self.data_id!r}. "
+                f"Stored var_names there: {stored}.{hint}"
+            )
+
     def row_shape(self, phase: str, var: str) -> tuple[int, ...] | None:
         """The shape of one row of a variable (multiml's ``get_var_shapes``); None when absent."""
         if not self.has(phase, var):
@@ -153,7 +166,7 @@ class GroupEngine:
     def get(self, names: VarNames, phase: str, index: Any) -> Any:
         """The rows ``index`` of ``names`` in ``phase``, in the form ``names`` asks for."""
         arrays = [self.read(phase, var, index) for var in names.names]
-        scalar = is_int(index)
+        scalar = is_row(index)
         if scalar:  # one row of a 1-D variable is a numpy scalar, as numpy indexing gives
             arrays = [a[()] if a.ndim == 0 else a for a in arrays]
         return names.join(arrays, scalar=scalar)
@@ -232,7 +245,7 @@ class GroupEngine:
                 raise InvalidArgumentError(f"index must be None when phase is a split. Got {index!r} instead.")
             return self._plan_split_replace(names, names.split(data), phase)
         plan = Plan()
-        for var, array in zip(names.names, _split_for_index(names, data, is_int(index)), strict=True):
+        for var, array in zip(names.names, _split_for_index(names, data, is_row(index)), strict=True):
             plan.extend(self._plan_var_update(phase, var, array, index))
         return plan
 
@@ -265,14 +278,17 @@ class GroupEngine:
         plan = Plan()
         if phase != ALL:
             cast_rows = cast(rows, self.backend.dtype(self.data_id, phase, var), var)
-            plan.add(steps.write_step(self.backend, self.data_id, phase, var, selection, cast_rows))
+            if cast_rows.shape[0]:  # no row selected: checked, nothing to write
+                plan.add(steps.write_step(self.backend, self.data_id, phase, var, selection, cast_rows))
             return plan
         layout = self.layout(var)
-        # Each phase keeps its own stored dtype: same_kind is checked against every one of them.
-        casts = {p: cast(rows, self.backend.dtype(self.data_id, p, var), var) for p, _ in layout.parts}
+        dtypes = {p: self.backend.dtype(self.data_id, p, var) for p, _ in layout.parts}
+        for dtype in dtypes.values():  # each phase keeps its dtype: same_kind holds against every one
+            cast(rows[:0], dtype, var)
         for piece in split_selection(selection, layout.sizes):
             p = PHASES[piece.part]
-            plan.add(steps.write_step(self.backend, self.data_id, p, var, piece.local, casts[p][piece.positions]))
+            values = cast(rows[piece.positions], dtypes[p], var)  # each value must fit its own phase
+            plan.add(steps.write_step(self.backend, self.data_id, p, var, piece.local, values))
         return plan
 
     def _plan_split_replace(self, names: VarNames, arrays: list[np.ndarray], phase: str | Split) -> Plan:

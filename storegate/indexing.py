@@ -19,6 +19,7 @@ __all__ = [
     "Piece",
     "Selection",
     "clip_rows",
+    "is_row",
     "normalize_index",
     "selection_length",
     "selection_span",
@@ -43,7 +44,7 @@ def normalize_index(index: object, n_rows: int) -> Selection:
     """
     if index is None:
         return slice(0, n_rows, 1)
-    if _is_int(index):
+    if is_row(index):
         return _normalize_int(operator.index(index), n_rows)  # type: ignore[arg-type]
     if isinstance(index, slice):
         return _normalize_slice(index, n_rows)
@@ -129,6 +130,20 @@ def _split_array(selection: np.ndarray, offsets: np.ndarray) -> Iterator[Piece]:
 
 def _is_int(value: object) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def is_row(index: object) -> bool:
+    """True for an index of one row: an int, or a 0-d integer array or tensor (``torch.tensor(4)``).
+
+    Reads with such an index drop the row axis, as numpy's do.
+    """
+    if _is_int(index):
+        return True
+    dtype = getattr(index, "dtype", None)
+    if getattr(index, "ndim", None) != 0 or dtype is None:
+        return False
+    kind = np.dtype(dtype).kind if isinstance(dtype, np.dtype) else str(dtype).removeprefix("torch.")
+    return kind in ("i", "u") or kind.startswith(("int", "uint"))
 
 
 def _normalize_int(index: int, n_rows: int) -> int:

@@ -13,7 +13,7 @@ from typing import Any
 
 from storegate.backends import Backend
 from storegate.engine import GroupEngine
-from storegate.errors import InvalidArgumentError
+from storegate.errors import InvalidArgumentError, NotFoundError
 from storegate.names import VarNames, parse_var_names
 from storegate.phases import ALL, PHASES
 from storegate.steps import Plan
@@ -56,15 +56,37 @@ def move(
     src, dst = GroupEngine(source, data_id), GroupEngine(target, data_id)
     target.check_writable()
     source.check_writable()
-    phases = (
-        [phase] if phase != ALL else [p for p in PHASES if all(src.backend.has(data_id, p, v) for v in names.names)]
-    )
+    phases = _phases_holding(src, names, phase)
     plans = [_plan_phase(src, dst, names, p, out_arg, callback) for p in phases]
     target.create_data_id(data_id)
     steps = [s for target_plan, source_plan in plans for s in [*target_plan.steps, *source_plan.steps]]
     if steps:
         steps += [*dst.stale_steps(), *src.stale_steps()]
     Transaction().run(steps)
+
+
+def _phases_holding(src: GroupEngine, names: VarNames, phase: str) -> list[str]:
+    """The phases to move: the one given, or for 'all' every phase that holds the variables.
+
+    Raises
+    ------
+    NotFoundError
+        If a variable is missing from the phase given, from every phase ('all'), or from a
+        phase that holds some of the others (a move never splits a set of variables).
+    """
+    for var in names.names:
+        src.require(phase, var)
+    if phase != ALL:
+        return [phase]
+    held = {p: [v for v in names.names if src.has(p, v)] for p in PHASES}
+    for p, present in held.items():
+        if present and len(present) < len(names.names):
+            missing = sorted(set(names.names) - set(present))
+            raise NotFoundError(
+                f"phase {p!r} of data_id {src.data_id!r} holds {present} but not {missing}: move the variables "
+                "phase by phase (phase='train', ...) or give var_names that every phase holds."
+            )
+    return [p for p, present in held.items() if present]
 
 
 def _plan_phase(

@@ -15,15 +15,23 @@ import numpy as np
 from storegate.engine import GroupEngine
 from storegate.errors import InvalidArgumentError
 from storegate.names import VarNames
-from storegate.phases import ALL, permutation, phases_of
+from storegate.phases import permutation, phases_of
 from storegate.rules import check_positive, is_int
 
 __all__ = ["apply", "argmax", "check_num_classes", "onehot", "shuffle"]
 
 
 def apply(engine: GroupEngine, names: VarNames, phase: str, fn: Callable[[np.ndarray], np.ndarray]) -> None:
-    """Replace each variable of ``names`` in ``phase`` by ``fn`` of it (phases that hold it, for 'all')."""
-    targets = [(p, var) for p in phases_of(phase) for var in names.names if phase != ALL or engine.has(p, var)]
+    """Replace each variable of ``names`` in ``phase`` by ``fn`` of it (phases that hold it, for 'all').
+
+    Raises
+    ------
+    NotFoundError
+        If a variable is in no phase (``'all'``) or not in the phase given: nothing is written.
+    """
+    for var in names.names:
+        engine.require(phase, var)
+    targets = [(p, var) for p in phases_of(phase) for var in names.names if engine.has(p, var)]
     results = [(p, var, fn(engine.read(p, var, None))) for p, var in targets]
     engine.run(engine.plan_replace(results))
 

@@ -377,13 +377,13 @@ class Model:
 
     def astype(self, names: tuple[str, ...], dtype: np.dtype, phase: Any) -> None:
         phase_ = model_phase(phase)
+        if any(not self.contains(phase_, var) for var in names):  # for 'all': in no phase
+            raise Expected(NF)
         new = {}
         for p in model_targets(phase_):
             for var in names:
                 if var in self.data[p]:
                     new[(p, var)] = self.data[p][var].astype(dtype)
-                elif phase_ != ALL:
-                    raise Expected(NF)
         self.commit(new)
 
     def shuffle(self, phase: Any, seed: Any) -> None:

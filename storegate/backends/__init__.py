@@ -7,6 +7,7 @@ the backend that needs it, and the error says what to install.
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import Any
 
 from storegate.backends.base import Backend, Checkpoint, TieredBackend, VarInfo
@@ -58,19 +59,50 @@ def create_backend(name: str, backend_args: dict[str, Any] | None) -> Backend:
     if backend_args is not None and not isinstance(backend_args, dict):
         raise InvalidArgumentError(f"backend_args must be a dict or None. Got {type(backend_args).__name__} instead.")
     cls = _load(name)
+    if inspect.isabstract(cls):
+        missing = sorted(getattr(cls, "__abstractmethods__", ()))
+        raise InvalidArgumentError(
+            f"backend {name!r} ({_path(cls)}) must implement every abstract method of storegate.Backend. "
+            f"Got a class without {missing}."
+        )
     try:
         return cls(**(backend_args or {}))
     except TypeError as exc:
         raise InvalidArgumentError(
-            f"backend_args for backend {name!r} were not accepted ({exc}). "
-            f"See help(storegate.backends.{cls.__name__}) for the valid keys."
+            f"backend_args for backend {name!r} were not accepted ({exc}). See help({_path(cls)}) for the valid keys."
         ) from exc
 
 
 def _load(name: str) -> type[Backend]:
-    module, cls, extra = _REGISTRY[name]
+    module, attr, extra = _REGISTRY[name]
     try:
-        return getattr(importlib.import_module(module), cls)  # type: ignore[no-any-return]
-    except ImportError as exc:
+        found = getattr(importlib.import_module(module), attr)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and module.startswith(exc.name):  # the target itself is not there
+            raise InvalidArgumentError(
+                f"backend {name!r} was registered as '{module}:{attr}', but no module {exc.name!r} can be "
+                "imported. Check the target given to register_backend (and sys.path)."
+            ) from exc
         hint = f" Install it with: pip install 'storegate[{extra}]'." if extra else ""
         raise StoreGateError(f"backend {name!r} needs a package that is missing ({exc}).{hint}") from exc
+    except AttributeError as exc:
+        raise InvalidArgumentError(
+            f"backend {name!r} was registered as '{module}:{attr}', but module {module!r} has no {attr!r}."
+        ) from exc
+    return _checked_class(name, found)
+
+
+def _checked_class(name: str, found: object) -> type[Backend]:
+    if not (isinstance(found, type) and issubclass(found, Backend)):
+        raise InvalidArgumentError(
+            f"backend {name!r} must be registered as a subclass of storegate.Backend. Got {found!r} instead."
+        )
+    if not isinstance(getattr(found, "name", None), str):
+        raise InvalidArgumentError(
+            f"backend class {_path(found)} must set the class attribute name (a str, e.g. {name!r}). Got none."
+        )
+    return found
+
+
+def _path(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
