@@ -9,7 +9,10 @@ Local paths open as zarr's ``LocalStore``; URLs as zarr's ``FsspecStore`` with t
 - S3 gets bounded timeouts and retries (:data:`DEFAULT_S3_CONFIG`) unless the user's
   ``config_kwargs`` say otherwise, and the bucket is checked once when the store is
   opened, so a missing bucket, refused credentials or a silent endpoint raise a
-  :class:`~storegate.errors.StorageError` within :data:`PROBE_TIMEOUT` seconds.
+  :class:`~storegate.errors.StorageError` within :data:`PROBE_TIMEOUT` seconds;
+- remote URLs list directories afresh every time (fsspec's ``use_listings_cache=False``)
+  unless the user's options say otherwise, so a long-lived reader sees what other
+  processes add, as it does on a local folder.
 
 A :class:`Location` holds only plain data (strings and dicts), so it can be pickled and
 sent to worker processes, which open their own store from it.
@@ -38,6 +41,7 @@ from storegate.errors import InvalidArgumentError, NotFoundError, StorageError, 
 
 __all__ = [
     "DEFAULT_REMOTE_CONCURRENCY",
+    "DEFAULT_REMOTE_OPTIONS",
     "DEFAULT_S3_CONFIG",
     "MATORAGE_NAMES",
     "PROBE_TIMEOUT",
@@ -67,6 +71,11 @@ PROBE_TIMEOUT = 20.0
 
 #: zarr's ``async.concurrency`` (chunk requests in flight) during reads and writes of a remote store.
 DEFAULT_REMOTE_CONCURRENCY = 32
+
+#: fsspec options storegate sets for remote URLs unless the user's ``storage_options`` give them:
+#: fsspec filesystems (s3fs, gcsfs, adlfs) cache directory listings for the life of the
+#: process, so a reader would never see the data_ids and variables that another process adds.
+DEFAULT_REMOTE_OPTIONS: dict[str, Any] = {"use_listings_cache": False}
 
 #: matorage's ``backend_args`` names and the s3fs option each becomes.
 MATORAGE_NAMES: dict[str, str] = {
@@ -154,8 +163,10 @@ class Location:
     # --- opening ---------------------------------------------------------------------
 
     def fsspec_options(self) -> dict[str, Any]:
-        """The options given to fsspec: the user's plus storegate's S3 defaults."""
+        """The options given to fsspec: the user's plus storegate's defaults for remote URLs and S3."""
         opts = copy.deepcopy(self.storage_options)
+        if self.remote and "::" not in (self.path or ""):
+            opts = {**DEFAULT_REMOTE_OPTIONS, **opts}
         if self.protocol in S3_PROTOCOLS:
             opts["config_kwargs"] = {**DEFAULT_S3_CONFIG, **(opts.get("config_kwargs") or {})}
         return opts

@@ -204,6 +204,30 @@ def test_mode_r_refuses_every_write(s3_server: S3Server, s3_bucket: str) -> None
     np.testing.assert_array_equal(sg.get_data("x", "train"), np.arange(10))
 
 
+# --- a long-lived reader ---------------------------------------------------------------------
+
+
+def test_a_long_lived_reader_sees_what_another_writer_adds(s3_server: S3Server, s3_bucket: str) -> None:
+    # The writer has its own s3fs client, as another process would (fsspec shares one client per
+    # set of options: these differ in a setting that changes nothing here). The reader's listings
+    # must come from the bucket, not from a cache of what it listed before.
+    options = {**s3_server.storage_options, "config_kwargs": {"connect_timeout": 6}}
+    writer = StoreGate("zarr", {**s3_args(s3_server, s3_bucket), "storage_options": options}, data_id="d")
+    writer.add_data("x", np.arange(5), phase="train")
+    reader = StoreGate("zarr", s3_args(s3_server, s3_bucket, mode="r"), data_id="d")
+    assert (reader.get_data_ids(), reader.get_var_names(), reader.get_metadata()["sizes"]["train"]) == (["d"], ["x"], 5)
+    writer.add_data("x", np.arange(5, 8), phase="train")
+    writer.add_data("y", np.arange(8), phase="train")
+    writer.set_data_id("e")
+    writer.add_data("z", np.arange(3), phase="test")
+    assert reader.get_data_ids() == ["d", "e"]
+    assert reader.get_var_names() == ["x", "y"]
+    assert reader.get_metadata()["sizes"]["train"] == 8
+    np.testing.assert_array_equal(reader.get_data("x"), np.arange(8))
+    reader.set_data_id("e")
+    assert reader.get_var_names("test") == ["z"]
+
+
 # --- matorage's names ------------------------------------------------------------------
 
 

@@ -145,6 +145,14 @@ def test_s3_defaults_yield_to_the_users_config() -> None:
     assert loc.storage_options == {"config_kwargs": {"read_timeout": 300}}  # kept as given
 
 
+def test_remote_urls_list_afresh_unless_the_user_says_otherwise() -> None:
+    assert resolve_location("s3://b/p").fsspec_options()["use_listings_cache"] is False
+    assert resolve_location("gs://b/p").fsspec_options()["use_listings_cache"] is False
+    mine = resolve_location("s3://b/p", {"use_listings_cache": True, "listings_expiry_time": 60})
+    assert mine.fsspec_options()["use_listings_cache"] is True
+    assert "use_listings_cache" not in resolve_location("memory://p").fsspec_options()
+
+
 def test_cache_dir_needs_mode_r() -> None:
     with pytest.raises(InvalidArgumentError, match="cache_dir needs mode 'r'"):
         ZarrBackend(output_dir="s3://b/p", cache_dir="/tmp/cache", mode="a")
