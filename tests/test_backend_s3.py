@@ -29,7 +29,7 @@ import pytest
 import zarr
 from zarr.storage import FsspecStore
 
-from storegate import ReadOnlyError, StoreGate
+from storegate import InvalidArgumentError, ReadOnlyError, StoreGate
 from storegate.backends.zarr_backend import ZarrBackend
 from storegate.locations import DEFAULT_REMOTE_CONCURRENCY
 from storegate.testing import (
@@ -226,6 +226,23 @@ def test_a_long_lived_reader_sees_what_another_writer_adds(s3_server: S3Server, 
     np.testing.assert_array_equal(reader.get_data("x"), np.arange(8))
     reader.set_data_id("e")
     assert reader.get_var_names("test") == ["z"]
+
+
+def test_mode_w_refuses_a_prefix_that_is_not_a_zarr_store(s3_server: S3Server, s3_bucket: str) -> None:
+    client = s3_client(s3_server)
+    for key in ("data/raw/run1.root", "data/notes.txt", "file.csv"):
+        client.put_object(Bucket=s3_bucket, Key=key, Body=b"keep")
+    before = object_keys(s3_server, s3_bucket)
+    cases = [
+        ("data", "holds no zarr store but other files: 'notes.txt', 'raw'"),
+        ("", "holds no zarr store but other files: 'data', 'file.csv'"),  # the bucket root
+        ("file.csv", "must be a prefix .* which is a file"),
+    ]
+    for prefix, match in cases:
+        args = {"output_dir": f"s3://{s3_bucket}/{prefix}".rstrip("/"), "storage_options": s3_server.storage_options}
+        with pytest.raises(InvalidArgumentError, match=match):
+            StoreGate("zarr", {**args, "mode": "w"}, data_id="d")
+    assert object_keys(s3_server, s3_bucket) == before
 
 
 # --- matorage's names ------------------------------------------------------------------

@@ -63,6 +63,42 @@ def test_mode_w_empties_the_folder_but_keeps_it(tmp_path: Path) -> None:
     assert sorted(p.name for p in root.iterdir()) == ["new", "zarr.json"]
 
 
+def test_mode_w_refuses_a_folder_that_is_not_a_zarr_store(tmp_path: Path) -> None:
+    (tmp_path / "thesis").mkdir()
+    (tmp_path / "thesis" / "chapter1.tex").write_text("years of work")
+    for name in ("a.txt", "b.txt", "c.txt", "d.txt", "e.txt"):
+        (tmp_path / name).write_text(name)
+    with pytest.raises(
+        InvalidArgumentError,
+        match=r"output_dir must be empty, new or a zarr store when mode is 'w'.* other files: "
+        r"'a.txt', 'b.txt', 'c.txt', 'd.txt', 'e.txt' and 1 more. Choose a new or empty output_dir",
+    ):
+        StoreGate("zarr", {"output_dir": str(tmp_path), "mode": "w"}, data_id="d")
+    assert (tmp_path / "thesis" / "chapter1.tex").read_text() == "years of work"
+    assert len(list(tmp_path.iterdir())) == 6
+
+
+@pytest.mark.parametrize("fmt", [2, 3])
+def test_mode_w_replaces_a_zarr_store_an_empty_folder_or_nothing(tmp_path: Path, fmt: int) -> None:
+    store = tmp_path / "store"
+    zarr.open_group(str(store), mode="w", zarr_format=fmt).create_array("a", shape=(3,), dtype="i8")
+    (tmp_path / "empty").mkdir()
+    for where in (store, tmp_path / "empty", tmp_path / "new"):
+        write_x({"output_dir": str(where), "mode": "w"})
+        assert sorted(p.name for p in where.iterdir()) == ["d", "zarr.json"]
+
+
+@pytest.mark.parametrize("mode", ["w", "a", "r"])
+def test_an_output_dir_that_is_a_file_is_refused(tmp_path: Path, mode: str) -> None:
+    data = tmp_path / "data.csv"
+    data.write_text("1,2,3")
+    with pytest.raises(InvalidArgumentError, match=r"output_dir must be a directory .* which is a file"):
+        ZarrBackend(output_dir=str(data), mode=mode)
+    with pytest.raises(InvalidArgumentError, match=r"which is inside the file .*data.csv"):
+        ZarrBackend(output_dir=str(data / "store.zarr"), mode=mode)
+    assert data.read_text() == "1,2,3"
+
+
 def test_mode_r_refuses_writes_and_needs_a_store(tmp_path: Path) -> None:
     write_x({"output_dir": str(tmp_path / "s")})
     reader = StoreGate("zarr", {"output_dir": str(tmp_path / "s"), "mode": "r"}, data_id="d")
