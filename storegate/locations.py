@@ -14,9 +14,10 @@ Local paths open as zarr's ``LocalStore``; URLs as zarr's ``FsspecStore`` with t
   unless the user's options say otherwise, so a long-lived reader sees what other
   processes add, as it does on a local folder.
 
-What lies at a location is checked before it is used (:func:`inspect_root`): a location
-that holds other files but no zarr store (for mode 'w', which would delete them) or a file
-instead of a directory is refused with an error that names what is there.
+What lies at a location is checked before it is used (:func:`inspect_root`): a store opens
+in the zarr format it was written in (v2 or v3; a new store is v3), and a location that
+holds both formats, a zarr array, other files (for mode 'w', which would delete them) or a
+file instead of a directory is refused with an error that names what is there.
 
 A :class:`Location` holds only plain data (strings and dicts), so it can be pickled and
 sent to worker processes, which open their own store from it.
@@ -191,15 +192,18 @@ class Location:
     def open_group(self, mode: Mode) -> zarr.Group:
         """Open (mode 'r' or 'a') or replace (mode 'w') the root group of the store.
 
-        Mode 'w' replaces only a zarr store (v2 or v3) or an empty location.
+        An existing store opens in its own zarr format (2 or 3); a new one is zarr v3.
+        Consolidated metadata is never used: every listing reads the store as it is.
 
         Raises
         ------
         NotFoundError
             If ``mode`` is 'r' and there is no zarr store at the location.
         InvalidArgumentError
-            If the location is a file, or mode 'w' would delete files of something that is
-            not a zarr store.
+            If the location is a file; if mode 'w' would delete files of something that is
+            not a zarr store; or, for modes 'r' and 'a', if it holds a zarr array instead of
+            a group or both zarr v2 and v3 metadata; or, for mode 'a', consolidated metadata
+            (which storegate's writes would leave stale).
         StorageError
             If the location cannot be reached or used.
         """
@@ -234,7 +238,9 @@ class Location:
             return zarr.open_group(store=store, mode="a", zarr_format=3)
         if not root.formats and mode == "r":
             raise self._no_store()
-        return zarr.open_group(store=store, mode=mode, zarr_format=3)
+        self._check_root(root, mode)
+        zarr_format: Literal[2, 3] = 2 if root.formats == (2,) else 3  # a new store is v3
+        return zarr.open_group(store=store, mode=mode, zarr_format=zarr_format, use_consolidated=False)
 
     def make_store(self, read_only: bool) -> Store:
         """The zarr Store of this location (the user's Store object for kind 'store').
@@ -281,6 +287,33 @@ class Location:
         return NotFoundError(
             f"output_dir must hold a zarr store when mode is 'r'. Got {self.describe()}, where there is none."
         )
+
+    def _check_root(self, root: RootInfo, mode: Mode) -> None:
+        """Refuse a root that storegate cannot open as one group of one format."""
+        where = self.describe()
+        if len(root.formats) > 1:
+            raise InvalidArgumentError(
+                f"output_dir must hold a zarr store of one format. Got {where}, which holds both zarr v2 "
+                "(.zgroup) and zarr v3 (zarr.json) metadata at its root: a mixed store (earlier storegate versions "
+                "wrote v3 metadata into v2 stores opened with mode 'a'; plain zarr reads only the v3 part). "
+                "Keep one format: if the v3 part holds nothing you need, delete every zarr.json file under "
+                "output_dir, then open the v2 store again."
+            )
+        if root.node_type == "array":
+            raise InvalidArgumentError(
+                f"output_dir must hold a zarr group (a storegate store). Got {where}, which holds a zarr array. "
+                "Open its parent folder, or choose another output_dir."
+            )
+        if root.consolidated and mode == "a":
+            how = (
+                "delete its .zmetadata file"
+                if root.formats == (2,)
+                else "delete 'consolidated_metadata' from its zarr.json"
+            )
+            raise InvalidArgumentError(
+                f"mode must be 'r' for a store with consolidated metadata, which storegate's writes would leave "
+                f"stale for other readers. Got mode 'a' for {where}. Open it with mode 'r', or {how} first."
+            )
 
     def _refuse_other_files(self, store: Store) -> None:
         """Mode 'w' deletes everything at the location: only ever a zarr store, or nothing."""
@@ -357,14 +390,18 @@ class RootInfo:
         ``(3,)`` or ``(2, 3)`` (a mixed store).
     node_type
         ``'group'`` or ``'array'``; ``None`` when there is no zarr store.
+    consolidated
+        True when the root holds consolidated metadata (v2 ``.zmetadata``, or a
+        ``consolidated_metadata`` entry in a v3 ``zarr.json``).
     """
 
     formats: tuple[int, ...]
     node_type: str | None
+    consolidated: bool
 
 
 def inspect_root(store: Store) -> RootInfo:
-    """The zarr metadata at the root of ``store``: three small reads, never a listing.
+    """The zarr metadata at the root of ``store``: four small reads, never a listing.
 
     A root ``zarr.json`` that is not a JSON object counts as a v3 group: zarr reports the
     broken document when it opens the store.
@@ -375,14 +412,17 @@ def inspect_root(store: Store) -> RootInfo:
 async def _inspect_root(store: Store) -> RootInfo:
     # One GET each (an exists() costs two requests on S3 for a missing key); the documents are small.
     prototype = default_buffer_prototype()
-    v3, zgroup, zarray = await asyncio.gather(*(store.get(key, prototype) for key in (ZARR_JSON, ZGROUP, ZARRAY)))
+    v3, zgroup, zarray, zmetadata = await asyncio.gather(
+        *(store.get(key, prototype) for key in (ZARR_JSON, ZGROUP, ZARRAY, ZMETADATA))
+    )
     has_zgroup, has_zarray = zgroup is not None, zarray is not None
     formats = tuple(f for f, found in ((2, has_zgroup or has_zarray), (3, v3 is not None)) if found)
     meta = _json_object(v3.to_bytes()) if v3 is not None else {}
     node_type: str | None = "array" if has_zarray else "group" if has_zgroup else None
     if v3 is not None:
         node_type = "array" if meta.get("node_type") == "array" else "group"
-    return RootInfo(formats, node_type)
+    consolidated = zmetadata is not None or meta.get("consolidated_metadata") is not None
+    return RootInfo(formats, node_type, consolidated)
 
 
 def _json_object(raw: bytes) -> dict[str, Any]:

@@ -117,7 +117,7 @@ def _check_v2(location: Location) -> None:
     try:
         root = inspect_root(location.make_store(read_only=True))
     except FileNotFoundError:  # a local directory that does not exist
-        root = RootInfo((), None)
+        root = RootInfo((), None, False)
     if not root.formats:
         raise NotFoundError(f"output_dir must hold a zarr v2 store to convert. Got {where}, where there is none.")
     if root.formats != (2,) or root.node_type != "group":

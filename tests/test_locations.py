@@ -99,6 +99,26 @@ def test_an_output_dir_that_is_a_file_is_refused(tmp_path: Path, mode: str) -> N
     assert data.read_text() == "1,2,3"
 
 
+def test_a_root_array_is_refused(tmp_path: Path) -> None:
+    zarr.open_array(str(tmp_path), mode="w", shape=(3,), dtype="i8")
+    for mode in ("r", "a"):
+        with pytest.raises(InvalidArgumentError, match=r"must hold a zarr group .* which holds a zarr array"):
+            ZarrBackend(output_dir=str(tmp_path), mode=mode)
+
+
+# zarr warns that consolidated metadata is not in the v3 spec: another tool's choice, made here on purpose.
+@pytest.mark.filterwarnings("ignore:Consolidated metadata is currently not part:zarr.errors.ZarrUserWarning")
+def test_a_consolidated_v3_store_reads_what_is_there_and_refuses_mode_a(tmp_path: Path) -> None:
+    write_x({"output_dir": str(tmp_path)})
+    zarr.consolidate_metadata(str(tmp_path))
+    zarr.open_group(str(tmp_path), mode="a", use_consolidated=False).create_group("late")  # not consolidated
+    assert ZarrBackend(output_dir=str(tmp_path), mode="r").data_ids() == ["d", "late"]
+    with pytest.raises(
+        InvalidArgumentError, match=r"consolidated metadata.*'consolidated_metadata' from its zarr.json"
+    ):
+        ZarrBackend(output_dir=str(tmp_path), mode="a")
+
+
 def test_mode_r_refuses_writes_and_needs_a_store(tmp_path: Path) -> None:
     write_x({"output_dir": str(tmp_path / "s")})
     reader = StoreGate("zarr", {"output_dir": str(tmp_path / "s"), "mode": "r"}, data_id="d")

@@ -44,6 +44,7 @@ def test_convert_to_v3_keeps_every_value_and_every_chunk(v2_store: tuple[Path, C
     assert metadata_names(after) == {"zarr.json"}  # no v2 metadata left
     assert _chunks(after) == _chunks(before)  # metadata only: no chunk copied or rewritten
     sg = StoreGate("zarr", {"output_dir": str(path)}, data_id=DATA_ID)
+    assert sg.backend_object.zarr_format == 3
     for (phase, var), array in data.items():
         np.testing.assert_array_equal(sg.get_data(var, phase), array)
     sg.add_data("x", np.ones((1, 3), dtype=np.float32), phase="test")  # appends work on the converted arrays

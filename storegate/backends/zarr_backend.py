@@ -2,6 +2,10 @@
 
 Layout: ``<root>/<data_id>/<phase>/<var_name>``; storegate's own state lives in the
 attributes of the ``<data_id>`` group under the key ``"storegate"``.
+
+A zarr v2 store (multiml wrote them with zarr-python 2) opens, reads and grows in its own
+format: new groups and arrays are v2, with the numcodecs compressor equivalent to the chosen
+codec; what v2 cannot hold (shards) is refused. :func:`storegate.convert_to_v3` converts one.
 """
 
 from __future__ import annotations
@@ -28,7 +32,14 @@ from zarr.core.sync import sync
 from zarr.errors import ZarrUserWarning
 
 from storegate.backends.base import Backend, Checkpoint, VarInfo
-from storegate.codecs import DEFAULT_PIPELINE, check_pipeline, pipeline_scope, resolve_compressor
+from storegate.codecs import (
+    DEFAULT_PIPELINE,
+    Compressors,
+    check_pipeline,
+    pipeline_scope,
+    resolve_compressor,
+    v2_compressor,
+)
 from storegate.errors import InvalidArgumentError, StorageError, StoreGateError
 from storegate.indexing import Selection, clip_rows
 from storegate.locations import DEFAULT_REMOTE_CONCURRENCY, concurrency_scope, resolve_location
@@ -84,9 +95,10 @@ class ZarrBackend(Backend):
         ``'default'`` (zarr's configured pipeline) or ``'zarrs'`` (the Rust pipeline of the
         ``zarrs`` extra, for this store's arrays only), see :mod:`storegate.codecs`.
     mode
-        ``'w'`` (replace everything under ``output_dir``, matorage's ``refresh``), ``'a'``
-        (read and write, create if missing) or ``'r'`` (read only: every write raises
-        ReadOnlyError).
+        ``'w'`` (replace everything under ``output_dir``, matorage's ``refresh``; refused
+        when ``output_dir`` holds files but no zarr store), ``'a'`` (read and write, create
+        a zarr v3 store if missing) or ``'r'`` (read only: every write raises
+        ReadOnlyError). An existing store opens in its own format, zarr v2 or v3.
     storage_options
         fsspec options for a URL ``output_dir``, passed unchanged (for S3: s3fs's ``key``,
         ``secret``, ``anon``, ``client_kwargs={'endpoint_url': ...}``, ``config_kwargs``...).
@@ -154,6 +166,7 @@ class ZarrBackend(Backend):
         if concurrency is None and self._location.remote:
             self._concurrency = DEFAULT_REMOTE_CONCURRENCY
         self._root = self._open_root()
+        self._check_format()
         self._groups: dict[tuple[str, ...], zarr.Group] = {}
         self._arrays: dict[tuple[str, str, str], zarr.Array[Any]] = {}
         self._states: dict[str, dict[str, Any]] = {}
@@ -170,6 +183,23 @@ class ZarrBackend(Backend):
         # Raises NotFoundError (mode 'r', no store) or StorageError (unreachable).
         return self._location.open_group(self._mode)
 
+    def _check_format(self) -> None:
+        """Refuse, before anything is written, the options a zarr v2 store cannot hold."""
+        if self.zarr_format != 2:
+            return
+        if self._shard_bytes is not None:
+            raise InvalidArgumentError(
+                f"shard_bytes must be None for the zarr v2 store at {self.location}: zarr v2 has no shards. "
+                f"Got shard_bytes={self._shard_bytes}. Drop it, or convert the store to zarr v3 with "
+                "storegate.convert_to_v3 first."
+            )
+        v2_compressor(self._compressors)
+
+    @property
+    def zarr_format(self) -> int:
+        """The zarr format of the store: 3, or 2 for an older store kept in its own format."""
+        return int(self._root.metadata.zarr_format)
+
     @property
     def output_dir(self) -> str | os.PathLike[str] | Store:
         """Where the store lives, as given (the temporary directory when none was)."""
@@ -178,7 +208,8 @@ class ZarrBackend(Backend):
     @property
     def location(self) -> str:
         # docstring inherited; never shows credentials
-        return self._location.describe()
+        where = self._location.describe()
+        return f"{where} (zarr v2)" if self.zarr_format == 2 else where
 
     def reopen_args(self, mode: str = "r") -> dict[str, Any] | None:
         """``backend_args`` that open this same store again, e.g. in a worker process.
@@ -449,25 +480,31 @@ class ZarrBackend(Backend):
         self, data_id: str, phase: str, var: str, shape: tuple[int, ...], dtype: np.dtype, **options: Any
     ) -> zarr.Array[Any]:
         self.check_writable()
-        group = self._group(data_id, phase, create=True)
-        assert group is not None  # create=True always returns a group
         compressors = self._compressors
         if options.get("compressor") is not None:  # None: the store's compressor
             compressors = resolve_compressor(options["compressor"])
         chunks = self._chunks(shape, np.dtype(dtype))
+        encoding = self._encoding(chunks, np.dtype(dtype), compressors)  # refuses before anything is written
+        group = self._group(data_id, phase, create=True)
+        assert group is not None  # create=True always returns a group
         with pipeline_scope(self._pipeline):
             array = group.create_array(
                 var,
                 shape=shape,
                 dtype=dtype,
                 chunks=chunks,
-                shards=self._shards(chunks, np.dtype(dtype)),
-                compressors=compressors,
                 fill_value=np.zeros((), dtype=dtype)[()],
                 overwrite=True,
+                **encoding,
             )
         self._arrays[(data_id, phase, var)] = array
         return array
+
+    def _encoding(self, chunks: tuple[int, ...], dtype: np.dtype, compressors: Compressors) -> dict[str, Any]:
+        """``create_array``'s codec arguments in the store's format (v2: one numcodecs compressor, no shards)."""
+        if self.zarr_format == 2:
+            return {"compressors": v2_compressor(compressors)}
+        return {"compressors": compressors, "shards": self._shards(chunks, dtype)}
 
     def _chunks(self, shape: tuple[int, ...], dtype: np.dtype) -> tuple[int, ...]:
         """Whole rows per chunk: ``chunk`` rows, else as many as fit in ``chunk_bytes``."""
