@@ -1,7 +1,8 @@
 """storegate: a Zarr-native array store for machine-learning data.
 
 ``StoreGate`` routes add / get / update / delete calls by data_id, phase and var_names to
-a numpy (memory), zarr (chunked, compressed storage) or hybrid backend.
+a numpy (memory), zarr (chunked, compressed storage) or hybrid backend. ``convert_to_v3``
+converts an older zarr v2 store (multiml's) to zarr v3.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from storegate.errors import (
     ValidationError,
 )
 from storegate.gate import StoreGate
+from storegate.migrate import convert_to_v3
 from storegate.phases import PHASES
 
 __all__ = [
@@ -32,6 +34,7 @@ __all__ = [
     "ValidationError",
     "VarInfo",
     "available_backends",
+    "convert_to_v3",
     "register_backend",
 ]
 

@@ -16,6 +16,9 @@ Compressor forms accepted by :func:`resolve_compressor`:
   ``complevel`` 0 means no compression, as in PyTables.
 - a zarr v3 bytes-to-bytes codec object (``zarr.codecs.ZstdCodec(level=5)``...) or a
   list / tuple of them.
+
+A zarr v2 store (written by multiml with zarr-python 2) keeps its format: its new arrays
+get the numcodecs compressor equivalent to the chosen codec (:func:`v2_compressor`).
 """
 
 from __future__ import annotations
@@ -25,9 +28,11 @@ from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
 
+import numcodecs
 import zarr
+from numcodecs.abc import Codec as NumcodecsCodec
 from zarr.abc.codec import BytesBytesCodec
-from zarr.codecs import BloscCname, BloscCodec, GzipCodec, ZstdCodec
+from zarr.codecs import BloscCname, BloscCodec, BloscShuffle, GzipCodec, ZstdCodec
 
 from storegate.errors import InvalidArgumentError, StoreGateError
 
@@ -42,6 +47,7 @@ __all__ = [
     "force_default_pipeline",
     "pipeline_scope",
     "resolve_compressor",
+    "v2_compressor",
     "zarrs_available",
     "zarrs_in_use",
 ]
@@ -145,6 +151,58 @@ def _from_complib(spec: dict[Any, Any], arg: str) -> Compressors:
     if not isinstance(level, int) or isinstance(level, bool) or not 0 <= level <= 9:
         raise InvalidArgumentError(f"{arg}['complevel'] must be an int from 0 to 9. Got {level!r} instead.")
     return () if level == 0 else (COMPLIBS[complib](level),)
+
+
+#: numcodecs' Blosc shuffle numbers, by zarr v3's names.
+_V2_SHUFFLE = {
+    "noshuffle": numcodecs.Blosc.NOSHUFFLE,
+    "shuffle": numcodecs.Blosc.SHUFFLE,
+    "bitshuffle": numcodecs.Blosc.BITSHUFFLE,
+}
+
+
+def v2_compressor(compressors: Compressors, arg: str = "compressor") -> NumcodecsCodec | None:
+    """The zarr v2 (numcodecs) compressor that stores data as ``compressors`` would in zarr v3.
+
+    Parameters
+    ----------
+    compressors
+        What :func:`resolve_compressor` returned.
+    arg
+        The argument name used in error messages.
+
+    Returns
+    -------
+    numcodecs.abc.Codec or None
+        ``numcodecs.Zstd``, ``numcodecs.Blosc`` or ``numcodecs.GZip`` with the same
+        settings; ``None`` for no compression.
+
+    Raises
+    ------
+    InvalidArgumentError
+        If zarr v2 cannot hold them: more than one codec (a v2 array has one compressor),
+        or a codec other than zstd, Blosc and gzip.
+    """
+    if not compressors:
+        return None
+    if len(compressors) > 1:
+        raise InvalidArgumentError(
+            f"{arg} must be one codec for a zarr v2 store (a v2 array has one compressor). Got "
+            f"{len(compressors)} codecs instead: {list(compressors)}. Choose one, or convert the store to "
+            "zarr v3 with storegate.convert_to_v3."
+        )
+    codec = compressors[0]
+    if isinstance(codec, ZstdCodec):
+        return numcodecs.Zstd(level=codec.level, checksum=codec.checksum)
+    if isinstance(codec, GzipCodec):
+        return numcodecs.GZip(level=codec.level)
+    if isinstance(codec, BloscCodec):
+        shuffle = _V2_SHUFFLE[BloscShuffle(codec.shuffle).value]
+        return numcodecs.Blosc(cname=codec.cname.value, clevel=codec.clevel, shuffle=shuffle, blocksize=codec.blocksize)
+    raise InvalidArgumentError(
+        f"{arg} must have a zarr v2 equivalent (zstd, Blosc or gzip) in a zarr v2 store. Got {codec!r} instead. "
+        "Choose one of those, or convert the store to zarr v3 with storegate.convert_to_v3."
+    )
 
 
 # --- codec pipelines --------------------------------------------------------------------

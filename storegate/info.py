@@ -1,33 +1,38 @@
 """The show_info table (text for terminals, HTML for notebooks).
 
 One :class:`Table` is collected from the gate and rendered twice, so the terminal and
-the notebook always show the same rows.
+the notebook always show the same rows. Below the table, a section lists the other
+objects of the store (:meth:`~storegate.backends.Backend.other_objects`): what other tools
+left there, which storegate skips and leaves alone.
 """
 
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from storegate.backends import Backend, TieredBackend
 from storegate.engine import GroupEngine
 from storegate.phases import PHASES
 
-__all__ = ["HEADERS", "Table", "collect", "render_html", "render_text"]
+__all__ = ["HEADERS", "OTHERS_TITLE", "Table", "collect", "render_html", "render_text"]
 
 HEADERS = ("phase", "backend", "var_name", "dtype", "row shape", "rows", "chunk rows", "stored bytes", "codec")
 #: Columns holding numbers: right-aligned, so magnitudes line up.
 _NUMERIC = frozenset({"rows", "chunk rows", "stored bytes"})
 _MISSING = "-"
+#: The heading of the section that lists the other objects.
+OTHERS_TITLE = "other objects (not storegate variables: skipped and left alone)"
 
 
 @dataclass(frozen=True)
 class Table:
-    """A title, a header and rows of strings."""
+    """A title, a header and rows of strings, and the other objects as ``'path: what'`` lines."""
 
     title: str
     headers: tuple[str, ...]
     rows: list[tuple[str, ...]]
+    others: list[str] = field(default_factory=list)
 
 
 def collect(backend_name: str, backend: Backend, data_id: str | None) -> Table:
@@ -41,7 +46,7 @@ def collect(backend_name: str, backend: Backend, data_id: str | None) -> Table:
             f"StoreGate backend={backend_name!r} location={backend.location}: no data_id set "
             f"(stored data_ids: {backend.data_ids()}); call set_data_id() to choose one."
         )
-        return Table(title, HEADERS, [])
+        return Table(title, HEADERS, [], _others(backend, None))
     meta = GroupEngine(backend, data_id).metadata()
     tiers = backend.tiers() if isinstance(backend, TieredBackend) else {backend.name: backend}
     mode = backend.tier if isinstance(backend, TieredBackend) else backend.name
@@ -55,7 +60,11 @@ def collect(backend_name: str, backend: Backend, data_id: str | None) -> Table:
         for tier, tier_backend in tiers.items()
         for var in tier_backend.var_names(data_id, phase)
     ]
-    return Table(title, HEADERS, rows)
+    return Table(title, HEADERS, rows, _others(backend, data_id))
+
+
+def _others(backend: Backend, data_id: str | None) -> list[str]:
+    return [f"{other.path}: {other.what}" for other in backend.other_objects(data_id)]
 
 
 def _row(phase: str, tier: str, backend: Backend, data_id: str, var: str) -> tuple[str, ...]:
@@ -91,7 +100,8 @@ def render_text(table: Table) -> str:
     rule = "  ".join("-" * w for w in widths)
     lines = [_line(table.headers, table.headers, widths)]
     lines += [_line(row, table.headers, widths) for row in table.rows] or ["(no data)"]
-    return "\n".join([table.title, lines[0], rule, *lines[1:]])
+    others = [f"{OTHERS_TITLE}:", *(f"  {other}" for other in table.others)] if table.others else []
+    return "\n".join([table.title, lines[0], rule, *lines[1:], *others])
 
 
 def _line(cells: tuple[str, ...], headers: tuple[str, ...], widths: list[int]) -> str:
@@ -105,9 +115,13 @@ def render_html(table: Table) -> str:
     body = "".join(_html_row(row, table.headers) for row in table.rows)
     if not table.rows:
         body = f'<tr><td colspan="{len(table.headers)}">(no data)</td></tr>'
+    others = ""
+    if table.others:
+        items = "".join(f"<li>{html.escape(other)}</li>" for other in table.others)
+        others = f"<p>{html.escape(OTHERS_TITLE)}:</p><ul>{items}</ul>"
     return (
         f'<div class="storegate-info"><p>{html.escape(table.title)}</p><table>'
-        f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
+        f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{others}</div>"
     )
 
 

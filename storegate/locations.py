@@ -9,7 +9,15 @@ Local paths open as zarr's ``LocalStore``; URLs as zarr's ``FsspecStore`` with t
 - S3 gets bounded timeouts and retries (:data:`DEFAULT_S3_CONFIG`) unless the user's
   ``config_kwargs`` say otherwise, and the bucket is checked once when the store is
   opened, so a missing bucket, refused credentials or a silent endpoint raise a
-  :class:`~storegate.errors.StorageError` within :data:`PROBE_TIMEOUT` seconds.
+  :class:`~storegate.errors.StorageError` within :data:`PROBE_TIMEOUT` seconds;
+- remote URLs list directories afresh every time (fsspec's ``use_listings_cache=False``)
+  unless the user's options say otherwise, so a long-lived reader sees what other
+  processes add, as it does on a local folder.
+
+What lies at a location is checked before it is used (:func:`inspect_root`): a store opens
+in the zarr format it was written in (v2 or v3; a new store is v3), and a location that
+holds both formats, a zarr array, other files (for mode 'w', which would delete them) or a
+file instead of a directory is refused with an error that names what is there.
 
 A :class:`Location` holds only plain data (strings and dicts), so it can be pickled and
 sent to worker processes, which open their own store from it.
@@ -19,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import os
 import shutil
 import threading
@@ -31,6 +40,7 @@ from typing import Any, Literal
 import fsspec
 import zarr
 from zarr.abc.store import Store
+from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.storage import FsspecStore, LocalStore
 
@@ -38,11 +48,20 @@ from storegate.errors import InvalidArgumentError, NotFoundError, StorageError, 
 
 __all__ = [
     "DEFAULT_REMOTE_CONCURRENCY",
+    "DEFAULT_REMOTE_OPTIONS",
     "DEFAULT_S3_CONFIG",
     "MATORAGE_NAMES",
+    "METADATA_KEYS",
     "PROBE_TIMEOUT",
+    "ZARRAY",
+    "ZARR_JSON",
+    "ZATTRS",
+    "ZGROUP",
+    "ZMETADATA",
     "Location",
+    "RootInfo",
     "concurrency_scope",
+    "inspect_root",
     "resolve_location",
 ]
 
@@ -67,6 +86,14 @@ PROBE_TIMEOUT = 20.0
 
 #: zarr's ``async.concurrency`` (chunk requests in flight) during reads and writes of a remote store.
 DEFAULT_REMOTE_CONCURRENCY = 32
+
+#: fsspec options storegate sets for remote URLs unless the user's ``storage_options`` give them:
+#: fsspec filesystems (s3fs, gcsfs, adlfs) cache directory listings for the life of the
+#: process, so a reader would never see the data_ids and variables that another process adds.
+DEFAULT_REMOTE_OPTIONS: dict[str, Any] = {"use_listings_cache": False}
+
+#: How many entries of a location an error message names, out of how many it reads at most.
+SHOWN_ENTRIES, LISTED_ENTRIES = 5, 1000
 
 #: matorage's ``backend_args`` names and the s3fs option each becomes.
 MATORAGE_NAMES: dict[str, str] = {
@@ -154,8 +181,10 @@ class Location:
     # --- opening ---------------------------------------------------------------------
 
     def fsspec_options(self) -> dict[str, Any]:
-        """The options given to fsspec: the user's plus storegate's S3 defaults."""
+        """The options given to fsspec: the user's plus storegate's defaults for remote URLs and S3."""
         opts = copy.deepcopy(self.storage_options)
+        if self.remote and "::" not in (self.path or ""):
+            opts = {**DEFAULT_REMOTE_OPTIONS, **opts}
         if self.protocol in S3_PROTOCOLS:
             opts["config_kwargs"] = {**DEFAULT_S3_CONFIG, **(opts.get("config_kwargs") or {})}
         return opts
@@ -163,10 +192,18 @@ class Location:
     def open_group(self, mode: Mode) -> zarr.Group:
         """Open (mode 'r' or 'a') or replace (mode 'w') the root group of the store.
 
+        An existing store opens in its own zarr format (2 or 3); a new one is zarr v3.
+        Consolidated metadata is never used: every listing reads the store as it is.
+
         Raises
         ------
         NotFoundError
             If ``mode`` is 'r' and there is no zarr store at the location.
+        InvalidArgumentError
+            If the location is a file; if mode 'w' would delete files of something that is
+            not a zarr store; or, for modes 'r' and 'a', if it holds a zarr array instead of
+            a group or both zarr v2 and v3 metadata; or, for mode 'a', consolidated metadata
+            (which storegate's writes would leave stale).
         StorageError
             If the location cannot be reached or used.
         """
@@ -181,28 +218,52 @@ class Location:
         except FileNotFoundError as exc:
             if mode != "r":  # e.g. a missing bucket of a URL that check_bucket does not cover
                 raise StorageError(f"cannot open the zarr store at {self.describe()}: {exc!r}") from exc
-            raise NotFoundError(
-                f"output_dir must hold a zarr store when mode is 'r'. Got {self.describe()}, where there is none."
-            ) from exc
+            raise self._no_store() from exc
         except Exception as exc:  # botocore's errors are not OSErrors
             raise StorageError(f"cannot open the zarr store at {self.describe()}: {exc!r}") from exc
 
     def _open_group(self, mode: Mode) -> zarr.Group:
-        if self.kind == "store":
-            return zarr.open_group(store=self.store, mode=mode, zarr_format=3)
-        if self.is_s3:
-            self.check_bucket()
-        store = self._make_store(read_only=mode == "r")
+        store = self.make_store(read_only=mode == "r")
+        root = inspect_root(store)
+        if not root.formats:
+            self._refuse_a_file(store)
         if mode == "w":
+            if not root.formats:
+                self._refuse_other_files(store)
+            if self.kind == "store":
+                return zarr.open_group(store=store, mode="w", zarr_format=3)
             # zarr's own mode 'w' removes the root itself: an S3 bucket root would lose
             # its bucket, a NAS mount point cannot be removed. Clear what is inside instead.
             self._clear(store)
-            mode = "a"
-        return zarr.open_group(store=store, mode=mode, zarr_format=3)
+            return zarr.open_group(store=store, mode="a", zarr_format=3)
+        if not root.formats and mode == "r":
+            raise self._no_store()
+        self._check_root(root, mode)
+        zarr_format: Literal[2, 3] = 2 if root.formats == (2,) else 3  # a new store is v3
+        return zarr.open_group(store=store, mode=mode, zarr_format=zarr_format, use_consolidated=False)
 
-    def _make_store(self, read_only: bool) -> Store:
+    def make_store(self, read_only: bool) -> Store:
+        """The zarr Store of this location (the user's Store object for kind 'store').
+
+        Checks the S3 bucket first, and that a local path is (or can become) a directory.
+
+        Raises
+        ------
+        InvalidArgumentError
+            If a local path is a file or lies inside one.
+        StorageError
+            If the S3 bucket cannot be used (see :meth:`check_bucket`).
+        FileNotFoundError
+            If ``read_only`` and a local directory does not exist.
+        """
+        if self.kind == "store":
+            assert self.store is not None
+            return self.store
         assert self.path is not None  # only a 'store' location has no path
+        if self.is_s3:
+            self.check_bucket()
         if self.kind == "local":
+            _check_directory(self.path)
             if read_only and not Path(self.path).is_dir():
                 raise FileNotFoundError(self.path)
             return LocalStore(self.path, read_only=read_only)
@@ -213,6 +274,61 @@ class Location:
             url = f"simplecache::{url}"
             opts = {inner: {**opts, "asynchronous": True}, "simplecache": {"cache_storage": self.cache_dir}}
         return FsspecStore.from_url(url, storage_options=opts, read_only=read_only)
+
+    def _refuse_a_file(self, store: Store) -> None:
+        """An object (a file) at a URL's path cannot hold a store (a local path is checked in make_store)."""
+        if isinstance(store, FsspecStore) and sync(store.fs._isfile(store.path)):
+            raise InvalidArgumentError(
+                f"output_dir must be a prefix (a directory) for the zarr store. Got {self.describe()}, which is "
+                "a file (an object). Choose another URL."
+            )
+
+    def _no_store(self) -> NotFoundError:
+        return NotFoundError(
+            f"output_dir must hold a zarr store when mode is 'r'. Got {self.describe()}, where there is none."
+        )
+
+    def _check_root(self, root: RootInfo, mode: Mode) -> None:
+        """Refuse a root that storegate cannot open as one group of one format."""
+        where = self.describe()
+        if len(root.formats) > 1:
+            raise InvalidArgumentError(
+                f"output_dir must hold a zarr store of one format. Got {where}, which holds both zarr v2 "
+                "(.zgroup) and zarr v3 (zarr.json) metadata at its root: a mixed store (earlier storegate versions "
+                "wrote v3 metadata into v2 stores opened with mode 'a'; plain zarr reads only the v3 part). "
+                "Keep one format: if the v3 part holds nothing you need, delete every zarr.json file under "
+                "output_dir, then open the v2 store again."
+            )
+        if root.node_type == "array":
+            raise InvalidArgumentError(
+                f"output_dir must hold a zarr group (a storegate store). Got {where}, which holds a zarr array. "
+                "Open its parent folder, or choose another output_dir."
+            )
+        if root.consolidated and mode == "a":
+            how = (
+                "delete its .zmetadata file"
+                if root.formats == (2,)
+                else "delete 'consolidated_metadata' from its zarr.json"
+            )
+            raise InvalidArgumentError(
+                f"mode must be 'r' for a store with consolidated metadata, which storegate's writes would leave "
+                f"stale for other readers. Got mode 'a' for {where}. Open it with mode 'r', or {how} first."
+            )
+
+    def _refuse_other_files(self, store: Store) -> None:
+        """Mode 'w' deletes everything at the location: only ever a zarr store, or nothing."""
+        entries = sync(_first_entries(store, LISTED_ENTRIES))
+        if not entries:
+            return
+        shown = ", ".join(map(repr, entries[:SHOWN_ENTRIES]))
+        if len(entries) > SHOWN_ENTRIES:
+            more = len(entries) - SHOWN_ENTRIES
+            shown += f" and {more} more" if len(entries) < LISTED_ENTRIES else " and more"
+        raise InvalidArgumentError(
+            f"output_dir must be empty, new or a zarr store when mode is 'w', which deletes everything in it. "
+            f"Got {self.describe()}, which holds no zarr store but other files: {shown}. Choose a new or empty "
+            "output_dir, or move those files away first."
+        )
 
     def _clear(self, store: Store) -> None:
         if isinstance(store, LocalStore):
@@ -254,6 +370,92 @@ class Location:
         if self.cache_dir is not None:
             args["cache_dir"] = self.cache_dir
         return args
+
+
+# --- what lies at a location -----------------------------------------------------------
+
+#: zarr's metadata documents: v3's, then v2's (a group, an array, attributes, consolidated metadata).
+ZARR_JSON, ZGROUP, ZARRAY, ZATTRS, ZMETADATA = "zarr.json", ".zgroup", ".zarray", ".zattrs", ".zmetadata"
+METADATA_KEYS = frozenset({ZARR_JSON, ZGROUP, ZARRAY, ZATTRS, ZMETADATA})
+
+
+@dataclass(frozen=True)
+class RootInfo:
+    """The zarr metadata at the root of a store, as :func:`inspect_root` found it.
+
+    Attributes
+    ----------
+    formats
+        The zarr formats whose root metadata is there: ``()`` (no zarr store), ``(2,)``,
+        ``(3,)`` or ``(2, 3)`` (a mixed store).
+    node_type
+        ``'group'`` or ``'array'``; ``None`` when there is no zarr store.
+    consolidated
+        True when the root holds consolidated metadata (v2 ``.zmetadata``, or a
+        ``consolidated_metadata`` entry in a v3 ``zarr.json``).
+    """
+
+    formats: tuple[int, ...]
+    node_type: str | None
+    consolidated: bool
+
+
+def inspect_root(store: Store) -> RootInfo:
+    """The zarr metadata at the root of ``store``: four small reads, never a listing.
+
+    A root ``zarr.json`` that is not a JSON object counts as a v3 group: zarr reports the
+    broken document when it opens the store.
+    """
+    return sync(_inspect_root(store))
+
+
+async def _inspect_root(store: Store) -> RootInfo:
+    # One GET each (an exists() costs two requests on S3 for a missing key); the documents are small.
+    prototype = default_buffer_prototype()
+    v3, zgroup, zarray, zmetadata = await asyncio.gather(
+        *(store.get(key, prototype) for key in (ZARR_JSON, ZGROUP, ZARRAY, ZMETADATA))
+    )
+    has_zgroup, has_zarray = zgroup is not None, zarray is not None
+    formats = tuple(f for f, found in ((2, has_zgroup or has_zarray), (3, v3 is not None)) if found)
+    meta = _json_object(v3.to_bytes()) if v3 is not None else {}
+    node_type: str | None = "array" if has_zarray else "group" if has_zgroup else None
+    if v3 is not None:
+        node_type = "array" if meta.get("node_type") == "array" else "group"
+    consolidated = zmetadata is not None or meta.get("consolidated_metadata") is not None
+    return RootInfo(formats, node_type, consolidated)
+
+
+def _json_object(raw: bytes) -> dict[str, Any]:
+    """A JSON object, or ``{}`` for anything else (zarr itself reports a broken document when it opens it)."""
+    try:
+        found = json.loads(raw)
+    except ValueError:
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+async def _first_entries(store: Store, limit: int) -> list[str]:
+    """The sorted names of up to ``limit`` entries (files and folders) at the root of ``store``."""
+    entries: list[str] = []
+    async for entry in store.list_dir(""):
+        if entry:
+            entries.append(entry)
+        if len(entries) >= limit:
+            break
+    return sorted(entries)
+
+
+def _check_directory(path: str) -> None:
+    """A local output_dir must be a directory, or a path where one can be created."""
+    existing = Path(path)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        what = "a file" if str(existing) == path else f"inside the file {existing}"
+        raise InvalidArgumentError(
+            f"output_dir must be a directory (or a path where one can be created). Got {path}, which is {what}. "
+            "Choose another output_dir."
+        )
 
 
 # --- resolving what the user gave ------------------------------------------------------

@@ -29,7 +29,7 @@ import pytest
 import zarr
 from zarr.storage import FsspecStore
 
-from storegate import ReadOnlyError, StoreGate
+from storegate import InvalidArgumentError, ReadOnlyError, StoreGate, convert_to_v3
 from storegate.backends.zarr_backend import ZarrBackend
 from storegate.locations import DEFAULT_REMOTE_CONCURRENCY
 from storegate.testing import (
@@ -40,6 +40,7 @@ from storegate.testing import (
     numpy_index,
 )
 from tests.conftest import S3Server
+from tests.v2_stores import DATA_ID, ROWS, files, metadata_names, write_zarr2_files
 
 pytestmark = [pytest.mark.s3, pytest.mark.timeout(120)]
 
@@ -202,6 +203,71 @@ def test_mode_r_refuses_every_write(s3_server: S3Server, s3_bucket: str) -> None
             write()
     assert object_keys(s3_server, s3_bucket) == before
     np.testing.assert_array_equal(sg.get_data("x", "train"), np.arange(10))
+
+
+# --- zarr v2 stores (multiml's) --------------------------------------------------------------
+
+
+def test_a_v2_store_on_s3_reads_grows_in_v2_and_converts(s3_server: S3Server, s3_bucket: str, tmp_path: Path) -> None:
+    data = write_zarr2_files(tmp_path)
+    client = s3_client(s3_server)
+    for name, body in files(tmp_path).items():
+        client.put_object(Bucket=s3_bucket, Key=f"multiml/{name}", Body=body)
+    args = s3_args(s3_server, s3_bucket, "multiml")
+    reader = StoreGate("zarr", {**args, "mode": "r"}, data_id=DATA_ID)
+    np.testing.assert_array_equal(reader.get_data("x", "train"), data[("train", "x")])
+    writer = StoreGate("zarr", args, data_id=DATA_ID)
+    writer.add_data(["x", "y"], [np.ones((5, 3), dtype=np.float32), np.arange(5)], phase="test")
+    writer.add_data("z", np.arange(ROWS["valid"]), phase="valid")
+    assert metadata_names(object_keys(s3_server, s3_bucket)) == {".zgroup", ".zarray", ".zattrs"}
+    convert_to_v3(args["output_dir"], args["storage_options"], progress=False)
+    assert metadata_names(object_keys(s3_server, s3_bucket)) == {"zarr.json"}
+    converted = StoreGate("zarr", {**args, "mode": "r"}, data_id=DATA_ID)
+    assert converted.backend_object.zarr_format == 3
+    np.testing.assert_array_equal(converted.get_data("y", "test")[-5:], np.arange(5))
+    np.testing.assert_array_equal(converted.get_data("x", "train"), data[("train", "x")])
+    np.testing.assert_array_equal(converted.get_data("z", "valid"), np.arange(ROWS["valid"]))
+
+
+# --- a long-lived reader ---------------------------------------------------------------------
+
+
+def test_a_long_lived_reader_sees_what_another_writer_adds(s3_server: S3Server, s3_bucket: str) -> None:
+    # The writer has its own s3fs client, as another process would (fsspec shares one client per
+    # set of options: these differ in a setting that changes nothing here). The reader's listings
+    # must come from the bucket, not from a cache of what it listed before.
+    options = {**s3_server.storage_options, "config_kwargs": {"connect_timeout": 6}}
+    writer = StoreGate("zarr", {**s3_args(s3_server, s3_bucket), "storage_options": options}, data_id="d")
+    writer.add_data("x", np.arange(5), phase="train")
+    reader = StoreGate("zarr", s3_args(s3_server, s3_bucket, mode="r"), data_id="d")
+    assert (reader.get_data_ids(), reader.get_var_names(), reader.get_metadata()["sizes"]["train"]) == (["d"], ["x"], 5)
+    writer.add_data("x", np.arange(5, 8), phase="train")
+    writer.add_data("y", np.arange(8), phase="train")
+    writer.set_data_id("e")
+    writer.add_data("z", np.arange(3), phase="test")
+    assert reader.get_data_ids() == ["d", "e"]
+    assert reader.get_var_names() == ["x", "y"]
+    assert reader.get_metadata()["sizes"]["train"] == 8
+    np.testing.assert_array_equal(reader.get_data("x"), np.arange(8))
+    reader.set_data_id("e")
+    assert reader.get_var_names("test") == ["z"]
+
+
+def test_mode_w_refuses_a_prefix_that_is_not_a_zarr_store(s3_server: S3Server, s3_bucket: str) -> None:
+    client = s3_client(s3_server)
+    for key in ("data/raw/run1.root", "data/notes.txt", "file.csv"):
+        client.put_object(Bucket=s3_bucket, Key=key, Body=b"keep")
+    before = object_keys(s3_server, s3_bucket)
+    cases = [
+        ("data", "holds no zarr store but other files: 'notes.txt', 'raw'"),
+        ("", "holds no zarr store but other files: 'data', 'file.csv'"),  # the bucket root
+        ("file.csv", "must be a prefix .* which is a file"),
+    ]
+    for prefix, match in cases:
+        args = {"output_dir": f"s3://{s3_bucket}/{prefix}".rstrip("/"), "storage_options": s3_server.storage_options}
+        with pytest.raises(InvalidArgumentError, match=match):
+            StoreGate("zarr", {**args, "mode": "w"}, data_id="d")
+    assert object_keys(s3_server, s3_bucket) == before
 
 
 # --- matorage's names ------------------------------------------------------------------

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import zarr
 
-from storegate import InvalidArgumentError, StoreGate
+from storegate import InvalidArgumentError, StoreGate, StoreGateError
 from storegate.backends.zarr_backend import DEFAULT_CHUNK_BYTES
 from storegate.testing import BackendConformance
 
@@ -187,3 +187,106 @@ def test_write_rows_is_the_shard_or_chunk(tmp_path: Path) -> None:
     assert sharded.backend_object.write_rows("d", "train", "x") == 30
     assert plain.backend_object.write_rows("d", "train", "x") == 10
     assert memory.backend_object.write_rows("d", "train", "x") is None
+
+
+# --- objects other tools left in the store -------------------------------------------------
+
+
+def _with_other_objects(tmp_path: Path) -> StoreGate:
+    """A store with variables x and y, and what other tools added around them."""
+    sg = _gate(tmp_path)
+    sg.add_data(["x", "y"], [np.arange(20.0).reshape(10, 2), np.arange(10)], phase=(0.6, 0.2, 0.2))
+    root = zarr.open_group(str(tmp_path))
+    mean = root["d/train"].create_array("mean", shape=(), dtype="f8")  # the issue's example
+    mean[()] = 4.5
+    root["d/train"].create_group("sub")
+    root["d/train"].create_array(".hidden", shape=(6,), dtype="i8")  # a name storegate refuses
+    root["d"].create_array("stats", shape=(3,), dtype="f8")
+    root["d"].create_group("extra")
+    root.create_array("readme", shape=(2,), dtype="u1")
+    root.create_group(".cache")
+    return sg
+
+
+OTHERS = [
+    "extra: group",
+    "stats: 1-d array",
+    "train/.hidden: array named '.hidden' (a name storegate refuses)",
+    "train/mean: 0-d array",
+    "train/sub: group",
+]
+
+
+def test_every_call_skips_objects_other_tools_left(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    sg = _with_other_objects(tmp_path)
+    assert sg.get_var_names("train") == ["x", "y"]
+    assert sg.get_metadata()["sizes"] == {"train": 6, "valid": 2, "test": 2, "all": 10}
+    assert len(sg["train"]) == 6
+    sg.compile()
+    assert sg.get_metadata()["compiled"]
+    np.testing.assert_array_equal(sg["all"]["y"][:], np.arange(10))
+    assert sg.get_data_ids() == ["d"]  # neither the root array nor the group '.cache'
+    found = sg.backend_object.other_objects("d")
+    assert [f"{o.path}: {o.what}" for o in found] == OTHERS
+    assert [o.path for o in sg.backend_object.other_objects()] == [".cache", "readme"]
+    sg.show_info()
+    text = capsys.readouterr().out
+    assert "other objects (not storegate variables: skipped and left alone):\n" in text
+    assert all(f"  {line}" in text for line in OTHERS)
+    assert zarr.open_group(str(tmp_path))["d/train/mean"][()] == 4.5  # untouched
+    assert StoreGate("numpy", data_id="d").backend_object.other_objects("d") == []  # the contract's default
+
+
+def test_a_name_held_by_another_object_is_refused_and_the_object_kept(tmp_path: Path) -> None:
+    sg = _with_other_objects(tmp_path)
+    before = sg.get_data("x")
+    with pytest.raises(InvalidArgumentError, match=r"var_name 'mean' in data_id 'd', phase 'train' .* 0-d array"):
+        sg.add_data("mean", np.zeros(6))
+    with pytest.raises(InvalidArgumentError, match="Got a group there"):
+        sg.create_empty("sub", (6,))
+    with pytest.raises(InvalidArgumentError, match="'mean'"):  # x is appended first, then put back
+        sg.add_data(["x", "mean"], [np.zeros((2, 2)), np.zeros(2)])
+    np.testing.assert_array_equal(sg.get_data("x"), before)
+    sg.delete_data("mean")  # not a variable: nothing to delete
+    raw = tmp_path / "d" / "train" / "raw"
+    raw.mkdir()
+    (raw / "notes.txt").write_text("keep me")
+    with pytest.raises(
+        InvalidArgumentError, match=r"must not name a folder of other files. Got raw/ holding \['notes.txt'\]"
+    ):
+        sg.add_data("raw", np.zeros(6))
+    assert (raw / "notes.txt").read_text() == "keep me"
+    assert zarr.open_group(str(tmp_path))["d/train/mean"][()] == 4.5
+    assert sg.get_var_names("train") == ["x", "y"]
+
+
+def test_a_data_id_or_phase_that_is_an_array_is_refused(tmp_path: Path) -> None:
+    sg = _with_other_objects(tmp_path)
+    with pytest.raises(InvalidArgumentError, match=r"data_id 'readme' must be a zarr group .* Got a zarr array"):
+        sg.set_data_id("readme")
+    zarr.open_group(str(tmp_path)).create_group("e").create_array("valid", shape=(4,), dtype="i8")
+    sg.set_data_id("e")
+    assert sg.get_var_names("valid") == []
+    with pytest.raises(InvalidArgumentError, match=r"phase 'valid' of data_id 'e' must be a zarr group"):
+        sg.add_data("v", np.arange(4), phase="valid")
+    assert [o.what for o in sg.backend_object.other_objects("e")] == ["1-d array where phase 'valid' should be a group"]
+    assert zarr.open_group(str(tmp_path))["e/valid"].shape == (4,)
+
+
+def test_metadata_zarr_cannot_read_is_named_never_a_bare_error(tmp_path: Path) -> None:
+    sg = _gate(tmp_path)
+    sg.add_data("x", np.arange(4))
+    broken = tmp_path / "d" / "train" / "bad"
+    broken.mkdir()
+    (broken / "zarr.json").write_text("{not json")
+    assert sg.get_var_names() == ["x"]
+    assert sg.get_metadata()["sizes"]["train"] == 4
+    [other] = sg.backend_object.other_objects("d")
+    assert other.path == "train/bad"
+    assert other.what.startswith("metadata zarr cannot read (JSONDecodeError")
+    for call in (lambda: sg.get_data("bad"), lambda: sg.add_data("bad", np.arange(4))):
+        with pytest.raises(
+            StoreGateError, match="the object 'd/train/bad' in the store must have metadata zarr can read"
+        ):
+            call()
+    assert (broken / "zarr.json").read_text() == "{not json"

@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 import pytest
 import zarr
-from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
+from zarr.codecs import BloscCodec, Crc32cCodec, GzipCodec, ZstdCodec
 
 from storegate import InvalidArgumentError, StoreGate
-from storegate.codecs import CODEC_NAMES, DEFAULT_COMPRESSOR, resolve_compressor, zarrs_available
+from storegate.codecs import CODEC_NAMES, DEFAULT_COMPRESSOR, resolve_compressor, v2_compressor, zarrs_available
 
 ROWS = np.arange(600, dtype="f4").reshape(200, 3) % 7  # compressible, so every codec shrinks it
 
@@ -148,6 +148,39 @@ def test_numcodecs_v2_codec_is_refused() -> None:
 
     with pytest.raises(InvalidArgumentError, match="zarr v3 bytes-to-bytes codec"):
         resolve_compressor(numcodecs.Zstd())
+
+
+# --- zarr v2 equivalents (stores kept in zarr v2) ---------------------------------------------
+
+V2_CONFIGS = {
+    "none": None,
+    "zstd": {"id": "zstd", "level": 3, "checksum": False},
+    "gzip": {"id": "gzip", "level": 5},
+    "lz4": {"id": "blosc", "cname": "lz4", "clevel": 5, "shuffle": 0, "blocksize": 0},
+    "blosc-lz4": {"id": "blosc", "cname": "lz4", "clevel": 5, "shuffle": 1, "blocksize": 0},
+    "blosc-zstd": {"id": "blosc", "cname": "zstd", "clevel": 3, "shuffle": 1, "blocksize": 0},
+}
+
+
+@pytest.mark.parametrize("name", list(V2_CONFIGS))
+def test_every_codec_name_has_a_numcodecs_equivalent(name: str) -> None:
+    codec = v2_compressor(resolve_compressor(name))
+    assert (None if codec is None else codec.get_config()) == V2_CONFIGS[name]
+
+
+def test_v2_equivalents_keep_levels_and_bitshuffle() -> None:
+    codec = v2_compressor((BloscCodec(cname="zstd", clevel=7, shuffle="bitshuffle"),))
+    assert codec is not None
+    assert codec.get_config() == {"id": "blosc", "cname": "zstd", "clevel": 7, "shuffle": 2, "blocksize": 0}
+    data = np.arange(1000, dtype="f8")
+    assert np.frombuffer(codec.decode(codec.encode(data)), dtype="f8").tolist() == data.tolist()
+
+
+def test_codecs_without_a_v2_equivalent_are_named() -> None:
+    with pytest.raises(InvalidArgumentError, match=r"compressor must have a zarr v2 equivalent .* Got Crc32cCodec"):
+        v2_compressor((Crc32cCodec(),))
+    with pytest.raises(InvalidArgumentError, match="must be one codec for a zarr v2 store"):
+        v2_compressor((ZstdCodec(), GzipCodec()))
 
 
 def test_bad_store_compressor_fails_at_construction(tmp_path: Path) -> None:

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import zarr
 
 from storegate import StoreGate
-from storegate.info import human_bytes
+from storegate.info import OTHERS_TITLE, human_bytes
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -268,6 +269,26 @@ def test_html_of_an_empty_data_id_says_no_data() -> None:
     parser = _TableParser()
     parser.feed(StoreGate("numpy", data_id="e")._repr_html_())
     assert parser.rows == [COLUMNS, ["(no data)"]]
+
+
+# --- other objects ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["zarr", "hybrid"])
+def test_other_objects_are_listed_below_the_table_in_text_and_html(
+    backend: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "o.zarr"
+    sg = StoreGate(backend, {"output_dir": str(path), "mode": "w"}, data_id="o")
+    sg.add_data("x", np.arange(4))
+    zarr.open_group(str(path))["o/train"].create_array("<mean>", shape=(), dtype="f8")  # another tool's 0-d array
+    text = _show(sg, capsys)
+    table, others = text.split(OTHERS_TITLE)
+    assert [r["var_name"] for r in _parse_text(table)[2]] == ["x"]
+    assert others == ":\n  train/<mean>: 0-d array\n"
+    markup = sg._repr_html_()
+    assert f"<p>{OTHERS_TITLE}:</p><ul><li>train/&lt;mean&gt;: 0-d array</li></ul>" in markup
+    assert _parse_html(markup)[2] == _parse_text(table)[2]
 
 
 # --- helpers of the module -------------------------------------------------------------

@@ -10,12 +10,13 @@ import importlib
 import inspect
 from typing import Any
 
-from storegate.backends.base import Backend, Checkpoint, TieredBackend, VarInfo
+from storegate.backends.base import Backend, Checkpoint, OtherObject, TieredBackend, VarInfo
 from storegate.errors import InvalidArgumentError, StoreGateError
 
 __all__ = [
     "Backend",
     "Checkpoint",
+    "OtherObject",
     "TieredBackend",
     "VarInfo",
     "available_backends",

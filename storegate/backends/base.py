@@ -15,6 +15,8 @@ calls it has three groups:
   transactions use to put a variable back exactly as it was when a write fails;
 - **reopening**: :meth:`Backend.reopen_args`, the picklable ``backend_args`` that open the
   same data in another process (``None`` for data that live in this process's memory);
+- **other objects**: :meth:`Backend.other_objects` lists what other tools left in a store
+  (:class:`OtherObject`), which every call skips and never changes;
 - **tiers**: a backend that holds several stores and routes calls to one of them (hybrid)
   also implements the small :class:`TieredBackend` protocol.
 """
@@ -30,7 +32,7 @@ import numpy as np
 from storegate.errors import NotFoundError, ReadOnlyError
 from storegate.indexing import Selection, clip_rows
 
-__all__ = ["Backend", "Checkpoint", "TieredBackend", "VarInfo"]
+__all__ = ["Backend", "Checkpoint", "OtherObject", "TieredBackend", "VarInfo"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,23 @@ class VarInfo:
     chunk_rows: int | None = None
     stored_bytes: int | None = None
     codec: str | None = None
+
+
+@dataclass(frozen=True)
+class OtherObject:
+    """Something in a store that is not a storegate variable, e.g. left there by another tool.
+
+    Attributes
+    ----------
+    path
+        Where it lies: relative to its data_id (``'train/mean'``, ``'extra'``), or to the
+        root of the store for what lies beside the data_ids.
+    what
+        What it is, for people: ``'0-d array'``, ``'group'``, ``"array named '.x'"``...
+    """
+
+    path: str
+    what: str
 
 
 @dataclass(frozen=True)
@@ -118,7 +137,7 @@ class Backend(ABC):
 
     @abstractmethod
     def var_names(self, data_id: str, phase: str) -> list[str]:
-        """Sorted variable names stored under ``data_id`` / ``phase``."""
+        """Sorted variable names stored under ``data_id`` / ``phase`` (never an :meth:`other_objects` entry)."""
 
     @abstractmethod
     def shape(self, data_id: str, phase: str, var: str) -> tuple[int, ...]:
@@ -170,6 +189,28 @@ class Backend(ABC):
         array metadata or the state must drop them, keeping only a state saved by this
         process that the store could not hold (read-only).
         """
+
+    def other_objects(self, data_id: str | None = None) -> list[OtherObject]:
+        """What the store holds besides storegate's data, sorted by path.
+
+        Every storegate call skips these objects and never changes or deletes them:
+        :meth:`data_ids` and :meth:`var_names` leave them out, :meth:`has` is false for
+        them, and creating a variable, phase or data_id where one lies raises a
+        StoreGateError naming it. ``show_info`` lists them.
+
+        Parameters
+        ----------
+        data_id
+            List what lies inside this data_id besides the variables of its phases (0-d
+            arrays or groups inside a phase, arrays whose names storegate refuses, members
+            other than the phases, objects zarr cannot read...). ``None``: what lies at the
+            top of the store besides the data_ids.
+
+        Note for implementers: the default returns nothing, which is right for a store that
+        only storegate writes (memory). A store that other tools can also write must list
+        what they left, and refuse to create anything where it lies.
+        """
+        return []
 
     # --- built on the above ----------------------------------------------------------
 

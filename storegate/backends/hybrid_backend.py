@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from storegate.backends.base import Backend, Checkpoint, VarInfo
+from storegate.backends.base import Backend, Checkpoint, OtherObject, VarInfo
 from storegate.backends.numpy_backend import NumpyBackend
 from storegate.backends.zarr_backend import ZarrBackend
 from storegate.errors import InvalidArgumentError
@@ -88,6 +88,10 @@ class HybridBackend(Backend):
 
     def var_names(self, data_id: str, phase: str) -> list[str]:
         return self.current.var_names(data_id, phase)
+
+    def other_objects(self, data_id: str | None = None) -> list[OtherObject]:
+        # Only the storage tier can hold what other tools wrote.
+        return self._tiers["zarr"].other_objects(data_id)
 
     def has(self, data_id: str, phase: str, var: str) -> bool:
         return self.current.has(data_id, phase, var)

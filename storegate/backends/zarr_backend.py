@@ -2,6 +2,14 @@
 
 Layout: ``<root>/<data_id>/<phase>/<var_name>``; storegate's own state lives in the
 attributes of the ``<data_id>`` group under the key ``"storegate"``.
+
+A zarr v2 store (multiml wrote them with zarr-python 2) opens, reads and grows in its own
+format: new groups and arrays are v2, with the numcodecs compressor equivalent to the chosen
+codec; what v2 cannot hold (shards) is refused. :func:`storegate.convert_to_v3` converts one.
+
+What other tools leave in a store (0-d arrays, groups inside a phase, arrays with names
+storegate refuses, objects zarr cannot read) is never a variable: every call skips it,
+nothing overwrites or deletes it, and :meth:`ZarrBackend.other_objects` lists it.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ import functools
 import itertools
 import math
 import os
+import re
 import shutil
 import tempfile
 import warnings
@@ -27,11 +36,20 @@ from zarr.core.buffer import Buffer, default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.errors import UnstableSpecificationWarning, ZarrUserWarning
 
-from storegate.backends.base import Backend, Checkpoint, VarInfo
-from storegate.codecs import DEFAULT_PIPELINE, check_pipeline, pipeline_scope, resolve_compressor
+from storegate.backends.base import Backend, Checkpoint, OtherObject, VarInfo
+from storegate.codecs import (
+    DEFAULT_PIPELINE,
+    Compressors,
+    check_pipeline,
+    pipeline_scope,
+    resolve_compressor,
+    v2_compressor,
+)
 from storegate.errors import InvalidArgumentError, StorageError, StoreGateError
 from storegate.indexing import Selection, clip_rows
-from storegate.locations import DEFAULT_REMOTE_CONCURRENCY, concurrency_scope, resolve_location
+from storegate.locations import DEFAULT_REMOTE_CONCURRENCY, METADATA_KEYS, concurrency_scope, resolve_location
+from storegate.names import check_data_id, parse_var_names
+from storegate.phases import PHASES
 from storegate.rules import check_positive
 
 __all__ = ["DEFAULT_CHUNK_BYTES", "ZarrBackend"]
@@ -84,9 +102,10 @@ class ZarrBackend(Backend):
         ``'default'`` (zarr's configured pipeline) or ``'zarrs'`` (the Rust pipeline of the
         ``zarrs`` extra, for this store's arrays only), see :mod:`storegate.codecs`.
     mode
-        ``'w'`` (replace everything under ``output_dir``, matorage's ``refresh``), ``'a'``
-        (read and write, create if missing) or ``'r'`` (read only: every write raises
-        ReadOnlyError).
+        ``'w'`` (replace everything under ``output_dir``, matorage's ``refresh``; refused
+        when ``output_dir`` holds files but no zarr store), ``'a'`` (read and write, create
+        a zarr v3 store if missing) or ``'r'`` (read only: every write raises
+        ReadOnlyError). An existing store opens in its own format, zarr v2 or v3.
     storage_options
         fsspec options for a URL ``output_dir``, passed unchanged (for S3: s3fs's ``key``,
         ``secret``, ``anon``, ``client_kwargs={'endpoint_url': ...}``, ``config_kwargs``...).
@@ -154,6 +173,7 @@ class ZarrBackend(Backend):
         if concurrency is None and self._location.remote:
             self._concurrency = DEFAULT_REMOTE_CONCURRENCY
         self._root = self._open_root()
+        self._check_format()
         self._groups: dict[tuple[str, ...], zarr.Group] = {}
         self._arrays: dict[tuple[str, str, str], zarr.Array[Any]] = {}
         self._states: dict[str, dict[str, Any]] = {}
@@ -170,6 +190,23 @@ class ZarrBackend(Backend):
         # Raises NotFoundError (mode 'r', no store) or StorageError (unreachable).
         return self._location.open_group(self._mode)
 
+    def _check_format(self) -> None:
+        """Refuse, before anything is written, the options a zarr v2 store cannot hold."""
+        if self.zarr_format != 2:
+            return
+        if self._shard_bytes is not None:
+            raise InvalidArgumentError(
+                f"shard_bytes must be None for the zarr v2 store at {self.location}: zarr v2 has no shards. "
+                f"Got shard_bytes={self._shard_bytes}. Drop it, or convert the store to zarr v3 with "
+                "storegate.convert_to_v3 first."
+            )
+        v2_compressor(self._compressors)
+
+    @property
+    def zarr_format(self) -> int:
+        """The zarr format of the store: 3, or 2 for an older store kept in its own format."""
+        return int(self._root.metadata.zarr_format)
+
     @property
     def output_dir(self) -> str | os.PathLike[str] | Store:
         """Where the store lives, as given (the temporary directory when none was)."""
@@ -178,7 +215,8 @@ class ZarrBackend(Backend):
     @property
     def location(self) -> str:
         # docstring inherited; never shows credentials
-        return self._location.describe()
+        where = self._location.describe()
+        return f"{where} (zarr v2)" if self.zarr_format == 2 else where
 
     def reopen_args(self, mode: str = "r") -> dict[str, Any] | None:
         """``backend_args`` that open this same store again, e.g. in a worker process.
@@ -227,7 +265,8 @@ class ZarrBackend(Backend):
 
     @_storage_call
     def data_ids(self) -> list[str]:
-        return sorted(self._root.group_keys())
+        readable, _ = _children(self._root)
+        return sorted(name for name, node in readable.items() if _data_id_problem(name, node) is None)
 
     @_storage_call
     def create_data_id(self, data_id: str) -> None:
@@ -235,7 +274,7 @@ class ZarrBackend(Backend):
 
     @_storage_call
     def delete_data_id(self, data_id: str) -> None:
-        if data_id in self._root:
+        if self._group(data_id) is not None:  # never an array of that name that another tool wrote
             del self._root[data_id]
         self._forget(data_id)
         self._states.pop(data_id, None)
@@ -247,11 +286,23 @@ class ZarrBackend(Backend):
         group = self._group(data_id, phase)
         if group is None:
             return []
-        with warnings.catch_warnings():
-            # The chunks of a variable detached by a write in progress have no metadata;
-            # zarr warns about them while listing, and they are not variables.
-            warnings.simplefilter("ignore", ZarrUserWarning)
-            return sorted(group.array_keys())
+        readable, _ = _children(group)
+        return sorted(name for name, node in readable.items() if _variable_problem(name, node) is None)
+
+    @_storage_call
+    def other_objects(self, data_id: str | None = None) -> list[OtherObject]:
+        # docstring inherited
+        if data_id is None:
+            return _others(self._root, "", _data_id_problem)
+        group = self._group(data_id)
+        if group is None:
+            return []
+        found = _others(group, "", _phase_problem)
+        for phase in PHASES:
+            phase_group = self._group(data_id, phase)
+            if phase_group is not None:
+                found += _others(phase_group, f"{phase}/", _variable_problem)
+        return sorted(found, key=lambda o: o.path)
 
     def has(self, data_id: str, phase: str, var: str) -> bool:
         # The base lists the phase group (a directory listing, ~1 ms on local disk, more on S3)
@@ -332,8 +383,10 @@ class ZarrBackend(Backend):
 
     @_storage_call
     def delete(self, data_id: str, phase: str, var: str) -> None:
-        group = self._group(data_id, phase)
-        if group is not None and var in group:
+        # Only a variable goes: never an object of that name that another tool wrote.
+        if self._find_array(data_id, phase, var) is not None:
+            group = self._group(data_id, phase)
+            assert group is not None
             del group[var]
         self._arrays.pop((data_id, phase, var), None)
 
@@ -449,25 +502,52 @@ class ZarrBackend(Backend):
         self, data_id: str, phase: str, var: str, shape: tuple[int, ...], dtype: np.dtype, **options: Any
     ) -> zarr.Array[Any]:
         self.check_writable()
-        group = self._group(data_id, phase, create=True)
-        assert group is not None  # create=True always returns a group
         compressors = self._compressors
         if options.get("compressor") is not None:  # None: the store's compressor
             compressors = resolve_compressor(options["compressor"])
         chunks = self._chunks(shape, np.dtype(dtype))
+        encoding = self._encoding(chunks, np.dtype(dtype), compressors)  # refuses before anything is written
+        group = self._group(data_id, phase, create=True)
+        assert group is not None  # create=True always returns a group
+        self._check_free(group, data_id, phase, var)
         with pipeline_scope(self._pipeline):
             array = group.create_array(
                 var,
                 shape=shape,
                 dtype=dtype,
                 chunks=chunks,
-                shards=self._shards(chunks, np.dtype(dtype)),
-                compressors=compressors,
                 fill_value=np.zeros((), dtype=dtype)[()],
                 overwrite=True,
+                **encoding,
             )
         self._arrays[(data_id, phase, var)] = array
         return array
+
+    def _encoding(self, chunks: tuple[int, ...], dtype: np.dtype, compressors: Compressors) -> dict[str, Any]:
+        """``create_array``'s codec arguments in the store's format (v2: one numcodecs compressor, no shards)."""
+        if self.zarr_format == 2:
+            return {"compressors": v2_compressor(compressors)}
+        return {"compressors": compressors, "shards": self._shards(chunks, dtype)}
+
+    def _check_free(self, group: zarr.Group, data_id: str, phase: str, var: str) -> None:
+        """Refuse to create a variable over anything that is not a variable (``overwrite`` would delete it)."""
+        if (data_id, phase, var) in self._arrays:
+            return  # a variable this backend opened: replacing it is what create means
+        node = _node(group, var)
+        if isinstance(node, zarr.Array) and _variable_problem(var, node) is None:
+            return  # a variable: replacing it is what create means
+        where = f"var_name {var!r} in data_id {data_id!r}, phase {phase!r}"
+        if node is not None:
+            raise InvalidArgumentError(
+                f"{where} must not name an object storegate does not manage. Got a {_variable_problem(var, node)} "
+                f"there (another tool wrote it) at {self.location}. Choose another var_name, or remove it with zarr."
+            )
+        foreign = [k for k in sync(_keys_under(group, var)) if not _CHUNK_KEY.fullmatch(k)]
+        if foreign:
+            raise InvalidArgumentError(
+                f"{where} must not name a folder of other files. Got {var}/ holding {sorted(foreign)[:5]} at "
+                f"{self.location} (not a zarr array). Choose another var_name, or move those files away."
+            )
 
     def _chunks(self, shape: tuple[int, ...], dtype: np.dtype) -> tuple[int, ...]:
         """Whole rows per chunk: ``chunk`` rows, else as many as fit in ``chunk_bytes``."""
@@ -492,20 +572,29 @@ class ZarrBackend(Backend):
         return int((array.shards or array.chunks)[0])
 
     def _group(self, *path: str, create: bool = False) -> zarr.Group | None:
+        """The group of a data_id or ``(data_id, phase)``; ``None`` when there is none.
+
+        With ``create``, a missing group is created; an array where the group should be
+        (another tool wrote it) raises InvalidArgumentError.
+        """
         if path in self._groups:
             return self._groups[path]
         parent = self._root if len(path) == 1 else self._group(*path[:-1], create=create)
         if parent is None:
             return None
-        if create:
-            group = parent.require_group(path[-1])
-        else:
-            found = parent.get(path[-1])
-            if not isinstance(found, zarr.Group):
+        found = _node(parent, path[-1])
+        if isinstance(found, zarr.Array) and create:
+            what = f"phase {path[1]!r} of data_id {path[0]!r}" if len(path) == 2 else f"data_id {path[0]!r}"
+            raise InvalidArgumentError(
+                f"{what} must be a zarr group to hold storegate's data. Got a zarr array there (another tool "
+                f"wrote it) at {self.location}. Remove or rename it with zarr, or use another data_id."
+            )
+        if not isinstance(found, zarr.Group):
+            if not create:
                 return None
-            group = found
-        self._groups[path] = group
-        return group
+            found = parent.require_group(path[-1])
+        self._groups[path] = found
+        return found
 
     def _array(self, data_id: str, phase: str, var: str) -> zarr.Array[Any]:
         array = self._find_array(data_id, phase, var)
@@ -520,9 +609,9 @@ class ZarrBackend(Backend):
         if array is None:
             with self._io(), pipeline_scope(self._pipeline):  # zarr picks the pipeline when opening
                 group = self._group(data_id, phase)
-                found = None if group is None else group.get(var)
-            if not isinstance(found, zarr.Array):
-                return None
+                found = None if group is None else _node(group, var)
+            if not isinstance(found, zarr.Array) or _variable_problem(var, found) is not None:
+                return None  # absent, or an object another tool wrote: never a variable
             array = self._arrays[key] = found
         return array
 
@@ -552,6 +641,121 @@ class ZarrBackend(Backend):
     def _forget(self, data_id: str) -> None:
         self._groups = {k: v for k, v in self._groups.items() if k[0] != data_id}
         self._arrays = {k: v for k, v in self._arrays.items() if k[0] != data_id}
+
+
+# --- what is a variable, and what another tool left ----------------------------------------
+
+Node = zarr.Array[Any] | zarr.Group
+#: Keys of the stored chunks of an array: zarr v3's ``c/0/1`` or ``c.0.1`` (``c`` for 0-d), zarr
+#: v2's ``0.1`` or ``0/1``. A variable detached by a write in progress leaves only these under its name.
+_CHUNK_KEY = re.compile(r"c([./]\d+)*|\d+([./]\d+)*")
+
+
+def _variable_problem(name: str, node: Node) -> str | None:
+    """Why a member of a phase group is not a storegate variable, or ``None`` when it is one."""
+    if isinstance(node, zarr.Group):
+        return "group"
+    if node.ndim == 0:
+        return "0-d array"
+    try:
+        parse_var_names(name)
+    except InvalidArgumentError:
+        return f"array named {name!r} (a name storegate refuses)"
+    return None
+
+
+def _data_id_problem(name: str, node: Node) -> str | None:
+    """Why a member of the root is not a data_id, or ``None`` when it is one."""
+    if isinstance(node, zarr.Array):
+        return f"{node.ndim}-d array"
+    try:
+        check_data_id(name)
+    except InvalidArgumentError:
+        return f"group named {name!r} (a name storegate refuses)"
+    return None
+
+
+def _phase_problem(name: str, node: Node) -> str | None:
+    """Why a member of a data_id group is not one of its phases, or ``None`` when it is one."""
+    if name not in PHASES:
+        return "group" if isinstance(node, zarr.Group) else f"{node.ndim}-d array"
+    return f"{node.ndim}-d array where phase {name!r} should be a group" if isinstance(node, zarr.Array) else None
+
+
+def _others(group: zarr.Group, prefix: str, problem: Callable[[str, Node], str | None]) -> list[OtherObject]:
+    """The members of ``group`` that ``problem`` rejects, and those zarr cannot read."""
+    readable, unreadable = _children(group)
+    found = [OtherObject(prefix + name, what) for name, node in readable.items() if (what := problem(name, node))]
+    return found + [OtherObject(prefix + name, why) for name, why in unreadable.items()]
+
+
+def _children(group: zarr.Group) -> tuple[dict[str, Node], dict[str, str]]:
+    """The members of a group zarr can read, and (name: why) those it cannot.
+
+    A folder without zarr metadata is no member (zarr warns about it while listing: the
+    chunks of a variable detached by a write in progress are one).
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ZarrUserWarning)
+        try:
+            return dict(group.members()), {}
+        except _IO_ERRORS:
+            raise
+        except Exception:  # one member zarr cannot read fails the whole listing: find it
+            return _children_one_by_one(group)
+
+
+def _children_one_by_one(group: zarr.Group) -> tuple[dict[str, Node], dict[str, str]]:
+    readable: dict[str, Node] = {}
+    unreadable: dict[str, str] = {}
+    for name in sync(_child_names(group)):
+        node, why = _try_node(group, name)
+        if why is not None:
+            unreadable[name] = why
+        elif node is not None:
+            readable[name] = node
+    return readable, unreadable
+
+
+def _node(group: zarr.Group, name: str) -> Node | None:
+    """The member ``name`` of ``group``, ``None`` when there is none.
+
+    Raises
+    ------
+    StoreGateError
+        If zarr cannot read its metadata (broken JSON, an unknown codec or data type...).
+    """
+    node, why = _try_node(group, name)
+    if why is not None:
+        path = "/".join(p for p in (group.path, name) if p)
+        raise StoreGateError(
+            f"the object {path!r} in the store must have metadata zarr can read. Got {why}. "
+            "Fix or remove it with the tool that wrote it; storegate leaves it alone."
+        )
+    return node
+
+
+def _try_node(group: zarr.Group, name: str) -> tuple[Node | None, str | None]:
+    """``(member or None, None)``, or ``(None, why)`` when zarr cannot read the member's metadata."""
+    try:
+        return group.get(name), None
+    except _IO_ERRORS:
+        raise
+    except Exception as exc:  # zarr raises many kinds for a document it cannot read
+        return None, f"metadata zarr cannot read ({type(exc).__name__}: {exc})"
+
+
+async def _child_names(group: zarr.Group) -> list[str]:
+    store_path = group.store_path
+    prefix = store_path.path.rstrip("/")
+    return sorted({name.split("/")[0] async for name in store_path.store.list_dir(prefix)} - METADATA_KEYS - {""})
+
+
+async def _keys_under(group: zarr.Group, name: str) -> list[str]:
+    """Every key stored under ``<group>/<name>/``, relative to it."""
+    store_path = group.store_path
+    prefix = "/".join(p for p in (store_path.path.rstrip("/"), name) if p) + "/"
+    return [key.removeprefix(prefix) async for key in store_path.store.list_prefix(prefix)]
 
 
 def _remote_errors() -> tuple[type[BaseException], ...]:

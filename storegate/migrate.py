@@ -1,0 +1,241 @@
+"""Convert a zarr v2 store (as multiml wrote them) to zarr v3, in place and checked.
+
+zarr-python's own migration (:mod:`zarr.metadata.migrate_v3`) does the conversion: it
+writes a v3 ``zarr.json`` beside the v2 metadata of every group and array, naming the
+existing chunks with v2's chunk key encoding, so no chunk is copied or rewritten. storegate
+adds what makes it safe to run on a store that matters:
+
+1. every array is first converted in a dry run, so an array zarr cannot convert is named
+   before anything is written;
+2. after the v3 metadata is written, every array is read both ways (v2 and v3) and
+   compared, chunk row by chunk row;
+3. only then is the v2 metadata removed (zarr's ``remove_metadata``).
+
+If any step fails (a difference, an array zarr cannot convert, an I/O error, Ctrl-C), the
+v3 metadata written so far is deleted and the v2 metadata is put back byte for byte: the
+store is left exactly as it was, in zarr v2. Run it while nothing else writes the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import zarr
+from tqdm.auto import tqdm
+from zarr.abc.store import Store
+from zarr.core.buffer import Buffer, default_buffer_prototype
+from zarr.core.sync import sync
+from zarr.errors import ZarrUserWarning
+from zarr.metadata.migrate_v3 import migrate_to_v3, remove_metadata
+
+from storegate.errors import InvalidArgumentError, NotFoundError, StorageError, StoreGateError, ValidationError
+from storegate.locations import (
+    ZARR_JSON,
+    ZARRAY,
+    ZATTRS,
+    ZGROUP,
+    ZMETADATA,
+    Location,
+    RootInfo,
+    inspect_root,
+    resolve_location,
+)
+
+__all__ = ["convert_to_v3"]
+
+Node = zarr.Array[Any] | zarr.Group
+
+
+def convert_to_v3(
+    output_dir: str | os.PathLike[str] | Store,
+    storage_options: dict[str, Any] | None = None,
+    *,
+    progress: bool = True,
+) -> None:
+    """Convert the zarr v2 store at ``output_dir`` to zarr v3, in place, checking every array.
+
+    Every group and array gets zarr v3 metadata (zarr-python's own migration; the chunks
+    stay as they are), every array is read back both ways and compared, and then the v2
+    metadata is removed. When anything fails, the store is left exactly as it was.
+
+    Parameters
+    ----------
+    output_dir
+        Where the store lives, as for the zarr backend: a local or NAS directory, a URL
+        such as ``'s3://bucket/prefix'`` or a zarr ``Store`` object.
+    storage_options
+        fsspec options for a URL, as for the zarr backend.
+    progress
+        Show a tqdm progress bar of the bytes checked (on a terminal or in a notebook only).
+
+    Raises
+    ------
+    NotFoundError
+        If there is no zarr store at ``output_dir``.
+    InvalidArgumentError
+        If the store is not a zarr v2 group (already v3, or holding both formats), or an
+        array uses something zarr v3 cannot express; nothing is written then.
+    ValidationError
+        If an array reads differently as zarr v3; the store is left as it was.
+    StorageError
+        If the location cannot be reached, or the storage fails during the conversion; the
+        store is left as it was.
+    """
+    location = resolve_location(output_dir, storage_options)
+    _check_v2(location)
+    store = location.make_store(read_only=False)
+    root = zarr.open_group(store=store, mode="r+", zarr_format=2, use_consolidated=False)
+    nodes = _nodes(root)
+    _refuse_v3_beside(location, store, nodes)
+    arrays = {path: node for path, node in nodes.items() if isinstance(node, zarr.Array)}
+    _dry_run(arrays)
+    saved = sync(_get_all(store, _v2_keys(nodes)))
+    written = [_key(path, ZARR_JSON) for path in nodes]
+    try:
+        migrate_to_v3(root, root.store_path)
+        _check_arrays(store, arrays, progress)
+        sync(remove_metadata(store, 2))
+    except BaseException as exc:
+        sync(_restore(store, saved, written))
+        if isinstance(exc, StoreGateError) or not isinstance(exc, Exception):
+            raise  # a storegate error says what happened; Ctrl-C stays Ctrl-C
+        kind = StorageError if isinstance(exc, OSError) else StoreGateError
+        raise kind(
+            f"converting the store at {location.describe()} to zarr v3 failed ({type(exc).__name__}: {exc}). "
+            "It was left as it was (zarr v2); run convert_to_v3 again once the cause is fixed."
+        ) from exc
+
+
+def _check_v2(location: Location) -> None:
+    """Refuse, before opening anything for writing, a location that is not a zarr v2 group."""
+    where = location.describe()
+    try:
+        root = inspect_root(location.make_store(read_only=True))
+    except FileNotFoundError:  # a local directory that does not exist
+        root = RootInfo((), None, False)
+    if not root.formats:
+        raise NotFoundError(f"output_dir must hold a zarr v2 store to convert. Got {where}, where there is none.")
+    if root.formats != (2,) or root.node_type != "group":
+        what = "zarr v3 already" if root.formats == (3,) else "both zarr v2 and v3 metadata"
+        if root.node_type == "array":
+            what = "a zarr array, not a group"
+        raise InvalidArgumentError(
+            f"output_dir must hold a zarr v2 group to convert. Got {where}, which holds {what}. Nothing was changed."
+        )
+
+
+def _nodes(root: zarr.Group) -> dict[str, Node]:
+    """Every group and array of the hierarchy by path (``''`` for the root)."""
+    with warnings.catch_warnings():
+        # zarr warns about files that are no v2 node (a zarr.json among them): none is converted.
+        warnings.simplefilter("ignore", ZarrUserWarning)
+        return {"": root, **dict(root.members(max_depth=None))}
+
+
+def _key(path: str, name: str) -> str:
+    return f"{path}/{name}" if path else name
+
+
+def _refuse_v3_beside(location: Location, store: Store, nodes: dict[str, Node]) -> None:
+    """A node that already has zarr v3 metadata makes a mixed store: zarr would refuse midway."""
+    found = sync(_existing(store, [_key(path, ZARR_JSON) for path in nodes]))
+    if found:
+        raise InvalidArgumentError(
+            f"output_dir must hold zarr v2 metadata only to convert. Got {location.describe()}, which also "
+            f"holds zarr v3 metadata: {found[:5]}. Nothing was changed; delete those zarr.json files first if "
+            "they hold nothing you need."
+        )
+
+
+def _dry_run(arrays: dict[str, zarr.Array[Any]]) -> None:
+    """Convert every array's metadata without writing it, to name one zarr cannot convert."""
+    for path, array in arrays.items():
+        try:
+            migrate_to_v3(array, array.store_path, dry_run=True)
+        except Exception as exc:  # zarr raises TypeError, ValueError... for what v3 cannot express
+            raise InvalidArgumentError(
+                f"every array must be expressible in zarr v3 to convert the store. Got array {path!r}, which "
+                f"zarr cannot convert ({type(exc).__name__}: {exc}). Nothing was changed."
+            ) from exc
+
+
+def _v2_keys(nodes: dict[str, Node]) -> list[str]:
+    """The v2 metadata documents that remove_metadata may delete (absent ones included)."""
+    names = (ZGROUP, ZARRAY, ZATTRS)
+    return [ZMETADATA, *(_key(path, name) for path in nodes for name in names)]
+
+
+def _check_arrays(store: Store, arrays: dict[str, zarr.Array[Any]], progress: bool) -> None:
+    """Read every array as v2 and as v3 and compare them, one block of chunk rows at a time."""
+    total = sum(int(a.nbytes) for a in arrays.values())
+    with tqdm(
+        total=total, unit="B", unit_scale=True, desc="checking zarr v3", disable=None if progress else True
+    ) as bar:
+        for path, v2 in arrays.items():
+            v3 = zarr.open_array(store=store, path=path, mode="r", zarr_format=3)
+            _check_layout(path, v2, v3)
+            for rows in _blocks(v2):
+                before, after = np.asarray(v2[rows]), np.asarray(v3[rows])
+                if not _same(before, after):
+                    raise ValidationError(
+                        f"array {path!r} must read the same as zarr v3 as it does as zarr v2. Got different "
+                        f"values in rows {_describe(rows)}. The store was left as it was (zarr v2); please "
+                        "report this with the array's .zarray file."
+                    )
+                bar.update(before.nbytes)
+
+
+def _check_layout(path: str, v2: zarr.Array[Any], v3: zarr.Array[Any]) -> None:
+    if v2.shape != v3.shape or v2.dtype != v3.dtype:
+        raise ValidationError(
+            f"array {path!r} must keep its shape and dtype as zarr v3. Got {v2.shape} {v2.dtype} as v2 and "
+            f"{v3.shape} {v3.dtype} as v3. The store was left as it was (zarr v2)."
+        )
+
+
+def _blocks(array: zarr.Array[Any]) -> Iterator[Any]:
+    """Whole chunk rows along the first axis (the whole array when it is 0-d)."""
+    if array.ndim == 0:
+        yield ()
+        return
+    step = int(array.chunks[0])
+    for start in range(0, array.shape[0], step):
+        yield slice(start, min(start + step, array.shape[0]))
+
+
+def _same(before: np.ndarray, after: np.ndarray) -> bool:
+    nan_aware = before.dtype.kind in "fc"  # NaN equals NaN here; equal_nan fails on other kinds
+    return before.shape == after.shape and bool(np.array_equal(before, after, equal_nan=nan_aware))
+
+
+def _describe(rows: Any) -> str:
+    return "()" if rows == () else f"{rows.start}:{rows.stop}"
+
+
+async def _existing(store: Store, keys: list[str]) -> list[str]:
+    found = await asyncio.gather(*(store.exists(key) for key in keys))
+    return [key for key, there in zip(keys, found, strict=True) if there]
+
+
+async def _get_all(store: Store, keys: list[str]) -> dict[str, Buffer]:
+    prototype = default_buffer_prototype()
+    values = await asyncio.gather(*(store.get(key, prototype) for key in keys))
+    return {key: value for key, value in zip(keys, values, strict=True) if value is not None}
+
+
+async def _restore(store: Store, saved: dict[str, Buffer], written: list[str]) -> None:
+    """Put the v2 metadata back and delete the v3 metadata: the store as it was."""
+    try:
+        await asyncio.gather(*(store.set(key, value) for key, value in saved.items()))
+        await asyncio.gather(*(store.delete(key) for key in written))
+    except Exception as exc:  # the original error matters more; say what is left
+        raise StoreGateError(
+            f"converting the store failed and putting it back failed too ({exc!r}): some zarr.json files may "
+            "be left and some v2 metadata missing (the chunks are untouched). Check the storage, then delete "
+            "every zarr.json file under output_dir and put back the missing .zarray / .zgroup files."
+        ) from exc
