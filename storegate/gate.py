@@ -237,7 +237,10 @@ class StoreGate:
         >>> len(sg['train'])
         80
         """
-        return Writer(self._engine(), phase, progress=progress, total=total, options=_codec_options(compressor))
+        # A writer is bound to the tier it opened in: set_mode inside its block moves nothing.
+        backend = self._backend.tiers()[self._backend.tier] if isinstance(self._backend, TieredBackend) else None
+        engine = self._engine() if backend is None else GroupEngine(backend, self._id())
+        return Writer(engine, phase, progress=progress, total=total, options=_codec_options(compressor))
 
     # --- inspection ------------------------------------------------------------------
 

@@ -155,7 +155,12 @@ def _normalize_int(index: int, n_rows: int) -> int:
 def _normalize_slice(index: slice, n_rows: int) -> Selection:
     if index.step == 0:  # slice.indices would raise a bare ValueError
         raise InvalidArgumentError(f"index as a slice must have a non-zero step. Got {index!r} instead.")
-    start, stop, step = index.indices(n_rows)
+    try:
+        start, stop, step = index.indices(n_rows)
+    except TypeError:  # a bound that is not an int or None: slice(0, 1.5), slice('a', 2)
+        raise InvalidArgumentError(
+            f"index as a slice must have int (or None) start, stop and step. Got {index!r} instead."
+        ) from None
     if step == 1:
         return slice(start, max(start, stop), 1)
     return np.arange(start, stop, step, dtype=np.int64)
@@ -174,6 +179,10 @@ def _normalize_array(index: object, n_rows: int) -> np.ndarray:
         return _mask_to_rows(array, n_rows)
     if not np.issubdtype(array.dtype, np.integer):
         raise _bad_index(index)
+    if array.dtype.kind == "u" and array.size and array.max() >= n_rows:  # before int64 could wrap it
+        raise IndexOutOfRangeError(
+            f"index values must be in [{-n_rows}, {n_rows}) for {n_rows} rows. Got {int(array.max())} instead."
+        )
     return _wrap_rows(array.astype(np.int64), n_rows)
 
 

@@ -49,9 +49,10 @@ def collect(backend_name: str, backend: Backend, data_id: str | None) -> Table:
         return Table(title, HEADERS, [], _others(backend, None))
     meta = GroupEngine(backend, data_id).metadata()
     tiers = backend.tiers() if isinstance(backend, TieredBackend) else {backend.name: backend}
-    mode = backend.tier if isinstance(backend, TieredBackend) else backend.name
+    # The hybrid tier is multiml's "mode" (set_mode); other backends have none to show.
+    mode = f"mode={backend.tier!r} " if isinstance(backend, TieredBackend) else ""
     title = (
-        f"StoreGate data_id={data_id!r} backend={backend_name!r} mode={mode!r} "
+        f"StoreGate data_id={data_id!r} backend={backend_name!r} {mode}"
         f"compiled={meta['compiled']} location={backend.location}"
     )
     rows = [

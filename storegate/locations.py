@@ -477,7 +477,8 @@ def resolve_location(
     ----------
     output_dir
         A local or NAS directory (``~`` is expanded, relative paths become absolute), a
-        ``file://`` URL, an fsspec URL such as ``s3://bucket/prefix``, or a zarr Store.
+        ``file://`` URL, an fsspec URL such as ``s3://bucket/prefix``, or a zarr Store. A
+        ``LocalStore`` is taken as its folder (so that other processes can open it too).
     storage_options
         Options for fsspec (for S3: s3fs options such as ``key``, ``secret``, ``anon``,
         ``client_kwargs={'endpoint_url': ...}``, ``config_kwargs``), used unchanged.
@@ -493,6 +494,9 @@ def resolve_location(
         If an argument has the wrong type or does not fit the kind of location.
     """
     opts = _check_options(storage_options)
+    if isinstance(output_dir, LocalStore):
+        # A folder, whatever form it was given in: reopenable in DataLoader workers by its path.
+        output_dir = str(output_dir.root)
     if isinstance(output_dir, Store):
         _refuse_extras("a zarr Store object", opts, endpoint, access_key, secret_key, secure, cache_dir)
         return Location("store", None, store=output_dir)

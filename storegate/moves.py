@@ -99,7 +99,13 @@ def _plan_phase(
     """
     data = src.get(names, phase, None)
     if callback is not None:
-        out_arg, data = callback(out_arg, data)
+        result = callback(out_arg, data)
+        if not (isinstance(result, tuple) and len(result) == 2):
+            raise InvalidArgumentError(
+                "callback of a move must return (var_names, data), as in multiml. "
+                f"Got {type(result).__name__} {result!r:.80} instead; nothing was moved."
+            )
+        out_arg, data = result
         _check_rows(parse_var_names(out_arg), data, src.shape(phase, names.names[0])[0], phase)
     return dst.plan_update(parse_var_names(out_arg), data, phase, None), src.plan_delete(names, phase)
 

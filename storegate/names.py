@@ -12,7 +12,7 @@ from storegate.errors import InvalidArgumentError
 from storegate.phases import PHASE_WORDS
 from storegate.rules import as_array, common_length, with_rows
 
-__all__ = ["VarNames", "check_data_id", "parse_var_names"]
+__all__ = ["MAX_NAME_BYTES", "ZARR_KEYS", "VarNames", "check_data_id", "check_name", "parse_var_names"]
 
 Form = Literal["str", "tuple", "list"]
 
@@ -92,26 +92,55 @@ def parse_var_names(var_names: object) -> VarNames:
     )
 
 
+#: Longest name, in UTF-8 bytes: a path component on local disks and NAS folders.
+MAX_NAME_BYTES = 255
+#: Names a zarr store reserves for its own metadata documents.
+ZARR_KEYS = frozenset(("zarr.json",))
+_NAME_RULE = (
+    "a non-empty str of at most 255 UTF-8 bytes, without '/', '\\' or control characters, not starting "
+    "with '.' and not 'zarr.json' (names every backend and every location can hold)"
+)
+
+
 def check_data_id(data_id: object) -> str:
-    """A data_id: a non-empty str without '/' that does not start with '.'.
+    """A data_id: one name rule for every backend and location (see :func:`check_name`).
 
     Raises
     ------
     InvalidArgumentError
         Naming what is expected and what was given.
     """
-    if not isinstance(data_id, str) or not data_id or "/" in data_id or data_id.startswith("."):
-        raise InvalidArgumentError(
-            f"data_id must be a non-empty str without '/' and not starting with '.'. Got {data_id!r} instead."
-        )
-    return data_id
+    return check_name(data_id, "data_id")
 
 
-def _check_name(name: object) -> str:
-    if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
-        raise InvalidArgumentError(
-            f"each var_name must be a non-empty str without '/' and not starting with '.'. Got {name!r} instead."
-        )
+def check_name(name: object, arg: str) -> str:
+    """A data_id or var_name that every backend and every location can hold.
+
+    A local or NAS folder takes each name as a directory (``'a\\b'`` would become two on
+    some systems, a NUL byte or 300 characters none), a zarr store reserves ``zarr.json``
+    for itself, and names starting with '.' are storegate's (and zarr v2's).
+
+    Raises
+    ------
+    InvalidArgumentError
+        Naming the argument, the rule and the name given.
+    """
+    if not isinstance(name, str):
+        raise InvalidArgumentError(f"{arg} must be {_NAME_RULE}. Got {type(name).__name__} {name!r:.80} instead.")
+    ok = (
+        0 < len(name.encode("utf-8", "surrogatepass")) <= MAX_NAME_BYTES
+        and not any(ch in name for ch in "/\\")
+        and not any(ord(ch) < 32 or ord(ch) == 127 for ch in name)
+        and not name.startswith(".")
+        and name not in ZARR_KEYS
+    )
+    if not ok:
+        raise InvalidArgumentError(f"{arg} must be {_NAME_RULE}. Got {name!r:.300} instead.")
+    return name
+
+
+def _check_name(given: object) -> str:
+    name = check_name(given, "each var_name")
     if name in PHASE_WORDS:
         raise InvalidArgumentError(
             f"var_name {name!r} is a phase name: sg[{name!r}] selects the phase, so the item syntax could "

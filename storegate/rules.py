@@ -7,6 +7,7 @@ error with the same message for the same fault.
 
 from __future__ import annotations
 
+import math
 import sys
 import warnings
 from collections.abc import Mapping
@@ -154,6 +155,13 @@ def check_storable(dtype: np.dtype, arg: str) -> np.dtype:
         For dtypes outside :data:`STORABLE_KINDS` (structured, void, object, float128...).
     """
     limit = _MAX_ITEMSIZE.get(dtype.kind)
+    if dtype.kind in "mM" and np.datetime_data(dtype)[0] == "generic":
+        raise InvalidArgumentError(
+            f"{arg} must give datetime64 / timedelta64 a unit, e.g. 'datetime64[s]' or 'timedelta64[ms]'. "
+            f"Got dtype {dtype} (no unit) instead."
+        )
+    if dtype.kind in "US" and dtype.itemsize == 0:
+        raise InvalidArgumentError(f"{arg} must give str or bytes a length, e.g. 'U8' or 'S8'. Got dtype {dtype}.")
     if dtype.kind not in STORABLE_KINDS or dtype.fields is not None or (limit and dtype.itemsize > limit):
         raise InvalidArgumentError(
             f"{arg} must have a dtype that every storegate backend stores: bool, (u)int8-64, float16-64, "
@@ -176,6 +184,8 @@ def _tensor_to_numpy(tensor: Any, arg: str) -> np.ndarray:
             f"{arg} is a quantized torch tensor ({tensor.dtype}), which has no numpy dtype. "
             "Convert it first: tensor.dequantize() or tensor.int_repr()."
         )
+    if str(tensor.device) == "meta":
+        raise InvalidArgumentError(f"{arg} is a torch tensor on the 'meta' device, which holds no values.")
     tensor = tensor.detach().cpu()
     if tensor.layout != _strided_layout(tensor):
         tensor = tensor.to_dense()
@@ -260,18 +270,25 @@ def _lost(array: np.ndarray, out: np.ndarray) -> np.ndarray:
     return np.asarray(back != source)
 
 
+#: Elements one variable may hold: numpy indexes arrays with int64.
+MAX_ELEMENTS = 2**62
+
+
 def check_shape(shape: Any) -> tuple[int, ...]:
-    """A full shape ``(N, ...)`` of non-negative ints."""
+    """A full shape ``(N, ...)`` of non-negative ints, with fewer than 2**62 elements in all."""
     ok = isinstance(shape, (tuple, list)) and len(shape) >= 1 and all(is_int(d) and d >= 0 for d in shape)
     if not ok:
         raise InvalidArgumentError(f"shape must be a tuple of non-negative ints (N, ...). Got {shape!r} instead.")
-    return tuple(int(d) for d in shape)
+    dims = tuple(int(d) for d in shape)
+    if math.prod(dims) >= MAX_ELEMENTS:
+        raise InvalidArgumentError(f"shape must hold fewer than 2**62 elements. Got {dims} ({math.prod(dims)}).")
+    return dims
 
 
 def check_dtype(dtype: Any) -> np.dtype:
     """A storable numpy dtype, in native byte order, from a dtype or its name."""
     try:
         parsed = np.dtype(dtype)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise InvalidArgumentError(f"dtype must be a numpy dtype or its name. Got {dtype!r} instead.") from exc
     return check_storable(parsed, "dtype")

@@ -104,9 +104,23 @@ def append_step(backend: Backend, data_id: str, phase: str, var: str, rows: np.n
 
 
 def guard_step(backend: Backend, data_id: str, phase: str, var: str, n_rows: int) -> Step:
-    """Write nothing, but undo every append made to the variable after it (the streaming writer)."""
+    """Write nothing, but undo every append made to the variable after it (the streaming writer).
+
+    The undo cuts the variable back to ``n_rows`` rows only if it still holds at least those
+    with the same dtype and row shape: a variable that another call deleted or replaced
+    meanwhile is left as that call left it, never recreated from the guard.
+    """
     checkpoint = backend.checkpoint(data_id, phase, var, slice(n_rows, n_rows, 1))
-    return Step(_label("grow", phase, var), lambda: None, partial(backend.rollback, checkpoint))
+    layout = (backend.shape(data_id, phase, var)[1:], backend.dtype(data_id, phase, var))
+
+    def undo() -> None:
+        if not backend.has(data_id, phase, var):
+            return
+        shape, dtype = backend.shape(data_id, phase, var), backend.dtype(data_id, phase, var)
+        if shape[0] >= n_rows and (shape[1:], dtype) == layout:
+            backend.rollback(checkpoint)
+
+    return Step(_label("grow", phase, var), lambda: None, undo)
 
 
 def write_step(backend: Backend, data_id: str, phase: str, var: str, selection: Selection, rows: np.ndarray) -> Step:

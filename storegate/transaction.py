@@ -18,7 +18,10 @@ from dataclasses import dataclass
 
 from storegate.errors import StoreGateWarning
 
-__all__ = ["Step", "Transaction"]
+__all__ = ["Step", "Transaction", "to_completion"]
+
+#: Times an undo interrupted by Ctrl-C is started again before the interrupt is let through.
+_RETRIES = 5
 
 
 def _nothing() -> None:
@@ -86,9 +89,10 @@ class Transaction:
         ran when there is no cause.
         """
         failures: list[BaseException] = []
+        interrupted: KeyboardInterrupt | None = None
         for step in reversed(self._done):
             try:
-                step.undo()
+                interrupted = to_completion(step.undo) or interrupted
             except Exception as exc:  # keep undoing: every other step must still be restored
                 failures.append(exc)
                 if cause is not None:
@@ -96,6 +100,8 @@ class Transaction:
         self._done = []
         if failures and cause is None:
             raise failures[0]
+        if interrupted is not None and cause is None:
+            raise interrupted  # deferred until every step was undone
 
     def commit(self) -> None:
         """Let every step finish; the transaction can then no longer be undone.
@@ -108,6 +114,12 @@ class Transaction:
         for step in done:
             try:
                 step.finish()
+            except KeyboardInterrupt as exc:
+                exc.add_note(
+                    "storegate: the call had completed (every change is saved); Ctrl-C only stopped the cleanup "
+                    "of objects no reader sees any more."
+                )
+                raise
             except Exception as exc:  # the call itself succeeded: say what was left behind
                 warnings.warn(
                     f"storegate: cleanup after {step.label!r} failed ({exc!r}); the call succeeded, "
@@ -115,3 +127,22 @@ class Transaction:
                     StoreGateWarning,
                     stacklevel=3,
                 )
+
+
+def to_completion(fn: Callable[[], None]) -> KeyboardInterrupt | None:
+    """Run an idempotent ``fn`` to its end even if Ctrl-C arrives while it runs.
+
+    An undo cut short would leave the store half restored: ``fn`` is started again instead
+    (up to a few times), and the interrupt is returned so that the caller raises it once
+    the store is whole.
+    """
+    interrupted: KeyboardInterrupt | None = None
+    for _ in range(_RETRIES):
+        try:
+            fn()
+        except KeyboardInterrupt as exc:
+            interrupted = exc
+            continue
+        return interrupted
+    fn()  # a user who keeps pressing Ctrl-C wins
+    return interrupted

@@ -8,12 +8,13 @@ fails midway is undone.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
 
 from storegate.engine import GroupEngine
-from storegate.errors import InvalidArgumentError
+from storegate.errors import InvalidArgumentError, StorageError
 from storegate.names import VarNames
 from storegate.phases import permutation, phases_of
 from storegate.rules import check_positive, is_int
@@ -32,7 +33,12 @@ def apply(engine: GroupEngine, names: VarNames, phase: str, fn: Callable[[np.nda
     for var in names.names:
         engine.require(phase, var)
     targets = [(p, var) for p in phases_of(phase) for var in names.names if engine.has(p, var)]
-    results = [(p, var, fn(engine.read(p, var, None))) for p, var in targets]
+    try:
+        results = [(p, var, fn(engine.read(p, var, None))) for p, var in targets]
+    except MemoryError as exc:  # e.g. onehot into 10**9 classes
+        raise StorageError(
+            f"the transform of {list(names.names)} needs more memory than this process has; nothing was written."
+        ) from exc
     engine.run(engine.plan_replace(results))
 
 
@@ -57,7 +63,16 @@ def onehot(labels: np.ndarray, num_classes: int) -> np.ndarray:
             f"labels for onehot must lie in [0, {num_classes}). "
             f"Got values from {labels.min()} to {labels.max()} instead."
         )
-    return np.asarray(np.eye(num_classes, dtype=np.float32)[labels])
+    shape = (*labels.shape, num_classes)
+    try:  # O(rows x classes): np.eye(num_classes) would need classes**2 floats first
+        out = np.zeros(shape, dtype=np.float32)
+    except (MemoryError, ValueError) as exc:  # numpy: ValueError "array is too big" past the address space
+        raise StorageError(
+            f"onehot of {labels.size} labels into {num_classes} classes needs {4 * math.prod(shape)} bytes, "
+            "more memory than this process has; nothing was written."
+        ) from exc
+    np.put_along_axis(out, labels[..., None].astype(np.intp), np.float32(1), axis=-1)
+    return out
 
 
 def argmax(data: np.ndarray, axis: int) -> np.ndarray:

@@ -308,3 +308,15 @@ def test_a_pathlib_path(tmp_path: Path) -> None:
     backend = ZarrBackend(output_dir=tmp_path / "p.zarr", mode="r")
     assert backend.reopen_args()["output_dir"] == str(tmp_path / "p.zarr")
     np.testing.assert_array_equal(backend.read("d", "train", "x", slice(0, 1)), [[0, 1]])
+
+
+def test_a_local_store_object_is_its_folder(tmp_path: Path) -> None:
+    # A LocalStore used to count as an in-memory Store object: DataLoader workers got a copy
+    # of the data instead of the path. Its folder reopens anywhere.
+    backend = ZarrBackend(output_dir=zarr.storage.LocalStore(str(tmp_path / "ls.zarr")))
+    backend.create_data_id("d")
+    backend.create("d", "train", "x", np.arange(3))
+    args = backend.reopen_args()
+    assert args is not None
+    assert args["output_dir"] == str(tmp_path / "ls.zarr")
+    np.testing.assert_array_equal(ZarrBackend(**args).read("d", "train", "x", slice(0, 3, 1)), np.arange(3))

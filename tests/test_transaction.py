@@ -34,11 +34,11 @@ import zarr
 from zarr.abc.store import Store
 from zarr.storage import FsspecStore, LocalStore
 
-from storegate import StoreGate
+from storegate import StorageError, StoreGate
 from storegate.backends import Backend, TieredBackend
 from storegate.errors import StoreGateWarning
 from storegate.testing import BACKEND_KINDS, assert_same_snapshot, make_gate, snapshot
-from storegate.transaction import Step, Transaction
+from storegate.transaction import Step, Transaction, to_completion
 from tests.conftest import S3Server
 from tests.row_list_backend import RowListBackend
 
@@ -499,3 +499,58 @@ def test_a_cleanup_that_fails_after_success_is_a_warning() -> None:
 
     with pytest.warns(StoreGateWarning, match="cleanup after 'delete train/x' failed"):
         Transaction().run([Step("delete train/x", lambda: None, finish=broken)])
+
+
+# --- what the breakers found: a write that lands and then reports an error; Ctrl-C in the undo ------
+
+
+def test_a_delete_that_lands_before_its_error_is_undone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sg = StoreGate("zarr", {"output_dir": str(tmp_path / "d.zarr")}, data_id="d")
+    sg.add_data(["x", "y"], [np.arange(5), np.arange(5)])
+    sg.compile()
+    before = snapshot(sg)
+    original = LocalStore.delete
+
+    async def lost_reply(self: LocalStore, key: str) -> None:
+        await original(self, key)
+        raise OSError("the reply was lost")
+
+    monkeypatch.setattr(LocalStore, "delete", lost_reply)
+    with pytest.raises(StorageError, match="the reply was lost"):
+        sg.delete_data("x")
+    monkeypatch.undo()
+    assert_same_snapshot(before, snapshot(StoreGate("zarr", {"output_dir": str(tmp_path / "d.zarr")}, data_id="d")))
+
+
+def test_ctrl_c_in_an_undo_restarts_it_and_comes_after() -> None:
+    undone: list[str] = []
+    pressed = [True]
+
+    def undo_a() -> None:
+        if pressed.pop() if pressed else False:
+            raise KeyboardInterrupt  # Ctrl-C in the middle of undoing a
+        undone.append("a")
+
+    steps = [Step("a", lambda: None, undo_a), Step("b", lambda: None, lambda: undone.append("b"))]
+    tx = Transaction()
+    for step in steps:
+        tx.do(step)
+    with pytest.raises(KeyboardInterrupt):
+        tx.rollback()
+    assert undone == ["b", "a"]  # both undone before the interrupt went through
+    assert to_completion(lambda: None) is None
+
+
+def test_ctrl_c_during_cleanup_says_the_call_completed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sg = StoreGate("zarr", {"output_dir": str(tmp_path / "c.zarr")}, data_id="d")
+    sg.add_data("x", np.arange(5))
+    backend = sg.backend_object
+
+    def interrupted(checkpoint: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(backend, "discard", interrupted)
+    with pytest.raises(KeyboardInterrupt) as info:
+        sg.delete_data("x")
+    assert any("the call had completed" in note for note in info.value.__notes__)
+    assert sg.get_var_names() == []  # the delete itself happened, as the note says

@@ -31,6 +31,7 @@ import numpy as np
 
 from storegate.errors import NotFoundError, ReadOnlyError
 from storegate.indexing import Selection, clip_rows
+from storegate.transaction import to_completion
 
 __all__ = ["Backend", "Checkpoint", "OtherObject", "TieredBackend", "VarInfo"]
 
@@ -309,7 +310,11 @@ class Backend(ABC):
         should, and free the rest in :meth:`discard`.
         """
         checkpoint = self.checkpoint(data_id, phase, var)
-        self.delete(data_id, phase, var)
+        try:
+            self.delete(data_id, phase, var)
+        except BaseException:  # a detach happens or leaves the variable as it was
+            to_completion(lambda: self.rollback(checkpoint))
+            raise
         return checkpoint
 
     def reattach(self, checkpoint: Checkpoint) -> None:

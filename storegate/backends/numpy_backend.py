@@ -3,14 +3,35 @@
 from __future__ import annotations
 
 import copy
-from typing import Any
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
 
 from storegate.backends.base import Backend, Checkpoint
+from storegate.errors import StorageError
 from storegate.indexing import Selection
 
 __all__ = ["NumpyBackend"]
+
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _in_memory(method: _Method) -> _Method:
+    """Run a data method; running out of memory is a StorageError naming the fix, not a MemoryError."""
+
+    @functools.wraps(method)
+    def wrapper(self: NumpyBackend, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except MemoryError as exc:
+            raise StorageError(
+                f"the numpy backend (memory) has not enough memory for {method.__name__} of {args[2]!r}: "
+                "store large data with backend 'zarr' (on disk) or 'hybrid'."
+            ) from exc
+
+    return wrapper  # type: ignore[return-value]
 
 
 class NumpyBackend(Backend):
@@ -43,22 +64,27 @@ class NumpyBackend(Backend):
     def dtype(self, data_id: str, phase: str, var: str) -> np.dtype:
         return self._get(data_id, phase, var).dtype
 
+    @_in_memory
     def create(self, data_id: str, phase: str, var: str, data: np.ndarray, **options: Any) -> None:
         phases = self._data.setdefault(data_id, {})
         phases.setdefault(phase, {})[var] = np.array(data, copy=True, order="C")
 
+    @_in_memory
     def append(self, data_id: str, phase: str, var: str, data: np.ndarray) -> None:
         vars_ = self._data[data_id][phase]
         vars_[var] = np.concatenate([vars_[var], data], axis=0)
 
+    @_in_memory
     def read(self, data_id: str, phase: str, var: str, selection: Selection) -> np.ndarray:
         out = self._get(data_id, phase, var)[selection]
         # A basic slice is a view: copy so callers never alias the store.
         return np.array(out, copy=True)
 
+    @_in_memory
     def write(self, data_id: str, phase: str, var: str, selection: Selection, data: np.ndarray) -> None:
         self._get(data_id, phase, var)[selection] = data
 
+    @_in_memory
     def resize(self, data_id: str, phase: str, var: str, n_rows: int) -> None:
         old = self._get(data_id, phase, var)
         new = np.zeros((n_rows, *old.shape[1:]), dtype=old.dtype)

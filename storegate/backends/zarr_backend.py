@@ -23,6 +23,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 import warnings
 import weakref
 from collections.abc import Callable, Iterator
@@ -51,6 +52,7 @@ from storegate.locations import DEFAULT_REMOTE_CONCURRENCY, METADATA_KEYS, concu
 from storegate.names import check_data_id, parse_var_names
 from storegate.phases import PHASES
 from storegate.rules import check_positive
+from storegate.transaction import to_completion
 
 __all__ = ["DEFAULT_CHUNK_BYTES", "ZarrBackend"]
 
@@ -467,9 +469,16 @@ class ZarrBackend(Backend):
         if array is None:
             return Checkpoint(data_id, phase, var, None, slice(0, 0, 1))
         self.check_writable()
-        with self._io():
-            sync(_delete_keys(array, list(_encoded(array.metadata))))
-        self._arrays.pop((data_id, phase, var), None)
+        try:
+            with self._io():
+                sync(_delete_keys(array, list(_encoded(array.metadata))))
+        except BaseException:
+            # The delete may have landed before it failed (a lost reply): put the metadata back,
+            # so a detach either happens or leaves the variable as it was.
+            to_completion(lambda: self._put_objects(data_id, phase, var, _encoded(array.metadata)))
+            raise
+        finally:
+            self._arrays.pop((data_id, phase, var), None)
         shape = tuple(array.shape)
         return Checkpoint(data_id, phase, var, shape, clip_rows(None, shape[0] if shape else 0), array.metadata)
 
@@ -631,7 +640,14 @@ class ZarrBackend(Backend):
                 warnings.simplefilter("ignore", UnstableSpecificationWarning)
                 yield
         except BaseException as exc:
-            _settle()
+            interrupted = _settle()
+            if interrupted is not None and interrupted is not exc:
+                raise interrupted from exc  # Ctrl-C while settling: raised once the call's requests ended
+            if isinstance(exc, MemoryError):
+                raise StorageError(
+                    f"the zarr store at {self.location}: this process has not enough memory for the rows asked "
+                    "for. Read fewer rows at a time (an index or a slice), or use StoreGateDataset to stream them."
+                ) from exc
             if isinstance(exc, StoreGateError) or not isinstance(exc, _IO_ERRORS):
                 raise
             raise StorageError(
@@ -776,19 +792,27 @@ _IO_ERRORS: tuple[type[BaseException], ...] = (OSError, *_remote_errors())
 SETTLE_TIMEOUT = 120.0
 
 
-def _settle() -> None:
-    """Wait until no other task runs on zarr's event loop (the requests of a failed call)."""
+def _settle() -> KeyboardInterrupt | None:
+    """Wait until no other task runs on zarr's event loop (the requests of a failed call).
+
+    A Ctrl-C while waiting does not stop the wait (the undo that follows must not race the
+    failed call's requests); it is returned, to be raised once the wait is over.
+    """
+    deadline = time.monotonic() + SETTLE_TIMEOUT
 
     async def others_done() -> None:
         current = asyncio.current_task()
         pending = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
         if pending:
-            _, still = await asyncio.wait(pending, timeout=SETTLE_TIMEOUT)
+            _, still = await asyncio.wait(pending, timeout=max(0.0, deadline - time.monotonic()))
             for task in still:
                 task.cancel()
 
-    with contextlib.suppress(Exception):
-        sync(others_done())
+    def wait() -> None:
+        with contextlib.suppress(Exception):
+            sync(others_done())
+
+    return to_completion(wait)
 
 
 @dataclass(frozen=True)
