@@ -16,6 +16,8 @@ Compressor forms accepted by :func:`resolve_compressor`:
   ``complevel`` 0 means no compression, as in PyTables.
 - a zarr v3 bytes-to-bytes codec object (``zarr.codecs.ZstdCodec(level=5)``...) or a
   list / tuple of them.
+- a numcodecs ``Zstd``, ``Blosc`` or ``GZip`` object, as multiml's ``compressor`` took
+  (it set zarr 2's global default; here it is the store's or the variable's codec).
 
 A zarr v2 store (written by multiml with zarr-python 2) keeps its format: its new arrays
 get the numcodecs compressor equivalent to the chosen codec (:func:`v2_compressor`).
@@ -121,10 +123,13 @@ def resolve_compressor(spec: object, arg: str = "compressor") -> Compressors:
         return (spec,)
     if isinstance(spec, (list, tuple)) and all(isinstance(c, BytesBytesCodec) for c in spec):
         return tuple(spec)
+    if isinstance(spec, numcodecs.abc.Codec) and spec.codec_id in _FROM_NUMCODECS:
+        return (_FROM_NUMCODECS[spec.codec_id](spec.get_config()),)
     raise InvalidArgumentError(
         f"{arg} must be None, one of {', '.join(map(repr, CODEC_NAMES))}, a dict "
-        "{'complevel': 0-9, 'complib': ...} or a zarr v3 bytes-to-bytes codec (e.g. "
-        f"zarr.codecs.ZstdCodec()). Got {spec!r} of type {type(spec).__name__} instead."
+        "{'complevel': 0-9, 'complib': ...}, a zarr v3 bytes-to-bytes codec (e.g. "
+        "zarr.codecs.ZstdCodec()) or a numcodecs Zstd, Blosc or GZip. "
+        f"Got {spec!r} of type {type(spec).__name__} instead."
     )
 
 
@@ -203,6 +208,21 @@ def v2_compressor(compressors: Compressors, arg: str = "compressor") -> Numcodec
         f"{arg} must have a zarr v2 equivalent (zstd, Blosc or gzip) in a zarr v2 store. Got {codec!r} instead. "
         "Choose one of those, or convert the store to zarr v3 with storegate.convert_to_v3."
     )
+
+
+def _blosc_from_v2(config: dict[str, Any]) -> BytesBytesCodec:
+    shuffle = BloscShuffle({v: k for k, v in _V2_SHUFFLE.items()}[config.get("shuffle", 1)])
+    return BloscCodec(
+        cname=config["cname"], clevel=config["clevel"], shuffle=shuffle, blocksize=config.get("blocksize", 0)
+    )
+
+
+#: numcodecs compressors (multiml's ``compressor`` backend_arg) and their zarr v3 codec.
+_FROM_NUMCODECS: dict[str, Callable[[dict[str, Any]], BytesBytesCodec]] = {
+    "zstd": lambda c: ZstdCodec(level=c.get("level", 0), checksum=c.get("checksum", False)),
+    "gzip": lambda c: GzipCodec(level=c.get("level", 1)),
+    "blosc": _blosc_from_v2,
+}
 
 
 # --- codec pipelines --------------------------------------------------------------------

@@ -30,7 +30,7 @@ from storegate.errors import InvalidArgumentError, NotFoundError, ValidationErro
 from storegate.indexing import is_row, normalize_index, selection_length, split_selection
 from storegate.names import VarNames
 from storegate.phases import ALL, PHASES, Split, phases_of
-from storegate.rules import as_array, cast, check_row_shape, common_length
+from storegate.rules import as_array, cast, check_row_shape, common_dtype, common_length, with_rows
 from storegate.steps import Layout, Plan, layout_of
 from storegate.transaction import Step, Transaction
 
@@ -97,7 +97,7 @@ class GroupEngine:
         """Shape ``(N, ...)`` of a variable; for ``'all'`` the phases' rows added up."""
         if phase != ALL:
             return self.backend.shape(self.data_id, phase, var)
-        layout = self.layout(var)
+        layout = self.layout(var, promote=False)
         return (sum(layout.sizes), *layout.row_shape)
 
     def require(self, phase: str, var: str) -> None:
@@ -114,17 +114,19 @@ class GroupEngine:
 
     def row_shape(self, phase: str, var: str) -> tuple[int, ...] | None:
         """The shape of one row of a variable (multiml's ``get_var_shapes``); None when absent."""
-        if not self.has(phase, var):
-            return None
-        return self.shape(phase, var)[1:]
+        for p in phases_of(phase):
+            if self.backend.has(self.data_id, p, var):
+                return self.backend.shape(self.data_id, p, var)[1:]
+        return None
 
-    def layout(self, var: str, phases: tuple[str, ...] = PHASES) -> VarLayout:
+    def layout(self, var: str, phases: tuple[str, ...] = PHASES, promote: bool = True) -> VarLayout:
         """Where a variable lies across ``phases``, to be read as one array.
 
         Raises
         ------
         NotFoundError
-            If no phase holds the variable.
+            If no phase holds the variable, or a phase that holds rows lacks it (read as one
+            array it would not line up with the phases' rows; multiml raised there too).
         ValidationError
             If the phases disagree on the row shape.
         """
@@ -138,14 +140,27 @@ class GroupEngine:
                 f"var_name {var!r} does not exist in {where} of data_id {self.data_id!r}. "
                 f"Stored var_names there: {stored}."
             )
+        held = {p for p, _ in parts}
+        lacking = [p for p in phases if p not in held and self._holds_rows(p)]
+        if lacking:
+            raise NotFoundError(
+                f"var_name {var!r} of data_id {self.data_id!r} is missing from phase(s) {lacking}, which hold rows: "
+                f"read as one array it would not line up with them. Read the phases that hold it "
+                f"({sorted(held)}), or add it to {lacking}."
+            )
         rows = {shape[1:] for _, shape in parts}
         if len(rows) > 1:
             raise ValidationError(
                 f"var_name {var!r} must have one row shape across phases to be read as one array. "
                 f"Got {sorted(rows)} instead."
             )
-        dtype = np.result_type(*(self.backend.dtype(self.data_id, p, var) for p, _ in parts))
+        dtypes = [self.backend.dtype(self.data_id, p, var) for p, _ in parts]
+        # Reads need the one dtype that holds every phase's values; writes cast per phase.
+        dtype = common_dtype(dtypes, f"var_name {var!r} of data_id {self.data_id!r}") if promote else dtypes[0]
         return VarLayout(parts, dtype, rows.pop())
+
+    def _holds_rows(self, phase: str) -> bool:
+        return any(self.backend.shape(self.data_id, phase, v)[0] for v in self.backend.var_names(self.data_id, phase))
 
     def phase_length(self, phase: str) -> int:
         """Rows of a phase (all phases added up for ``'all'``).
@@ -194,16 +209,16 @@ class GroupEngine:
         """Which rows of each array go to which phase.
 
         A phase name takes every row; ``'all'`` splits by the current phase lengths; a
-        :class:`Split` by its fractions or counts. Every phase the call addresses is in the
-        result, with 0 rows where it gets none: a variable written by a call exists in each
-        of its phases (one rule for empty phases, whatever the phase spec).
+        :class:`Split` by its fractions or counts, leaving out a phase that gets no row.
+        With multiml's rule for empty phases (``continue`` when a phase's part is empty), a
+        call never creates a variable of 0 rows nor writes one there.
         """
         if isinstance(phase, str) and phase != ALL:
-            return {phase: arrays}
+            return {phase: arrays}  # no row: checked against an existing variable, nothing created
         n_rows = arrays[0].shape[0]
         counts = phase.counts(n_rows) if isinstance(phase, Split) else self._lengths_for_all(n_rows)
         bounds = np.cumsum([0, *counts])
-        return {p: [a[bounds[i] : bounds[i + 1]] for a in arrays] for i, p in enumerate(PHASES)}
+        return {p: [a[bounds[i] : bounds[i + 1]] for a in arrays] for i, p in enumerate(PHASES) if counts[i]}
 
     def _lengths_for_all(self, n_rows: int) -> tuple[int, int, int]:
         sizes = tuple(self._checked_length(p) for p in PHASES)
@@ -226,6 +241,8 @@ class GroupEngine:
     def _plan_append(self, phase: str, var: str, array: np.ndarray, options: dict[str, Any]) -> Plan:
         plan = Plan()
         if not self.backend.has(self.data_id, phase, var):
+            if not array.shape[0]:  # multiml creates nothing for a phase that gets no row
+                return plan
             step = steps.create_step(self.backend, self.data_id, phase, var, array, options)
             plan.add_change(step, phase, var, layout_of(array))
             return plan
@@ -238,12 +255,18 @@ class GroupEngine:
         return plan
 
     def plan_update(self, names: VarNames, data: Any, phase: str | Split, index: Any) -> Plan:
-        """Replace rows (or whole variables when ``index`` is None); missing variables are added."""
+        """Write rows of existing variables (every row when ``index`` is None); add missing ones.
+
+        As in multiml, writing follows numpy's assignment rule (``x[rows] = data``): the data
+        must broadcast to the rows written, so an update never changes a variable's length.
+        With a split or ``'all'`` (and no index) the data are split first; each phase that
+        gets rows writes them, or creates the variable where it is missing.
+        """
         self.backend.check_writable()
-        if isinstance(phase, Split):
+        if isinstance(phase, Split) or (phase == ALL and index is None):
             if index is not None:
                 raise InvalidArgumentError(f"index must be None when phase is a split. Got {index!r} instead.")
-            return self._plan_split_replace(names, names.split(data), phase)
+            return self._plan_split_write(names, names.split(data), phase)
         plan = Plan()
         for var, array in zip(names.names, _split_for_index(names, data, is_row(index)), strict=True):
             plan.extend(self._plan_var_update(phase, var, array, index))
@@ -256,18 +279,8 @@ class GroupEngine:
                     f"var_name {var!r} does not exist in data_id {self.data_id!r}, phase {phase!r}, so rows "
                     f"cannot be updated by index. Got index {index!r}; pass index=None to add it."
                 )
-            return self._plan_split_replace(VarNames((var,), "str"), [array], phase)
-        if phase != ALL and index is None:
-            return self._plan_replace(phase, var, array)
+            return self._plan_split_write(VarNames((var,), "str"), [with_rows(array, "data")], phase)
         return self._plan_index_write(phase, var, array, index)
-
-    def _plan_replace(self, phase: str, var: str, array: np.ndarray) -> Plan:
-        shape = self.backend.shape(self.data_id, phase, var)
-        check_row_shape(var, phase, shape[1:], array.shape[1:])
-        rows = cast(array, self.backend.dtype(self.data_id, phase, var), var)
-        plan = Plan()
-        plan.add_change(steps.replace_step(self.backend, self.data_id, phase, var, rows), phase, var, layout_of(rows))
-        return plan
 
     def _plan_index_write(self, phase: str, var: str, array: np.ndarray, index: Any) -> Plan:
         shape = self.shape(phase, var)
@@ -281,7 +294,7 @@ class GroupEngine:
             if cast_rows.shape[0]:  # no row selected: checked, nothing to write
                 plan.add(steps.write_step(self.backend, self.data_id, phase, var, selection, cast_rows))
             return plan
-        layout = self.layout(var)
+        layout = self.layout(var, promote=False)
         dtypes = {p: self.backend.dtype(self.data_id, p, var) for p, _ in layout.parts}
         for dtype in dtypes.values():  # each phase keeps its dtype: same_kind holds against every one
             cast(rows[:0], dtype, var)
@@ -291,20 +304,14 @@ class GroupEngine:
             plan.add(steps.write_step(self.backend, self.data_id, p, var, piece.local, values))
         return plan
 
-    def _plan_split_replace(self, names: VarNames, arrays: list[np.ndarray], phase: str | Split) -> Plan:
-        """Replace (or create) the variables of each phase of a split with their rows.
-
-        A phase that gets no row keeps a variable it holds (checked, not emptied), as an
-        append of no rows does; one it lacks gets the variable with 0 rows.
-        """
+    def _plan_split_write(self, names: VarNames, arrays: list[np.ndarray], phase: str | Split) -> Plan:
+        """Write every row of the variables of each phase a split gives rows; create missing ones."""
         plan = Plan()
         for p, pieces in self.split(arrays, phase).items():
             for var, array in zip(names.names, pieces, strict=True):
-                if self.backend.has(self.data_id, p, var) and not array.shape[0]:
-                    self._plan_append(p, var, array, {})  # validates row shape and dtype only
-                elif self.backend.has(self.data_id, p, var):
-                    plan.extend(self._plan_replace(p, var, array))
-                else:
+                if self.backend.has(self.data_id, p, var):
+                    plan.extend(self._plan_index_write(p, var, array, None))
+                elif array.shape[0]:  # no row, no variable (multiml)
                     step = steps.create_step(self.backend, self.data_id, p, var, array, {})
                     plan.add_change(step, p, var, layout_of(array))
         return plan
@@ -320,14 +327,35 @@ class GroupEngine:
         return plan
 
     def plan_create_empty(
-        self, names: VarNames, phase: str, shape: tuple[int, ...], dtype: np.dtype, options: dict[str, Any]
+        self, names: VarNames, phase: str | Split, shape: tuple[int, ...], dtype: np.dtype, options: dict[str, Any]
     ) -> Plan:
-        """Create variables of zeros, replacing those of the same names."""
+        """Create variables of zeros of ``shape`` ``(N, ...)``; a split or 'all' splits the N rows.
+
+        As in multiml, a phase that gets no row gets no variable.
+
+        Raises
+        ------
+        InvalidArgumentError
+            If a variable already exists in a phase it would be created in (multiml refused
+            too: zeros would silently replace its data).
+        """
         self.backend.check_writable()
+        if isinstance(phase, str) and phase != ALL:
+            rows = {phase: shape[0]} if shape[0] else {}  # no row, no variable (multiml)
+        else:
+            split = self.split([np.empty((shape[0], 0), dtype=np.int8)], phase)  # which phase gets how many rows
+            rows = {p: piece.shape[0] for p, (piece,) in split.items()}
         plan = Plan()
         for var in names.names:
-            step = steps.create_empty_step(self.backend, self.data_id, phase, var, shape, dtype, options)
-            plan.add_change(step, phase, var, [shape[0], dtype.str, list(shape[1:])])
+            for p, n in rows.items():
+                if self.backend.has(self.data_id, p, var):
+                    raise InvalidArgumentError(
+                        f"var_name {var!r} already exists in phase {p!r} of data_id {self.data_id!r}; create_empty "
+                        "does not replace a variable (as in multiml). Delete it first, or write it with update_data."
+                    )
+                part = (n, *shape[1:])
+                step = steps.create_empty_step(self.backend, self.data_id, p, var, part, dtype, options)
+                plan.add_change(step, p, var, [part[0], dtype.str, list(part[1:])])
         return plan
 
     def plan_replace(self, results: Iterable[tuple[str, str, np.ndarray]]) -> Plan:

@@ -22,7 +22,7 @@ from storegate.errors import InvalidArgumentError, NotFoundError
 from storegate.moves import Callback
 from storegate.names import check_data_id, parse_var_names
 from storegate.phases import DEFAULT_SHUFFLE_SEED, parse_phase, permutation, resolve_phase
-from storegate.rules import check_dtype, check_seed, check_shape
+from storegate.rules import check_dtype, check_seed, check_shape, convert
 from storegate.views import View
 from storegate.writer import Writer
 
@@ -210,8 +210,13 @@ class StoreGate:
     def create_empty(
         self, var_names: Any, shape: Any, phase: Any = "train", dtype: Any = "f4", compressor: Any = None
     ) -> None:
-        """Create variables of zeros of ``shape`` ``(N, ...)`` and ``dtype``, replacing existing ones."""
-        names, phase_ = parse_var_names(var_names), resolve_phase(phase, allow_all=False)
+        """Create variables of zeros of ``shape`` ``(N, ...)`` and ``dtype`` (multiml).
+
+        ``phase`` may be a split or 'all', which share the N rows out as add_data does; a
+        phase that gets no row gets no variable, and a variable that already exists raises
+        InvalidArgumentError, both as in multiml.
+        """
+        names, phase_ = parse_var_names(var_names), parse_phase(phase)
         engine = self._engine()
         plan = engine.plan_create_empty(
             names, phase_, check_shape(shape), check_dtype(dtype), _codec_options(compressor)
@@ -285,19 +290,26 @@ class StoreGate:
     # --- transforms --------------------------------------------------------------------
 
     def astype(self, var_names: Any, dtype: Any, phase: Any = "train") -> None:
-        """Convert variables to ``dtype`` (an explicit cast; holds the data in memory)."""
+        """Convert variables to ``dtype`` (holds the data in memory; multiml).
+
+        An explicit conversion: floats into ints drop their fractional part, any value into
+        bool is its truth; a value the new dtype cannot hold (300 into int8, NaN into an
+        int, 'abc' into a number) raises InvalidArgumentError and nothing is written.
+        """
         dtype_ = check_dtype(dtype)
-        transforms.apply(self._engine(), parse_var_names(var_names), resolve_phase(phase), lambda a: a.astype(dtype_))
+        transforms.apply(
+            self._engine(), parse_var_names(var_names), resolve_phase(phase), lambda a, v: convert(a, dtype_, v)
+        )
 
     def onehot(self, var_names: Any, num_classes: int, phase: Any = "train") -> None:
-        """Replace integer labels by float32 one-hot vectors of ``num_classes``."""
+        """Replace integer labels by float64 one-hot vectors of ``num_classes`` (multiml)."""
         transforms.check_num_classes(num_classes)
-        fn = lambda a: transforms.onehot(a, num_classes)  # noqa: E731 (one expression, named for the line length)
+        fn = lambda a, _: transforms.onehot(a, num_classes)  # noqa: E731 (one expression, named for the line length)
         transforms.apply(self._engine(), parse_var_names(var_names), resolve_phase(phase), fn)
 
     def argmax(self, var_names: Any, axis: int, phase: Any = "train") -> None:
         """Replace variables by ``np.argmax`` along ``axis`` (an axis of the full array, >= 1)."""
-        fn = lambda a: transforms.argmax(a, axis)  # noqa: E731
+        fn = lambda a, _: transforms.argmax(a, axis)  # noqa: E731
         transforms.apply(self._engine(), parse_var_names(var_names), resolve_phase(phase), fn)
 
     def shuffle(self, phase: Any = "all", seed: int = 0) -> None:
@@ -318,22 +330,23 @@ class StoreGate:
     def to_memory(
         self, var_names: Any, phase: Any = "train", output_var_names: Any = None, callback: Callback | None = None
     ) -> None:
-        """Move variables from storage (zarr) to memory (numpy); hybrid backend only (multiml).
+        """Copy variables from storage (zarr) to memory (numpy); hybrid backend only (multiml).
 
-        ``callback(output_var_names, data)`` may return new ``(var_names, data)``. The
-        destination is written and the source deleted in one transaction.
+        ``callback(output_var_names, data)`` may return new ``(var_names, data)``, with every
+        row it was given. The storage tier keeps the variables, as in multiml (whose docs say
+        "move"), so a read-only store can be cached in memory too.
         """
         self._move("zarr", "numpy", var_names, phase, output_var_names, callback)
 
     def to_storage(
         self, var_names: Any, phase: Any = "train", output_var_names: Any = None, callback: Callback | None = None
     ) -> None:
-        """Move variables from memory (numpy) to storage (zarr); see :meth:`to_memory`."""
+        """Copy variables from memory (numpy) to storage (zarr); see :meth:`to_memory`."""
         self._move("numpy", "zarr", var_names, phase, output_var_names, callback)
 
     def _move(self, src: str, dst: str, var_names: Any, phase: Any, out: Any, callback: Callback | None) -> None:
         tiers = self._tiered("to_memory / to_storage").tiers()
-        moves.move(tiers[src], tiers[dst], self._id(), var_names, resolve_phase(phase), out, callback)
+        moves.transfer(tiers[src], tiers[dst], self._id(), var_names, resolve_phase(phase), out, callback)
 
     def _tiered(self, what: str) -> TieredBackend:
         if not isinstance(self._backend, TieredBackend):

@@ -50,7 +50,8 @@ def normalize_index(index: object, n_rows: int) -> Selection:
         return _normalize_slice(index, n_rows)
     if isinstance(index, tuple):
         # Only (start, stop): a longer tuple read as a row list would make (1, 5) and (1, 5, 6) disagree.
-        if len(index) == 2 and all(_is_int(i) for i in index):
+        # multiml took it as slice(start, stop), so None stands for an open end there too.
+        if len(index) == 2 and all(i is None or _is_int(i) for i in index):
             return _normalize_slice(slice(index[0], index[1]), n_rows)
         raise _bad_index(index)
     return _normalize_array(index, n_rows)

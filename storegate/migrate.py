@@ -19,6 +19,7 @@ store is left exactly as it was, in zarr v2. Run it while nothing else writes th
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import warnings
 from collections.abc import Iterator
@@ -90,13 +91,16 @@ def convert_to_v3(
     _check_v2(location)
     store = location.make_store(read_only=False)
     root = zarr.open_group(store=store, mode="r+", zarr_format=2, use_consolidated=False)
-    nodes = _nodes(root)
+    nodes = _nodes(root, location)
     _refuse_v3_beside(location, store, nodes)
-    arrays = {path: node for path, node in nodes.items() if isinstance(node, zarr.Array)}
-    _dry_run(arrays)
     saved = sync(_get_all(store, _v2_keys(nodes)))
     written = [_key(path, ZARR_JSON) for path in nodes]
     try:
+        if _fill_nulls(store, nodes):  # zarr 2's empty() wrote "fill_value": null; v3 needs a value
+            root = zarr.open_group(store=store, mode="r+", zarr_format=2, use_consolidated=False)
+            nodes = _nodes(root, location)
+        arrays = {path: node for path, node in nodes.items() if isinstance(node, zarr.Array)}
+        _dry_run(arrays)
         migrate_to_v3(root, root.store_path)
         _check_arrays(store, arrays, progress)
         sync(remove_metadata(store, 2))
@@ -129,12 +133,35 @@ def _check_v2(location: Location) -> None:
         )
 
 
-def _nodes(root: zarr.Group) -> dict[str, Node]:
+def _nodes(root: zarr.Group, location: Location) -> dict[str, Node]:
     """Every group and array of the hierarchy by path (``''`` for the root)."""
-    with warnings.catch_warnings():
-        # zarr warns about files that are no v2 node (a zarr.json among them): none is converted.
-        warnings.simplefilter("ignore", ZarrUserWarning)
-        return {"": root, **dict(root.members(max_depth=None))}
+    try:
+        with warnings.catch_warnings():
+            # zarr warns about files that are no v2 node (a zarr.json among them): none is converted.
+            warnings.simplefilter("ignore", ZarrUserWarning)
+            return {"": root, **dict(root.members(max_depth=None))}
+    except (ValueError, TypeError, KeyError) as exc:  # e.g. an object array (dtype '|O' with a pickle codec)
+        raise InvalidArgumentError(
+            f"every array must be readable by zarr 3 to convert the store at {location.describe()}. Got an array "
+            f"it cannot read ({type(exc).__name__}: {exc}); object arrays (dtype 'O') have no zarr v3 form: "
+            "delete them or rewrite them as fixed-length strings first. Nothing was changed."
+        ) from exc
+
+
+def _fill_nulls(store: Store, nodes: dict[str, Node]) -> bool:
+    """Give numeric arrays whose v2 fill value is null (zarr 2's ``empty``) the fill value 0.
+
+    Null meant "unwritten chunks hold anything": 0 is one such value, and zarr v3 needs one.
+    """
+    changed = False
+    for path, node in nodes.items():
+        if isinstance(node, zarr.Array) and node.metadata.fill_value is None and node.dtype.kind in "biufc":
+            key = _key(path, ZARRAY)
+            document = json.loads(sync(_get_all(store, [key]))[key].to_bytes())
+            document["fill_value"] = False if node.dtype.kind == "b" else 0
+            sync(store.set(key, default_buffer_prototype().buffer.from_bytes(json.dumps(document).encode())))
+            changed = True
+    return changed
 
 
 def _key(path: str, name: str) -> str:
@@ -191,7 +218,8 @@ def _check_arrays(store: Store, arrays: dict[str, zarr.Array[Any]], progress: bo
 
 
 def _check_layout(path: str, v2: zarr.Array[Any], v3: zarr.Array[Any]) -> None:
-    if v2.shape != v3.shape or v2.dtype != v3.dtype:
+    native = [np.dtype(a.dtype).newbyteorder("=") for a in (v2, v3)]  # v3 reads big-endian v2 data natively
+    if v2.shape != v3.shape or native[0] != native[1]:
         raise ValidationError(
             f"array {path!r} must keep its shape and dtype as zarr v3. Got {v2.shape} {v2.dtype} as v2 and "
             f"{v3.shape} {v3.dtype} as v3. The store was left as it was (zarr v2)."
@@ -209,6 +237,8 @@ def _blocks(array: zarr.Array[Any]) -> Iterator[Any]:
 
 
 def _same(before: np.ndarray, after: np.ndarray) -> bool:
+    if before.dtype.kind in "mM" and before.dtype == after.dtype:  # NaT equals NaT here, bit for bit
+        return before.shape == after.shape and bool(np.array_equal(before.view("i8"), after.view("i8")))
     nan_aware = before.dtype.kind in "fc"  # NaN equals NaN here; equal_nan fails on other kinds
     return before.shape == after.shape and bool(np.array_equal(before, after, equal_nan=nan_aware))
 

@@ -1,9 +1,11 @@
-"""Moves between the tiers of a tiered backend (multiml's hybrid ``to_memory`` / ``to_storage``).
+"""Transfers between the tiers of a tiered backend (multiml's hybrid ``to_memory`` / ``to_storage``).
 
-A move reads the variables from the source tier, lets a callback change them, checks the
-result, and then writes the destination and deletes the source in one transaction: the
-source lets go of the data only after the destination holds them, and a failure anywhere
-leaves both tiers as they were. The current tier of the backend never changes.
+multiml documents these as moves but copies: it reads the variables from one tier and
+writes them to the other, and the source keeps them. storegate keeps that behaviour, so a
+pipeline that caches a dataset in memory never loses it on disk (and a store opened
+read-only can be cached too). A transfer reads the variables, lets a callback change them,
+checks the result, and writes the destination in one transaction; a failure leaves the
+destination as it was. The current tier of the backend never changes.
 """
 
 from __future__ import annotations
@@ -17,15 +19,14 @@ from storegate.errors import InvalidArgumentError, NotFoundError
 from storegate.names import VarNames, parse_var_names
 from storegate.phases import ALL, PHASES
 from storegate.steps import Plan
-from storegate.transaction import Transaction
 
-__all__ = ["Callback", "move"]
+__all__ = ["Callback", "transfer"]
 
 #: ``callback(output_var_names, data) -> (var_names, data)``, as in multiml.
 Callback = Callable[[Any, Any], tuple[Any, Any]]
 
 
-def move(
+def transfer(
     source: Backend,
     target: Backend,
     data_id: str,
@@ -34,12 +35,12 @@ def move(
     output_var_names: Any,
     callback: Callback | None,
 ) -> None:
-    """Move variables of ``data_id`` from the ``source`` backend to the ``target`` backend.
+    """Copy variables of ``data_id`` from the ``source`` backend to the ``target`` backend.
 
     Parameters
     ----------
     var_names, output_var_names
-        The variables to move and the names they get (the same when None).
+        The variables to copy and the names they get (the same when None).
     phase
         A phase name; ``'all'`` moves every phase that holds all of ``var_names``.
     callback
@@ -55,24 +56,23 @@ def move(
         )
     src, dst = GroupEngine(source, data_id), GroupEngine(target, data_id)
     target.check_writable()
-    source.check_writable()
     phases = _phases_holding(src, names, phase)
     plans = [_plan_phase(src, dst, names, p, out_arg, callback) for p in phases]
     target.create_data_id(data_id)
-    steps = [s for target_plan, source_plan in plans for s in [*target_plan.steps, *source_plan.steps]]
-    if steps:
-        steps += [*dst.stale_steps(), *src.stale_steps()]
-    Transaction().run(steps)
+    plan = Plan()
+    for each in plans:
+        plan.extend(each)
+    dst.run(plan)
 
 
 def _phases_holding(src: GroupEngine, names: VarNames, phase: str) -> list[str]:
-    """The phases to move: the one given, or for 'all' every phase that holds the variables.
+    """The phases to copy: the one given, or for 'all' every phase that holds the variables.
 
     Raises
     ------
     NotFoundError
         If a variable is missing from the phase given, from every phase ('all'), or from a
-        phase that holds some of the others (a move never splits a set of variables).
+        phase that holds some of the others (a transfer never splits a set of variables).
     """
     for var in names.names:
         src.require(phase, var)
@@ -83,7 +83,7 @@ def _phases_holding(src: GroupEngine, names: VarNames, phase: str) -> list[str]:
         if present and len(present) < len(names.names):
             missing = sorted(set(names.names) - set(present))
             raise NotFoundError(
-                f"phase {p!r} of data_id {src.data_id!r} holds {present} but not {missing}: move the variables "
+                f"phase {p!r} of data_id {src.data_id!r} holds {present} but not {missing}: copy the variables "
                 "phase by phase (phase='train', ...) or give var_names that every phase holds."
             )
     return [p for p, present in held.items() if present]
@@ -91,29 +91,32 @@ def _phases_holding(src: GroupEngine, names: VarNames, phase: str) -> list[str]:
 
 def _plan_phase(
     src: GroupEngine, dst: GroupEngine, names: VarNames, phase: str, out_arg: Any, callback: Callback | None
-) -> tuple[Plan, Plan]:
-    """The writes to the target and the deletions from the source for one phase.
+) -> Plan:
+    """The writes to the target for one phase.
 
     What the callback returns is checked before anything is planned: every array keeps the
-    phase's rows, so a move never leaves a phase whose variables disagree in length.
+    phase's rows, so a transfer never leaves a phase whose variables disagree in length.
     """
-    data = src.get(names, phase, None)
+    if callback is None:  # read in the form the names are written in: a list stays a list
+        data = src.get(VarNames(names.names, parse_var_names(out_arg).form), phase, None)
+    else:
+        data = src.get(names, phase, None)
     if callback is not None:
         result = callback(out_arg, data)
         if not (isinstance(result, tuple) and len(result) == 2):
             raise InvalidArgumentError(
-                "callback of a move must return (var_names, data), as in multiml. "
-                f"Got {type(result).__name__} {result!r:.80} instead; nothing was moved."
+                "callback of to_memory / to_storage must return (var_names, data), as in multiml. "
+                f"Got {type(result).__name__} {result!r:.80} instead; nothing was written."
             )
         out_arg, data = result
         _check_rows(parse_var_names(out_arg), data, src.shape(phase, names.names[0])[0], phase)
-    return dst.plan_update(parse_var_names(out_arg), data, phase, None), src.plan_delete(names, phase)
+    return dst.plan_update(parse_var_names(out_arg), data, phase, None)
 
 
 def _check_rows(out: VarNames, data: Any, n_rows: int, phase: str) -> None:
     lengths = {var: array.shape[0] for var, array in zip(out.names, out.split(data), strict=True)}
     if any(n != n_rows for n in lengths.values()):
         raise InvalidArgumentError(
-            f"the callback of a move must return every row it was given: {n_rows} rows of phase {phase!r} per "
-            f"variable. Got {lengths} instead; nothing was moved. Filter rows after the move instead."
+            f"the callback of to_memory / to_storage must return every row it was given: {n_rows} rows of "
+            f"phase {phase!r} per variable. Got {lengths} instead; nothing was written. Filter rows afterwards."
         )

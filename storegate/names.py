@@ -96,9 +96,12 @@ def parse_var_names(var_names: object) -> VarNames:
 MAX_NAME_BYTES = 255
 #: Names a zarr store reserves for its own metadata documents.
 ZARR_KEYS = frozenset(("zarr.json",))
+#: Characters no name may hold: path separators, and fsspec's glob characters (an object
+#: store deletes 'a*' as a pattern: every variable whose name starts with 'a').
+FORBIDDEN = frozenset("/\\*?[]")
 _NAME_RULE = (
-    "a non-empty str of at most 255 UTF-8 bytes, without '/', '\\' or control characters, not starting "
-    "with '.' and not 'zarr.json' (names every backend and every location can hold)"
+    "a non-empty str of at most 255 UTF-8 bytes, without '/', '\\', '*', '?', '[', ']' or control "
+    "characters, not starting with '.' and not 'zarr.json' (names every backend and every location can hold)"
 )
 
 
@@ -127,9 +130,13 @@ def check_name(name: object, arg: str) -> str:
     """
     if not isinstance(name, str):
         raise InvalidArgumentError(f"{arg} must be {_NAME_RULE}. Got {type(name).__name__} {name!r:.80} instead.")
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:  # a lone surrogate: no file or object can be named so
+        size = 0
     ok = (
-        0 < len(name.encode("utf-8", "surrogatepass")) <= MAX_NAME_BYTES
-        and not any(ch in name for ch in "/\\")
+        0 < size <= MAX_NAME_BYTES
+        and not any(ch in FORBIDDEN for ch in name)
         and not any(ord(ch) < 32 or ord(ch) == 127 for ch in name)
         and not name.startswith(".")
         and name not in ZARR_KEYS

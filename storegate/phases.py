@@ -101,15 +101,15 @@ def resolve_phase(phase: object, *, allow_all: bool = True) -> str:
     if isinstance(phase, str) and phase in choices:
         return phase
     raise InvalidArgumentError(
-        f"phase must be one of {', '.join(map(repr, choices))}. Got {phase!r} instead.{closest_phase(phase)}"
+        f"phase must be one of {', '.join(map(repr, choices))}. Got {phase!r} instead.{closest_phase(phase, choices)}"
     )
 
 
-def closest_phase(word: object) -> str:
-    """`` Did you mean 'valid'?`` for a near miss of a phase name, else an empty string."""
+def closest_phase(word: object, choices: Sequence[str] = (*PHASES, ALL)) -> str:
+    """`` Did you mean 'valid'?`` for a near miss of one of ``choices``, else an empty string."""
     if not isinstance(word, str):
         return ""
-    match = difflib.get_close_matches(word.lower(), [*PHASES, ALL], n=1, cutoff=0.6)
+    match = difflib.get_close_matches(word.lower(), list(choices), n=1, cutoff=0.6)
     return f" Did you mean {match[0]!r}?" if match else ""
 
 
@@ -132,8 +132,12 @@ def split_counts(phase: Sequence[object], n_rows: int) -> tuple[int, int, int]:
         If the spec is not three non-negative numbers of one kind, or does not add up.
     """
     values = _check_spec(phase)
-    if all(isinstance(v, int) for v, _ in values):
-        return _int_counts([int(v) for v, _ in values], n_rows)
+    exact = [Fraction(v) for v, _ in values]
+    counts = all(isinstance(v, int) for v, _ in values) or (
+        all(f.denominator == 1 for f in exact) and sum(exact) != 1  # (7, 2, 1.0): counts, as multiml read them
+    )
+    if counts:
+        return _int_counts([int(f) for f in exact], n_rows)
     return _fraction_counts(values, n_rows, phase)
 
 
@@ -196,19 +200,21 @@ def _fraction_counts(values: list[_Exact], n_rows: int, given: object) -> tuple[
     if abs(float(total - 1)) > tolerance:
         shown = tuple(given.tolist() if is_tensor(given) else given)  # type: ignore[attr-defined, arg-type]
         raise InvalidArgumentError(f"phase fractions must sum to 1. Got {shown!r} (sum {float(total)!r}) instead.")
-    train_end = _split_point(n_rows, exact[0], tolerance)
-    valid_end = min(n_rows, _split_point(n_rows, exact[0] + exact[1], tolerance))
+    train_end = _split_point(n_rows, exact[0])
+    valid_end = min(n_rows, _split_point(n_rows, exact[0] + exact[1]))
     return train_end, valid_end - train_end, n_rows - valid_end
 
 
-def _split_point(n_rows: int, cumulative: Fraction, tolerance: float) -> int:
+def _split_point(n_rows: int, cumulative: Fraction) -> int:
     """Floor of ``n_rows * cumulative``, but a product within rounding error of an integer is it.
 
-    The decimal form fixes ``0.7 + 0.2``; the snap fixes fractions with no short decimal
-    form (``1/3`` is stored as ``0.3333333333333333``, and 3 rows must still split 1 / 1 / 1).
+    The decimal form fixes ``0.7 + 0.2`` (and float32 ``0.7``); the snap fixes fractions
+    with no short decimal form (``1/3`` is stored as ``0.3333333333333333``, and 3 rows must
+    still split 1 / 1 / 1). The snap is float64's rounding only: a float32 fraction is read
+    as its exact decimal, so 0.8 of 1,000,001 rows is 800,000 whatever its precision.
     """
     product = n_rows * cumulative
     nearest = round(product)
-    if abs(product - nearest) <= tolerance * max(1, n_rows):
+    if abs(product - nearest) <= _FRACTION_TOLERANCE + n_rows * 1e-12:
         return int(nearest)
     return math.floor(product)

@@ -27,7 +27,9 @@ __all__ = [
     "check_seed",
     "check_shape",
     "check_storable",
+    "common_dtype",
     "common_length",
+    "convert",
     "is_int",
     "is_tensor",
     "with_rows",
@@ -74,7 +76,9 @@ MAX_SEED = 2**32 - 1
 
 
 def check_seed(seed: object, arg: str = "seed") -> int:
-    """A random seed: an int in ``[0, 2**32 - 1]`` (``True`` is not a seed here)."""
+    """A random seed: an int in ``[0, 2**32 - 1]``; a bool is its int, as numpy's seed takes it (multiml)."""
+    if isinstance(seed, (bool, np.bool_)):
+        return int(seed)
     if not is_int(seed) or not 0 <= seed <= MAX_SEED:
         raise InvalidArgumentError(f"{arg} must be a bool or a non-negative int up to 2**32 - 1. Got {seed!r} instead.")
     return int(seed)
@@ -131,19 +135,38 @@ def as_array(data: object, arg: str) -> np.ndarray:
     """
     if is_tensor(data):
         data = _tensor_to_numpy(data, arg)
+    elif isinstance(data, (list, tuple)) and any(is_tensor(item) for item in data):
+        data = [_tensor_to_numpy(item, arg) if is_tensor(item) else item for item in data]
+    if isinstance(data, np.ma.MaskedArray) and np.ma.is_masked(data):
+        raise InvalidArgumentError(
+            f"{arg} is a masked array with masked values, which would be stored as whatever lies under the "
+            "mask. Fill them first: data.filled(value)."
+        )
     try:
         array = np.asarray(data)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RuntimeError) as exc:
         raise InvalidArgumentError(
             f"{arg} must be array-like. Got {type(data).__name__} that numpy cannot convert ({exc})."
         ) from exc
     if array.dtype == object:
-        raise InvalidArgumentError(
-            f"{arg} must be a numeric array with one shape per row. Got an object array "
-            "(ragged rows or mixed types) instead."
-        )
-    check_storable(array.dtype, arg)
-    return array if array.dtype.isnative else array.astype(array.dtype.newbyteorder("="))
+        array = _from_objects(array, arg)
+    dtype = check_storable(array.dtype, arg)
+    if not array.dtype.isnative:
+        return array.astype(dtype)
+    return array if array.dtype.char == dtype.char else array.view(dtype)  # 'q' is int64, by its name
+
+
+def _from_objects(array: np.ndarray, arg: str) -> np.ndarray:
+    """An object array of str (or of bytes) as fixed-length strings (pandas gives those); else refused."""
+    items = array.reshape(-1).tolist()
+    for kind in (str, bytes):
+        if items and all(isinstance(item, kind) for item in items):
+            return np.array(items).reshape(array.shape)
+    raise InvalidArgumentError(
+        f"{arg} must hold numbers, strings, bytes or dates with one shape per row. Got an object array "
+        "(ragged rows, mixed types or Python objects) instead: give an array of one dtype (e.g. "
+        "np.asarray(rows, dtype='f4')), or store each field as its own variable."
+    )
 
 
 def check_storable(dtype: np.dtype, arg: str) -> np.dtype:
@@ -168,7 +191,8 @@ def check_storable(dtype: np.dtype, arg: str) -> np.dtype:
             f"complex64/128, fixed-length str or bytes, datetime64 or timedelta64. Got dtype {dtype} instead; "
             "convert it first (structured data: one variable per field)."
         )
-    return dtype if dtype.isnative else dtype.newbyteorder("=")
+    # Native byte order, and the canonical dtype of its kind and size ('q', 'longlong' are int64).
+    return np.dtype((dtype if dtype.isnative else dtype.newbyteorder("=")).str)
 
 
 def is_tensor(data: object) -> bool:
@@ -222,7 +246,8 @@ def check_row_shape(var: str, phase: str, stored: tuple[int, ...], given: tuple[
 def cast(array: np.ndarray, dtype: np.dtype, var: str) -> np.ndarray:
     """``array`` in the stored ``dtype``, every value kept.
 
-    The cast must be allowed by numpy's ``same_kind`` rule, and it must keep each value:
+    The cast must be allowed by numpy's ``same_kind`` rule (signed into unsigned ints too,
+    as numpy allows for Python ints: ``x[0] = 5`` into uint8), and it must keep each value:
     exactly for bools, ints, strings, bytes, datetimes and timedeltas; up to the stored
     precision for floats and complex numbers, which must stay finite where they were.
 
@@ -234,36 +259,95 @@ def cast(array: np.ndarray, dtype: np.dtype, var: str) -> np.ndarray:
     """
     if array.dtype == dtype:
         return array
-    if not np.can_cast(array.dtype, dtype, casting="same_kind"):
+    _check_kind(array.dtype, dtype, var)
+    signed_into_unsigned = array.dtype.kind == "i" and dtype.kind == "u"
+    if not (signed_into_unsigned or np.can_cast(array.dtype, dtype, casting="same_kind")):
         raise InvalidArgumentError(
             f"data for var_name {var!r} must be castable to the stored dtype {dtype} under numpy's "
-            f"'same_kind' rule. Got dtype {array.dtype} instead; use astype() to change the stored dtype."
+            f"'same_kind' rule. Got dtype {array.dtype} instead: convert the data first, or change the "
+            "stored dtype with astype()."
         )
-    with np.errstate(over="ignore", invalid="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # the overflow is reported below, with the value
-        out = array.astype(dtype)
-    if not np.can_cast(array.dtype, dtype, casting="safe"):
-        lost = np.flatnonzero(_lost(array, out))
-        if lost.size:
-            first = int(lost[0])
-            wider = np.result_type(array.dtype, dtype)
-            raise InvalidArgumentError(
-                f"data for var_name {var!r} holds {array.reshape(-1)[first].item()!r}, which the stored dtype "
-                f"{dtype} cannot hold (it would become {out.reshape(-1)[first].item()!r}; {lost.size} value(s) "
-                "do not fit). "
+    return _checked(array, dtype, var, "the stored dtype")
+
+
+#: Stored kinds that take values of their own kind only: text stays text and time stays time
+#: (numpy's same_kind would store 7 as '7' and 1 as one day).
+_OWN_KIND = {"U": "US", "S": "US", "M": "M", "m": "m"}
+
+
+def _check_kind(given: np.dtype, stored: np.dtype, var: str) -> None:
+    kinds = _OWN_KIND.get(stored.kind)
+    if kinds is not None and given.kind not in kinds:
+        raise InvalidArgumentError(
+            f"data for var_name {var!r} must hold values of the stored dtype's kind ({stored}). Got dtype {given} "
+            "instead: convert the data first (numbers to text with .astype(str), times with np.datetime64)."
+        )
+
+
+def convert(array: np.ndarray, dtype: np.dtype, var: str) -> np.ndarray:
+    """``array`` converted to ``dtype`` on request (``astype``): any kind, every value kept.
+
+    An explicit conversion may change the kind (floats to ints drop their fractional part,
+    as numpy's ``astype`` does), but no value may wrap, overflow or fail to parse: 300 into
+    int8, NaN or inf into an int, 1e39 into float32 and ``'abc'`` into an int raise.
+
+    Raises
+    ------
+    InvalidArgumentError
+        Naming the variable and the first value that does not fit.
+    """
+    if array.dtype == dtype:
+        return array
+    if array.dtype.kind == "f" and dtype.kind in "iu":
+        array = np.trunc(array)  # the fractional part goes, by request; the rest must fit
+    if dtype.kind == "b":  # numpy's truthiness, asked for explicitly
+        return array.astype(dtype)
+    return _checked(array, dtype, var, "the dtype asked for")
+
+
+def _checked(array: np.ndarray, dtype: np.dtype, var: str, target: str) -> np.ndarray:
+    """``array.astype(dtype)``, or InvalidArgumentError naming the first value it does not keep."""
+    try:
+        with np.errstate(over="ignore", invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # the overflow is reported below, with the value
+            out = array.astype(dtype)
+    except (ValueError, TypeError, OverflowError) as exc:  # '12a' into int, a str into a datetime...
+        raise InvalidArgumentError(
+            f"data for var_name {var!r} cannot be converted to {target} ({exc}). Convert it first."
+        ) from exc
+    if np.can_cast(array.dtype, dtype, casting="safe") and dtype.kind not in "mM":
+        return out  # numpy calls datetime unit changes safe, yet years past 2262 overflow in ns
+    lost = np.flatnonzero(_lost(array, out))
+    if lost.size:
+        first = int(lost[0])
+        wider = np.result_type(array.dtype, dtype) if array.dtype.kind != "f" or dtype.kind == "f" else array.dtype
+        raise InvalidArgumentError(
+            f"data for var_name {var!r} holds {array.reshape(-1)[first].item()!r}, which {target} {dtype} "
+            f"cannot hold (it would become {out.reshape(-1)[first].item()!r}; {lost.size} value(s) do not fit). "
+            + (
                 f"Widen the stored dtype first, e.g. sg.astype({var!r}, {wider.str!r}, phase=...)."
+                if target == "the stored dtype"
+                else f"Choose a dtype that holds every value, e.g. {wider.str!r}."
             )
+        )
     return out
 
 
 def _lost(array: np.ndarray, out: np.ndarray) -> np.ndarray:
     """Which values of ``array`` its cast ``out`` does not keep (a flat boolean mask)."""
     source, target = array.reshape(-1), out.reshape(-1)
-    if target.dtype.kind in "fc":  # precision may go, magnitude may not
+    if target.dtype.kind in "fc" and source.dtype.kind in "fc":  # precision may go, magnitude may not
         return np.asarray(np.isfinite(source) & ~np.isfinite(target))
-    if target.dtype.kind in "iu":
+    if target.dtype.kind in "fc":
+        return np.asarray(~np.isfinite(target))
+    if target.dtype.kind in "iu" and source.dtype.kind == "f":
+        info = np.iinfo(target.dtype)  # NaN and inf fail both comparisons: they are lost too
+        return np.asarray(~((source >= float(info.min)) & (source <= float(info.max))))
+    if target.dtype.kind in "iu" and source.dtype.kind in "iub":
         info = np.iinfo(target.dtype)
         return np.asarray((source < int(info.min)) | (source > int(info.max)))
+    if source.dtype.kind in "US" and target.dtype.kind not in "US":
+        return np.zeros(source.shape, dtype=bool)  # parsed text: a value that does not parse raised already
     back = target.astype(source.dtype)
     if target.dtype.kind in "mM":
         return np.asarray(~(np.isnat(source) & np.isnat(back)) & (back != source))
@@ -272,6 +356,46 @@ def _lost(array: np.ndarray, out: np.ndarray) -> np.ndarray:
 
 #: Elements one variable may hold: numpy indexes arrays with int64.
 MAX_ELEMENTS = 2**62
+
+
+def common_dtype(dtypes: list[np.dtype], what: str) -> np.dtype:
+    """The dtype that holds every value of every one of ``dtypes`` (phases read as one array).
+
+    numpy's promotion can lose values (int64 and float32 become float64, past 2**53 inexact;
+    datetime64 units overflow; ints and strings become strings): a promotion that could is
+    refused instead.
+
+    Raises
+    ------
+    ValidationError
+        Naming the dtypes and the fix (one dtype for the variable, as compile() requires).
+    """
+    unique = sorted(set(dtypes), key=str)
+    if len(unique) == 1:
+        return unique[0]
+    try:
+        result = np.result_type(*unique)
+    except TypeError:  # no common dtype at all (datetime and int, bytes and str...)
+        result = None
+    if result is None or not all(_holds(result, d) for d in unique):
+        why = "they have no common dtype" if result is None else f"promoting them to {result} would lose values"
+        raise ValidationError(
+            f"{what} must have dtypes that one dtype holds exactly to be read as one array. Got "
+            f"{[str(d) for d in unique]}: {why}. Convert the phases to one dtype with astype(), as compile() requires."
+        )
+    return result
+
+
+def _holds(wide: np.dtype, narrow: np.dtype) -> bool:
+    """True when every value of ``narrow`` is exactly a value of ``wide``."""
+    if (narrow.kind in "US") != (wide.kind in "US"):  # numbers are not text
+        return False
+    if narrow.kind in "iub" and wide.kind in "fc":  # ints into floats: the mantissa must hold them
+        mantissa = np.finfo(wide).nmant + 1
+        return narrow.kind == "b" or 8 * narrow.itemsize - (narrow.kind == "i") <= mantissa
+    if narrow.kind in "mM" or wide.kind in "mM":
+        return narrow == wide
+    return bool(np.can_cast(narrow, wide, casting="safe"))
 
 
 def check_shape(shape: Any) -> tuple[int, ...]:

@@ -268,9 +268,10 @@ class AddDataTests:
         sg.add_data("x", data, phase=spec)
         bounds = np.cumsum([0, *counts])
         for i, phase in enumerate(("train", "valid", "test")):
-            # A phase that gets no row still gets the variable, with 0 rows (one rule for empty phases).
-            np.testing.assert_array_equal(sg.get_data("x", phase), data[bounds[i] : bounds[i + 1]])
-            assert sg.get_data("x", phase).shape == (counts[i], 3)
+            if counts[i]:
+                np.testing.assert_array_equal(sg.get_data("x", phase), data[bounds[i] : bounds[i + 1]])
+            else:  # multiml's rule: a phase that gets no row gets no variable
+                assert "x" not in sg.get_var_names(phase)
         np.testing.assert_array_equal(sg.get_data("x", "all"), data)
 
     def test_split_with_tuple_and_list_names(self, sg: StoreGate) -> None:
@@ -320,19 +321,25 @@ class AddDataTests:
 
     def test_empty_array(self, sg: StoreGate) -> None:
         sg.add_data("x", np.zeros((0, 3), dtype=np.float32))
-        assert sg.get_var_shapes("x") == (3,)
-        assert len(sg["train"]["x"]) == 0
+        assert sg.get_var_shapes("x") is None  # no row, no variable (multiml); create_empty makes one
         sg.add_data("x", np.ones((2, 3), dtype=np.float32))
+        sg.add_data("x", np.zeros((0, 3), dtype=np.float32))  # appends nothing
         np.testing.assert_array_equal(sg.get_data("x"), np.ones((2, 3)))
 
 
 class UpdateDataTests:
     """update_data: full replacement, every index form, 'all', absent variables."""
 
-    def test_index_none_replaces_every_row(self, sg: StoreGate) -> None:
+    def test_index_none_writes_every_row(self, sg: StoreGate) -> None:
+        # multiml: x[0:] = data, numpy's assignment rule; the variable keeps its length.
         sg.add_data("x", _x())
-        sg.update_data("x", _x(4) + 7)
-        np.testing.assert_array_equal(sg.get_data("x"), _x(4) + 7)
+        sg.update_data("x", _x() + 7)
+        np.testing.assert_array_equal(sg.get_data("x"), _x() + 7)
+        sg.update_data("x", [1, 2, 3])
+        np.testing.assert_array_equal(sg.get_data("x"), np.tile([1, 2, 3], (10, 1)))
+        with pytest.raises(InvalidArgumentError, match=re.escape("shape (10, 3)")):
+            sg.update_data("x", _x(4))
+        np.testing.assert_array_equal(sg.get_data("x"), np.tile([1, 2, 3], (10, 1)))
 
     @over_write_forms
     def test_index_forms(self, sg: StoreGate, index: Any) -> None:
@@ -414,10 +421,13 @@ class UpdateDataTests:
         sg.update_data("x", [7, 7, 7], phase="all", index=index)
         np.testing.assert_array_equal(sg.get_data("x", "all"), expected)
 
-    def test_split_phase_replaces_each_phase(self, sg: StoreGate) -> None:
+    def test_split_phase_writes_each_phase(self, sg: StoreGate) -> None:
         _split(sg)
-        sg.update_data("x", -_x(), phase=(5, 3, 2))
-        np.testing.assert_array_equal(sg.get_data("x", "valid"), -_x()[5:8])
+        sg.update_data("x", -_x(), phase=(7, 2, 1))
+        np.testing.assert_array_equal(sg.get_data("x", "valid"), -_x()[7:9])
+        np.testing.assert_array_equal(sg.get_data("x", "all"), -_x())
+        with pytest.raises(InvalidArgumentError, match="broadcast"):
+            sg.update_data("x", _x(), phase=(5, 3, 2))  # would change the phases' lengths
         np.testing.assert_array_equal(sg.get_data("x", "all"), -_x())
 
     def test_do_compile_defaults_to_true(self, sg: StoreGate) -> None:
@@ -585,10 +595,16 @@ class CreateEmptyTests:
         assert sg.get_var_shapes(["a", "b"], "valid") == [(), ()]
         assert len(sg["valid"]) == 3
 
-    def test_replaces_existing_variable(self, sg: StoreGate) -> None:
-        sg.add_data("x", _x())
-        sg.create_empty("x", (2, 5), dtype="f8")
-        np.testing.assert_array_equal(sg.get_data("x"), np.zeros((2, 5)))
+    def test_refuses_an_existing_variable(self, sg: StoreGate) -> None:
+        sg.add_data("x", _x())  # multiml refused too: zeros would silently replace the data
+        with pytest.raises(InvalidArgumentError, match="already exists in phase 'train'"):
+            sg.create_empty("x", (2, 5), dtype="f8")
+        np.testing.assert_array_equal(sg.get_data("x"), _x())
+
+    def test_a_split_shares_the_rows_out(self, sg: StoreGate) -> None:
+        sg.create_empty(["a", "b"], (10, 2), phase=(0.7, 0.2, 0.1), dtype="i2")
+        assert [len(sg[p]) for p in ("train", "valid", "test")] == [7, 2, 1]
+        assert sg.get_data("b", "all").dtype == np.int16
 
     def test_can_be_filled_by_update(self, sg: StoreGate) -> None:
         sg.create_empty("x", (5, 3), dtype="i8")
@@ -704,7 +720,7 @@ class TransformTests:
         sg.onehot("y", 3, phase="all")
         out = sg.get_data("y", "all")
         assert out.shape == (4, 3)
-        assert out.dtype == np.float32
+        assert out.dtype == np.float64  # multiml's np.identity(num_classes)[labels]
         np.testing.assert_array_equal(out, np.eye(3)[labels])
 
     def test_onehot_one_phase_only(self, sg: StoreGate) -> None:
@@ -801,8 +817,7 @@ class CompileTests:
     def test_reset_creates_active(self, sg: StoreGate) -> None:
         sg.add_data("x", _x(), phase=(8, 0, 2))
         sg.compile(reset=True)
-        assert sg.get_var_names("valid") == ["x"]  # x with 0 rows: no 'active' in an empty phase
-        assert len(sg["valid"]) == 0
+        assert sg.get_var_names("valid") == []
         active = sg.get_data("active", "all")
         assert active.dtype == np.bool_
         np.testing.assert_array_equal(active, np.ones(10, dtype=bool))
@@ -867,8 +882,12 @@ class ItemSyntaxTests:
     def test_write_whole_variable(self, sg: StoreGate) -> None:
         sg["valid"]["x"] = _x(4)
         np.testing.assert_array_equal(sg.get_data("x", "valid"), _x(4))
-        sg["valid"]["x"] = _x(2) + 1
-        np.testing.assert_array_equal(sg.get_data("x", "valid"), _x(2) + 1)
+        sg["valid"]["x"] = _x(4) + 1  # writes every row (numpy's assignment rule)
+        np.testing.assert_array_equal(sg.get_data("x", "valid"), _x(4) + 1)
+        sg["valid"]["x"] = [7, 8, 9]  # one row fills them all, as x[:] = row does
+        np.testing.assert_array_equal(sg.get_data("x", "valid"), np.tile([7, 8, 9], (4, 1)))
+        with pytest.raises(InvalidArgumentError, match="broadcast"):
+            sg["valid"]["x"] = _x(2)  # an update never changes the number of rows
 
     def test_write_across_phases(self, sg: StoreGate) -> None:
         data = np.arange(10 * 2).reshape(10, 2)

@@ -125,6 +125,7 @@ class StoreGateDataset(Dataset[Any]):
             else _chunked_variable(GroupEngine(backend, data_id), self._phase, var)
             for var in names
         }
+        _check_tensor_dtypes(self._variables)
         lengths = {var: int(variable.bounds[-1]) for var, variable in self._variables.items()}
         self._size = common_length(lengths, f"every variable read by the dataset in phase {self._phase!r}")
         self._cache = ChunkCache(chunk_cache_bytes)
@@ -354,6 +355,17 @@ def _chunked_variable(engine: GroupEngine, phase: str, var: str) -> ChunkedVaria
         segments.append(Segment(phase_, start, shape[0], chunk_rows or max(1, shape[0])))
         start += shape[0]
     return ChunkedVariable(var, tuple(segments), layout.dtype, layout.row_shape)
+
+
+def _check_tensor_dtypes(variables: dict[str, Variable]) -> None:
+    """torch tensors hold numbers and bools only: a str, bytes or date variable is refused up front."""
+    for var, variable in variables.items():
+        dtype = variable.array.dtype if isinstance(variable, MemoryVariable) else variable.dtype
+        if dtype.kind not in "biufc":
+            raise InvalidArgumentError(
+                f"var_name {var!r} has dtype {dtype}, which a torch tensor cannot hold. Leave it out of "
+                "input_var_names / true_var_names, or store it encoded as numbers (e.g. class indices)."
+            )
 
 
 # --- batches and samples -----------------------------------------------------------------

@@ -22,7 +22,7 @@ from storegate.rules import check_positive, is_int
 __all__ = ["apply", "argmax", "check_num_classes", "onehot", "shuffle"]
 
 
-def apply(engine: GroupEngine, names: VarNames, phase: str, fn: Callable[[np.ndarray], np.ndarray]) -> None:
+def apply(engine: GroupEngine, names: VarNames, phase: str, fn: Callable[[np.ndarray, str], np.ndarray]) -> None:
     """Replace each variable of ``names`` in ``phase`` by ``fn`` of it (phases that hold it, for 'all').
 
     Raises
@@ -34,7 +34,7 @@ def apply(engine: GroupEngine, names: VarNames, phase: str, fn: Callable[[np.nda
         engine.require(phase, var)
     targets = [(p, var) for p in phases_of(phase) for var in names.names if engine.has(p, var)]
     try:
-        results = [(p, var, fn(engine.read(p, var, None))) for p, var in targets]
+        results = [(p, var, fn(engine.read(p, var, None), var)) for p, var in targets]
     except MemoryError as exc:  # e.g. onehot into 10**9 classes
         raise StorageError(
             f"the transform of {list(names.names)} needs more memory than this process has; nothing was written."
@@ -55,7 +55,8 @@ def check_num_classes(num_classes: object) -> None:
 
 
 def onehot(labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """float32 one-hot vectors: shape ``labels.shape + (num_classes,)``."""
+    """float64 one-hot vectors of shape ``labels.shape + (num_classes,)``, as multiml's
+    ``np.identity(num_classes)[labels]`` gives them (in rows x classes memory, not classes**2)."""
     if not np.issubdtype(labels.dtype, np.integer):
         raise InvalidArgumentError(f"onehot needs integer labels. Got dtype {labels.dtype} instead.")
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
@@ -65,13 +66,13 @@ def onehot(labels: np.ndarray, num_classes: int) -> np.ndarray:
         )
     shape = (*labels.shape, num_classes)
     try:  # O(rows x classes): np.eye(num_classes) would need classes**2 floats first
-        out = np.zeros(shape, dtype=np.float32)
+        out = np.zeros(shape, dtype=np.float64)
     except (MemoryError, ValueError) as exc:  # numpy: ValueError "array is too big" past the address space
         raise StorageError(
-            f"onehot of {labels.size} labels into {num_classes} classes needs {4 * math.prod(shape)} bytes, "
+            f"onehot of {labels.size} labels into {num_classes} classes needs {8 * math.prod(shape)} bytes, "
             "more memory than this process has; nothing was written."
         ) from exc
-    np.put_along_axis(out, labels[..., None].astype(np.intp), np.float32(1), axis=-1)
+    np.put_along_axis(out, labels[..., None].astype(np.intp), 1.0, axis=-1)
     return out
 
 

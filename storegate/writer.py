@@ -147,6 +147,7 @@ class Writer:
         if not self._open:
             return
         self._guarded(self._flush_all)
+        self._guarded(self._drop_empty)
         if self._buffers:
             self._guarded(self._mark_stale)
         self._finish()
@@ -246,8 +247,31 @@ class Writer:
                 self._append(buffer, buffer.take(buffer.pending_rows))
 
     def _append(self, buffer: _Buffered, rows: np.ndarray) -> None:
+        self._check_unchanged(buffer)
         self._db.append(self._data_id, self._phase, buffer.name, rows)
         buffer.stored += len(rows)
+
+    def _check_unchanged(self, buffer: _Buffered) -> None:
+        """Refuse to append to a variable another call deleted or converted while the writer was open."""
+        db, data_id, phase, name = self._db, self._data_id, self._phase, buffer.name
+        same = db.has(data_id, phase, name) and (
+            db.shape(data_id, phase, name)[1:],
+            db.dtype(data_id, phase, name),
+        ) == (
+            buffer.row_shape,
+            buffer.dtype,
+        )
+        if not same:
+            raise StoreGateError(
+                f"var_name {name!r} of phase {phase!r} was deleted or converted by another call while this writer "
+                "was open; the writer stops and takes back its rows. Write it again with a new writer."
+            )
+
+    def _drop_empty(self) -> None:
+        """multiml's rule, as add_data keeps it: no row, no variable (a writer that got 0 rows)."""
+        for buffer in self._buffers.values():
+            if buffer.created and not buffer.stored:
+                self._tx.do(steps.delete_step(self._db, self._data_id, self._phase, buffer.name))
 
     def _mark_stale(self) -> None:
         for step in self._engine.stale_steps():

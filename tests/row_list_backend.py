@@ -44,7 +44,7 @@ class RowListBackend(Backend):
         try:
             return self._vars[(data_id, phase, var)]
         except KeyError:
-            raise self._missing(data_id, phase, var) from None
+            raise self.missing_error(data_id, phase, var) from None
 
     def shape(self, data_id: str, phase: str, var: str) -> tuple[int, ...]:
         rows, _, row_shape = self._get(data_id, phase, var)

@@ -143,11 +143,17 @@ def test_bad_compressor_names_the_argument_and_the_value(spec: object, fragment:
     assert fragment in str(info.value)
 
 
-def test_numcodecs_v2_codec_is_refused() -> None:
+def test_numcodecs_compressors_as_multiml_gave_them() -> None:
     import numcodecs
+    from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
 
-    with pytest.raises(InvalidArgumentError, match="zarr v3 bytes-to-bytes codec"):
-        resolve_compressor(numcodecs.Zstd())
+    assert resolve_compressor(numcodecs.Zstd(level=5)) == (ZstdCodec(level=5),)
+    assert resolve_compressor(numcodecs.GZip(level=4)) == (GzipCodec(level=4),)
+    (blosc,) = resolve_compressor(numcodecs.Blosc(cname="lz4", clevel=3, shuffle=numcodecs.Blosc.BITSHUFFLE))
+    assert isinstance(blosc, BloscCodec)
+    assert (blosc.cname.value, blosc.clevel, blosc.shuffle.value) == ("lz4", 3, "bitshuffle")
+    with pytest.raises(InvalidArgumentError, match="numcodecs Zstd, Blosc or GZip"):
+        resolve_compressor(numcodecs.LZ4())
 
 
 # --- zarr v2 equivalents (stores kept in zarr v2) ---------------------------------------------

@@ -72,8 +72,11 @@ def test_as_array_takes_lists_and_tensors_and_refuses_ragged() -> None:
     assert as_array(torch.ones(2, dtype=torch.float16), "data").dtype == np.float16
     with pytest.raises(InvalidArgumentError, match=re.escape("data must be array-like. Got list")):
         as_array([np.zeros(2), np.zeros(3)], "data")  # ragged rows
-    with pytest.raises(InvalidArgumentError, match="data must be a numeric array with one shape per row"):
+    with pytest.raises(InvalidArgumentError, match="data must hold numbers, strings, bytes or dates"):
         as_array(np.array([1, "a", None], dtype=object), "data")
+    # pandas gives strings as object arrays: they are strings
+    assert as_array(np.array(["cat", "elephant"], dtype=object), "data").dtype == np.dtype("<U8")
+    assert as_array(np.array([b"ab"], dtype=object), "data").dtype == np.dtype("S2")
     with pytest.raises(InvalidArgumentError, match=re.escape("data[0] must have a leading row axis")):
         with_rows(np.float32(1), "data[0]")
 

@@ -158,10 +158,15 @@ def check_fits(old: np.ndarray, new: np.ndarray) -> None:
     check_values_fit(new, old.dtype)
 
 
-def check_values_fit(new: np.ndarray, dtype: np.dtype) -> None:
-    """same_kind, and each value survives the cast (floats up to precision, but finite stays finite)."""
-    if not np.can_cast(new.dtype, dtype, casting="same_kind"):
+def check_kind(given: np.dtype, dtype: np.dtype) -> None:
+    """numpy's same_kind rule, and signed ints into unsigned ones (numpy allows ``x[0] = 5`` into uint8)."""
+    if not (np.can_cast(given, dtype, casting="same_kind") or (given.kind == "i" and dtype.kind == "u")):
         raise Expected(IA)
+
+
+def check_values_fit(new: np.ndarray, dtype: np.dtype) -> None:
+    """The kind rule, and each value survives the cast (floats up to precision, but finite stays finite)."""
+    check_kind(new.dtype, dtype)
     with np.errstate(all="ignore"):
         cast = new.astype(dtype)
     if dtype.kind in "iu":
@@ -173,6 +178,34 @@ def check_values_fit(new: np.ndarray, dtype: np.dtype) -> None:
         bad = bool(np.any(cast.astype(new.dtype) != new))
     if bad:
         raise Expected(IA)
+
+
+def model_convert(array: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """astype: any kind on request; floats into ints lose their fraction, bool is truthiness; no value may overflow."""
+    if dtype.kind == "b":
+        return array.astype(dtype)
+    values = np.trunc(array) if array.dtype.kind == "f" and dtype.kind in "iu" else array
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        if any(not (info.min <= v <= info.max) for v in values.reshape(-1).tolist()):  # NaN fails too
+            raise Expected(IA)
+    with np.errstate(all="ignore"):
+        out = values.astype(dtype)
+    if dtype.kind == "f" and bool(np.any(np.isfinite(values) & ~np.isfinite(out))):
+        raise Expected(IA)
+    return out
+
+
+def lossless_dtype(dtypes: list[np.dtype]) -> np.dtype:
+    """The dtype phases are read in as one array: numpy's promotion, when it keeps every value."""
+    result = np.result_type(*dtypes)
+    for dtype in dtypes:
+        if dtype.kind in "iu" and result.kind == "f":  # the float's mantissa must hold every int
+            limit = 2 ** (np.finfo(result).nmant + 1)
+            info = np.iinfo(dtype)
+            if info.max > limit or info.min < -limit:
+                raise Expected(VE)
+    return result
 
 
 def fit_rows(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -229,13 +262,24 @@ class Model:
             raise Expected(VE)
         return lengths.pop() if lengths else 0
 
-    def full(self, var: str, phase: str) -> np.ndarray:
-        """A variable of one phase, or the concatenation of the phases holding it."""
+    def holds_rows(self, phase: str) -> bool:
+        return any(a.shape[0] for a in self.data[phase].values())
+
+    def full(self, var: str, phase: str, promote: bool = True) -> np.ndarray:
+        """A variable of one phase, or the concatenation of the phases holding it.
+
+        Read as one array, every phase that holds rows must hold the variable, with one row
+        shape, in dtypes that one dtype holds exactly (``promote``; writes cast per phase).
+        """
         parts = [self.data[p][var] for p in model_targets(phase) if var in self.data[p]]
         if not parts:
             raise Expected(NF)
+        if any(var not in self.data[p] and self.holds_rows(p) for p in model_targets(phase)):
+            raise Expected(NF)
         if len({a.shape[1:] for a in parts}) > 1:
             raise Expected(VE)
+        if promote:
+            return np.concatenate(parts).astype(lossless_dtype([a.dtype for a in parts]))
         return np.concatenate(parts)
 
     def plan(self, arrays: list[np.ndarray], phase: Any) -> dict[str, list[np.ndarray]]:
@@ -251,23 +295,26 @@ class Model:
             if sum(counts) != n or n == 0:
                 raise Expected(IA)
         bounds = np.cumsum([0, *counts])
-        # Every phase of the split gets the variable, with 0 rows where it gets none.
-        return {p: [a[bounds[i] : bounds[i + 1]] for a in arrays] for i, p in enumerate(PHASES)}
+        # multiml: a phase of a split that gets no row is left out.
+        return {p: [a[bounds[i] : bounds[i + 1]] for a in arrays] for i, p in enumerate(PHASES) if counts[i]}
 
     def added(self, names: tuple[str, ...], plan: dict[str, list[np.ndarray]], append: bool) -> dict[Key, np.ndarray]:
-        """New contents after appending (or replacing) the planned pieces."""
+        """New contents after appending the planned pieces (``append=False``: writing every row)."""
         new = {}
         for phase, pieces in plan.items():
             for var, piece in zip(names, pieces, strict=True):
                 old = self.data[phase].get(var)
                 if old is None:
-                    new[(phase, var)] = piece.copy()
+                    if piece.shape[0]:  # multiml: no row, no variable
+                        new[(phase, var)] = piece.copy()
                     continue
+                if not append:  # x[:] = data: numpy's assignment rule, the length stays
+                    piece = fit_rows(piece, old.shape)
                 check_fits(old, piece)
                 if piece.shape[0] == 0:  # a phase that gets no row keeps what it has
                     continue
                 cast = piece.astype(old.dtype)
-                new[(phase, var)] = np.concatenate([old, cast]) if append else cast
+                new[(phase, var)] = np.concatenate([old, cast]) if append else cast.copy()
         return new
 
     # --- the API ---
@@ -283,7 +330,9 @@ class Model:
         self.write(self.added(names, self.plan(arrays, phase), append=True), do_compile=do_compile)
 
     def update(self, form: str, names: tuple[str, ...], data: Any, phase: Any, index: Any, do_compile: bool) -> None:
-        if isinstance(phase, (tuple, list)):
+        """Every row written (index None) or the rows selected; a split or 'all' splits the data first."""
+        split = isinstance(phase, (tuple, list))
+        if split or (model_phase(phase) == ALL and index is None):
             if index is not None:
                 raise Expected(IA)
             new = self.added(names, self.plan(model_split(form, names, data), phase), append=False)
@@ -302,27 +351,26 @@ class Model:
             if not any(var in self.data[p] for p in model_targets(phase)):
                 if index is not None:
                     raise Expected(NF)
+                if array.ndim == 0:
+                    raise Expected(IA)
                 new.update(self.added((var,), self.plan([array], phase), append=False))
-            elif phase != ALL and index is None:
-                check_fits(self.data[phase][var], array)
-                new[(phase, var)] = array.astype(self.data[phase][var].dtype)
             else:
                 new.update(self.index_write(var, phase, array, index))
         return new
 
     def index_write(self, var: str, phase: str, array: np.ndarray, index: Any) -> dict[Key, np.ndarray]:
         """Write the rows selected in one phase or across phases; a single row broadcasts."""
-        full = self.full(var, phase)
+        full = self.full(var, phase, promote=False)
         rows = np.atleast_1d(model_index(index, full.shape[0]))
         values = fit_rows(array, (rows.size, *full.shape[1:]))
+        held = [p for p in model_targets(phase) if var in self.data[p]]
+        for p in held:  # the kind rule holds against every stored dtype of the variable
+            check_kind(values.dtype, self.data[p][var].dtype)
         new, offset = {}, 0
-        for p in model_targets(phase):
-            if var not in self.data[p]:
-                continue
+        for p in held:
             old = self.data[p][var]
-            # The same_kind rule holds against every stored dtype of the variable.
-            check_values_fit(values, old.dtype)
             inside = (rows >= offset) & (rows < offset + old.shape[0])
+            check_values_fit(values[inside], old.dtype)  # each value must fit the phase it lands in
             if not inside.any():  # no row of this phase is written: it does not change
                 offset += old.shape[0]
                 continue
@@ -383,19 +431,28 @@ class Model:
         for p in model_targets(phase_):
             for var in names:
                 if var in self.data[p]:
-                    new[(p, var)] = self.data[p][var].astype(dtype)
+                    new[(p, var)] = model_convert(self.data[p][var], np.dtype(dtype))
         self.commit(new)
 
     def shuffle(self, phase: Any, seed: Any) -> None:
         phase_ = model_phase(phase)
+        seed = int(seed) if isinstance(seed, bool) else seed  # multiml seeds numpy with it: True is 1
         if not _is_int(seed) or seed < 0:
             raise Expected(IA)
         lengths = {p: self.phase_len(p) for p in model_targets(phase_)}
         self.commit({(p, var): multiml_shuffled(a, seed) for p in lengths for var, a in self.data[p].items()})
 
     def create_empty(self, names: tuple[str, ...], shape: tuple[int, ...], phase: Any, dtype: np.dtype) -> None:
-        phase_ = model_phase(phase, allow_all=False)
-        self.commit({(phase_, var): np.zeros(shape, dtype=dtype) for var in names})
+        """Zeros of ``shape``; 'all' splits the rows by the phase lengths. An existing variable is refused."""
+        phase_ = model_phase(phase)
+        if phase_ == ALL:
+            plan = self.plan([np.zeros(shape, dtype=dtype)], ALL)
+            rows = {p: pieces[0].shape[0] for p, pieces in plan.items()}
+        else:
+            rows = {phase_: shape[0]} if shape[0] else {}  # no row, no variable (multiml)
+        if any(var in self.data[p] for var in names for p in rows):
+            raise Expected(IA)  # multiml: create_empty never replaces data
+        self.commit({(p, var): np.zeros((n, *shape[1:]), dtype=dtype) for var in names for p, n in rows.items()})
 
     def clear(self) -> None:
         self.data = {p: {} for p in PHASES}
@@ -405,7 +462,7 @@ class Model:
         phase_ = model_phase(phase)
         if names is None:
             return sum(self.phase_len(p) for p in model_targets(phase_))
-        lengths = {self.full(var, phase_).shape[0] for var in names}
+        lengths = {self.full(var, phase_, promote=False).shape[0] for var in names}
         if len(lengths) > 1:
             raise Expected(VE)
         return lengths.pop()
@@ -419,7 +476,8 @@ class Model:
     def shapes(self, form: str, names: tuple[str, ...], phase: Any) -> Any:
         """multiml's get_var_shapes: the row shape, None for an absent variable."""
         phase_ = model_phase(phase)
-        shapes = [self.full(var, phase_).shape[1:] if self.contains(phase_, var) else None for var in names]
+        firsts = [next((self.data[p][v] for p in model_targets(phase_) if v in self.data[p]), None) for v in names]
+        shapes = [None if a is None else a.shape[1:] for a in firsts]  # the first phase holding it
         return shapes[0] if form == "str" else shapes
 
     def metadata(self) -> dict[str, Any]:

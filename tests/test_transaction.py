@@ -91,7 +91,7 @@ CALLS: dict[str, Callable[[StoreGate], None]] = {
     "update-whole-and-new": lambda sg: sg.update_data(["y", "z"], [Y[:7] + 1, X[:7]], do_compile=False),
     "update-split": lambda sg: sg.update_data("y", Y * 2, phase=(7, 2, 1)),
     "delete": lambda sg: sg.delete_data(["x", "y"], phase="all", do_compile=False),
-    "create-empty": lambda sg: sg.create_empty(["x", "e"], (4, 3), phase="valid", dtype="f8"),
+    "create-empty": lambda sg: sg.create_empty(["e", "f"], (4, 3), phase=(2, 1, 1), dtype="f8"),
     "clear": lambda sg: sg.clear_data(),
     "astype": lambda sg: sg.astype("x", "f4", phase="all"),
     "onehot": lambda sg: sg.onehot("label", 3, phase="all"),
@@ -342,7 +342,11 @@ def test_a_failing_move_changes_neither_tier(tmp_path: Path, name: str, where: s
     def make() -> Store_:
         return _HybridBothTiers("hybrid-zarr", tmp_path)
 
-    assert check_every_step(make, populate_hybrid, MOVES[name], inject, Injected) >= 2
+    steps = check_every_step(make, populate_hybrid, MOVES[name], inject, Injected)
+    if (name, where) == ("to-memory", "store"):
+        assert steps == 0  # a transfer copies (multiml): copying out of the store writes none of it
+    else:
+        assert steps >= 2
 
 
 class _HybridBothTiers(Store_):

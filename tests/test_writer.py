@@ -245,10 +245,12 @@ def test_existing_variables_of_different_lengths_are_refused(sg: StoreGate) -> N
 
 
 def test_first_batch_that_breaks_a_stored_layout_creates_nothing(sg: StoreGate) -> None:
-    sg.add_data("x", np.zeros((0, 5), "f4"))
+    sg.add_data("x", np.zeros((2, 5), "f4"))
+    sg.add_data("y", np.zeros(2, "i8"))
     with pytest.raises(InvalidArgumentError, match=r"row shape \(5,\)"):
         sg.writer().add(_batches(1, 2)[0])
-    assert sg.get_var_names() == ["x"]
+    assert sg.get_var_names() == ["x", "y"]
+    assert len(sg["train"]) == 2
 
 
 @pytest.mark.parametrize("phase", ["all", (0.5, 0.3, 0.2), "training"])
@@ -383,3 +385,16 @@ def test_a_variable_deleted_inside_the_block_is_not_recreated(sg: StoreGate) -> 
         block()
     assert sg.get_var_names() == ["y"]  # the writer's undo invents no x from its guard
     np.testing.assert_array_equal(sg.get_data("y"), np.ones(7, "i8"))
+
+
+def test_a_writer_that_gets_no_row_creates_no_variable(sg: StoreGate) -> None:
+    # multiml's rule for empty phases, as add_data and create_empty keep it: no row, no variable.
+    with sg.writer() as w:
+        w.add({"x": np.zeros((0, 3), "f4"), "y": np.zeros(0, "i8")})
+    assert sg.get_var_names("all") == []
+    sg.add_data("x", np.ones((2, 3), "f4"))
+    with sg.writer() as w:
+        w.add({"x": np.zeros((0, 3), "f4")})  # an existing variable keeps its rows
+    np.testing.assert_array_equal(sg.get_data("x"), np.ones((2, 3), "f4"))
+    sg.create_empty("z", (0, 4))
+    assert sg.get_var_names() == ["x"]

@@ -31,26 +31,44 @@ _REGISTRY: dict[str, tuple[str, str, str | None]] = {
     "hybrid": ("storegate.backends.hybrid_backend", "HybridBackend", None),
 }
 
+#: Classes registered as classes (a class defined in a script or notebook has no import path).
+_CLASSES: dict[str, type[Backend]] = {}
+
 
 def available_backends() -> list[str]:
     """Names accepted by ``StoreGate(backend=...)``."""
     return list(_REGISTRY)
 
 
-def register_backend(name: str, target: str, extra: str | None = None, *, replace: bool = False) -> None:
-    """Register a backend class given as ``'package.module:ClassName'``.
+def register_backend(
+    name: str, target: str | type[Backend], extra: str | None = None, *, replace: bool = False
+) -> None:
+    """Register a backend class, given as ``'package.module:ClassName'`` or as the class itself.
+
+    A string is imported when the backend is first used (so a missing optional dependency
+    only matters then, with ``extra`` as the install hint); a class is checked now.
 
     Raises
     ------
     InvalidArgumentError
-        If ``name`` is taken and ``replace`` is false, or ``target`` is malformed.
+        If ``name`` is not a str, is taken and ``replace`` is false, or ``target`` is malformed.
     """
+    if not isinstance(name, str) or not name:
+        raise InvalidArgumentError(f"name must be a non-empty str. Got {name!r} instead.")
     if name in _REGISTRY and not replace:
         raise InvalidArgumentError(f"backend name {name!r} is already registered; pass replace=True to override it.")
-    module, _, cls = target.partition(":")
-    if not module or not cls:
-        raise InvalidArgumentError(f"target must look like 'package.module:Class'. Got {target!r} instead.")
-    _REGISTRY[name] = (module, cls, extra)
+    if isinstance(target, type):
+        cls = _checked_class(name, target)
+        _REGISTRY[name] = (cls.__module__, cls.__qualname__, extra)
+        _CLASSES[name] = cls
+        return
+    module, _, attr = target.partition(":") if isinstance(target, str) else ("", "", "")
+    if not module or not attr:
+        raise InvalidArgumentError(
+            f"target must look like 'package.module:Class' or be a Backend subclass. Got {target!r} instead."
+        )
+    _REGISTRY[name] = (module, attr, extra)
+    _CLASSES.pop(name, None)
 
 
 def create_backend(name: str, backend_args: dict[str, Any] | None) -> Backend:
@@ -75,6 +93,8 @@ def create_backend(name: str, backend_args: dict[str, Any] | None) -> Backend:
 
 
 def _load(name: str) -> type[Backend]:
+    if name in _CLASSES:
+        return _CLASSES[name]
     module, attr, extra = _REGISTRY[name]
     try:
         found = getattr(importlib.import_module(module), attr)

@@ -327,7 +327,12 @@ class Backend(ABC):
 
     # --- helpers for implementers ----------------------------------------------------
 
-    def _missing(self, data_id: str, phase: str, var: str) -> NotFoundError:
+    def missing_error(self, data_id: str, phase: str, var: str) -> NotFoundError:
+        """The NotFoundError to raise for an absent variable (``shape``, ``dtype``, ``read``...).
+
+        It names the variable, data_id and phase and lists the stored var_names, as every
+        backend's errors must (the conformance suite checks the message).
+        """
         return NotFoundError(
             f"var_name {var!r} does not exist in data_id {data_id!r}, phase {phase!r}. "
             f"Stored var_names there: {self.var_names(data_id, phase)}."

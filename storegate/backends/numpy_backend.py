@@ -71,8 +71,8 @@ class NumpyBackend(Backend):
 
     @_in_memory
     def append(self, data_id: str, phase: str, var: str, data: np.ndarray) -> None:
-        vars_ = self._data[data_id][phase]
-        vars_[var] = np.concatenate([vars_[var], data], axis=0)
+        old = self._get(data_id, phase, var)
+        self._data[data_id][phase][var] = np.concatenate([old, data], axis=0)
 
     @_in_memory
     def read(self, data_id: str, phase: str, var: str, selection: Selection) -> np.ndarray:
@@ -118,4 +118,4 @@ class NumpyBackend(Backend):
         try:
             return self._data[data_id][phase][var]
         except KeyError:
-            raise self._missing(data_id, phase, var) from None
+            raise self.missing_error(data_id, phase, var) from None

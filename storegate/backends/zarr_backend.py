@@ -295,7 +295,7 @@ class ZarrBackend(Backend):
     def other_objects(self, data_id: str | None = None) -> list[OtherObject]:
         # docstring inherited
         if data_id is None:
-            return _others(self._root, "", _data_id_problem)
+            return sorted(_others(self._root, "", _data_id_problem), key=lambda o: o.path)
         group = self._group(data_id)
         if group is None:
             return []
@@ -315,7 +315,8 @@ class ZarrBackend(Backend):
         return tuple(self._array(data_id, phase, var).shape)
 
     def dtype(self, data_id: str, phase: str, var: str) -> np.dtype:
-        return np.dtype(self._array(data_id, phase, var).dtype)
+        dtype = np.dtype(self._array(data_id, phase, var).dtype)
+        return dtype if dtype.isnative else dtype.newbyteorder("=")
 
     @_storage_call
     def info(self, data_id: str, phase: str, var: str) -> VarInfo:
@@ -349,9 +350,9 @@ class ZarrBackend(Backend):
     @_storage_call
     def read(self, data_id: str, phase: str, var: str, selection: Selection) -> np.ndarray:
         array = self._array(data_id, phase, var)
-        if isinstance(selection, np.ndarray):
-            return _read_rows(array, selection)
-        return np.asarray(array[selection])
+        out = _read_rows(array, selection) if isinstance(selection, np.ndarray) else np.asarray(array[selection])
+        # Arrays other tools wrote big-endian read as every other variable does: native.
+        return out if out.dtype.isnative else out.astype(out.dtype.newbyteorder("="))
 
     @_storage_call
     def write(self, data_id: str, phase: str, var: str, selection: Selection, data: np.ndarray) -> None:
@@ -373,9 +374,13 @@ class ZarrBackend(Backend):
     @_storage_call
     def replace(self, data_id: str, phase: str, var: str, data: np.ndarray, **options: Any) -> None:
         # docstring inherited
-        array = self._arrays.get((data_id, phase, var))
+        array = self._arrays.get((data_id, phase, var)) or self._find_array(data_id, phase, var)
         same = array is not None and array.dtype == data.dtype and array.shape[1:] == data.shape[1:]
         if not same or options:
+            # A new dtype or row shape (astype, onehot) keeps the variable's codec, and its
+            # rows per chunk when the rows keep their shape.
+            if array is not None:
+                options = {**_layout_of(array, data), **options}
             self.create(data_id, phase, var, data, **options)
             return
         assert array is not None
@@ -514,7 +519,7 @@ class ZarrBackend(Backend):
         compressors = self._compressors
         if options.get("compressor") is not None:  # None: the store's compressor
             compressors = resolve_compressor(options["compressor"])
-        chunks = self._chunks(shape, np.dtype(dtype))
+        chunks = self._chunks(shape, np.dtype(dtype), options.get("chunk_rows"))
         encoding = self._encoding(chunks, np.dtype(dtype), compressors)  # refuses before anything is written
         group = self._group(data_id, phase, create=True)
         assert group is not None  # create=True always returns a group
@@ -558,10 +563,10 @@ class ZarrBackend(Backend):
                 f"{self.location} (not a zarr array). Choose another var_name, or move those files away."
             )
 
-    def _chunks(self, shape: tuple[int, ...], dtype: np.dtype) -> tuple[int, ...]:
-        """Whole rows per chunk: ``chunk`` rows, else as many as fit in ``chunk_bytes``."""
+    def _chunks(self, shape: tuple[int, ...], dtype: np.dtype, rows: int | None = None) -> tuple[int, ...]:
+        """Whole rows per chunk: ``rows``, else ``chunk`` rows, else as many as fit in ``chunk_bytes``."""
         row_shape = tuple(max(1, d) for d in shape[1:])
-        rows = self._chunk
+        rows = rows or self._chunk
         if rows is None:
             rows = max(1, self._chunk_bytes // _nbytes(row_shape, dtype))
         return (rows, *row_shape)
@@ -608,7 +613,7 @@ class ZarrBackend(Backend):
     def _array(self, data_id: str, phase: str, var: str) -> zarr.Array[Any]:
         array = self._find_array(data_id, phase, var)
         if array is None:
-            raise self._missing(data_id, phase, var)
+            raise self.missing_error(data_id, phase, var)
         return array
 
     def _find_array(self, data_id: str, phase: str, var: str) -> zarr.Array[Any] | None:
@@ -890,6 +895,15 @@ def _layout_args(chunk: int | None, chunk_bytes: int, compressor: object, shard_
     given = {"chunk": chunk, "chunk_bytes": chunk_bytes, "compressor": compressor, "shard_bytes": shard_bytes}
     defaults = {"chunk": None, "chunk_bytes": DEFAULT_CHUNK_BYTES, "compressor": "default", "shard_bytes": None}
     return {k: v for k, v in given.items() if v is not defaults[k] and v != defaults[k]}
+
+
+def _layout_of(array: zarr.Array[Any], data: np.ndarray) -> dict[str, Any]:
+    """Options that recreate ``array`` for ``data`` with its codec and, for equal rows, chunk rows."""
+    codecs = tuple(array.compressors)
+    options: dict[str, Any] = {"compressor": codecs[0] if len(codecs) == 1 else (codecs or "none")}
+    if array.ndim and array.shape[1:] == data.shape[1:]:
+        options["chunk_rows"] = int(array.chunks[0])
+    return options
 
 
 def _stored_bytes(array: zarr.Array[Any]) -> int:
