@@ -120,6 +120,13 @@ _TORCH_FIXES = {
 }
 
 
+def _is_masked(data: object) -> bool:
+    """A masked array with masked values. numpy imports numpy.ma lazily (tens of ms): until a
+    caller has imported it, no masked array can exist, so it is not imported here."""
+    ma = sys.modules.get("numpy.ma")
+    return ma is not None and isinstance(data, ma.MaskedArray) and bool(ma.is_masked(data))
+
+
 def as_array(data: object, arg: str) -> np.ndarray:
     """``data`` as a numpy array in native byte order, from lists, numpy arrays or torch tensors.
 
@@ -137,7 +144,7 @@ def as_array(data: object, arg: str) -> np.ndarray:
         data = _tensor_to_numpy(data, arg)
     elif isinstance(data, (list, tuple)) and any(is_tensor(item) for item in data):
         data = [_tensor_to_numpy(item, arg) if is_tensor(item) else item for item in data]
-    if isinstance(data, np.ma.MaskedArray) and np.ma.is_masked(data):
+    if _is_masked(data):
         raise InvalidArgumentError(
             f"{arg} is a masked array with masked values, which would be stored as whatever lies under the "
             "mask. Fill them first: data.filled(value)."

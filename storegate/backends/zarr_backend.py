@@ -347,10 +347,10 @@ class ZarrBackend(Backend):
     def append(self, data_id: str, phase: str, var: str, data: np.ndarray) -> None:
         self._array(data_id, phase, var).append(data, axis=0)
 
-    @_storage_call
     def read(self, data_id: str, phase: str, var: str, selection: Selection) -> np.ndarray:
         array = self._array(data_id, phase, var)
-        out = _read_rows(array, selection) if isinstance(selection, np.ndarray) else np.asarray(array[selection])
+        with self._io(writes_metadata=False):  # the hot path: one row per DataLoader sample
+            out = _read_rows(array, selection) if isinstance(selection, np.ndarray) else np.asarray(array[selection])
         # Arrays other tools wrote big-endian read as every other variable does: native.
         return out if out.dtype.isnative else out.astype(out.dtype.newbyteorder("="))
 
@@ -630,19 +630,25 @@ class ZarrBackend(Backend):
         return array
 
     @contextlib.contextmanager
-    def _io(self) -> Iterator[None]:
+    def _io(self, writes_metadata: bool = True) -> Iterator[None]:
         """Storage I/O: chunk requests `concurrency` at a time, and a failure of the storage
         itself (a server gone, a disk full) as a StorageError naming the location.
+
+        zarr warns that its v3 string types are unstable when it writes their metadata;
+        ``writes_metadata=False`` (reads) skips silencing that warning, which costs a
+        little on every call.
 
         When a call fails, zarr's other requests of that call may still be running on its
         event loop (``asyncio.gather`` does not cancel them): they are waited for before the
         error propagates, so that nothing of the failed call lands after it was undone.
         """
         try:
-            with concurrency_scope(self._concurrency), warnings.catch_warnings():
-                # str and bytes variables use zarr's fixed-length string data types, whose v3
-                # specification is not final (documented in the README's Dtypes section).
-                warnings.simplefilter("ignore", UnstableSpecificationWarning)
+            quiet = warnings.catch_warnings() if writes_metadata else contextlib.nullcontext()
+            with concurrency_scope(self._concurrency), quiet:
+                if writes_metadata:
+                    # str and bytes variables use zarr's fixed-length string data types, whose v3
+                    # specification is not final (documented in the README's Dtypes section).
+                    warnings.simplefilter("ignore", UnstableSpecificationWarning)
                 yield
         except BaseException as exc:
             interrupted = _settle()
