@@ -15,6 +15,7 @@ from storegate.errors import (
     ReadOnlyError,
     StorageError,
     StoreGateError,
+    StoreGateWarning,
     ValidationError,
 )
 from storegate.gate import StoreGate
@@ -31,6 +32,7 @@ __all__ = [
     "StorageError",
     "StoreGate",
     "StoreGateError",
+    "StoreGateWarning",
     "ValidationError",
     "VarInfo",
     "available_backends",

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from storegate import steps
-from storegate.backends import Backend
+from storegate.backends import Backend, note_change
 from storegate.errors import InvalidArgumentError, NotFoundError, ValidationError
 from storegate.indexing import is_row, normalize_index, selection_length, split_selection
 from storegate.names import VarNames
@@ -114,10 +114,17 @@ class GroupEngine:
 
     def row_shape(self, phase: str, var: str) -> tuple[int, ...] | None:
         """The shape of one row of a variable (multiml's ``get_var_shapes``); None when absent."""
-        for p in phases_of(phase):
-            if self.backend.has(self.data_id, p, var):
-                return self.backend.shape(self.data_id, p, var)[1:]
-        return None
+        rows = {
+            self.backend.shape(self.data_id, p, var)[1:]
+            for p in phases_of(phase)
+            if self.backend.has(self.data_id, p, var)
+        }
+        if len(rows) > 1:  # 'all' has no one row shape: get_data would refuse it too
+            raise ValidationError(
+                f"var_name {var!r} must have one row shape across phases to have a row shape in phase {phase!r}. "
+                f"Got {sorted(rows)} instead: ask for one phase, or convert the phases to one layout."
+            )
+        return rows.pop() if rows else None
 
     def layout(self, var: str, phases: tuple[str, ...] = PHASES, promote: bool = True) -> VarLayout:
         """Where a variable lies across ``phases``, to be read as one array.
@@ -224,8 +231,9 @@ class GroupEngine:
         sizes = tuple(self._checked_length(p) for p in PHASES)
         if sum(sizes) != n_rows or n_rows == 0:
             raise InvalidArgumentError(
-                f"data for phase 'all' must have as many rows as the phases hold together "
-                f"(train/valid/test = {sizes}, total {sum(sizes)}). Got {n_rows} rows instead."
+                f"phase 'all' shares rows out as the phases hold them (train/valid/test = {sizes}), so it needs "
+                f"{sum(sizes)} rows{' (and some phase must hold rows)' if not sum(sizes) else ''}. Got {n_rows} "
+                "rows instead: name one phase, or give a split such as (0.8, 0.1, 0.1)."
             )
         return sizes  # type: ignore[return-value]
 
@@ -287,7 +295,8 @@ class GroupEngine:
         selection = normalize_index(index, shape[0])
         if isinstance(selection, int):  # a one-row slice, so the write keeps the row axis
             selection = slice(selection, selection + 1, 1)
-        rows = fit_rows(array, (selection_length(selection) or 0, *shape[1:]), var)
+        where = " in phase 'all'" if phase == ALL else f" in phase {phase!r}"
+        rows = fit_rows(array, (selection_length(selection) or 0, *shape[1:]), var, where, index)
         plan = Plan()
         if phase != ALL:
             cast_rows = cast(rows, self.backend.dtype(self.data_id, phase, var), var)
@@ -378,11 +387,24 @@ class GroupEngine:
         same transaction then saves the compiled state instead of marking it stale.
         """
         if not compile:
-            Transaction().run(self.steps_of(plan))
+            self._transact(self.steps_of(plan))
             return
-        sizes = validate(self.predicted(plan))
+        try:
+            sizes = validate(self.predicted(plan))
+        except ValidationError as exc:
+            raise ValidationError(
+                f"{exc} (do_compile=True checks the whole data_id as this call would leave it, and nothing was "
+                "written. Pass do_compile=False to write without the check, then fix the data and compile().)"
+            ) from exc
         compiled = steps.state_step(self.backend, self.data_id, lambda: self._compiled_state(sizes))
-        Transaction().run([*plan.steps, compiled])
+        self._transact([*plan.steps, compiled])
+
+    def _transact(self, steps_: Iterable[Step]) -> None:
+        """Run steps as one transaction; count it as a change of the store, done or undone."""
+        try:
+            Transaction().run(steps_)
+        finally:
+            note_change(self.backend)
 
     def _compiled_state(self, sizes: dict[str, int]) -> dict[str, Any]:
         return {"compiled": True, "sizes": sizes, "fingerprint": self.fingerprint()}
@@ -407,7 +429,7 @@ class GroupEngine:
         self.backend.check_writable()
         names = [(p, v) for p in PHASES for v in self.backend.var_names(self.data_id, p)]
         plan = [steps.delete_step(self.backend, self.data_id, p, v) for p, v in names]
-        Transaction().run([*plan, steps.state_step(self.backend, self.data_id, {})])
+        self._transact([*plan, steps.state_step(self.backend, self.data_id, {})])
 
     # --- the compile state -------------------------------------------------------------
 
@@ -440,14 +462,15 @@ class GroupEngine:
         sizes = validate(checked)
         plan = self._plan_active(sizes) if reset else Plan()
         state = {"compiled": True, "sizes": sizes, "fingerprint": _changed(fingerprint, plan.layouts)}
-        Transaction().run([*plan.steps, steps.state_step(self.backend, self.data_id, state)])
+        self._transact([*plan.steps, steps.state_step(self.backend, self.data_id, state)])
 
     def _plan_active(self, sizes: dict[str, int]) -> Plan:
         self.backend.check_writable()
         plan = Plan()
         for phase, n in sizes.items():
             exists = self.backend.has(self.data_id, phase, ACTIVE)
-            ones = np.ones(n, dtype=bool)
+            # multiml's update_data('active', [1] * n): int64 ones, or ones in the dtype it has.
+            ones = np.ones(n, dtype=self.backend.dtype(self.data_id, phase, ACTIVE) if exists else np.int64)
             if exists and n:
                 step = steps.replace_step(self.backend, self.data_id, phase, ACTIVE, ones)
             elif exists:
@@ -538,7 +561,7 @@ def _split_for_index(names: VarNames, data: Any, scalar: bool) -> list[np.ndarra
     return names.split(as_array(data, "data")[None])
 
 
-def fit_rows(array: np.ndarray, shape: tuple[int, ...], var: str) -> np.ndarray:
+def fit_rows(array: np.ndarray, shape: tuple[int, ...], var: str, where: str = "", index: Any = None) -> np.ndarray:
     """``array`` broadcast to the ``shape`` ``(n, ...)`` of the selected rows, as numpy assigns.
 
     As in ``a[rows] = value``: leading axes of length 1 beyond the target's are dropped and
@@ -556,6 +579,17 @@ def fit_rows(array: np.ndarray, shape: tuple[int, ...], var: str) -> np.ndarray:
         return np.broadcast_to(value, shape)
     except ValueError:
         raise InvalidArgumentError(
-            f"data for var_name {var!r} must broadcast to the selected rows, shape {shape} (numpy's assignment "
-            f"rules). Got shape {array.shape} instead."
+            f"data for var_name {var!r}{where} must broadcast to the selected rows, shape {shape} (numpy's "
+            f"assignment rules). Got shape {array.shape} instead. {_fit_hint(index)}"
         ) from None
+
+
+def _fit_hint(index: Any) -> str:
+    if index is None:
+        return (
+            "An update writes every row and never changes a variable's length: add rows with add_data, or "
+            "replace the variable with delete_data then add_data."
+        )
+    if is_row(index) and int(index) == -1:
+        return "index=-1 is the last row (multiml used -1 for every row): pass index=None to write every row."
+    return "Give one value per selected row, or one row to write to all of them."

@@ -22,7 +22,7 @@ from storegate.errors import InvalidArgumentError, NotFoundError
 from storegate.moves import Callback
 from storegate.names import check_data_id, parse_var_names
 from storegate.phases import DEFAULT_SHUFFLE_SEED, parse_phase, permutation, resolve_phase
-from storegate.rules import check_dtype, check_seed, check_shape, convert
+from storegate.rules import check_bool, check_dtype, check_int, check_seed, check_shape, convert
 from storegate.views import View
 from storegate.writer import Writer
 
@@ -162,7 +162,7 @@ class StoreGate:
         names, phase_, options = parse_var_names(var_names), parse_phase(phase), _codec_options(compressor)
         arrays = _shuffled(names.split(data), shuffle)
         engine = self._engine()
-        engine.run(engine.plan_add(names, arrays, phase_, options), compile=do_compile)
+        engine.run(engine.plan_add(names, arrays, phase_, options), compile=check_bool("do_compile", do_compile))
 
     def update_data(
         self, var_names: Any, data: Any, phase: Any = "train", index: Any = None, do_compile: bool = True
@@ -175,7 +175,8 @@ class StoreGate:
         nothing is written.
         """
         engine = self._engine()
-        engine.run(engine.plan_update(parse_var_names(var_names), data, parse_phase(phase), index), compile=do_compile)
+        plan = engine.plan_update(parse_var_names(var_names), data, parse_phase(phase), index)
+        engine.run(plan, compile=check_bool("do_compile", do_compile))
 
     def get_data(self, var_names: Any, phase: Any = "train", index: Any = None) -> Any:
         """Read data (multiml's return shapes).
@@ -201,7 +202,8 @@ class StoreGate:
     def delete_data(self, var_names: Any, phase: Any = "train", do_compile: bool = True) -> None:
         """Delete variables; a variable that does not exist is ignored (multiml)."""
         engine = self._engine()
-        engine.run(engine.plan_delete(parse_var_names(var_names), resolve_phase(phase)), compile=do_compile)
+        plan = engine.plan_delete(parse_var_names(var_names), resolve_phase(phase))
+        engine.run(plan, compile=check_bool("do_compile", do_compile))
 
     def clear_data(self) -> None:
         """Delete every variable of the current data_id (in the current tier)."""
@@ -245,7 +247,9 @@ class StoreGate:
         # A writer is bound to the tier it opened in: set_mode inside its block moves nothing.
         backend = self._backend.tiers()[self._backend.tier] if isinstance(self._backend, TieredBackend) else None
         engine = self._engine() if backend is None else GroupEngine(backend, self._id())
-        return Writer(engine, phase, progress=progress, total=total, options=_codec_options(compressor))
+        progress_ = check_bool("progress", progress)
+        total_ = None if total is None else check_int("total", total, minimum=0)
+        return Writer(engine, phase, progress=progress_, total=total_, options=_codec_options(compressor))
 
     # --- inspection ------------------------------------------------------------------
 
@@ -275,15 +279,16 @@ class StoreGate:
         """Validate the data and record the compile state and sizes in the store (multiml).
 
         Every variable of a phase must have the same number of rows, and a variable one
-        dtype and row shape across phases. ``reset=True`` (re)creates the boolean
-        ``active`` variable (all True) in every non-empty phase.
+        dtype and row shape across phases. ``reset=True`` (re)creates the ``active``
+        variable, all ones, in every non-empty phase: int64 as multiml's ``[1] * n``, or the
+        dtype ``active`` already has.
 
         Raises
         ------
         ValidationError
             If a check fails; nothing is written then.
         """
-        self._engine().compile(reset)
+        self._engine().compile(check_bool("reset", reset))
         if show_info:
             self.show_info()
 
@@ -368,6 +373,12 @@ class StoreGate:
 
     def __getitem__(self, item: Any) -> Any:
         return View(self._engine())[item]
+
+    def __setitem__(self, item: Any, data: Any) -> None:
+        View(self._engine())[item] = data
+
+    def __delitem__(self, item: Any) -> None:
+        del View(self._engine())[item]
 
     @staticmethod
     def _view_to_list(var_names: Any, data: Any) -> tuple[list[str], list[Any]]:

@@ -156,6 +156,11 @@ def _normalize_int(index: int, n_rows: int) -> int:
 def _normalize_slice(index: slice, n_rows: int) -> Selection:
     if index.step == 0:  # slice.indices would raise a bare ValueError
         raise InvalidArgumentError(f"index as a slice must have a non-zero step. Got {index!r} instead.")
+    if any(isinstance(b, (bool, np.bool_)) for b in (index.start, index.stop, index.step)):
+        # slice(True, 3) would be slice(1, 3): a bool is refused as a bound, as it is as an index.
+        raise InvalidArgumentError(
+            f"index as a slice must have int (or None) start, stop and step, not bools. Got {index!r} instead."
+        )
     try:
         start, stop, step = index.indices(n_rows)
     except TypeError:  # a bound that is not an int or None: slice(0, 1.5), slice('a', 2)

@@ -64,8 +64,8 @@ def parse_phase(phase: object) -> str | Split:
         If ``phase`` is neither a known phase name nor three fractions or counts.
     """
     if is_split(phase):
-        values = phase.tolist() if is_tensor(phase) else list(phase)  # type: ignore[attr-defined, call-overload]
-        _check_spec(values)
+        _check_spec(phase)  # first: its message shows the spec as the caller wrote it
+        values = phase.tolist() if isinstance(phase, np.ndarray) or is_tensor(phase) else list(phase)  # type: ignore[attr-defined, call-overload]
         return Split((values[0], values[1], values[2]))
     return resolve_phase(phase)
 
@@ -114,8 +114,9 @@ def closest_phase(word: object, choices: Sequence[str] = (*PHASES, ALL)) -> str:
 
 
 def is_split(phase: object) -> bool:
-    """True when ``phase`` is a sequence of fractions or counts: a tuple, list, 1-D array or tensor."""
-    return isinstance(phase, (tuple, list)) or (isinstance(phase, np.ndarray) and phase.ndim == 1) or is_tensor(phase)
+    """True when ``phase`` is a sequence of fractions or counts: a tuple, list, array or tensor
+    (checked to be three numbers by :func:`split_counts`)."""
+    return isinstance(phase, (tuple, list, np.ndarray)) or is_tensor(phase)
 
 
 def split_counts(phase: Sequence[object], n_rows: int) -> tuple[int, int, int]:
@@ -146,7 +147,10 @@ _Exact = tuple[Union[int, Fraction], float]
 
 
 def _check_spec(phase: object) -> list[_Exact]:
-    items = phase.tolist() if is_tensor(phase) else list(phase)  # type: ignore[attr-defined, call-overload]
+    if isinstance(phase, np.ndarray) or is_tensor(phase):
+        items = phase.tolist() if getattr(phase, "ndim", 0) == 1 else []  # type: ignore[attr-defined]
+    else:
+        items = list(phase)  # type: ignore[call-overload]
     values = [_as_number(v) for v in items]
     ok = len(values) == 3 and all(v is not None and v[0] >= 0 for v in values)
     if not ok:
@@ -200,8 +204,10 @@ def _fraction_counts(values: list[_Exact], n_rows: int, given: object) -> tuple[
     if abs(float(total - 1)) > tolerance:
         shown = tuple(given.tolist() if is_tensor(given) else given)  # type: ignore[attr-defined, arg-type]
         raise InvalidArgumentError(f"phase fractions must sum to 1. Got {shown!r} (sum {float(total)!r}) instead.")
-    train_end = _split_point(n_rows, exact[0])
-    valid_end = min(n_rows, _split_point(n_rows, exact[0] + exact[1]))
+    # Shares of their own sum: within rounding of 1, yet a phase given 0 gets no row and the
+    # phases given everything get every row (float32 (1/6, 5/6, 0) sums to 0.99999997).
+    train_end = _split_point(n_rows, exact[0] / total)
+    valid_end = min(n_rows, _split_point(n_rows, (exact[0] + exact[1]) / total))
     return train_end, valid_end - train_end, n_rows - valid_end
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import sys
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, TypeGuard
 
 import numpy as np
@@ -52,6 +52,19 @@ def check_int(arg: str, value: object, minimum: int | None = None, maximum: int 
     if not is_int(value) or (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
         raise InvalidArgumentError(f"{arg} must be an int{_range_text(minimum, maximum)}. Got {value!r} instead.")
     return int(value)
+
+
+def check_bool(arg: str, value: object) -> bool:
+    """``value`` as a bool: ``True`` / ``False`` (numpy's too); anything else raises.
+
+    Raises
+    ------
+    InvalidArgumentError
+        Naming ``arg`` and the value given (``'yes'`` would otherwise count as true).
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        raise InvalidArgumentError(f"{arg} must be True or False. Got {value!r} instead.")
+    return bool(value)
 
 
 def _range_text(minimum: int | None, maximum: int | None) -> str:
@@ -157,10 +170,54 @@ def as_array(data: object, arg: str) -> np.ndarray:
         ) from exc
     if array.dtype == object:
         array = _from_objects(array, arg)
+    elif isinstance(data, (list, tuple)) and array.dtype.kind in "USf":
+        _check_list_values(data, array.dtype, arg)
     dtype = check_storable(array.dtype, arg)
     if not array.dtype.isnative:
         return array.astype(dtype)
     return array if array.dtype.char == dtype.char else array.view(dtype)  # 'q' is int64, by its name
+
+
+def _check_list_values(data: list[Any] | tuple[Any, ...], dtype: np.dtype, arg: str) -> None:
+    """Refuse what numpy changes without a word when it converts a list: numbers mixed with
+    text become text (``[1, 'a']`` is ``['1', 'a']``), ints past 2**53 mixed with floats, or
+    past int64, become rounded floats."""
+    for value in _leaves(data):
+        if dtype.kind in "US":
+            bad = value.dtype.kind not in "US" if isinstance(value, np.ndarray) else not isinstance(value, (str, bytes))
+            if bad:
+                raise InvalidArgumentError(
+                    f"{arg} mixes text with {type(value).__name__} values ({_brief(value)}), which numpy would store "
+                    "as text. Give one kind of value: convert the numbers with str() first, or store them apart."
+                )
+        elif _inexact_int(value):
+            raise InvalidArgumentError(
+                f"{arg} holds the integer {_brief(value)}, which float64 cannot hold exactly (numpy would round it "
+                "when it mixes ints and floats or an int does not fit int64). Give an integer array "
+                "(np.array(values, dtype='u8') or 'i8'), or floats."
+            )
+
+
+def _leaves(data: Any) -> Iterator[Any]:
+    """The scalars (and arrays) inside nested lists and tuples."""
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, (list, tuple)):
+            stack.extend(item)
+        else:
+            yield item
+
+
+def _inexact_int(value: Any) -> bool:
+    if isinstance(value, np.ndarray):
+        return value.dtype.kind in "iu" and value.size > 0 and int(np.abs(value).max()) > 2**53
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and abs(int(value)) > 2**53
+
+
+def _brief(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _from_objects(array: np.ndarray, arg: str) -> np.ndarray:
@@ -295,8 +352,9 @@ def convert(array: np.ndarray, dtype: np.dtype, var: str) -> np.ndarray:
     """``array`` converted to ``dtype`` on request (``astype``): any kind, every value kept.
 
     An explicit conversion may change the kind (floats to ints drop their fractional part,
-    as numpy's ``astype`` does), but no value may wrap, overflow or fail to parse: 300 into
-    int8, NaN or inf into an int, 1e39 into float32 and ``'abc'`` into an int raise.
+    as numpy's ``astype`` does), but no value may wrap, overflow, lose its imaginary part or
+    fail to parse: 300 into int8, NaN or inf into an int, 1e39 into float32, 1+1j into a
+    float and ``'abc'`` into an int raise.
 
     Raises
     ------
@@ -305,18 +363,21 @@ def convert(array: np.ndarray, dtype: np.dtype, var: str) -> np.ndarray:
     """
     if array.dtype == dtype:
         return array
-    if array.dtype.kind == "f" and dtype.kind in "iu":
-        array = np.trunc(array)  # the fractional part goes, by request; the rest must fit
     if dtype.kind == "b":  # numpy's truthiness, asked for explicitly
         return array.astype(dtype)
-    return _checked(array, dtype, var, "the dtype asked for")
+    source = np.trunc(array) if array.dtype.kind == "f" and dtype.kind in "iu" else array
+    return _checked(source, dtype, var, "the dtype asked for", shown=array)
 
 
-def _checked(array: np.ndarray, dtype: np.dtype, var: str, target: str) -> np.ndarray:
-    """``array.astype(dtype)``, or InvalidArgumentError naming the first value it does not keep."""
+def _checked(array: np.ndarray, dtype: np.dtype, var: str, target: str, shown: np.ndarray | None = None) -> np.ndarray:
+    """``array.astype(dtype)``, or InvalidArgumentError naming the first value it does not keep.
+
+    ``shown`` is the array the caller gave, when ``array`` was derived from it (truncated).
+    """
     try:
         with np.errstate(over="ignore", invalid="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # the overflow is reported below, with the value
+            # The overflow (and numpy's ComplexWarning) is reported below, with the value.
+            warnings.simplefilter("ignore", RuntimeWarning)
             out = array.astype(dtype)
     except (ValueError, TypeError, OverflowError) as exc:  # '12a' into int, a str into a datetime...
         raise InvalidArgumentError(
@@ -327,38 +388,84 @@ def _checked(array: np.ndarray, dtype: np.dtype, var: str, target: str) -> np.nd
     lost = np.flatnonzero(_lost(array, out))
     if lost.size:
         first = int(lost[0])
-        wider = np.result_type(array.dtype, dtype) if array.dtype.kind != "f" or dtype.kind == "f" else array.dtype
+        given = (array if shown is None else shown).reshape(-1)[first]
         raise InvalidArgumentError(
-            f"data for var_name {var!r} holds {array.reshape(-1)[first].item()!r}, which {target} {dtype} "
-            f"cannot hold (it would become {out.reshape(-1)[first].item()!r}; {lost.size} value(s) do not fit). "
-            + (
-                f"Widen the stored dtype first, e.g. sg.astype({var!r}, {wider.str!r}, phase=...)."
-                if target == "the stored dtype"
-                else f"Choose a dtype that holds every value, e.g. {wider.str!r}."
-            )
+            f"data for var_name {var!r} holds {_show(given)}, which {target} {dtype} cannot hold (it would "
+            f"become {_show(out.reshape(-1)[first])}; {lost.size} value(s) do not fit). "
+            + _widen_hint(array.dtype, dtype, var, target)
         )
     return out
+
+
+def _show(value: Any) -> str:
+    """A value for a message: dates as dates, not as their integer count."""
+    return repr(str(value)) if isinstance(value, (np.datetime64, np.timedelta64)) else repr(value.item())
+
+
+def _widen_hint(given: np.dtype, stored: np.dtype, var: str, target: str) -> str:
+    """How to make room: a dtype that holds every value of both, when one exists."""
+    if given.kind == "f" and stored.kind in "iu":
+        wider: np.dtype | None = given
+    elif stored.kind in "US" and given.kind in "iufUS":  # text long enough for every value
+        wider = np.result_type(given, stored)
+    else:
+        wider = _lossless(given, stored)
+    if wider is None:
+        return f"No dtype holds every {given} and every {stored} value exactly: convert the data first."
+    if target == "the stored dtype":
+        return f"Widen the stored dtype first, e.g. sg.astype({var!r}, {wider.str!r}, phase=...)."
+    return f"Choose a dtype that holds every value, e.g. {wider.str!r}."
+
+
+def _lossless(a: np.dtype, b: np.dtype) -> np.dtype | None:
+    try:
+        wider = np.result_type(a, b)
+    except TypeError:
+        return None
+    return wider if _holds(wider, a) and _holds(wider, b) else None
 
 
 def _lost(array: np.ndarray, out: np.ndarray) -> np.ndarray:
     """Which values of ``array`` its cast ``out`` does not keep (a flat boolean mask)."""
     source, target = array.reshape(-1), out.reshape(-1)
-    if target.dtype.kind in "fc" and source.dtype.kind in "fc":  # precision may go, magnitude may not
-        return np.asarray(np.isfinite(source) & ~np.isfinite(target))
-    if target.dtype.kind in "fc":
-        return np.asarray(~np.isfinite(target))
-    if target.dtype.kind in "iu" and source.dtype.kind == "f":
-        info = np.iinfo(target.dtype)  # NaN and inf fail both comparisons: they are lost too
-        return np.asarray(~((source >= float(info.min)) & (source <= float(info.max))))
-    if target.dtype.kind in "iu" and source.dtype.kind in "iub":
+    lost = np.zeros(source.shape, dtype=bool)
+    if source.dtype.kind == "c" and target.dtype.kind != "c":
+        lost |= source.imag != 0  # the imaginary part would go (a NaN one too)
+        source = source.real
+    kind, to = source.dtype.kind, target.dtype.kind
+    if to in "fc" and kind in "fc":  # precision may go, magnitude may not (each part of a complex)
+        for part in (np.real, np.imag):
+            lost |= np.isfinite(part(source)) & ~np.isfinite(part(target))
+        return lost
+    if to in "fc" and kind in "iub":
+        return np.asarray(lost | ~np.isfinite(target))
+    if to in "iu" and kind == "f":
         info = np.iinfo(target.dtype)
-        return np.asarray((source < int(info.min)) | (source > int(info.max)))
-    if source.dtype.kind in "US" and target.dtype.kind not in "US":
-        return np.zeros(source.shape, dtype=bool)  # parsed text: a value that does not parse raised already
-    back = target.astype(source.dtype)
-    if target.dtype.kind in "mM":
-        return np.asarray(~(np.isnat(source) & np.isnat(back)) & (back != source))
-    return np.asarray(back != source)
+        # Exact bounds: min is -2**k and max + 1 is 2**k as floats (float(max) of int64 rounds
+        # up to 2**63, which would wrap). NaN and inf fail both comparisons: they are lost too.
+        return np.asarray(lost | ~((source >= float(info.min)) & (source < float(int(info.max) + 1))))
+    if to in "iu" and kind in "iub":
+        info = np.iinfo(target.dtype)
+        return np.asarray(lost | (source < int(info.min)) | (source > int(info.max)))
+    if kind in "US" and to not in "US":
+        return lost  # parsed text: a value that does not parse raised already
+    return np.asarray(lost | ~_round_trips(source, target))
+
+
+def _round_trips(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Which values come back unchanged from ``target`` (NaN as NaN, NaT as NaT)."""
+    try:
+        back = target.astype(source.dtype)
+    except (ValueError, TypeError, OverflowError):  # text that no longer parses: '1e' of 1e20
+        if source.size <= 1:
+            return np.zeros(source.shape, dtype=bool)
+        return np.concatenate([_round_trips(source[i : i + 1], target[i : i + 1]) for i in range(source.size)])
+    same = np.asarray(back == source)
+    if source.dtype.kind in "mM":
+        same |= np.isnat(source) & np.isnat(back)
+    elif source.dtype.kind in "fc":
+        same |= np.isnan(source) & np.isnan(back)
+    return same
 
 
 #: Elements one variable may hold: numpy indexes arrays with int64.
@@ -395,8 +502,8 @@ def common_dtype(dtypes: list[np.dtype], what: str) -> np.dtype:
 
 def _holds(wide: np.dtype, narrow: np.dtype) -> bool:
     """True when every value of ``narrow`` is exactly a value of ``wide``."""
-    if (narrow.kind in "US") != (wide.kind in "US"):  # numbers are not text
-        return False
+    if narrow.kind in "US" or wide.kind in "US":  # numbers are not text, and bytes are not str
+        return narrow.kind == wide.kind and bool(np.can_cast(narrow, wide, casting="safe"))
     if narrow.kind in "iub" and wide.kind in "fc":  # ints into floats: the mantissa must hold them
         mantissa = np.finfo(wide).nmant + 1
         return narrow.kind == "b" or 8 * narrow.itemsize - (narrow.kind == "i") <= mantissa

@@ -17,7 +17,7 @@ import numpy as np
 
 from storegate.backends import Backend, Checkpoint
 from storegate.indexing import Selection, selection_span
-from storegate.transaction import Step
+from storegate.transaction import Step, deferred_interrupts
 
 __all__ = [
     "Layout",
@@ -150,7 +150,8 @@ def delete_step(backend: Backend, data_id: str, phase: str, var: str) -> Step:
             backend.discard(checkpoint)
 
     def apply() -> None:
-        detached.append(backend.detach(data_id, phase, var))
+        with deferred_interrupts():  # the variable goes and its checkpoint is kept, or neither
+            detached.append(backend.detach(data_id, phase, var))
 
     return Step(_label("delete", phase, var), apply, undo, finish)
 

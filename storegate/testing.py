@@ -819,9 +819,11 @@ class CompileTests:
         sg.compile(reset=True)
         assert sg.get_var_names("valid") == []
         active = sg.get_data("active", "all")
-        assert active.dtype == np.bool_
-        np.testing.assert_array_equal(active, np.ones(10, dtype=bool))
+        assert active.dtype == np.int64  # multiml: update_data('active', [1] * n)
+        np.testing.assert_array_equal(active, np.ones(10, dtype=np.int64))
         assert sg.get_metadata()["compiled"] is True
+        sg.update_data("active", [0, 1], phase="test")  # multiml's tasks may write 0 / 1 back
+        assert sg.get_data("active", "test")[sg.get_data("active", "test") == True].size == 1  # noqa: E712 (multiml's metric)
 
     def test_reset_recreates_active(self, sg: StoreGate) -> None:
         sg.add_data("x", _x(3))
@@ -829,7 +831,13 @@ class CompileTests:
         sg.update_data("active", False, index=1)
         sg.add_data("x", _x(2))
         sg.compile(reset=True)  # the old active (3 rows) is replaced, not validated
-        np.testing.assert_array_equal(sg.get_data("active"), np.ones(5, dtype=bool))
+        np.testing.assert_array_equal(sg.get_data("active"), np.ones(5, dtype=np.int64))
+
+    def test_reset_keeps_the_dtype_active_has(self, sg: StoreGate) -> None:
+        sg.add_data(["x", "active"], [_x(3), np.zeros(3, dtype=bool)])
+        sg.compile(reset=True)  # multiml's update_data casts the ones to the stored dtype
+        assert sg.get_data("active").dtype == np.bool_
+        np.testing.assert_array_equal(sg.get_data("active"), np.ones(3, dtype=bool))
 
     def test_compile_without_reset_keeps_active(self, sg: StoreGate) -> None:
         sg.add_data("x", _x(3))

@@ -34,9 +34,9 @@ import torch.distributed as dist
 from torch.utils.data import Dataset, Sampler
 
 from storegate import codecs
-from storegate.backends import Backend, create_backend
+from storegate.backends import Backend, change_count, create_backend
 from storegate.engine import GroupEngine
-from storegate.errors import InvalidArgumentError
+from storegate.errors import InvalidArgumentError, StoreGateError
 from storegate.gate import StoreGate
 from storegate.indexing import normalize_index
 from storegate.loader import (
@@ -89,8 +89,12 @@ class StoreGateDataset(Dataset[Any]):
 
     Notes
     -----
-    The dataset is a snapshot of the layout (rows, chunks) when it is made; rows added to
-    the store later are not seen. ``dataset[i]`` gives one sample; ``dataset[index]`` with
+    The dataset is made for the layout (rows, chunks, dtype) the store has when it is made.
+    After a write through a StoreGate of this process it drops its cached chunks, so it
+    reads the new values, and raises StoreGateError if the layout changed (rows added or
+    deleted: make a new dataset). Data held in memory (the numpy backend, ``preload``) are
+    a copy taken when it is made. Another process's writes are not tracked: chunks this
+    process has cached stay as they were. ``dataset[i]`` gives one sample; ``dataset[index]`` with
     a slice, list, array or tensor gives the batch as tensors with a leading batch axis,
     so a ``DataLoader(dataset, sampler=BatchSampler(...), batch_size=None)`` skips
     collation. ``__getitems__`` serves a DataLoader batch with one read per chunk run.
@@ -119,6 +123,8 @@ class StoreGateDataset(Dataset[Any]):
         backend = storegate.backend_object
         args = None if preload else backend.reopen_args(mode="r")
         self._handle = None if args is None else _BackendHandle(backend.name, args)
+        self._location = backend.location
+        self._changes = change_count(self._location)
         self._variables: dict[str, Variable] = {
             var: _memory_variable(storegate, var, self._phase)
             if self._handle is None
@@ -209,8 +215,25 @@ class StoreGateDataset(Dataset[Any]):
         if self._handle.stale():
             self._cache.clear()  # another process's chunks: each worker keeps its own
         backend = self._handle.backend()
+        if change_count(self._location) != self._changes:
+            self._look_again(backend)
         data_id = self._data_id
-        return lambda phase, var, rows: backend.read(data_id, phase, var, rows)
+        return lambda phase, var, rows: _read_or_explain(backend, data_id, phase, var, rows)
+
+    def _look_again(self, backend: Backend) -> None:
+        """This process changed the store since the dataset was made: drop the cached chunks,
+        and go on only if every variable still has the layout the dataset was made for."""
+        self._cache.clear()
+        backend.refresh(self._data_id)
+        engine = GroupEngine(backend, self._data_id)
+        for var, variable in self._variables.items():
+            now = _chunked_variable(engine, self._phase, var) if engine.has(self._phase, var) else None
+            if now != variable:
+                raise StoreGateError(
+                    f"var_name {var!r} of phase {self._phase!r} changed its rows, chunks or dtype since this "
+                    "StoreGateDataset was made (a dataset is made for one layout). Make a new StoreGateDataset."
+                )
+        self._changes = change_count(self._location)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -299,6 +322,26 @@ class ChunkShuffleSampler(Sampler[int]):
 
 
 # --- opening the store in each process ---------------------------------------------------
+
+
+def _read_or_explain(backend: Backend, data_id: str, phase: str, var: str, rows: slice) -> np.ndarray:
+    """A chunk run; a run the store no longer holds (another process shrank or deleted the
+    variable) is a StoreGateError naming the fix, not a bare IndexError."""
+    why = ""
+    try:
+        out = backend.read(data_id, phase, var, rows)
+    except (IndexError, ValueError, KeyError) as exc:
+        why = f"{type(exc).__name__}: {exc}"
+        cause: BaseException | None = exc
+    else:
+        if out.shape[0] == rows.stop - rows.start:
+            return out
+        why, cause = f"{out.shape[0]} of the {rows.stop - rows.start} rows are left", None
+    raise StoreGateError(
+        f"reading rows {rows.start}:{rows.stop} of var_name {var!r} (phase {phase!r}) failed: the store no "
+        f"longer holds the layout this StoreGateDataset was made for ({why}). Another process changed it; "
+        "make a new StoreGateDataset."
+    ) from cause
 
 
 class _BackendHandle:

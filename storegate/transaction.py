@@ -12,13 +12,17 @@ step finish (e.g. purge the chunks of a deleted variable, hidden until then).
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from types import FrameType
 
 from storegate.errors import StoreGateWarning
 
-__all__ = ["Step", "Transaction", "to_completion"]
+__all__ = ["Step", "Transaction", "deferred_interrupts", "to_completion"]
 
 #: Times an undo interrupted by Ctrl-C is started again before the interrupt is let through.
 _RETRIES = 5
@@ -146,3 +150,32 @@ def to_completion(fn: Callable[[], None]) -> KeyboardInterrupt | None:
         return interrupted
     fn()  # a user who keeps pressing Ctrl-C wins
     return interrupted
+
+
+@contextlib.contextmanager
+def deferred_interrupts() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) back while the block runs, and deliver it when the block ends.
+
+    For the few places where a change and its record must happen together: a detach and
+    the checkpoint that undoes it, a writer's commit. Ctrl-C arrives as a signal, checked
+    between bytecodes, so without this it could land between the two. Outside the main
+    thread (where Python delivers no signal) the block just runs.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[tuple[int, FrameType | None]] = []
+
+    def hold(signum: int, frame: FrameType | None) -> None:
+        received.append((signum, frame))
+
+    previous = signal.signal(signal.SIGINT, hold)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received:
+            if callable(previous):
+                previous(*received[0])  # the default handler raises KeyboardInterrupt here
+            elif previous == signal.SIG_DFL:
+                raise KeyboardInterrupt

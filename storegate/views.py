@@ -58,7 +58,13 @@ class View:
         return self.engine.get(self._names(), self._phase(), item)
 
     def __setitem__(self, item: Any, data: Any) -> None:
+        if _is_phase(item):
+            raise InvalidArgumentError(
+                f"assignment needs var_names (and an index), as in sg['train']['x'][0:2] = data. Got phase {item!r} "
+                "instead: choose the phase first, sg[phase][var_names] = data."
+            )
         if _is_names(item):
+            self._check_unset("var_names", self.var_names, item)  # sg['train']['x']['y'] = ... would write y
             self._update(item, data, None)
         else:
             self._update(self._names_arg(), data, item)

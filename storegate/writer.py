@@ -15,6 +15,7 @@ it was before the writer opened.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -24,12 +25,13 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from storegate import steps
+from storegate.backends import note_change
 from storegate.engine import GroupEngine
-from storegate.errors import InvalidArgumentError, StoreGateError
+from storegate.errors import InvalidArgumentError, StoreGateError, StoreGateWarning
 from storegate.names import parse_var_names
 from storegate.phases import resolve_phase
 from storegate.rules import as_array, cast, check_row_shape, common_length, with_rows
-from storegate.transaction import Step, Transaction
+from storegate.transaction import Step, Transaction, deferred_interrupts
 
 __all__ = ["Writer"]
 
@@ -146,12 +148,10 @@ class Writer:
         """Write every buffered row and mark the compile state stale (idempotent)."""
         if not self._open:
             return
-        self._guarded(self._flush_all)
-        self._guarded(self._drop_empty)
-        if self._buffers:
-            self._guarded(self._mark_stale)
-        self._finish()
-        self._tx.commit()
+        self._guarded(self._write_rest)
+        with deferred_interrupts():  # once every row is written, the block completes
+            self._finish()
+            self._tx.commit()
 
     def abort(self) -> None:
         """Drop buffered rows and put every variable back as it was before the writer opened."""
@@ -162,6 +162,27 @@ class Writer:
         finally:
             self._finish()
 
+    def __del__(self) -> None:
+        # Dropped while open (no ``with``, no close()): finished as a file object is, with a
+        # warning, rather than losing the rows it buffered or leaving half of them.
+        if not getattr(self, "_open", False):
+            return
+        if not self._buffers:  # nothing added (a first batch that was refused): nothing to lose
+            self._finish()
+            return
+        try:
+            self.close()
+            done = "it was closed now and its rows are written"
+        except Exception as exc:
+            done = f"closing it now failed ({exc!r}) and its rows were taken back"
+        # Shown by default (a ResourceWarning is not): the rows landed later than the caller thinks.
+        warnings.warn(
+            f"a storegate writer for phase {self._phase!r} was never closed; {done}. "
+            "Use `with sg.writer() as w:` or call w.close().",
+            StoreGateWarning,
+            stacklevel=2,
+        )
+
     def __enter__(self) -> Writer:
         return self
 
@@ -169,7 +190,11 @@ class Writer:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         if exc is None:
-            self.close()
+            try:
+                self.close()
+            except BaseException:  # Ctrl-C before close() could start its own undo
+                self.abort()
+                raise
             return
         try:
             self.abort()
@@ -248,6 +273,7 @@ class Writer:
 
     def _append(self, buffer: _Buffered, rows: np.ndarray) -> None:
         self._check_unchanged(buffer)
+        note_change(self._db)
         self._db.append(self._data_id, self._phase, buffer.name, rows)
         buffer.stored += len(rows)
 
@@ -266,6 +292,12 @@ class Writer:
                 f"var_name {name!r} of phase {phase!r} was deleted or converted by another call while this writer "
                 "was open; the writer stops and takes back its rows. Write it again with a new writer."
             )
+
+    def _write_rest(self) -> None:
+        self._flush_all()
+        self._drop_empty()
+        if self._buffers:
+            self._mark_stale()
 
     def _drop_empty(self) -> None:
         """multiml's rule, as add_data keeps it: no row, no variable (a writer that got 0 rows)."""
@@ -290,6 +322,7 @@ class Writer:
 
     def _finish(self) -> None:
         self._open = False
+        note_change(self._db)  # the rows are in, or were taken back
         for buffer in self._buffers.values():
             buffer.pending, buffer.pending_rows = [], 0
         if self._bar is not None:

@@ -56,7 +56,7 @@ def test_read_of_all_concatenates_in_phase_order(engine: GroupEngine) -> None:
 def test_split_by_current_lengths_for_all(engine: GroupEngine) -> None:
     pieces = engine.split([np.arange(10)], "all")
     assert {p: len(a[0]) for p, a in pieces.items()} == {"train": 7, "valid": 2, "test": 1}
-    with pytest.raises(InvalidArgumentError, match="as many rows as the phases hold together"):
+    with pytest.raises(InvalidArgumentError, match="shares rows out as the phases hold them"):
         engine.split([np.arange(9)], "all")
 
 

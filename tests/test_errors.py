@@ -113,7 +113,7 @@ MESSAGE_CASES: list[tuple[str, Call, type[Exception], list[str]]] = [
         "phase-all-rows",
         lambda sg: sg.add_data("w", np.zeros(4), phase="all"),
         InvalidArgumentError,
-        ["phase 'all'", "total 10", "Got 4 rows"],
+        ["phase 'all'", "needs 10 rows", "Got 4 rows"],
     ),
     ("var-names-type", lambda sg: sg.get_data(3), InvalidArgumentError, ["var_names", "a str", "Got 3"]),
     ("var-name-slash", lambda sg: sg.add_data("a/b", [1]), InvalidArgumentError, ["var_name", "'/'", "'a/b'"]),

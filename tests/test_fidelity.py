@@ -18,7 +18,14 @@ import numpy as np
 import pytest
 import torch
 
-from storegate import IndexOutOfRangeError, InvalidArgumentError, NotFoundError, StorageError, StoreGate
+from storegate import (
+    IndexOutOfRangeError,
+    InvalidArgumentError,
+    NotFoundError,
+    StorageError,
+    StoreGate,
+    ValidationError,
+)
 from storegate.testing import BACKEND_KINDS, assert_same_snapshot, make_gate, snapshot
 
 
@@ -389,3 +396,127 @@ def test_running_out_of_memory_is_a_storage_error() -> None:
     with pytest.raises(StorageError, match="more memory"):
         sg.onehot("y", 2**40)
     assert sg.get_data("y").tolist() == [0, 1, 2, 3]
+
+
+# --- the second round of breakers' finds ---------------------------------------------------
+
+
+def _raises(call: Any, error: type[Exception], match: str, sg: StoreGate) -> None:
+    """``call`` raises ``error`` and leaves the store as it was."""
+    before = snapshot(sg)
+    with pytest.raises(error, match=match):
+        call()
+    assert_same_snapshot(before, snapshot(sg))
+
+
+def test_astype_never_wraps_at_the_ends_of_the_int_range(sg: StoreGate) -> None:
+    # float(iinfo(int64).max) is 2**63: a bound of <= let 2**63 through, which wraps.
+    sg.add_data(
+        ["f", "g", "h"], [np.array([2.0**63, 1.0]), np.array([2.0**64, 0.0]), np.array([2.0**63 - 1024, -(2.0**63)])]
+    )
+    _raises(lambda: sg.astype("f", "int64"), InvalidArgumentError, r"holds 9\.223372036854776e\+18", sg)
+    _raises(lambda: sg.astype("g", "uint64"), InvalidArgumentError, "uint64 cannot hold", sg)
+    sg.astype("h", "int64")  # the largest float below 2**63, and -2**63, fit
+    assert sg.get_data("h").tolist() == [2**63 - 1024, -(2**63)]
+
+
+def test_complex_values_keep_both_parts_or_raise(sg: StoreGate) -> None:
+    sg.add_data("c", np.array([1 + 1j], np.complex64))
+    sg.add_data("r", np.array([1 + 0j, 2 + 0j]))
+    sg.add_data("i", np.array([1 + 1j, 2]))
+    # The real part overflows complex64 although the imaginary part is NaN.
+    _raises(lambda: sg.add_data("c", np.array([complex(1e300, np.nan)])), InvalidArgumentError, "complex64", sg)
+    _raises(lambda: sg.astype("i", "f8"), InvalidArgumentError, r"holds \(1\+1j\)", sg)  # the imaginary part
+    sg.astype("r", "f8")  # nothing to drop
+    assert sg.get_data("r").tolist() == [1.0, 2.0]
+
+
+def test_astype_to_text_and_dates_raises_storegate_errors_only(sg: StoreGate) -> None:
+    sg.add_data(
+        ["fr", "n", "i", "u"], [np.array([1.7, 1e20]), np.array([np.nan, 1.5]), np.array([1, 2]), np.array([-1.5, 1])]
+    )
+    _raises(lambda: sg.astype("fr", "U2"), InvalidArgumentError, r"holds 1\.7.*e\.g\. '<U32'", sg)
+    _raises(lambda: sg.astype("u", "uint8"), InvalidArgumentError, r"holds -1\.5", sg)  # the value given
+    sg.astype("n", "U4")  # NaN reads back as NaN
+    assert sg.get_data("n").tolist() == ["nan", "1.5"]
+    sg.astype("i", "datetime64[s]")
+    assert sg.get_data("i").tolist() == [np.datetime64(1, "s").item(), np.datetime64(2, "s").item()]
+
+
+def test_dates_in_messages_are_dates(sg: StoreGate) -> None:
+    sg.add_data("t", np.array(["2020-01-01T00:00:00.5"], "M8[ns]"))
+    _raises(lambda: sg.astype("t", "M8[s]"), InvalidArgumentError, r"holds '2020-01-01T00:00:00\.500000000'", sg)
+
+
+def test_bytes_and_str_phases_are_not_read_as_one_array(sg: StoreGate) -> None:
+    sg.add_data("s", np.array([b"\xff"]), phase="train")
+    sg.add_data("s", np.array(["a"]), phase="valid")
+    with pytest.raises(ValidationError, match="dtypes that one dtype holds exactly"):
+        sg.get_data("s", "all")  # decoding b'\xff' as text failed with a bare UnicodeDecodeError
+
+
+def test_lists_numpy_would_change_silently_are_refused(sg: StoreGate) -> None:
+    _raises(lambda: sg.add_data("a", [1, "a"]), InvalidArgumentError, "mixes text with int", sg)
+    _raises(lambda: sg.add_data("b", [2**63, 1]), InvalidArgumentError, "float64 cannot hold exactly", sg)
+    _raises(lambda: sg.add_data("c", [[0.5, 2**60]]), InvalidArgumentError, "float64 cannot hold exactly", sg)
+    sg.add_data("d", [2**53, 1.5])  # exact in float64
+    assert sg.get_data("d").tolist() == [2.0**53, 1.5]
+
+
+@pytest.mark.parametrize("phase", [np.array([[1, 1, 1]]), np.array(0.5), torch.tensor([[1, 1, 1]])])
+def test_phase_arrays_must_be_three_numbers(sg: StoreGate, phase: Any) -> None:
+    _raises(lambda: sg.add_data("y", np.arange(3), phase=phase), InvalidArgumentError, "three non-negative", sg)
+
+
+def test_a_split_that_gives_a_phase_nothing_gives_it_no_row(sg: StoreGate) -> None:
+    weights = np.array([1, 5, 0], np.float32)
+    sg.add_data("x", np.arange(12), phase=tuple(weights / weights.sum()))  # float32 sum 0.99999997
+    assert [len(sg[p]) for p in ("train", "valid", "test")] == [2, 10, 0]
+
+
+def test_bool_slice_bounds_are_refused(sg: StoreGate) -> None:
+    sg.add_data("x", np.arange(4))
+    with pytest.raises(InvalidArgumentError, match="not bools"):
+        sg["train"]["x"][True:3]
+
+
+def test_assignment_chooses_var_names_once(sg: StoreGate) -> None:
+    sg.add_data(["x", "y"], [np.arange(3), np.arange(3)])
+    _raises(lambda: sg["train"]["x"].__setitem__("y", np.zeros(3, int)), InvalidArgumentError, "once", sg)
+    _raises(lambda: sg["train"].__setitem__("valid", 1), InvalidArgumentError, "needs var_names", sg)
+    sg["x"] = np.array([5, 6, 7])  # multiml's StoreGate supports item assignment and del too
+    del sg["y"]
+    assert sg.get_data("x").tolist() == [5, 6, 7]
+    assert sg.get_var_names() == ["x"]
+
+
+def test_row_shape_of_all_needs_one_row_shape(sg: StoreGate) -> None:
+    sg.add_data("c", np.zeros((2, 2)), phase="train")
+    sg.add_data("c", np.zeros((1, 3)), phase="valid")
+    with pytest.raises(ValidationError, match="one row shape"):
+        sg.get_var_shapes("c", "all")
+    assert sg.get_var_shapes("c", "valid") == (3,)
+
+
+def test_messages_say_what_to_do(sg: StoreGate) -> None:
+    sg.add_data("x", np.arange(6), phase=(6, 0, 0))
+    _raises(lambda: sg.update_data("x", np.arange(10)), InvalidArgumentError, "in phase 'train'.*delete_data", sg)
+    _raises(lambda: sg.update_data("x", [7, 8], index=-1), InvalidArgumentError, "multiml used -1 for every row", sg)
+    _raises(lambda: sg.create_empty("z", (4,), phase="all"), InvalidArgumentError, "shares rows out", sg)
+    sg.add_data("y", np.arange(5))  # now train disagrees
+    _raises(lambda: sg.delete_data("absent", "all"), ValidationError, "Pass do_compile=False", sg)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda sg: sg.compile(reset="x"),
+        lambda sg: sg.add_data("x", np.arange(3), do_compile="yes"),
+        lambda sg: sg.update_data("x", np.arange(3), do_compile=1),
+        lambda sg: sg.writer(total=-1),
+        lambda sg: sg.writer(progress="no"),
+    ],
+)
+def test_flags_are_bools_and_counts_are_counts(sg: StoreGate, call: Any) -> None:
+    sg.add_data("x", np.arange(3))
+    _raises(lambda: call(sg), InvalidArgumentError, "must be", sg)

@@ -6,6 +6,8 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from storegate.errors import InvalidArgumentError
 from storegate.phases import ALL, PHASES, is_split, resolve_phase, split_counts
@@ -123,3 +125,14 @@ def test_bad_spec_messages_say_what_is_expected() -> None:
     assert "sum 9" in str(info.value)
     with pytest.raises(InvalidArgumentError, match="three"):
         split_counts([0.5, 0.5], 10)
+
+
+@given(st.lists(st.integers(0, 50), min_size=3, max_size=3).filter(lambda w: sum(w) > 0), st.integers(0, 500))
+def test_a_phase_weighted_zero_gets_no_row_in_any_precision(weights: list[int], n_rows: int) -> None:
+    # Weights normalised in float32 sum to 1 only within rounding: the shares are taken of
+    # their own sum, so a phase given 0 gets no row and the counts add up to n_rows.
+    for dtype in (np.float32, np.float64):
+        shares = np.array(weights, dtype) / np.array(weights, dtype).sum()
+        counts = split_counts(tuple(shares), n_rows)
+        assert sum(counts) == n_rows
+        assert all(c == 0 for c, w in zip(counts, weights, strict=True) if w == 0)

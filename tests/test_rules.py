@@ -21,6 +21,7 @@ from storegate.rules import (
     check_seed,
     check_shape,
     common_length,
+    convert,
     is_int,
     with_rows,
 )
@@ -97,3 +98,28 @@ def test_shape_and_dtype() -> None:
     assert check_dtype("f4") == np.float32
     with pytest.raises(InvalidArgumentError, match="dtype must be a numpy dtype or its name"):
         check_dtype(object())
+
+
+@given(st.floats(allow_nan=True, allow_infinity=True), st.sampled_from(["int8", "uint8", "int32", "int64", "uint64"]))
+def test_convert_to_ints_keeps_the_truncated_value_or_raises(value: float, dtype: str) -> None:
+    # The rule for astype: floats lose their fraction, nothing else; never a wrapped value.
+    info = np.iinfo(dtype)
+    fits = np.isfinite(value) and info.min <= int(np.trunc(value)) <= info.max
+    if fits:
+        assert int(convert(np.array([value]), np.dtype(dtype), "v")[0]) == int(np.trunc(value))
+    else:
+        with pytest.raises(InvalidArgumentError, match="cannot hold"):
+            convert(np.array([value]), np.dtype(dtype), "v")
+
+
+@given(st.complex_numbers(allow_nan=True, allow_infinity=True, max_magnitude=None))
+def test_cast_into_complex64_keeps_each_finite_part_finite(value: complex) -> None:
+    source = np.array([value], dtype=np.complex128)
+    with np.errstate(over="ignore"):
+        stored = source.astype(np.complex64)
+    lost = any(np.isfinite(p(source)[0]) and not np.isfinite(p(stored)[0]) for p in (np.real, np.imag))
+    if lost:
+        with pytest.raises(InvalidArgumentError):
+            cast(source, np.dtype(np.complex64), "v")
+    else:
+        np.testing.assert_array_equal(cast(source, np.dtype(np.complex64), "v"), stored)

@@ -418,9 +418,9 @@ class Model:
         sizes = model_validate(self.data, skip="active" if reset else None)
         if reset:
             for p, n in sizes.items():
-                self.data[p].pop("active", None)
-                if n:
-                    self.data[p]["active"] = np.ones(n, dtype=bool)
+                old = self.data[p].pop("active", None)
+                if n:  # multiml's update_data('active', [1] * n): int64, or the dtype it had
+                    self.data[p]["active"] = np.ones(n, dtype=np.int64 if old is None else old.dtype)
         self.compiled = True
 
     def astype(self, names: tuple[str, ...], dtype: np.dtype, phase: Any) -> None:
@@ -476,8 +476,12 @@ class Model:
     def shapes(self, form: str, names: tuple[str, ...], phase: Any) -> Any:
         """multiml's get_var_shapes: the row shape, None for an absent variable."""
         phase_ = model_phase(phase)
-        firsts = [next((self.data[p][v] for p in model_targets(phase_) if v in self.data[p]), None) for v in names]
-        shapes = [None if a is None else a.shape[1:] for a in firsts]  # the first phase holding it
+        shapes = []
+        for var in names:
+            rows = {self.data[p][var].shape[1:] for p in model_targets(phase_) if var in self.data[p]}
+            if len(rows) > 1:  # 'all' has no one row shape
+                raise Expected(VE)
+            shapes.append(rows.pop() if rows else None)
         return shapes[0] if form == "str" else shapes
 
     def metadata(self) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import torch
 import zarr
 from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
 
-from storegate import InvalidArgumentError, NotFoundError, StoreGate, ValidationError
+from storegate import InvalidArgumentError, NotFoundError, StoreGate, StoreGateError, ValidationError
 from storegate.backends.zarr_backend import ZarrBackend
 from storegate.torch import StoreGateDataset
 
@@ -348,3 +348,37 @@ def test_storegate_imports_without_torch() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+@pytest.mark.parametrize("maker", ["zarr", "hybrid-zarr"])
+def test_writes_of_this_process_are_read_not_served_from_the_cache(tmp_path: Path, maker: str) -> None:
+    sg = MAKERS[maker](tmp_path)
+    dataset = StoreGateDataset(sg, "train", "y")
+    assert [int(dataset[i]) for i in (3, 20)] == [3, 20]  # both chunks now cached
+    sg.update_data("y", np.zeros(SPLIT[0], dtype=np.int64))
+    assert [int(dataset[i]) for i in (3, 20, 29)] == [0, 0, 0]
+    sg.shuffle("train", seed=3)  # same layout, rows moved: read anew, x and y still aligned
+    assert int(dataset[0]) == 0
+
+
+@pytest.mark.parametrize("maker", ["zarr", "hybrid-zarr"])
+def test_a_changed_layout_is_an_error_not_stale_rows(tmp_path: Path, maker: str) -> None:
+    sg = MAKERS[maker](tmp_path)
+    dataset = StoreGateDataset(sg, "train", ("x", "w"))
+    _ = dataset[25]
+    sg.delete_data(["x", "w"], do_compile=False)
+    sg.add_data(["x", "w"], [np.zeros((10, 3), np.float32)] * 2)
+    with pytest.raises(StoreGateError, match="changed its rows, chunks or dtype"):
+        _ = dataset[25]
+
+
+def test_another_process_shrinking_the_store_is_a_storegate_error(zarr_sg: StoreGate, tmp_path: Path) -> None:
+    dataset = StoreGateDataset(zarr_sg, "train", "y", chunk_cache_bytes=0)
+    code = (
+        "import numpy as np; from storegate import StoreGate; "
+        f"sg = StoreGate('zarr', {{'output_dir': {str(tmp_path / 's.zarr')!r}}}, data_id='d'); "
+        "sg.delete_data(['x', 'w', 'y'], do_compile=False); sg.add_data('y', np.arange(5))"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    with pytest.raises(StoreGateError, match="Another process changed it"):
+        _ = dataset[25]

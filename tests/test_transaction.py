@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
@@ -558,3 +559,50 @@ def test_ctrl_c_during_cleanup_says_the_call_completed(tmp_path: Path, monkeypat
         sg.delete_data("x")
     assert any("the call had completed" in note for note in info.value.__notes__)
     assert sg.get_var_names() == []  # the delete itself happened, as the note says
+
+
+# --- Ctrl-C as it arrives: a SIGINT, checked between bytecodes ------------------------------
+
+
+def _sigint_after(obj: Any, name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make ``obj.name`` deliver a real SIGINT right after it has done its work."""
+    original = getattr(obj, name)
+
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        result = original(*args, **kwargs)
+        signal.raise_signal(signal.SIGINT)
+        return result
+
+    monkeypatch.setattr(obj, name, wrapped)
+
+
+@pytest.mark.parametrize("kind", BACKEND_KINDS)
+def test_ctrl_c_as_a_variable_is_detached_keeps_it(tmp_path: Path, kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The signal lands after the detach removed the variable and before the step kept its
+    # checkpoint: held back until both happened, the undo then puts the variable back.
+    sg = make_gate(kind, tmp_path)
+    sg.add_data(["x", "y"], [np.arange(5), np.arange(5.0)])
+    before = snapshot(sg)
+    _sigint_after(sg.backend_object, "detach", monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        sg.delete_data("x")
+    assert_same_snapshot(before, snapshot(sg))
+
+
+@pytest.mark.parametrize("kind", BACKEND_KINDS)
+def test_ctrl_c_while_a_writer_closes(tmp_path: Path, kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    sg = make_gate(kind, tmp_path)
+    sg.add_data("y", np.arange(4))
+    before = snapshot(sg)
+    w = sg.writer()
+    w.add({"y": np.array([10, 11, 12])})
+    _sigint_after(w, "_drop_empty", monkeypatch)  # before the block completes: all of it undone
+    with pytest.raises(KeyboardInterrupt):
+        w.__exit__(None, None, None)
+    assert_same_snapshot(before, snapshot(sg))
+    w = sg.writer()
+    w.add({"y": np.array([10, 11])})
+    _sigint_after(w._tx, "commit", monkeypatch)  # every row written: the block completes, then Ctrl-C
+    with pytest.raises(KeyboardInterrupt):
+        w.close()
+    assert sg.get_data("y").tolist() == [0, 1, 2, 3, 10, 11]

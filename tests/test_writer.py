@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,7 @@ import torch
 import zarr
 from zarr.core.buffer import Buffer
 
-from storegate import InvalidArgumentError, ReadOnlyError, StoreGate, StoreGateError
+from storegate import InvalidArgumentError, ReadOnlyError, StoreGate, StoreGateError, StoreGateWarning
 from storegate.backends import TieredBackend
 
 
@@ -398,3 +400,25 @@ def test_a_writer_that_gets_no_row_creates_no_variable(sg: StoreGate) -> None:
     np.testing.assert_array_equal(sg.get_data("x"), np.ones((2, 3), "f4"))
     sg.create_empty("z", (0, 4))
     assert sg.get_var_names() == ["x"]
+
+
+def test_a_writer_dropped_open_is_closed_with_a_resource_warning(sg: StoreGate) -> None:
+    # As a file object flushes: the rows added are written, not lost or left half written.
+    held = [sg.writer()]
+    held[0].add({"z": np.arange(3)})
+    held[0].add({"z": np.arange(3, 5)})
+    with pytest.warns(StoreGateWarning, match="never closed"):
+        _drop(held)
+    np.testing.assert_array_equal(sg.get_data("z"), np.arange(5))
+    refused = sg.writer()
+    with pytest.raises(InvalidArgumentError):
+        refused.add({"z": np.zeros((1, 2))})  # refused first batch: nothing to write, no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        del refused
+
+
+def _drop(held: list[Any]) -> None:
+    """Drop the last reference, and collect it even if a reference cycle holds it."""
+    held.clear()
+    gc.collect()

@@ -10,7 +10,15 @@ import importlib
 import inspect
 from typing import Any
 
-from storegate.backends.base import Backend, Checkpoint, OtherObject, TieredBackend, VarInfo
+from storegate.backends.base import (
+    Backend,
+    Checkpoint,
+    OtherObject,
+    TieredBackend,
+    VarInfo,
+    change_count,
+    note_change,
+)
 from storegate.errors import InvalidArgumentError, StoreGateError
 
 __all__ = [
@@ -20,7 +28,9 @@ __all__ = [
     "TieredBackend",
     "VarInfo",
     "available_backends",
+    "change_count",
     "create_backend",
+    "note_change",
     "register_backend",
 ]
 

@@ -33,7 +33,25 @@ from storegate.errors import NotFoundError, ReadOnlyError
 from storegate.indexing import Selection, clip_rows
 from storegate.transaction import to_completion
 
-__all__ = ["Backend", "Checkpoint", "OtherObject", "TieredBackend", "VarInfo"]
+__all__ = ["Backend", "Checkpoint", "OtherObject", "TieredBackend", "VarInfo", "change_count", "note_change"]
+
+#: Writes seen in this process per location (``Backend.location``): a reader that keeps what
+#: it read (StoreGateDataset's chunk cache) compares the count to know when to look again.
+_CHANGES: dict[str, int] = {}
+
+
+def note_change(backend: Backend) -> None:
+    """Count a write (or an undone one) to ``backend``'s data, and to each tier's of a hybrid."""
+    locations = [backend.location]
+    if isinstance(backend, TieredBackend):
+        locations += [tier.location for tier in backend.tiers().values()]
+    for location in locations:
+        _CHANGES[location] = _CHANGES.get(location, 0) + 1
+
+
+def change_count(location: str) -> int:
+    """Writes this process made to the data at ``location`` so far (see :func:`note_change`)."""
+    return _CHANGES.get(location, 0)
 
 
 @dataclass(frozen=True)

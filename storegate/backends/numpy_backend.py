@@ -97,10 +97,12 @@ class NumpyBackend(Backend):
 
     def detach(self, data_id: str, phase: str, var: str) -> Checkpoint:
         # docstring inherited; the array object itself is kept, nothing is copied.
-        array = self._data.get(data_id, {}).get(phase, {}).pop(var, None)
+        variables = self._data.get(data_id, {}).get(phase, {})
+        array = variables.get(var)
         shape = None if array is None else tuple(array.shape)
-        rows = slice(0, 0 if shape is None else shape[0], 1)
-        return Checkpoint(data_id, phase, var, shape, rows, array)
+        checkpoint = Checkpoint(data_id, phase, var, shape, slice(0, 0 if shape is None else shape[0], 1), array)
+        variables.pop(var, None)  # last: whatever stops the call before, the variable is still there
+        return checkpoint
 
     def reattach(self, checkpoint: Checkpoint) -> None:
         # docstring inherited

@@ -474,6 +474,8 @@ class ZarrBackend(Backend):
         if array is None:
             return Checkpoint(data_id, phase, var, None, slice(0, 0, 1))
         self.check_writable()
+        shape = tuple(array.shape)
+        checkpoint = Checkpoint(data_id, phase, var, shape, clip_rows(None, shape[0] if shape else 0), array.metadata)
         try:
             with self._io():
                 sync(_delete_keys(array, list(_encoded(array.metadata))))
@@ -484,8 +486,7 @@ class ZarrBackend(Backend):
             raise
         finally:
             self._arrays.pop((data_id, phase, var), None)
-        shape = tuple(array.shape)
-        return Checkpoint(data_id, phase, var, shape, clip_rows(None, shape[0] if shape else 0), array.metadata)
+        return checkpoint
 
     def reattach(self, checkpoint: Checkpoint) -> None:
         # docstring inherited
