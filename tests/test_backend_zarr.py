@@ -10,9 +10,17 @@ from typing import Any
 import numpy as np
 import pytest
 import zarr
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from storegate import InvalidArgumentError, StoreGate, StoreGateError
-from storegate.backends.zarr_backend import DEFAULT_CHUNK_BYTES
+from storegate.backends.zarr_backend import (
+    DEFAULT_CHUNK_BYTES,
+    MAX_CHUNK_BYTES,
+    MAX_CHUNK_ROWS,
+    MAX_SHARD_BYTES,
+    ZarrBackend,
+)
 from storegate.testing import BackendConformance
 
 
@@ -290,3 +298,131 @@ def test_metadata_zarr_cannot_read_is_named_never_a_bare_error(tmp_path: Path) -
         ):
             call()
     assert (broken / "zarr.json").read_text() == "{not json"
+
+
+# --- limits of the layout options (issue 9) ----------------------------------------------------
+
+
+def _files(path: Path) -> list[str]:
+    return sorted(str(p.relative_to(path)) for p in path.rglob("*"))
+
+
+@pytest.mark.parametrize(
+    ("arg", "value", "parts"),
+    [
+        (
+            "chunk",
+            10**12,
+            [
+                "chunk must be None or an int in [1, 1073741824] rows",
+                "a chunk of even 1-byte rows must stay within 1 GiB",
+                "Got 1000000000000 instead",
+                "Give fewer rows per chunk, or leave chunk unset",
+            ],
+        ),
+        (
+            "chunk_bytes",
+            10**12,
+            [
+                "chunk_bytes must be an int in [1, 1073741824] bytes (up to 1 GiB)",
+                "Blosc at most 2 GiB",
+                "Got 1000000000000 (931.3 GiB) instead",
+                "Give a smaller chunk_bytes; the default, 1048576 (1 MiB)",
+            ],
+        ),
+        (
+            "shard_bytes",
+            10**15,
+            [
+                "shard_bytes must be None or an int in [1, 4294967296] bytes (up to 4 GiB)",
+                "whole, in memory",
+                "Got 1000000000000000 (909.5 TiB) instead",
+                "Give a smaller shard_bytes",
+            ],
+        ),
+    ],
+)
+def test_absurd_layout_options_are_refused_at_open(tmp_path: Path, arg: str, value: int, parts: list[str]) -> None:
+    store = tmp_path / "s.zarr"
+    with pytest.raises(InvalidArgumentError) as err:
+        StoreGate("zarr", {"output_dir": str(store), "mode": "a", arg: value}, "x")
+    assert all(part in str(err.value) for part in parts), str(err.value)
+    assert not store.exists()  # refused before anything is written
+
+
+@pytest.mark.parametrize(
+    ("arg", "limit"), [("chunk", MAX_CHUNK_ROWS), ("chunk_bytes", MAX_CHUNK_BYTES), ("shard_bytes", MAX_SHARD_BYTES)]
+)
+def test_layout_limits_are_inclusive(arg: str, limit: int) -> None:
+    ZarrBackend(zarr.storage.MemoryStore(), **{arg: limit, **({"chunk": 1} if arg == "shard_bytes" else {})})
+    ZarrBackend(zarr.storage.MemoryStore(), **{arg: np.int64(limit)})  # numpy ints too
+    with pytest.raises(InvalidArgumentError, match=rf"Got {limit + 1}\b.* instead"):
+        ZarrBackend(zarr.storage.MemoryStore(), **{arg: limit + 1})
+
+
+@pytest.mark.parametrize("arg", ["chunk", "chunk_bytes", "shard_bytes"])
+def test_layout_options_refuse_bools(arg: str) -> None:
+    for value in (True, False, np.True_):
+        with pytest.raises(InvalidArgumentError, match=f"{arg} must be a positive int. Got {value!r} instead"):
+            ZarrBackend(zarr.storage.MemoryStore(), **{arg: value})
+
+
+@settings(max_examples=60, deadline=None)
+@given(arg=st.sampled_from(["chunk", "chunk_bytes", "shard_bytes"]), value=st.integers(-(2**40), 2**50))
+def test_a_layout_option_opens_exactly_when_in_range(arg: str, value: int) -> None:
+    limit = {"chunk": MAX_CHUNK_ROWS, "chunk_bytes": MAX_CHUNK_BYTES, "shard_bytes": MAX_SHARD_BYTES}[arg]
+    args: dict[str, Any] = {arg: value, **({"chunk": 1} if arg == "shard_bytes" else {})}
+    if 1 <= value <= limit:
+        ZarrBackend(zarr.storage.MemoryStore(), **args)
+    else:
+        with pytest.raises(InvalidArgumentError, match=f"^{arg} must be "):
+            ZarrBackend(zarr.storage.MemoryStore(), **args)
+
+
+def test_a_chunk_too_big_for_a_wide_row_is_refused_before_the_variable_exists(tmp_path: Path) -> None:
+    store = tmp_path / "s.zarr"
+    sg = StoreGate("zarr", {"output_dir": str(store), "mode": "a", "chunk": 10**6}, "x")
+    before = _files(store)
+    with pytest.raises(InvalidArgumentError) as err:
+        sg.add_data("q", np.zeros((3, 1024), "f8"))  # 8 KiB rows: 10**6 of them make 7.6 GiB
+    message = str(err.value)
+    for part in (
+        "chunk must keep one chunk within 1073741824 bytes (1 GiB)",
+        "Got chunk=1000000 rows for var_name 'q' (rows of shape (1024,), float64: 8192 bytes a row)",
+        "a chunk of 8192000000 bytes (7.6 GiB) instead",
+        "Give chunk <= 131072 for this variable, or leave chunk unset",
+    ):
+        assert part in message, message
+    with pytest.raises(InvalidArgumentError, match="chunk must keep one chunk within"), sg.writer() as w:
+        w.add({"q": np.zeros((3, 1024), "f8")})  # the streaming writer creates the variable the same way
+    assert sg.get_var_names("train") == []
+    assert _files(store) == before  # no variable, no object
+    sg.add_data("q", np.zeros(3, "f8"))  # narrow rows: 7.6 MiB chunks are fine
+    assert sg.get_var_names("train") == ["q"]
+
+
+def test_too_many_chunks_per_shard_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(InvalidArgumentError) as err:
+        _gate(tmp_path / "a", chunk_bytes=1024, shard_bytes=1 << 30)
+    for part in (
+        "shard_bytes must be at most 65536 chunks of chunk_bytes, here 67108864 bytes (64 MiB)",
+        "Got shard_bytes=1073741824 (1 GiB) with chunk_bytes=1024 instead",
+        "Give a smaller shard_bytes or a larger chunk_bytes",
+    ):
+        assert part in str(err.value), str(err.value)
+    assert not (tmp_path / "a").exists()
+    # With chunk (rows), the chunk's bytes are known only from the row: checked at create.
+    sg = _gate(tmp_path / "b", chunk=1, shard_bytes=1 << 20)
+    with pytest.raises(InvalidArgumentError) as err:
+        sg.add_data("x", np.zeros(10, "f4"))
+    for part in (
+        "shard_bytes must group at most 65536 chunks into one shard",
+        "Got shard_bytes=1048576 (1 MiB) over chunks of 1 rows for var_name 'x'",
+        "4 bytes a chunk, 262144 chunks a shard",
+        "Give shard_bytes <= 262144, or larger chunks",
+    ):
+        assert part in str(err.value), str(err.value)
+    assert sg.get_var_names("train") == []
+    assert not (tmp_path / "b" / "d" / "train" / "x").exists()
+    sg.add_data("y", np.zeros((10, 4), "f4"))  # 16-byte chunks: exactly 65536 a shard
+    assert _layout(tmp_path / "b", "y") == ([1, 4], [65536, 4])

@@ -150,11 +150,12 @@ class ZarrBackend(Backend):
         shard_bytes: int | None = None,
         codec_pipeline: str = DEFAULT_PIPELINE,
     ) -> None:
-        _check_positive("chunk", chunk, allow_none=True)
-        _check_positive("chunk_bytes", chunk_bytes, allow_none=False)
+        _check_size("chunk", chunk, allow_none=True)
+        _check_size("chunk_bytes", chunk_bytes, allow_none=False)
         if mode not in _MODES:
             raise InvalidArgumentError(f"mode must be one of {_MODES}. Got {mode!r} instead.")
-        _check_positive("shard_bytes", shard_bytes, allow_none=True)
+        _check_size("shard_bytes", shard_bytes, allow_none=True)
+        _check_chunks_per_shard(chunk, chunk_bytes, shard_bytes)
         self._compressors = resolve_compressor(compressor)
         self._chunk, self._chunk_bytes, self._shard_bytes = chunk, chunk_bytes, shard_bytes
         self._layout_args = _layout_args(chunk, chunk_bytes, compressor, shard_bytes)
@@ -521,6 +522,7 @@ class ZarrBackend(Backend):
         if options.get("compressor") is not None:  # None: the store's compressor
             compressors = resolve_compressor(options["compressor"])
         chunks = self._chunks(shape, np.dtype(dtype), options.get("chunk_rows"))
+        self._check_layout(var, chunks, np.dtype(dtype), from_chunk=not options.get("chunk_rows"))
         encoding = self._encoding(chunks, np.dtype(dtype), compressors)  # refuses before anything is written
         group = self._group(data_id, phase, create=True)
         assert group is not None  # create=True always returns a group
@@ -563,6 +565,32 @@ class ZarrBackend(Backend):
                 f"{where} must not name a folder of other files. Got {var}/ holding {sorted(foreign)[:5]} at "
                 f"{self.location} (not a zarr array). Choose another var_name, or move those files away."
             )
+
+    def _check_layout(self, var: str, chunks: tuple[int, ...], dtype: np.dtype, from_chunk: bool) -> None:
+        """Refuse, before the variable is created, a chunk of ``chunk`` rows past MAX_CHUNK_BYTES
+        (``from_chunk``: the rows come from the ``chunk`` option) or a shard of more than
+        MAX_CHUNKS_PER_SHARD inner chunks."""
+        row_bytes = _nbytes(chunks[1:], dtype)
+        nbytes = int(chunks[0]) * row_bytes
+        about = f"var_name {var!r} (rows of shape {chunks[1:]}, {dtype}: {row_bytes} bytes a row)"
+        if from_chunk and self._chunk is not None and nbytes > MAX_CHUNK_BYTES:
+            raise InvalidArgumentError(
+                f"chunk must keep one chunk within {MAX_CHUNK_BYTES} bytes ({_size_text(MAX_CHUNK_BYTES)}), "
+                f"the largest chunk storegate writes. Got chunk={self._chunk} rows for {about}: a chunk of "
+                f"{nbytes} bytes ({_size_text(nbytes)}) instead. Give chunk <= {max(1, MAX_CHUNK_BYTES // row_bytes)} "
+                "for this variable, or leave chunk unset so that chunk_bytes sets the rows of each variable."
+            )
+        if self._shard_bytes is not None and self.zarr_format != 2:
+            shard_bytes = int(self._shard_bytes)
+            per_shard = shard_bytes // nbytes
+            if per_shard > MAX_CHUNKS_PER_SHARD:
+                raise InvalidArgumentError(
+                    f"shard_bytes must group at most {MAX_CHUNKS_PER_SHARD} chunks into one shard (zarr indexes "
+                    f"every inner chunk of a shard). Got shard_bytes={shard_bytes} ({_size_text(shard_bytes)}) "
+                    f"over chunks of {chunks[0]} rows for {about}: {nbytes} bytes a chunk, {per_shard} chunks a "
+                    f"shard, instead. Give shard_bytes <= {MAX_CHUNKS_PER_SHARD * nbytes}, or larger chunks "
+                    "(chunk or chunk_bytes)."
+                )
 
     def _chunks(self, shape: tuple[int, ...], dtype: np.dtype, rows: int | None = None) -> tuple[int, ...]:
         """Whole rows per chunk: ``rows``, else ``chunk`` rows, else as many as fit in ``chunk_bytes``."""
@@ -973,3 +1001,92 @@ def _nbytes(shape: tuple[int, ...], dtype: np.dtype) -> int:
 def _check_positive(arg: str, value: object, allow_none: bool) -> None:
     if not (value is None and allow_none):
         check_positive(arg, value)
+
+
+# --- limits of the layout options ----------------------------------------------------------------
+# A layout option past these is a typo or a unit mix-up (bytes for rows, bytes for KiB): it is
+# refused when the backend opens, before anything is written, rather than failing at the first
+# add_data with a MemoryError (a chunk is one buffer in memory, a shard index one entry per inner
+# chunk) or getting the process killed.
+
+#: Largest uncompressed chunk storegate writes: 1 GiB. A codec holds a chunk in one buffer with a C
+#: int length: numcodecs' Blosc (also 'lz4') takes at most 2 GiB - 17 bytes
+#: (numcodecs.blosc.MAX_BUFFERSIZE = 2**31 - 1 - 16), bare LZ4 2 GiB - 32 MiB; and every read of
+#: one row decodes its whole chunk. 1 GiB is clear of all of them, 1024x the default.
+MAX_CHUNK_BYTES = 1 << 30
+#: Most rows per chunk: a chunk of 1-byte rows within MAX_CHUNK_BYTES. Wider rows are checked
+#: against MAX_CHUNK_BYTES per variable, when it is created.
+MAX_CHUNK_ROWS = MAX_CHUNK_BYTES
+#: Largest shard: 4 GiB. A shard is encoded whole in memory, a partial update reads and rewrites
+#: it whole, and the streaming Writer buffers one shard per variable: peak memory is a few times
+#: this. It also stays under S3's 5 GiB limit for one PUT.
+MAX_SHARD_BYTES = 4 << 30
+#: Most inner chunks per shard: zarr keeps 16 index bytes per inner chunk, written or not, and
+#: reads the index for every row read; 2**22 chunks a shard (16 MiB shards of 4-byte chunks) took
+#: 7 s and 850 MiB to write 1000 rows. 65536 chunks keep the index at 1 MiB.
+MAX_CHUNKS_PER_SHARD = 1 << 16
+
+
+def _size_text(nbytes: int) -> str:
+    """``nbytes`` in the largest binary unit it reaches: '100 B', '1 GiB', '931.3 GiB'."""
+    size, unit = float(nbytes), "B"
+    for bigger in ("KiB", "MiB", "GiB", "TiB", "PiB"):
+        if size < 1024:
+            break
+        size, unit = size / 1024, bigger
+    return f"{size:.1f}".removesuffix(".0") + f" {unit}"
+
+
+#: Per option: (largest value, unit, why, how to fix).
+_SIZE_LIMITS: dict[str, tuple[int, str, str, str]] = {
+    "chunk": (
+        MAX_CHUNK_ROWS,
+        "rows",
+        f"a chunk of even 1-byte rows must stay within {_size_text(MAX_CHUNK_BYTES)}",
+        "Give fewer rows per chunk, or leave chunk unset so that chunk_bytes (default 1 MiB) sets the rows.",
+    ),
+    "chunk_bytes": (
+        MAX_CHUNK_BYTES,
+        "bytes",
+        "a codec holds a chunk in one buffer (Blosc at most 2 GiB) and every read decodes whole chunks",
+        f"Give a smaller chunk_bytes; the default, {DEFAULT_CHUNK_BYTES} (1 MiB), suits most data.",
+    ),
+    "shard_bytes": (
+        MAX_SHARD_BYTES,
+        "bytes",
+        "a shard is encoded, rewritten and buffered by the writer whole, in memory",
+        "Give a smaller shard_bytes (a few MiB to a few hundred MiB suit an object store), or None for no shards.",
+    ),
+}
+
+
+def _check_size(arg: str, value: object, allow_none: bool) -> None:
+    """A positive int up to the option's limit in ``_SIZE_LIMITS`` (bools refused)."""
+    if value is None and allow_none:
+        return
+    number = check_positive(arg, value)
+    limit, unit, why, fix = _SIZE_LIMITS[arg]
+    if number <= limit:
+        return
+    none = "None or " if allow_none else ""
+    allowed, given = (f" (up to {_size_text(limit)})", f" ({_size_text(number)})") if unit == "bytes" else ("", "")
+    raise InvalidArgumentError(
+        f"{arg} must be {none}an int in [1, {limit}] {unit}{allowed}: {why}. Got {value!r}{given} instead. {fix}"
+    )
+
+
+def _check_chunks_per_shard(chunk: int | None, chunk_bytes: int, shard_bytes: int | None) -> None:
+    """Refuse at open shards of more than MAX_CHUNKS_PER_SHARD chunks of ``chunk_bytes``.
+
+    Only when ``chunk_bytes`` sets the rows: a chunk of ``chunk`` rows has its size only once
+    a variable's row is known, and is checked then.
+    """
+    if chunk is not None or shard_bytes is None or shard_bytes // chunk_bytes <= MAX_CHUNKS_PER_SHARD:
+        return
+    most = MAX_CHUNKS_PER_SHARD * chunk_bytes
+    raise InvalidArgumentError(
+        f"shard_bytes must be at most {MAX_CHUNKS_PER_SHARD} chunks of chunk_bytes, here {most} bytes "
+        f"({_size_text(most)}), since zarr indexes every inner chunk of a shard. Got shard_bytes={shard_bytes} "
+        f"({_size_text(shard_bytes)}) with chunk_bytes={chunk_bytes} instead. Give a smaller shard_bytes or a "
+        "larger chunk_bytes."
+    )
