@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from storegate.backends import Backend, VarInfo, available_backends, register_backend
 from storegate.errors import (
+    ConflictError,
     IndexOutOfRangeError,
     InvalidArgumentError,
     NotFoundError,
@@ -25,6 +26,7 @@ from storegate.phases import PHASES
 __all__ = [
     "PHASES",
     "Backend",
+    "ConflictError",
     "IndexOutOfRangeError",
     "InvalidArgumentError",
     "NotFoundError",

@@ -17,8 +17,9 @@ Arguments arrive parsed (:class:`~storegate.names.VarNames`, phase names,
 
 from __future__ import annotations
 
+import contextlib
 import difflib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -379,6 +380,21 @@ class GroupEngine:
 
     # --- applying a plan ---------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """Hold the data_id's write lock: plan and run inside it (see :meth:`Backend.writing`)."""
+        with self.backend.writing(self.data_id):
+            yield
+
+    def apply(self, make_plan: Callable[[], Plan], compile: bool = False) -> None:
+        """Plan and run one call under the data_id's write lock.
+
+        The plan is made once the lock is held, from the data as the previous writer (of
+        any process) left them, so two writers never plan from the same stale length.
+        """
+        with self.writing():
+            self.run(make_plan(), compile)
+
     def run(self, plan: Plan, compile: bool = False) -> None:
         """Apply a plan in one transaction, then mark the compile state stale.
 
@@ -427,9 +443,10 @@ class GroupEngine:
     def clear(self) -> None:
         """Delete every variable of every phase and forget the compile state, in one transaction."""
         self.backend.check_writable()
-        names = [(p, v) for p in PHASES for v in self.backend.var_names(self.data_id, p)]
-        plan = [steps.delete_step(self.backend, self.data_id, p, v) for p, v in names]
-        self._transact([*plan, steps.state_step(self.backend, self.data_id, {})])
+        with self.writing():
+            names = [(p, v) for p in PHASES for v in self.backend.var_names(self.data_id, p)]
+            plan = [steps.delete_step(self.backend, self.data_id, p, v) for p, v in names]
+            self._transact([*plan, steps.state_step(self.backend, self.data_id, {})])
 
     # --- the compile state -------------------------------------------------------------
 
@@ -453,6 +470,10 @@ class GroupEngine:
         ValidationError
             If a check fails; nothing is written then.
         """
+        with self.writing():
+            self._compile(reset)
+
+    def _compile(self, reset: bool) -> None:
         self.backend.refresh(self.data_id)  # validate the data as they are now, not as cached
         fingerprint = self.fingerprint()
         # reset=True replaces 'active', so an old 'active' of a stale length must not fail the checks.

@@ -8,6 +8,7 @@ clauses written for multiml keep working.
 from __future__ import annotations
 
 __all__ = [
+    "ConflictError",
     "IndexOutOfRangeError",
     "InvalidArgumentError",
     "NotFoundError",
@@ -49,6 +50,14 @@ class ValidationError(StoreGateError, ValueError):
 
 class StorageError(StoreGateError, OSError):
     """The storage location could not be reached or used."""
+
+
+class ConflictError(StoreGateError):
+    """Another writer holds the store (its write lock or lease) or changed it under this call.
+
+    Nothing of the call that raised it was written: wait and retry, or give a longer
+    ``lock_timeout``.
+    """
 
 
 class StoreGateWarning(UserWarning):

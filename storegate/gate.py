@@ -161,8 +161,8 @@ class StoreGate:
         """
         names, phase_, options = parse_var_names(var_names), parse_phase(phase), _codec_options(compressor)
         arrays = _shuffled(names.split(data), shuffle)
-        engine = self._engine()
-        engine.run(engine.plan_add(names, arrays, phase_, options), compile=check_bool("do_compile", do_compile))
+        engine, compile_ = self._engine(), check_bool("do_compile", do_compile)
+        engine.apply(lambda: engine.plan_add(names, arrays, phase_, options), compile=compile_)
 
     def update_data(
         self, var_names: Any, data: Any, phase: Any = "train", index: Any = None, do_compile: bool = True
@@ -174,9 +174,9 @@ class StoreGate:
         :meth:`add_data`. With ``do_compile`` the result must pass compile()'s checks or
         nothing is written.
         """
-        engine = self._engine()
-        plan = engine.plan_update(parse_var_names(var_names), data, parse_phase(phase), index)
-        engine.run(plan, compile=check_bool("do_compile", do_compile))
+        engine, names, phase_ = self._engine(), parse_var_names(var_names), parse_phase(phase)
+        compile_ = check_bool("do_compile", do_compile)
+        engine.apply(lambda: engine.plan_update(names, data, phase_, index), compile=compile_)
 
     def get_data(self, var_names: Any, phase: Any = "train", index: Any = None) -> Any:
         """Read data (multiml's return shapes).
@@ -201,9 +201,9 @@ class StoreGate:
 
     def delete_data(self, var_names: Any, phase: Any = "train", do_compile: bool = True) -> None:
         """Delete variables; a variable that does not exist is ignored (multiml)."""
-        engine = self._engine()
-        plan = engine.plan_delete(parse_var_names(var_names), resolve_phase(phase))
-        engine.run(plan, compile=check_bool("do_compile", do_compile))
+        engine, names, phase_ = self._engine(), parse_var_names(var_names), resolve_phase(phase)
+        compile_ = check_bool("do_compile", do_compile)
+        engine.apply(lambda: engine.plan_delete(names, phase_), compile=compile_)
 
     def clear_data(self) -> None:
         """Delete every variable of the current data_id (in the current tier)."""
@@ -219,11 +219,13 @@ class StoreGate:
         InvalidArgumentError, both as in multiml.
         """
         names, phase_ = parse_var_names(var_names), parse_phase(phase)
-        engine = self._engine()
-        plan = engine.plan_create_empty(
-            names, phase_, check_shape(shape), check_dtype(dtype), _codec_options(compressor)
+        shape_, dtype_, options, engine = (
+            check_shape(shape),
+            check_dtype(dtype),
+            _codec_options(compressor),
+            self._engine(),
         )
-        engine.run(plan)
+        engine.apply(lambda: engine.plan_create_empty(names, phase_, shape_, dtype_, options))
 
     def writer(
         self, phase: Any = "train", progress: bool = False, total: int | None = None, compressor: Any = None

@@ -101,7 +101,10 @@ def convert_to_v3(
             nodes = _nodes(root, location)
         arrays = {path: node for path, node in nodes.items() if isinstance(node, zarr.Array)}
         _dry_run(arrays)
-        migrate_to_v3(root, root.store_path)
+        with warnings.catch_warnings():
+            # storegate's own locks and stamps (.storegate/) are no zarr node, and need no converting.
+            warnings.filterwarnings("ignore", r"Object at \.storegate ", ZarrUserWarning)
+            migrate_to_v3(root, root.store_path)
         _check_arrays(store, arrays, progress)
         sync(remove_metadata(store, 2))
     except BaseException as exc:

@@ -56,13 +56,14 @@ def transfer(
         )
     src, dst = GroupEngine(source, data_id), GroupEngine(target, data_id)
     target.check_writable()
-    phases = _phases_holding(src, names, phase)
-    plans = [_plan_phase(src, dst, names, p, out_arg, callback) for p in phases]
-    target.create_data_id(data_id)
-    plan = Plan()
-    for each in plans:
-        plan.extend(each)
-    dst.run(plan)
+    with dst.writing():
+        phases = _phases_holding(src, names, phase)
+        plans = [_plan_phase(src, dst, names, p, out_arg, callback) for p in phases]
+        target.create_data_id(data_id)
+        plan = Plan()
+        for each in plans:
+            plan.extend(each)
+        dst.run(plan)
 
 
 def _phases_holding(src: GroupEngine, names: VarNames, phase: str) -> list[str]:

@@ -27,6 +27,7 @@ __all__ = [
     "check_seed",
     "check_shape",
     "check_storable",
+    "check_timeout",
     "common_dtype",
     "common_length",
     "convert",
@@ -82,6 +83,14 @@ def check_positive(arg: str, value: object) -> int:
     if not is_int(value) or value < 1:
         raise InvalidArgumentError(f"{arg} must be a positive int. Got {value!r} instead.")
     return int(value)
+
+
+def check_timeout(arg: str, value: object) -> float:
+    """``value`` as seconds: a finite real number > 0 (a bool is refused)."""
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+    if not ok or not math.isfinite(float(value)) or float(value) <= 0:  # type: ignore[arg-type]
+        raise InvalidArgumentError(f"{arg} must be a number of seconds > 0 (e.g. 60 or 0.5). Got {value!r} instead.")
+    return float(value)  # type: ignore[arg-type]
 
 
 #: The largest seed numpy's legacy generator takes (multiml's shuffles use it).

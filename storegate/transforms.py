@@ -30,23 +30,27 @@ def apply(engine: GroupEngine, names: VarNames, phase: str, fn: Callable[[np.nda
     NotFoundError
         If a variable is in no phase (``'all'``) or not in the phase given: nothing is written.
     """
-    for var in names.names:
-        engine.require(phase, var)
-    targets = [(p, var) for p in phases_of(phase) for var in names.names if engine.has(p, var)]
-    try:
-        results = [(p, var, fn(engine.read(p, var, None), var)) for p, var in targets]
-    except MemoryError as exc:  # e.g. onehot into 10**9 classes
-        raise StorageError(
-            f"the transform of {list(names.names)} needs more memory than this process has; nothing was written."
-        ) from exc
-    engine.run(engine.plan_replace(results))
+    with engine.writing():  # read and replace as one call: no other writer in between
+        for var in names.names:
+            engine.require(phase, var)
+        targets = [(p, var) for p in phases_of(phase) for var in names.names if engine.has(p, var)]
+        try:
+            results = [(p, var, fn(engine.read(p, var, None), var)) for p, var in targets]
+        except MemoryError as exc:  # e.g. onehot into 10**9 classes
+            raise StorageError(
+                f"the transform of {list(names.names)} needs more memory than this process has; nothing was written."
+            ) from exc
+        engine.run(engine.plan_replace(results))
 
 
 def shuffle(engine: GroupEngine, phase: str, seed: int) -> None:
     """Shuffle the rows of every variable of a phase with one permutation per phase."""
-    orders = {p: permutation(engine.phase_length(p), seed) for p in phases_of(phase)}
-    results = [(p, var, engine.read(p, var, None)[order]) for p, order in orders.items() for var in engine.var_names(p)]
-    engine.run(engine.plan_replace(results))
+    with engine.writing():
+        orders = {p: permutation(engine.phase_length(p), seed) for p in phases_of(phase)}
+        results = [
+            (p, var, engine.read(p, var, None)[order]) for p, order in orders.items() for var in engine.var_names(p)
+        ]
+        engine.run(engine.plan_replace(results))
 
 
 def check_num_classes(num_classes: object) -> None:

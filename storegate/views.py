@@ -72,7 +72,8 @@ class View:
     def __delitem__(self, item: Any) -> None:
         if not _is_names(item):
             raise InvalidArgumentError(f"del needs var_names, as in del sg['train']['x']. Got {item!r} instead.")
-        self.engine.run(self.engine.plan_delete(parse_var_names(item), self._phase()))
+        names, phase = parse_var_names(item), self._phase()
+        self.engine.apply(lambda: self.engine.plan_delete(names, phase))
 
     def __len__(self) -> int:
         if self.var_names is None:
@@ -131,4 +132,5 @@ class View:
         return parse_var_names(self._names_arg())
 
     def _update(self, var_names: Any, data: Any, index: Any) -> None:
-        self.engine.run(self.engine.plan_update(parse_var_names(var_names), data, self._phase(), index))
+        names, phase = parse_var_names(var_names), self._phase()
+        self.engine.apply(lambda: self.engine.plan_update(names, data, phase, index))

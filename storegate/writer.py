@@ -15,7 +15,13 @@ it was before the writer opened.
 
 from __future__ import annotations
 
+import atexit
+import concurrent.futures.thread  # noqa: F401 (its exit hook must be registered before ours)
+import contextlib
+import sys
+import threading
 import warnings
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -100,10 +106,13 @@ class Writer:
         self._phase = resolve_phase(phase, allow_all=False)
         self._options = dict(options or {})
         self._tx = Transaction()
+        # The data_id's write lock, from the first batch to close: the block is one call.
+        self._lock = contextlib.ExitStack()
         self._buffers: dict[str, _Buffered] = {}
         self._added = 0
         self._open = True
         self._bar = _progress_bar(progress, total, self._phase)
+        _OPEN.add(self)
 
     # --- public --------------------------------------------------------------------------
 
@@ -164,8 +173,10 @@ class Writer:
 
     def __del__(self) -> None:
         # Dropped while open (no ``with``, no close()): finished as a file object is, with a
-        # warning, rather than losing the rows it buffered or leaving half of them.
-        if not getattr(self, "_open", False):
+        # warning, rather than losing the rows it buffered or leaving half of them. At exit
+        # the atexit hook below already did so: zarr's event loop is gone by now, and a
+        # write would wait on it forever.
+        if not getattr(self, "_open", False) or sys.is_finalizing():
             return
         if not self._buffers:  # nothing added (a first batch that was refused): nothing to lose
             self._finish()
@@ -212,7 +223,21 @@ class Writer:
         arrays = {name: with_rows(as_array(batch[name], f"batch[{name!r}]"), f"batch[{name!r}]") for name in names}
         lengths = {name: a.shape[0] for name, a in arrays.items()}
         common_length(lengths, "every array of a batch", InvalidArgumentError)
-        buffers = self._buffers or self._plan_buffers(arrays)
+        if self._buffers:
+            self._check_batch(self._buffers, arrays)
+            return arrays
+        self._lock.enter_context(self._engine.writing())
+        try:
+            buffers = self._plan_buffers(arrays)
+            self._check_batch(buffers, arrays)
+        except BaseException:
+            self._lock.close()
+            raise
+        self._create_buffers(buffers)
+        return arrays
+
+    def _check_batch(self, buffers: dict[str, _Buffered], arrays: dict[str, np.ndarray]) -> None:
+        names = list(arrays)
         if set(names) != set(buffers):
             raise InvalidArgumentError(
                 f"batch must hold the var_names of the first batch, {sorted(buffers)}. Got {sorted(names)} instead."
@@ -221,9 +246,6 @@ class Writer:
             buffer = buffers[name]
             check_row_shape(name, self._phase, buffer.row_shape, array.shape[1:])
             cast(array, buffer.dtype, name)  # raises when same_kind forbids the cast
-        if not self._buffers:
-            self._create_buffers(buffers)
-        return arrays
 
     def _plan_buffers(self, arrays: dict[str, np.ndarray]) -> dict[str, _Buffered]:
         """The variables of the first batch: stored layout if they exist, else the batch's."""
@@ -322,6 +344,7 @@ class Writer:
 
     def _finish(self) -> None:
         self._open = False
+        self._lock.close()
         note_change(self._db)  # the rows are in, or were taken back
         for buffer in self._buffers.values():
             buffer.pending, buffer.pending_rows = [], 0
@@ -333,6 +356,22 @@ class Writer:
             raise StoreGateError(
                 f"this writer for phase {self._phase!r} is closed; open a new one with StoreGate.writer()."
             )
+
+
+#: Writers not closed yet, closed at interpreter exit while zarr can still write: before
+#: the thread pools zarr's I/O runs on shut down. Those register their exit hook with
+#: ``threading._register_atexit`` when concurrent.futures.thread is imported (done above, so
+#: ours, registered later, runs first: the hooks run last-in first-out); atexit hooks would
+#: run too late.
+_OPEN: weakref.WeakSet[Writer] = weakref.WeakSet()
+
+
+def _close_open_writers() -> None:
+    for writer in list(_OPEN):
+        writer.__del__()
+
+
+getattr(threading, "_register_atexit", atexit.register)(_close_open_writers)
 
 
 def _full_rows(buffer: _Buffered) -> int:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import subprocess
+import sys
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -422,3 +424,20 @@ def _drop(held: list[Any]) -> None:
     """Drop the last reference, and collect it even if a reference cycle holds it."""
     held.clear()
     gc.collect()
+
+
+def test_a_writer_left_open_at_exit_is_closed_before_zarr_stops(tmp_path: Path) -> None:
+    # A script (or notebook kernel) that ends with a writer still open: its rows land and
+    # the interpreter exits, instead of waiting forever on zarr's stopped event loop.
+    script = (
+        "import numpy as np\n"
+        "from storegate import StoreGate\n"
+        f"sg = StoreGate('zarr', {{'output_dir': {str(tmp_path / 's')!r}}}, data_id='d')\n"
+        "w = sg.writer('train')\n"
+        "w.add({'x': np.arange(5.0)})\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "was never closed; it was closed now and its rows are written" in done.stderr
+    sg = StoreGate("zarr", {"output_dir": str(tmp_path / "s"), "mode": "r"}, data_id="d")
+    np.testing.assert_array_equal(sg.get_data("x", "train"), np.arange(5.0))

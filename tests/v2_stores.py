@@ -101,8 +101,12 @@ def write_with_zarr3(store: str | Store) -> Contents:
 
 
 def files(root: Path) -> dict[str, bytes]:
-    """Every file under ``root`` and its bytes, by relative path."""
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    """Every file under ``root`` and its bytes, by relative path (not storegate's locks and stamps)."""
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not str(p.relative_to(root)).startswith(".storegate/")
+    }
 
 
 def metadata_names(keys: Any) -> set[str]:

@@ -23,7 +23,9 @@ calls it has three groups:
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -31,6 +33,7 @@ import numpy as np
 
 from storegate.errors import NotFoundError, ReadOnlyError
 from storegate.indexing import Selection, clip_rows
+from storegate.locks import DEFAULT_LOCK_TIMEOUT, ProcessLock, holding
 from storegate.transaction import to_completion
 
 __all__ = ["Backend", "Checkpoint", "OtherObject", "TieredBackend", "VarInfo", "change_count", "note_change"]
@@ -266,6 +269,25 @@ class Backend(ABC):
         relies on that). ``None`` when appends of any size cost the same (memory).
         """
         return None
+
+    @contextlib.contextmanager
+    def writing(self, data_id: str) -> Iterator[None]:
+        """Hold ``data_id``'s write lock while a call plans and applies its writes.
+
+        Every mutating call of storegate runs inside it, so writers of one data_id take
+        turns and each plans from the data as the previous one left them. Re-entrant. A
+        read-only store takes no lock (the write then raises ReadOnlyError as usual). Note
+        for implementers: the default is a lock of this process (its threads take turns);
+        a backend whose data other processes can change must lock them out too and, once
+        the lock is taken, forget what it cached of ``data_id`` if another process wrote.
+        """
+        if not self.writable:
+            yield
+            return
+        locks: dict[str, ProcessLock] = self.__dict__.setdefault("_process_write_locks", {})
+        lock = locks.setdefault(data_id, ProcessLock(f"data_id {data_id!r}"))
+        with holding(lock, DEFAULT_LOCK_TIMEOUT):
+            yield
 
     def check_writable(self) -> None:
         """Raise ReadOnlyError when the store was opened read-only."""

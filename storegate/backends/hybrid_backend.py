@@ -8,6 +8,8 @@ tier its "mode": ``StoreGate.set_mode('numpy')``). It implements the
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -139,6 +141,13 @@ class HybridBackend(Backend):
 
     def save_state(self, data_id: str, state: dict[str, Any]) -> None:
         self.current.save_state(data_id, state)
+
+    @contextlib.contextmanager
+    def writing(self, data_id: str) -> Iterator[None]:
+        # docstring inherited: the storage tier's lock covers both tiers (moves write both),
+        # and this process's threads take turns on the memory tier through it.
+        with self._tiers["zarr"].writing(data_id), self._tiers["numpy"].writing(data_id):
+            yield
 
     def refresh(self, data_id: str) -> None:
         for backend in self._tiers.values():

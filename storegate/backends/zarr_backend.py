@@ -38,6 +38,7 @@ from zarr.core.sync import sync
 from zarr.errors import UnstableSpecificationWarning, ZarrUserWarning
 
 from storegate.backends.base import Backend, Checkpoint, OtherObject, VarInfo
+from storegate.backends.zarr_locking import Stamps, write_lock
 from storegate.codecs import (
     DEFAULT_PIPELINE,
     Compressors,
@@ -49,9 +50,10 @@ from storegate.codecs import (
 from storegate.errors import InvalidArgumentError, StorageError, StoreGateError
 from storegate.indexing import Selection, clip_rows
 from storegate.locations import DEFAULT_REMOTE_CONCURRENCY, METADATA_KEYS, concurrency_scope, resolve_location
+from storegate.locks import DEFAULT_LOCK_TIMEOUT, holding
 from storegate.names import check_data_id, parse_var_names
 from storegate.phases import PHASES
-from storegate.rules import check_positive
+from storegate.rules import check_positive, check_timeout
 from storegate.transaction import to_completion
 
 __all__ = ["DEFAULT_CHUNK_BYTES", "ZarrBackend"]
@@ -149,6 +151,7 @@ class ZarrBackend(Backend):
         concurrency: int | None = None,
         shard_bytes: int | None = None,
         codec_pipeline: str = DEFAULT_PIPELINE,
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     ) -> None:
         _check_size("chunk", chunk, allow_none=True)
         _check_size("chunk_bytes", chunk_bytes, allow_none=False)
@@ -181,6 +184,8 @@ class ZarrBackend(Backend):
         self._arrays: dict[tuple[str, str, str], zarr.Array[Any]] = {}
         self._states: dict[str, dict[str, Any]] = {}
         self._local_states: set[str] = set()  # saved by this process into a read-only store
+        self._lock_timeout = check_timeout("lock_timeout", lock_timeout)
+        self._stamps = Stamps()
 
     # --- opening ---------------------------------------------------------------------
 
@@ -420,6 +425,22 @@ class ZarrBackend(Backend):
         else:
             self._local_states.add(data_id)
         self._states[data_id] = dict(state)
+
+    @contextlib.contextmanager
+    def writing(self, data_id: str) -> Iterator[None]:
+        # docstring inherited: the lock of storegate.backends.zarr_locking; under it, what is
+        # cached of data_id is dropped when another process wrote since this one last did.
+        if not self.writable:
+            yield
+            return
+        lock = write_lock(self._root.store, data_id)
+        with holding(lock, self._lock_timeout):
+            # Also when nested: another handle of this process may hold the lock around us.
+            with self._io():
+                if self._stamps.catch_up(self._root.store, data_id):
+                    self.refresh(data_id)
+            yield
+            lock.check()
 
     def refresh(self, data_id: str) -> None:
         # docstring inherited; a state only this process holds (read-only store) is kept.
@@ -685,8 +706,9 @@ class ZarrBackend(Backend):
                 raise interrupted from exc  # Ctrl-C while settling: raised once the call's requests ended
             if isinstance(exc, MemoryError):
                 raise StorageError(
-                    f"the zarr store at {self.location}: this process has not enough memory for the rows asked "
-                    "for. Read fewer rows at a time (an index or a slice), or use StoreGateDataset to stream them."
+                    f"the zarr store at {self.location}: this process has not enough memory for the rows of this "
+                    "call. Read fewer rows at a time (an index or a slice; StoreGateDataset streams them), or write "
+                    "fewer per call (smaller add_data calls, or sg.writer())."
                 ) from exc
             if isinstance(exc, StoreGateError) or not isinstance(exc, _IO_ERRORS):
                 raise

@@ -1,0 +1,282 @@
+"""Write locks: one writer per data_id at a time, across threads, processes and machines.
+
+Every mutating call of storegate holds the write lock of its data_id while it plans and
+applies its writes (see :meth:`storegate.backends.Backend.writing`), so that writers never
+interleave. What the lock is depends on where the store lives
+(:func:`storegate.backends.zarr_locking.write_lock` chooses):
+
+- **memory** (the numpy backend, a zarr ``MemoryStore``, ``memory://``): a lock of this
+  process (other processes cannot see the data anyway);
+- **a local or NAS folder**: an OS file lock (``flock``, through the well-kept ``filelock``
+  package) on a file under ``<store>/.storegate/locks/``. On a local disk it is exact; on
+  NFS it holds when the server supports locks (NFSv4, or NFSv3 with lockd);
+- **S3**, which has no locks: a lease, an object written with a conditional PUT
+  (``If-None-Match: *``) that expires unless its holder renews it (``If-Match`` on its
+  ETag) every third of its time-to-live. A holder that finds its lease taken over (it
+  stalled past the time-to-live) raises ConflictError when its call ends.
+
+In every case the threads of one process take turns (a process-wide re-entrant lock per
+data_id), and a writer that waits longer than its timeout gets a
+:class:`~storegate.errors.ConflictError` naming the lock (and on S3 its holder).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import filelock
+from zarr.core.sync import sync
+
+from storegate.errors import ConflictError, StorageError
+
+__all__ = ["DEFAULT_LEASE_TTL", "DEFAULT_LOCK_TIMEOUT", "FolderLock", "Lease", "ProcessLock", "WriteLock", "holding"]
+
+#: Seconds a writer waits for another one before it gets a ConflictError.
+DEFAULT_LOCK_TIMEOUT = 120.0
+#: Seconds an S3 lease lives without renewal; a crashed writer's lease frees after it.
+DEFAULT_LEASE_TTL = 60.0
+
+
+class WriteLock:
+    """A re-entrant lock: the threads of this process in turn, then the lock other processes see.
+
+    Subclasses implement :meth:`_acquire_outer` / :meth:`_release_outer`, taken when the
+    first holder of this process enters and released when the last one leaves.
+    """
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self._asked = DEFAULT_LOCK_TIMEOUT  # the timeout of the last acquire, for messages
+        self._inner = threading.RLock()
+        self._depth = 0
+
+    @property
+    def depth(self) -> int:
+        """How many times the holding thread entered the lock (0: not held by this process)."""
+        return self._depth
+
+    def acquire(self, timeout: float) -> None:
+        """Wait for the lock (up to ``timeout`` seconds), or raise ConflictError."""
+        began, self._asked = time.monotonic(), timeout
+        if not self._inner.acquire(timeout=timeout):
+            raise ConflictError(
+                f"another thread of this process has held the write lock of {self.key} for more than "
+                f"{timeout:g} s. Wait for it to finish, or give a longer lock_timeout."
+            )
+        try:
+            if self._depth == 0:
+                self._acquire_outer(max(0.0, timeout - (time.monotonic() - began)))
+            self._depth += 1
+        except BaseException:
+            self._inner.release()
+            raise
+
+    def release(self) -> None:
+        """Leave the lock; the last holder of this process releases the outer lock."""
+        try:
+            self._depth -= 1
+            if self._depth == 0:
+                self._release_outer()
+        finally:
+            self._inner.release()
+
+    def check(self) -> None:
+        """Raise ConflictError if the lock was lost (a lease taken over); nothing by default."""
+
+    def _acquire_outer(self, timeout: float) -> None:
+        """Take the lock other processes see (nothing for a lock of this process only)."""
+
+    def _release_outer(self) -> None:
+        """Release the lock other processes see."""
+
+
+class ProcessLock(WriteLock):
+    """The lock of data this process alone can reach (memory)."""
+
+
+class FolderLock(WriteLock):
+    """An OS file lock on ``path`` (local disk, NAS folder)."""
+
+    def __init__(self, key: str, path: str) -> None:
+        super().__init__(key)
+        self.path = path
+        self._file: filelock.BaseFileLock | None = None
+
+    def _acquire_outer(self, timeout: float) -> None:
+        try:
+            if self._file is None:  # made once: filelock's objects cost more than a lock does
+                os.makedirs(os.path.dirname(self.path), exist_ok=True)
+                self._file = filelock.FileLock(self.path)
+            self._file.acquire(timeout=timeout)
+        except filelock.Timeout as exc:
+            raise ConflictError(
+                f"another writer has held the write lock of {self.key} ({self.path}) for more than "
+                f"{self._asked:g} s. Wait for it to finish, or give a longer lock_timeout."
+            ) from exc
+        except OSError as exc:
+            raise StorageError(f"cannot take the write lock {self.path}: {exc}") from exc
+
+    def _release_outer(self) -> None:
+        if self._file is not None:
+            self._file.release()
+
+
+@dataclass
+class _Held:
+    """The lease this process holds: its token and the ETag of its last write."""
+
+    token: str
+    etag: str
+    lost: bool = False
+
+
+class Lease(WriteLock):
+    """A lease on an object store: a lock object written with conditional PUTs.
+
+    Parameters
+    ----------
+    fs
+        An asynchronous fsspec filesystem that supports conditional writes (s3fs).
+    path
+        The lock object, e.g. ``bucket/prefix/.storegate/locks/train.lock``.
+    ttl
+        Seconds the lease lives without renewal.
+    """
+
+    def __init__(self, key: str, fs: Any, path: str, ttl: float = DEFAULT_LEASE_TTL) -> None:
+        super().__init__(key)
+        self.fs, self.path, self.ttl = fs, path, ttl
+        self._held: _Held | None = None
+        self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
+
+    def check(self) -> None:
+        # docstring inherited
+        if self._held is not None and self._held.lost:
+            raise ConflictError(
+                f"the write lease of {self.key} was taken over by another writer while this call ran (it "
+                f"stalled for more than {self.ttl:g} s without renewing it): its writes may have interleaved "
+                "with the other writer's. Check the data (compile(), get_data) before going on."
+            )
+
+    def _acquire_outer(self, timeout: float) -> None:
+        token, deadline, pause = uuid.uuid4().hex, time.monotonic() + timeout, 0.05
+        while True:
+            etag = self._try_take(token)
+            if etag is not None:
+                self._held = _Held(token, etag)
+                self._start_renewing()
+                return
+            if time.monotonic() >= deadline:
+                raise ConflictError(
+                    f"another writer has held the write lease of {self.key} for more than {self._asked:g} s "
+                    f"({self._describe_holder()}). Wait for it to finish, or give a longer lock_timeout."
+                )
+            time.sleep(pause)
+            pause = min(1.0, pause * 2)
+
+    def _release_outer(self) -> None:
+        self._stop.set()
+        if self._renewer is not None:
+            self._renewer.join()
+        held, self._held = self._held, None
+        if held is not None and not held.lost:
+            with contextlib.suppress(Exception):  # an expired lease frees itself anyway
+                sync(self.fs._rm_file(self.path))
+
+    def _try_take(self, token: str) -> str | None:
+        """Create the lock object, or take it over once expired; its ETag, or None if held."""
+        try:
+            return self._put(token, IfNoneMatch="*")
+        except FileExistsError:
+            pass
+        found = self._read()
+        if found is None:
+            return None  # released meanwhile: try again
+        body, etag = found
+        if time.time() < float(body.get("expires", 0)):
+            return None
+        try:
+            return self._put(token, IfMatch=etag)  # an expired lease: take it over, once
+        except (OSError, FileNotFoundError):
+            return None
+
+    def _put(self, token: str, **condition: str) -> str:
+        body = json.dumps(
+            {"token": token, "host": socket.gethostname(), "pid": os.getpid(), "expires": time.time() + self.ttl}
+        ).encode()
+        out = sync(self.fs._pipe_file(self.path, body, **condition))
+        return str((out or {}).get("ETag", "")) if isinstance(out, dict) else ""
+
+    def _read(self) -> tuple[dict[str, Any], str] | None:
+        try:
+            info = sync(self.fs._info(self.path, refresh=True))
+            body = json.loads(sync(self.fs._cat_file(self.path)))
+        except FileNotFoundError:
+            return None
+        return body, str(info.get("ETag", ""))
+
+    def _describe_holder(self) -> str:
+        found = self._read()
+        if found is None:
+            return "released just now"
+        body = found[0]
+        return f"held by pid {body.get('pid')} on {body.get('host')}"
+
+    def _start_renewing(self) -> None:
+        self._stop.clear()
+        self._renewer = threading.Thread(target=self._renew_loop, name=f"storegate-lease-{self.key}", daemon=True)
+        self._renewer.start()
+
+    def _renew_loop(self) -> None:
+        while not self._stop.wait(self.ttl / 3):
+            held = self._held
+            if held is None:
+                return
+            try:
+                held.etag = self._put(held.token, IfMatch=held.etag)
+            except Exception:  # taken over, or the store is unreachable: this holder must not commit
+                held.lost = True
+                return
+
+
+@contextlib.contextmanager
+def holding(lock: WriteLock, timeout: float = DEFAULT_LOCK_TIMEOUT) -> Iterator[WriteLock]:
+    """Hold ``lock`` in a ``with`` block, waiting up to ``timeout`` seconds for it."""
+    lock.acquire(timeout)
+    try:
+        yield lock
+    finally:
+        lock.release()
+
+
+# --- one lock object per key in each process ---------------------------------------------
+
+_registry: dict[str, WriteLock] = {}
+_registry_guard = threading.Lock()
+
+
+def shared(key: str, make: Callable[[], WriteLock]) -> WriteLock:
+    """The lock of ``key`` in this process: every StoreGate on the same data_id shares it."""
+    with _registry_guard:
+        lock = _registry.get(key)
+        if lock is None:
+            lock = _registry[key] = make()
+        return lock
+
+
+def _forget_after_fork() -> None:
+    """A forked child holds none of its parent's locks (its threads are gone too)."""
+    _registry.clear()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)

@@ -1,0 +1,225 @@
+"""Several processes writing one store: every row of every successful call lands exactly once.
+
+Real processes (spawned, so each imports storegate afresh), a real local folder and the
+real moto S3 server of the session fixture. Each call writes x and y together, y = -x, with
+values unique to the process and the call, so a lost, doubled or torn call shows.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from zarr.core.sync import sync
+
+from storegate import ConflictError, InvalidArgumentError, StoreGate
+from tests.conftest import S3Server
+
+CALLS, ROWS = 12, 40
+SPAWN = multiprocessing.get_context("spawn")
+
+
+def _append(args: dict[str, Any], worker: int, start: Any, how: str) -> None:
+    """One process's calls: add_data, or a writer per call, each x and y of one block of values."""
+    sg = StoreGate("zarr", args, data_id="d")
+    start.wait()
+    for call in range(CALLS):
+        values = (worker * 1_000 + call) * ROWS + np.arange(ROWS, dtype=np.int64)
+        if how == "writer":
+            with sg.writer("train") as w:
+                w.add({"x": values[: ROWS // 2], "y": -values[: ROWS // 2]})
+                w.add({"x": values[ROWS // 2 :], "y": -values[ROWS // 2 :]})
+        else:
+            sg.add_data(["x", "y"], [values, -values], phase="train")
+
+
+def _run(args: dict[str, Any], n_procs: int, how: str = "add_data") -> None:
+    StoreGate("zarr", {**args, "mode": "w"}, data_id="d")  # an empty store every worker opens with mode 'a'
+    start = SPAWN.Event()
+    procs = [SPAWN.Process(target=_append, args=(args, w, start, how)) for w in range(n_procs)]
+    for p in procs:
+        p.start()
+    start.set()
+    for p in procs:
+        p.join(timeout=240)
+    assert [p.exitcode for p in procs] == [0] * n_procs
+
+
+def _check_every_row_once(args: dict[str, Any], n_procs: int) -> None:
+    sg = StoreGate("zarr", {**args, "mode": "r"}, data_id="d")
+    x, y = sg.get_data("x", "train"), sg.get_data("y", "train")
+    expected = np.concatenate([(w * 1_000 + c) * ROWS + np.arange(ROWS) for w in range(n_procs) for c in range(CALLS)])
+    assert len(x) == len(y) == n_procs * CALLS * ROWS
+    np.testing.assert_array_equal(np.sort(x), np.sort(expected))  # every row exactly once
+    np.testing.assert_array_equal(y, -x)  # x and y of one call side by side
+    # Each call's rows stay one contiguous block (writers never interleave inside a call).
+    blocks = x.reshape(-1, ROWS)
+    np.testing.assert_array_equal(blocks - blocks[:, :1], np.broadcast_to(np.arange(ROWS), blocks.shape))
+    sg.compile()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("n_procs", [2, 4])
+def test_processes_appending_to_one_variable_of_a_folder_lose_nothing(tmp_path: Path, n_procs: int) -> None:
+    args = {"output_dir": str(tmp_path / "store"), "mode": "a"}
+    _run(args, n_procs)
+    _check_every_row_once(args, n_procs)
+
+
+@pytest.mark.slow
+def test_processes_with_writers_lose_nothing(tmp_path: Path) -> None:
+    args = {"output_dir": str(tmp_path / "store"), "mode": "a"}
+    _run(args, 2, how="writer")
+    _check_every_row_once(args, 2)
+
+
+@pytest.mark.slow
+@pytest.mark.s3
+@pytest.mark.parametrize("n_procs", [2, 4])
+def test_processes_appending_to_one_variable_on_s3_lose_nothing(
+    s3_server: S3Server, s3_bucket: str, n_procs: int
+) -> None:
+    args = {"output_dir": f"s3://{s3_bucket}/store", "storage_options": s3_server.storage_options, "mode": "a"}
+    _run(args, n_procs)
+    _check_every_row_once(args, n_procs)
+
+
+def _hold_writer(args: dict[str, Any], held: Any, release: Any) -> None:
+    sg = StoreGate("zarr", args, data_id="d")
+    with sg.writer("train") as w:
+        w.add({"x": np.zeros(3)})  # the first batch takes the lock
+        held.set()
+        release.wait(60)
+
+
+def test_a_writer_waiting_too_long_gets_a_conflict_and_writes_nothing(tmp_path: Path) -> None:
+    args = {"output_dir": str(tmp_path / "store"), "mode": "a"}
+    StoreGate("zarr", args, data_id="d").add_data("x", np.arange(5.0))
+    held, release = SPAWN.Event(), SPAWN.Event()
+    holder = SPAWN.Process(target=_hold_writer, args=(args, held, release))
+    holder.start()
+    try:
+        assert held.wait(120)
+        sg = StoreGate("zarr", {**args, "lock_timeout": 0.5}, data_id="d")
+        began = time.monotonic()
+        with pytest.raises(ConflictError, match=r"write lock of data_id 'd'.*0\.5|write lock of data_id 'd'"):
+            sg.add_data("x", np.arange(2.0))
+        assert time.monotonic() - began < 10
+    finally:
+        release.set()
+        holder.join(60)
+    assert holder.exitcode == 0
+    np.testing.assert_array_equal(
+        StoreGate("zarr", args, data_id="d").get_data("x", "train"), np.r_[np.arange(5.0), np.zeros(3)]
+    )
+
+
+def test_threads_of_one_process_take_turns(tmp_path: Path) -> None:
+    args = {"output_dir": str(tmp_path / "store"), "mode": "a"}
+    handles = [StoreGate("zarr", args, data_id="d") for _ in range(3)]  # one handle per thread
+    errors: list[BaseException] = []
+
+    def work(i: int) -> None:
+        try:
+            for c in range(10):
+                handles[i].add_data("x", np.full(7, i * 100 + c))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    x = StoreGate("zarr", args, data_id="d").get_data("x", "train")
+    assert sorted(np.unique(x).tolist()) == sorted(i * 100 + c for i in range(3) for c in range(10))
+    assert all(np.count_nonzero(x == v) == 7 for v in np.unique(x))
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, float("nan"), "10"])
+def test_lock_timeout_must_be_positive_seconds(tmp_path: Path, bad: object) -> None:
+    with pytest.raises(InvalidArgumentError, match=r"lock_timeout must be a number of seconds > 0.*Got"):
+        StoreGate("zarr", {"output_dir": str(tmp_path), "lock_timeout": bad}, data_id="d")
+
+
+# --- the S3 lease itself -------------------------------------------------------------------
+
+
+class _Fs:
+    """A store's own asynchronous s3fs (as the Lease gets it from zarr), called synchronously here."""
+
+    def __init__(self, s3_server: S3Server, bucket: str) -> None:
+        from zarr.storage import FsspecStore
+
+        self.fs = FsspecStore.from_url(f"s3://{bucket}/store", storage_options=s3_server.storage_options).fs
+
+    def pipe_file(self, path: str, data: bytes) -> None:
+        sync(self.fs._pipe_file(path, data))
+
+    def cat_file(self, path: str) -> bytes:
+        return bytes(sync(self.fs._cat_file(path)))
+
+    def exists(self, path: str) -> bool:
+        return bool(sync(self.fs._exists(path)))
+
+
+def _lease_fs(s3_server: S3Server, bucket: str) -> _Fs:
+    return _Fs(s3_server, bucket)
+
+
+@pytest.mark.s3
+def test_a_lease_is_exclusive_renewed_and_released(s3_server: S3Server, s3_bucket: str) -> None:
+    from storegate.locks import Lease
+
+    fs = _lease_fs(s3_server, s3_bucket)
+    path = f"{s3_bucket}/store/.storegate/locks/d.lock"
+    mine = Lease("data_id 'd'", fs.fs, path, ttl=0.6)
+    other = Lease("data_id 'd'", fs.fs, path, ttl=0.6)
+    mine.acquire(1.0)
+    time.sleep(1.5)  # over twice the time-to-live: only the renewals keep it
+    with pytest.raises(ConflictError, match=r"write lease of data_id 'd' for more than 0\.3 s \(held by pid \d+"):
+        other.acquire(0.3)
+    mine.check()  # still ours
+    mine.release()
+    assert not fs.exists(path)
+    other.acquire(1.0)  # free again
+    other.release()
+
+
+@pytest.mark.s3
+def test_an_expired_lease_of_a_crashed_writer_is_taken_over(s3_server: S3Server, s3_bucket: str) -> None:
+    import json
+
+    from storegate.locks import Lease
+
+    fs = _lease_fs(s3_server, s3_bucket)
+    path = f"{s3_bucket}/store/.storegate/locks/d.lock"
+    fs.pipe_file(path, json.dumps({"token": "dead", "pid": 1, "host": "gone", "expires": time.time() - 1}).encode())
+    lease = Lease("data_id 'd'", fs.fs, path)
+    lease.acquire(2.0)  # no wait for a lease that expired
+    assert json.loads(fs.cat_file(path))["token"] != "dead"
+    lease.release()
+
+
+@pytest.mark.s3
+def test_a_lease_taken_over_after_a_stall_refuses_to_go_on(s3_server: S3Server, s3_bucket: str) -> None:
+    import json
+
+    from storegate.locks import Lease
+
+    fs = _lease_fs(s3_server, s3_bucket)
+    path = f"{s3_bucket}/store/.storegate/locks/d.lock"
+    lease = Lease("data_id 'd'", fs.fs, path, ttl=0.6)
+    lease.acquire(1.0)
+    fs.pipe_file(path, json.dumps({"token": "thief", "expires": time.time() + 60}).encode())  # another writer
+    time.sleep(0.6)  # the next renewal finds the lease changed
+    with pytest.raises(ConflictError, match="taken over by another writer"):
+        lease.check()
+    lease.release()
+    assert json.loads(fs.cat_file(path))["token"] == "thief"  # the new holder's lease is left alone
