@@ -417,8 +417,9 @@ class GroupEngine:
 
     def _transact(self, steps_: Iterable[Step]) -> None:
         """Run steps as one transaction; count it as a change of the store, done or undone."""
+        listed = list(steps_)
         try:
-            Transaction().run(steps_)
+            Transaction().run([*listed, steps.commit_step(self.backend, self.data_id)] if listed else [])
         finally:
             note_change(self.backend)
 
@@ -502,6 +503,10 @@ class GroupEngine:
                 continue
             plan.add_change(step, phase, ACTIVE, layout_of(ones) if n else None)
         return plan
+
+    def refresh(self) -> None:
+        """Forget what the backend cached of this data_id (see :meth:`Backend.refresh`)."""
+        self.backend.refresh(self.data_id)
 
     def metadata(self) -> dict[str, Any]:
         """multiml's metadata: ``compiled``, ``total_events``, ``sizes`` and ``valid_phases``.

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from storegate import info, moves, transforms
-from storegate.backends import Backend, TieredBackend, create_backend
+from storegate import info, moves, transforms, verify
+from storegate.backends import Backend, Finding, TieredBackend, create_backend
 from storegate.codecs import resolve_compressor
 from storegate.engine import GroupEngine
 from storegate.errors import InvalidArgumentError, NotFoundError
@@ -23,6 +23,7 @@ from storegate.moves import Callback
 from storegate.names import check_data_id, parse_var_names
 from storegate.phases import DEFAULT_SHUFFLE_SEED, parse_phase, permutation, resolve_phase
 from storegate.rules import check_bool, check_dtype, check_int, check_seed, check_shape, convert
+from storegate.verify import Report
 from storegate.views import View
 from storegate.writer import Writer
 
@@ -276,6 +277,52 @@ class StoreGate:
         since; ``sizes`` holds ``None`` for a phase whose variables disagree in length.
         """
         return self._engine().metadata()
+
+    def refresh(self) -> None:
+        """See what other processes committed since: forget what this handle cached of the data_id.
+
+        A handle reads the data_id as of the last commit it saw (each variable's rows from the
+        commit record, the array metadata), so x and y always agree even while another
+        process writes. This drops that cache; the next call reads the new commit record
+        (one small read) and the metadata of the variables it touches. ``get_metadata()``
+        and ``compile()`` refresh too.
+        """
+        self._engine().refresh()
+
+    def verify(self, read_data: bool = True, progress: bool = False) -> Report:
+        """Check the current data_id as it is stored; a report of every problem found.
+
+        Finds what writes that did not finish left past the last commit (rows, variables;
+        see "Several writers at once" in the README), committed variables whose array is
+        gone, objects that are no storegate variables, phases whose variables disagree in
+        length and, with ``read_data`` (reads every committed row once, 64 MiB at a time),
+        variables whose chunks cannot be read or decoded. Changes nothing. ``progress``
+        shows a tqdm bar over the variables.
+
+        Returns
+        -------
+        storegate.verify.Report
+            ``report.ok`` is True when nothing was found; ``print(report)`` lists the
+            findings, each with its path and whether :meth:`repair` fixes it.
+        """
+        return verify.verify(
+            self._engine(), check_bool("read_data", read_data), progress=check_bool("progress", progress)
+        )
+
+    def repair(self) -> list[Finding]:
+        """Bring the current data_id back to its last commit; returns what was removed.
+
+        Removes the rows past the last commit and the variables no commit lists (what a
+        killed or failed writer left: readers never see it, and the next writer cuts the
+        rows off anyway). Holds the write lock. Length mismatches and unreadable chunks are
+        the data's, not a leftover: :meth:`verify` reports them and repair leaves them.
+
+        Raises
+        ------
+        ReadOnlyError
+            If the store was opened with mode 'r'.
+        """
+        return verify.repair(self._engine())
 
     def compile(self, reset: bool = False, show_info: bool = False) -> None:
         """Validate the data and record the compile state and sizes in the store (multiml).

@@ -171,7 +171,12 @@ class Lease(WriteLock):
     def _acquire_outer(self, timeout: float) -> None:
         token, deadline, pause = uuid.uuid4().hex, time.monotonic() + timeout, 0.05
         while True:
-            etag = self._try_take(token)
+            try:
+                etag = self._try_take(token)
+            except Exception as exc:  # the store failed (a server gone): no lock, and say where
+                raise StorageError(
+                    f"cannot take the write lease {self.path} of {self.key}: {type(exc).__name__}: {exc}"
+                ) from exc
             if etag is not None:
                 self._held = _Held(token, etag)
                 self._start_renewing()
@@ -207,8 +212,12 @@ class Lease(WriteLock):
             return None
         try:
             return self._put(token, IfMatch=etag)  # an expired lease: take it over, once
-        except (OSError, FileNotFoundError):
-            return None
+        except FileNotFoundError:
+            return None  # released meanwhile: try again
+        except OSError as exc:
+            if _precondition_failed(exc):
+                return None  # another writer took it over first
+            raise
 
     def _put(self, token: str, **condition: str) -> str:
         body = json.dumps(
@@ -220,10 +229,14 @@ class Lease(WriteLock):
     def _read(self) -> tuple[dict[str, Any], str] | None:
         try:
             info = sync(self.fs._info(self.path, refresh=True))
-            body = json.loads(sync(self.fs._cat_file(self.path)))
+            raw = sync(self.fs._cat_file(self.path))
         except FileNotFoundError:
             return None
-        return body, str(info.get("ETag", ""))
+        try:
+            body = json.loads(raw)
+        except ValueError:  # not a lease storegate wrote: it expires at once
+            body = {}
+        return (body if isinstance(body, dict) else {}), str(info.get("ETag", ""))
 
     def _describe_holder(self) -> str:
         found = self._read()
@@ -247,6 +260,13 @@ class Lease(WriteLock):
             except Exception:  # taken over, or the store is unreachable: this holder must not commit
                 held.lost = True
                 return
+
+
+def _precondition_failed(exc: OSError) -> bool:
+    """True for S3's 412 Precondition Failed (s3fs raises it as an OSError)."""
+    cause = exc.__cause__ or exc.__context__
+    code = getattr(cause, "response", {}).get("Error", {}).get("Code") if cause is not None else None
+    return code == "PreconditionFailed" or "pre-condition" in str(exc).lower()
 
 
 @contextlib.contextmanager

@@ -102,7 +102,7 @@ def convert_to_v3(
         arrays = {path: node for path, node in nodes.items() if isinstance(node, zarr.Array)}
         _dry_run(arrays)
         with warnings.catch_warnings():
-            # storegate's own locks and stamps (.storegate/) are no zarr node, and need no converting.
+            # storegate's own locks and commit records (.storegate/) are no zarr node, and need no converting.
             warnings.filterwarnings("ignore", r"Object at \.storegate ", ZarrUserWarning)
             migrate_to_v3(root, root.store_path)
         _check_arrays(store, arrays, progress)

@@ -23,6 +23,7 @@ __all__ = [
     "Layout",
     "Plan",
     "append_step",
+    "commit_step",
     "create_empty_step",
     "create_step",
     "delete_step",
@@ -154,6 +155,14 @@ def delete_step(backend: Backend, data_id: str, phase: str, var: str) -> Step:
             detached.append(backend.detach(data_id, phase, var))
 
     return Step(_label("delete", phase, var), apply, undo, finish)
+
+
+def commit_step(backend: Backend, data_id: str) -> Step:
+    """The commit point of a transaction: its writes become visible to readers, all at once.
+
+    The last step of every transaction; undone by putting the previous commit back.
+    """
+    return Step(f"commit {data_id}", partial(backend.commit, data_id), partial(backend.uncommit, data_id))
 
 
 def state_step(backend: Backend, data_id: str, state: dict[str, Any] | Callable[[], dict[str, Any]]) -> Step:

@@ -320,6 +320,7 @@ class Writer:
         self._drop_empty()
         if self._buffers:
             self._mark_stale()
+            self._tx.do(steps.commit_step(self._db, self._data_id))  # the block's rows become visible
 
     def _drop_empty(self) -> None:
         """multiml's rule, as add_data keeps it: no row, no variable (a writer that got 0 rows)."""

@@ -108,8 +108,8 @@ def test_objects_under_prefix_are_the_zarr_keys(s3_server: S3Server, s3_bucket: 
     groups = {"store/zarr.json", "store/d/zarr.json", "store/d/train/zarr.json"}
     # 10 rows in chunks of 4 rows: chunk grid (3, 1), zarr v3's default "c/" key encoding.
     array = {"store/d/train/x/zarr.json", "store/d/train/x/c/0/0", "store/d/train/x/c/1/0", "store/d/train/x/c/2/0"}
-    # storegate's own: the stamp naming the last writer (its lease is deleted once the call ends).
-    own = {"store/.storegate/stamps/d"}
+    # storegate's own: the commit record (the write lease is deleted once the call ends).
+    own = {"store/.storegate/commits/d.json"}
     assert keys == groups | array | own
     meta = json.loads(s3_client(s3_server).get_object(Bucket=s3_bucket, Key="store/d/train/x/zarr.json")["Body"].read())
     assert meta["node_type"] == "array"
@@ -248,6 +248,8 @@ def test_a_long_lived_reader_sees_what_another_writer_adds(s3_server: S3Server, 
     writer.set_data_id("e")
     writer.add_data("z", np.arange(3), phase="test")
     assert reader.get_data_ids() == ["d", "e"]
+    assert reader.get_var_names() == ["x"]  # the commit this handle read, until it refreshes
+    reader.refresh()
     assert reader.get_var_names() == ["x", "y"]
     assert reader.get_metadata()["sizes"]["train"] == 8
     np.testing.assert_array_equal(reader.get_data("x"), np.arange(8))

@@ -304,7 +304,7 @@ def test_metadata_zarr_cannot_read_is_named_never_a_bare_error(tmp_path: Path) -
 
 
 def _files(path: Path) -> list[str]:
-    """The store's data and metadata (not .storegate/: the locks and stamps writers coordinate by)."""
+    """The store's data and metadata (not .storegate/: the locks and commit records)."""
     return sorted(str(p.relative_to(path)) for p in path.rglob("*") if not str(p.relative_to(path)).startswith("."))
 
 

@@ -223,3 +223,117 @@ def test_a_lease_taken_over_after_a_stall_refuses_to_go_on(s3_server: S3Server, 
         lease.check()
     lease.release()
     assert json.loads(fs.cat_file(path))["token"] == "thief"  # the new holder's lease is left alone
+
+
+# --- readers see committed snapshots ---------------------------------------------------------
+
+
+def test_a_reader_sees_a_writer_block_only_once_it_is_committed(tmp_path: Path) -> None:
+    args = {"output_dir": str(tmp_path / "store"), "mode": "a", "chunk": 4}
+    writer = StoreGate("zarr", args, data_id="d")
+    writer.add_data(["x", "y"], [np.arange(10), -np.arange(10)], phase="train")
+    reader = StoreGate("zarr", {**args, "mode": "r"}, data_id="d")
+    with writer.writer("train") as w:
+        for i in range(5):  # 5 batches of 40 rows: flushed to the store, not committed
+            w.add({"x": np.arange(40) + 100 * i, "y": -np.arange(40) - 100 * i})
+        late = StoreGate("zarr", {**args, "mode": "r"}, data_id="d")  # opened mid-block
+        for sg in (reader, late):
+            sg.refresh()
+            assert len(sg["train"]) == 10
+            np.testing.assert_array_equal(sg.get_data("x", "train"), np.arange(10))
+            np.testing.assert_array_equal(sg.get_data("y", "train")[:], -np.arange(10))
+    for sg in (reader, late):
+        assert len(sg["train"]) == 10  # a long-lived handle keeps its snapshot...
+        sg.refresh()  # ...until it asks for the new commits
+        assert len(sg["train"]) == 210
+        np.testing.assert_array_equal(sg.get_data("y", "train"), -sg.get_data("x", "train"))
+
+
+def test_a_long_lived_reader_keeps_x_and_y_in_step_while_another_process_appends(tmp_path: Path) -> None:
+    args = {"output_dir": str(tmp_path / "store"), "mode": "a", "chunk": 16}
+    StoreGate("zarr", args, data_id="d").add_data(["x", "y"], [np.arange(5), -np.arange(5)], phase="train")
+    reader = StoreGate("zarr", {**args, "mode": "r"}, data_id="d")
+    start = SPAWN.Event()
+    proc = SPAWN.Process(target=_append, args=(args, 1, start, "add_data"))
+    proc.start()
+    start.set()
+    seen = set()
+    while proc.is_alive() or not seen:
+        reader.refresh()
+        x, y = reader.get_data("x", "train"), reader.get_data("y", "train")
+        assert len(reader["train"]) == len(x) == len(y)  # never a phase whose variables disagree
+        np.testing.assert_array_equal(y, -x)
+        seen.add(len(x))
+    proc.join(60)
+    assert proc.exitcode == 0
+    reader.refresh()
+    assert len(reader["train"]) == 5 + CALLS * ROWS
+
+
+def test_rows_a_failed_process_left_past_the_commit_are_cut_by_the_next_writer(tmp_path: Path) -> None:
+    import zarr
+
+    args = {"output_dir": str(tmp_path / "store"), "mode": "a"}
+    sg = StoreGate("zarr", args, data_id="d")
+    sg.add_data(["x", "y"], [np.arange(6), -np.arange(6)], phase="train")
+    zarr.open_array(str(tmp_path / "store" / "d" / "train" / "x"), mode="a").append(np.zeros(3, np.int64))
+    zarr.open_group(str(tmp_path / "store" / "d" / "train"), mode="a").create_array("half", shape=(4,), dtype="i8")
+    other = StoreGate("zarr", args, data_id="d")
+    assert other.get_var_names("train") == ["x", "y"]  # the unfinished variable is not listed
+    np.testing.assert_array_equal(other.get_data("x", "train"), np.arange(6))
+    other.add_data(["x", "y"], [np.arange(6, 8), -np.arange(6, 8)], phase="train")  # cuts the 3 rows first
+    np.testing.assert_array_equal(other.get_data("x", "train"), np.arange(8))
+    other.add_data("half", np.arange(8), phase="train")  # a committed variable replaces the unfinished one
+    np.testing.assert_array_equal(StoreGate("zarr", args, data_id="d").get_data("half", "train"), np.arange(8))
+    other.compile()
+
+
+def test_a_commit_that_fails_shows_nothing_of_the_call_and_a_retry_lands_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from storegate import StorageError
+    from storegate.backends import zarr_locking
+
+    args = {"output_dir": str(tmp_path / "store"), "mode": "a", "chunk": 4}
+    sg = StoreGate("zarr", args, data_id="d")
+    sg.add_data(["x", "y"], [np.arange(6), -np.arange(6)], phase="train")
+    real = zarr_locking._write
+
+    def full_disk(store: Any, key: str, text: str) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(zarr_locking, "_write", full_disk)
+    with pytest.raises(StorageError, match=r"No space left on device"):  # the call is undone
+        sg.add_data(["x", "y"], [np.arange(6, 16), -np.arange(6, 16)], phase="train")
+    monkeypatch.setattr(zarr_locking, "_write", real)
+    for handle in (sg, StoreGate("zarr", args, data_id="d")):
+        np.testing.assert_array_equal(handle.get_data("x", "train"), np.arange(6))
+        assert len(handle["train"]) == 6
+    sg.add_data(["x", "y"], [np.arange(6, 16), -np.arange(6, 16)], phase="train")  # the retry
+    fresh = StoreGate("zarr", args, data_id="d")
+    np.testing.assert_array_equal(fresh.get_data("x", "train"), np.arange(16))
+    np.testing.assert_array_equal(fresh.get_data("y", "train"), -np.arange(16))
+
+
+@pytest.mark.s3
+def test_a_lease_on_a_server_that_is_gone_is_a_storage_error(s3_server: S3Server) -> None:
+    import socket
+
+    from zarr.storage import FsspecStore
+
+    from storegate import StorageError
+    from storegate.locks import Lease
+
+    with socket.socket() as sock:  # a port where nothing listens
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    options = {
+        **s3_server.storage_options,
+        "client_kwargs": {"endpoint_url": f"http://127.0.0.1:{port}"},
+        "config_kwargs": {"connect_timeout": 1, "retries": {"max_attempts": 1}},
+    }
+    fs = FsspecStore.from_url("s3://nowhere/store", storage_options=options).fs
+    began = time.monotonic()
+    with pytest.raises(StorageError, match=r"cannot take the write lease nowhere/store/\.storegate/locks/d\.lock"):
+        Lease("data_id 'd'", fs, "nowhere/store/.storegate/locks/d.lock").acquire(5.0)
+    assert time.monotonic() - began < 30

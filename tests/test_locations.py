@@ -111,7 +111,7 @@ def test_a_root_array_is_refused(tmp_path: Path) -> None:
 @pytest.mark.filterwarnings("ignore:Consolidated metadata is currently not part:zarr.errors.ZarrUserWarning")
 def test_a_consolidated_v3_store_reads_what_is_there_and_refuses_mode_a(tmp_path: Path) -> None:
     write_x({"output_dir": str(tmp_path)})
-    # storegate's locks and stamps (.storegate/) are no zarr node: plain zarr says so, harmlessly.
+    # storegate's locks and commit records (.storegate/) are no zarr node: plain zarr says so, harmlessly.
     with pytest.warns(ZarrUserWarning, match=r"Object at \.storegate is not recognized"):
         zarr.consolidate_metadata(str(tmp_path))
     zarr.open_group(str(tmp_path), mode="a", use_consolidated=False).create_group("late")  # not consolidated

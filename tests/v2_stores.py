@@ -101,7 +101,7 @@ def write_with_zarr3(store: str | Store) -> Contents:
 
 
 def files(root: Path) -> dict[str, bytes]:
-    """Every file under ``root`` and its bytes, by relative path (not storegate's locks and stamps)."""
+    """Every file under ``root`` and its bytes, by relative path (not storegate's locks and commit records)."""
     return {
         str(p.relative_to(root)): p.read_bytes()
         for p in sorted(root.rglob("*"))

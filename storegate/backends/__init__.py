@@ -13,6 +13,7 @@ from typing import Any
 from storegate.backends.base import (
     Backend,
     Checkpoint,
+    Finding,
     OtherObject,
     TieredBackend,
     VarInfo,
@@ -24,6 +25,7 @@ from storegate.errors import InvalidArgumentError, StoreGateError
 __all__ = [
     "Backend",
     "Checkpoint",
+    "Finding",
     "OtherObject",
     "TieredBackend",
     "VarInfo",

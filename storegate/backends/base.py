@@ -36,7 +36,7 @@ from storegate.indexing import Selection, clip_rows
 from storegate.locks import DEFAULT_LOCK_TIMEOUT, ProcessLock, holding
 from storegate.transaction import to_completion
 
-__all__ = ["Backend", "Checkpoint", "OtherObject", "TieredBackend", "VarInfo", "change_count", "note_change"]
+__all__ = ["Backend", "Checkpoint", "Finding", "OtherObject", "TieredBackend", "VarInfo", "change_count", "note_change"]
 
 #: Writes seen in this process per location (``Backend.location``): a reader that keeps what
 #: it read (StoreGateDataset's chunk cache) compares the count to know when to look again.
@@ -83,6 +83,25 @@ class OtherObject:
 
     path: str
     what: str
+
+
+@dataclass(frozen=True)
+class Finding:
+    """Something ``verify()`` found wrong in a store.
+
+    Attributes
+    ----------
+    path
+        Where: ``'<data_id>/<phase>/<var_name>'``, or the object's path.
+    what
+        What is wrong, for people.
+    repairable
+        True when ``repair()`` brings it back to the last commit.
+    """
+
+    path: str
+    what: str
+    repairable: bool = False
 
 
 @dataclass(frozen=True)
@@ -211,6 +230,33 @@ class Backend(ABC):
         array metadata or the state must drop them, keeping only a state saved by this
         process that the store could not hold (read-only).
         """
+
+    def commit(self, data_id: str) -> None:  # noqa: B027 (an optional hook: doing nothing is right)
+        """Make the running call's writes of ``data_id`` visible to readers, all at once.
+
+        The last step of every transaction (see :func:`storegate.steps.commit_step`), inside
+        :meth:`writing`. Note for implementers: the default does nothing (writes are visible
+        as they happen); a backend with a commit point writes it here, and :meth:`uncommit`
+        puts the previous one back.
+        """
+
+    def uncommit(self, data_id: str) -> None:  # noqa: B027 (an optional hook: doing nothing is right)
+        """Undo :meth:`commit` (safe whether it ran completely, partly or not at all)."""
+
+    def leftovers(self, data_id: str) -> list[Finding]:
+        """What writes that did not finish left beyond the last commit of ``data_id``.
+
+        Note for implementers: the default finds nothing (a backend whose writes are undone
+        in memory, or that has no commit point). See :meth:`repair`.
+        """
+        return []
+
+    def repair(self, data_id: str) -> list[Finding]:
+        """Bring ``data_id`` back to its last commit: remove what :meth:`leftovers` finds.
+
+        Call it holding :meth:`writing`. Returns what was removed.
+        """
+        return []
 
     def other_objects(self, data_id: str | None = None) -> list[OtherObject]:
         """What the store holds besides storegate's data, sorted by path.

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from storegate.backends.base import Backend, Checkpoint, OtherObject, VarInfo
+from storegate.backends.base import Backend, Checkpoint, Finding, OtherObject, VarInfo
 from storegate.backends.numpy_backend import NumpyBackend
 from storegate.backends.zarr_backend import ZarrBackend
 from storegate.errors import InvalidArgumentError
@@ -148,6 +148,22 @@ class HybridBackend(Backend):
         # and this process's threads take turns on the memory tier through it.
         with self._tiers["zarr"].writing(data_id), self._tiers["numpy"].writing(data_id):
             yield
+
+    def commit(self, data_id: str) -> None:
+        # docstring inherited: only the storage tier has a commit point.
+        self._tiers["zarr"].commit(data_id)
+
+    def uncommit(self, data_id: str) -> None:
+        # docstring inherited
+        self._tiers["zarr"].uncommit(data_id)
+
+    def leftovers(self, data_id: str) -> list[Finding]:
+        # docstring inherited: only the storage tier has a commit point.
+        return self._tiers["zarr"].leftovers(data_id)
+
+    def repair(self, data_id: str) -> list[Finding]:
+        # docstring inherited
+        return self._tiers["zarr"].repair(data_id)
 
     def refresh(self, data_id: str) -> None:
         for backend in self._tiers.values():

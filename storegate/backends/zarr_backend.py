@@ -37,8 +37,8 @@ from zarr.core.buffer import Buffer, default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.errors import UnstableSpecificationWarning, ZarrUserWarning
 
-from storegate.backends.base import Backend, Checkpoint, OtherObject, VarInfo
-from storegate.backends.zarr_locking import Stamps, write_lock
+from storegate.backends.base import Backend, Checkpoint, Finding, OtherObject, VarInfo
+from storegate.backends.zarr_locking import Commits, Rows, write_lock
 from storegate.codecs import (
     DEFAULT_PIPELINE,
     Compressors,
@@ -185,7 +185,14 @@ class ZarrBackend(Backend):
         self._states: dict[str, dict[str, Any]] = {}
         self._local_states: set[str] = set()  # saved by this process into a read-only store
         self._lock_timeout = check_timeout("lock_timeout", lock_timeout)
-        self._stamps = Stamps()
+        self._commits = Commits()
+        # Committed rows per data_id as last read (None: no record, every variable visible).
+        self._committed: dict[str, Rows | None] = {}
+        # Variables this backend changed in the call it is running, per data_id it holds.
+        self._touched: dict[str, set[tuple[str, str]]] = {}
+        # What commit() replaced, until the call ends: the record's text, the rows, the touched set.
+        self._replaced: dict[str, tuple[str | None, Rows | None, set[tuple[str, str]]]] = {}
+        self._undone: dict[str, bool] = {}  # data_ids whose running call was undone after its commit
 
     # --- opening ---------------------------------------------------------------------
 
@@ -284,6 +291,9 @@ class ZarrBackend(Backend):
     def delete_data_id(self, data_id: str) -> None:
         if self._group(data_id) is not None:  # never an array of that name that another tool wrote
             del self._root[data_id]
+        sync(self._root.store.delete(self._key(self._commits.key(data_id))))
+        self._commits.forget(data_id)
+        self._committed.pop(data_id, None)
         self._forget(data_id)
         self._states.pop(data_id, None)
 
@@ -295,7 +305,13 @@ class ZarrBackend(Backend):
         if group is None:
             return []
         readable, _ = _children(group)
-        return sorted(name for name, node in readable.items() if _variable_problem(name, node) is None)
+        return sorted(
+            name
+            for name, node in readable.items()
+            if isinstance(node, zarr.Array)
+            and _variable_problem(name, node) is None
+            and self._visible_rows(data_id, phase, name, node) is not None
+        )
 
     @_storage_call
     def other_objects(self, data_id: str | None = None) -> list[OtherObject]:
@@ -318,7 +334,12 @@ class ZarrBackend(Backend):
         return self._find_array(data_id, phase, var) is not None
 
     def shape(self, data_id: str, phase: str, var: str) -> tuple[int, ...]:
-        return tuple(self._array(data_id, phase, var).shape)
+        array = self._array(data_id, phase, var)
+        shape = tuple(array.shape)
+        if not shape:
+            return shape
+        rows = self._visible_rows(data_id, phase, var, array)
+        return shape if rows is None or rows == shape[0] else (rows, *shape[1:])
 
     def dtype(self, data_id: str, phase: str, var: str) -> np.dtype:
         dtype = np.dtype(self._array(data_id, phase, var).dtype)
@@ -330,7 +351,7 @@ class ZarrBackend(Backend):
         codecs = ", ".join(type(c).__name__.removesuffix("Codec") for c in array.compressors)
         return VarInfo(
             np.dtype(array.dtype),
-            tuple(array.shape),
+            self.shape(data_id, phase, var),
             chunk_rows=array.chunks[0] if array.ndim else None,
             stored_bytes=_stored_bytes(array),
             codec=codecs or "none",
@@ -338,6 +359,7 @@ class ZarrBackend(Backend):
 
     @_storage_call
     def create(self, data_id: str, phase: str, var: str, data: np.ndarray, **options: Any) -> None:
+        self._touch(data_id, phase, var)
         array = self._new_array(data_id, phase, var, data.shape, data.dtype, **options)
         if data.size:
             array[...] = data
@@ -347,14 +369,20 @@ class ZarrBackend(Backend):
         self, data_id: str, phase: str, var: str, shape: tuple[int, ...], dtype: np.dtype, **options: Any
     ) -> None:
         # docstring inherited; the fill value (0) stands for unwritten chunks.
+        self._touch(data_id, phase, var)
         self._new_array(data_id, phase, var, shape, dtype, **options)
 
     @_storage_call
     def append(self, data_id: str, phase: str, var: str, data: np.ndarray) -> None:
+        self._touch(data_id, phase, var)
         self._array(data_id, phase, var).append(data, axis=0)
 
     def read(self, data_id: str, phase: str, var: str, selection: Selection) -> np.ndarray:
         array = self._array(data_id, phase, var)
+        if isinstance(selection, slice) and array.ndim:
+            rows = self._visible_rows(data_id, phase, var, array)
+            if rows is not None and rows < array.shape[0]:  # rows past the last commit stay unseen
+                selection = slice(*selection.indices(rows))
         with self._io(writes_metadata=False):  # the hot path: one row per DataLoader sample
             out = _read_rows(array, selection) if isinstance(selection, np.ndarray) else np.asarray(array[selection])
         # Arrays other tools wrote big-endian read as every other variable does: native.
@@ -370,6 +398,7 @@ class ZarrBackend(Backend):
 
     @_storage_call
     def resize(self, data_id: str, phase: str, var: str, n_rows: int) -> None:
+        self._touch(data_id, phase, var)
         array = self._array(data_id, phase, var)
         old = array.shape[0]
         array.resize((n_rows, *array.shape[1:]))
@@ -380,6 +409,7 @@ class ZarrBackend(Backend):
     @_storage_call
     def replace(self, data_id: str, phase: str, var: str, data: np.ndarray, **options: Any) -> None:
         # docstring inherited
+        self._touch(data_id, phase, var)
         array = self._arrays.get((data_id, phase, var)) or self._find_array(data_id, phase, var)
         same = array is not None and array.dtype == data.dtype and array.shape[1:] == data.shape[1:]
         if not same or options:
@@ -397,7 +427,8 @@ class ZarrBackend(Backend):
     @_storage_call
     def delete(self, data_id: str, phase: str, var: str) -> None:
         # Only a variable goes: never an object of that name that another tool wrote.
-        if self._find_array(data_id, phase, var) is not None:
+        self._touch(data_id, phase, var)
+        if self._find_array(data_id, phase, var, committed_only=False) is not None:
             group = self._group(data_id, phase)
             assert group is not None
             del group[var]
@@ -428,23 +459,191 @@ class ZarrBackend(Backend):
 
     @contextlib.contextmanager
     def writing(self, data_id: str) -> Iterator[None]:
-        # docstring inherited: the lock of storegate.backends.zarr_locking; under it, what is
-        # cached of data_id is dropped when another process wrote since this one last did.
+        # docstring inherited: the lock and the commit record of storegate.backends.zarr_locking.
         if not self.writable:
+            yield
+            return
+        if data_id in self._touched:  # nested in a call of this backend: that call commits
             yield
             return
         lock = write_lock(self._root.store, data_id)
         with holding(lock, self._lock_timeout):
-            # Also when nested: another handle of this process may hold the lock around us.
             with self._io():
-                if self._stamps.catch_up(self._root.store, data_id):
-                    self.refresh(data_id)
-            yield
+                # Only the outermost holder of this process cuts leftovers off: a writer
+                # of another handle around us may hold rows it has not committed yet.
+                self._catch_up(data_id, repair=lock.depth == 1)
+            self._touched[data_id] = set()
+            try:
+                yield
+            except BaseException:
+                self._replaced.pop(data_id, None)
+                self._undone.pop(data_id, None)
+                if self._touched.pop(data_id, None):
+                    self._commits.forget(data_id)  # undone, but check the store at the next call
+                raise
+            self._replaced.pop(data_id, None)
+            touched = self._touched.pop(data_id)
+            if self._undone.pop(data_id, False):
+                self._commits.forget(data_id)  # a transaction was undone: check the store at the next call
+            elif touched:  # written outside a transaction (e.g. repair): commit now
+                self._commit_or_explain(data_id, touched)
             lock.check()
+
+    def commit(self, data_id: str) -> None:
+        # docstring inherited: writes the commit record.
+        touched = self._touched.get(data_id)
+        if not touched:
+            return
+        previous = self._commits.read_raw(self._root.store, data_id)
+        self._replaced[data_id] = (previous, self._committed.get(data_id), set(touched))
+        self._commit(data_id, touched)
+        touched.clear()
+
+    def uncommit(self, data_id: str) -> None:
+        # docstring inherited: the previous record back, byte for byte.
+        replaced = self._replaced.pop(data_id, None)
+        if replaced is None:
+            return
+        raw, rows, _ = replaced
+        self._undone[data_id] = True
+        with self._io():
+            self._commits.restore(self._root.store, data_id, raw)
+        self._committed[data_id] = rows
+
+    def _catch_up(self, data_id: str, repair: bool) -> None:
+        """Under the lock, before planning: the store as the last commit left it."""
+        record = self._commits.read(self._root.store, data_id)
+        if self._commits.is_mine(record, data_id):
+            self._committed[data_id] = record.rows
+            return
+        self.refresh(data_id)  # another process wrote (or a call failed): cached shapes are stale
+        rows = record.rows if record.rows is not None else self._stored_rows(data_id)
+        if repair:
+            self._cut_to(data_id, rows)
+        self._committed[data_id] = rows
+
+    def _stored_rows(self, data_id: str) -> Rows:
+        """Every variable's rows as stored (a data_id that has no commit record yet)."""
+        self._committed[data_id] = None  # everything visible while listing
+        return {p: {v: self.shape(data_id, p, v)[0] for v in self.var_names(data_id, p)} for p in PHASES}
+
+    def _cut_to(self, data_id: str, rows: Rows) -> None:
+        """Cut off rows a crashed or failed writer appended past the last commit."""
+        for phase, variables in rows.items():
+            for var, n in variables.items():
+                array = self._find_array(data_id, phase, var, committed_only=False)
+                if array is not None and array.ndim and array.shape[0] > n:
+                    array.resize((n, *array.shape[1:]))
+
+    def _commit(self, data_id: str, touched: set[tuple[str, str]], only_if_changed: bool = False) -> None:
+        """Write the commit record: the call's writes become visible, all at once.
+
+        A transaction always writes it (its new token tells other processes to drop what
+        they cached, e.g. a dtype astype changed); ``only_if_changed`` skips a record that
+        would list the same rows (writes that were undone, a repair).
+        """
+        if not touched:
+            return
+        rows = {p: dict(vs) for p, vs in (self._committed.get(data_id) or {}).items()}
+        for phase, var in touched:
+            array = self._find_array(data_id, phase, var, committed_only=False)
+            if array is None:
+                rows.get(phase, {}).pop(var, None)
+            else:
+                rows.setdefault(phase, {})[var] = int(array.shape[0]) if array.ndim else 0
+        rows = {p: vs for p, vs in rows.items() if vs}
+        if only_if_changed and rows == self._committed.get(data_id):
+            return
+        with self._io():
+            self._commits.write(self._root.store, data_id, rows)
+        self._committed[data_id] = rows
+
+    def _commit_or_explain(self, data_id: str, touched: set[tuple[str, str]]) -> None:
+        try:
+            self._commit(data_id, touched, only_if_changed=True)
+        except StorageError as exc:
+            self.refresh(data_id)  # this handle cached what it wrote: the store shows the last commit
+            raise StorageError(
+                f"{exc} This happened while committing the call: none of its appended rows or new variables "
+                f"of data_id {data_id!r} became visible, and the next writer cuts them off; retry the call."
+            ) from exc
+
+    @_storage_call
+    def leftovers(self, data_id: str) -> list[Finding]:
+        # docstring inherited: rows past the commit, variables it does not list, and variables
+        # it lists that are gone.
+        rows = self._commits.read(self._root.store, data_id).rows
+        if rows is None:
+            return []
+        found = []
+        for phase in PHASES:
+            group = self._group(data_id, phase)
+            stored = {} if group is None else _children(group)[0]
+            for var, node in sorted(stored.items()):
+                if not isinstance(node, zarr.Array) or _variable_problem(var, node) is not None:
+                    continue  # another tool's object: other_objects() lists it
+                where, committed = f"{data_id}/{phase}/{var}", rows.get(phase, {}).get(var)
+                if committed is None:
+                    found.append(
+                        Finding(
+                            where,
+                            f"a variable no commit lists ({node.shape[0]} rows): a write that "
+                            "did not finish, or another tool's array",
+                            repairable=True,
+                        )
+                    )
+                elif node.shape[0] > committed:
+                    found.append(
+                        Finding(
+                            where,
+                            f"{node.shape[0] - committed} rows past the last commit "
+                            f"({committed} committed): a write that did not finish",
+                            repairable=True,
+                        )
+                    )
+            for var in sorted(set(rows.get(phase, {})) - set(stored)):
+                found.append(Finding(f"{data_id}/{phase}/{var}", "committed, but its array is gone"))
+        return found
+
+    def repair(self, data_id: str) -> list[Finding]:
+        # docstring inherited
+        found = [f for f in self.leftovers(data_id) if f.repairable]
+        rows = self._commits.read(self._root.store, data_id).rows or {}
+        with self._io():
+            self._cut_to(data_id, rows)
+            for finding in found:
+                _, phase, var = finding.path.rsplit("/", 2)
+                if var not in rows.get(phase, {}):
+                    group = self._group(data_id, phase)
+                    assert group is not None
+                    del group[var]
+                    self._arrays.pop((data_id, phase, var), None)
+        return found
+
+    def _touch(self, data_id: str, phase: str, var: str) -> None:
+        """Note a variable the running call changes (its rows are committed with the call)."""
+        touched = self._touched.get(data_id)
+        if touched is not None:
+            touched.add((phase, var))
+
+    def _visible_rows(self, data_id: str, phase: str, var: str, array: zarr.Array[Any]) -> int | None:
+        """Rows of ``array`` that readers see: the committed ones (``None``: not committed)."""
+        stored = int(array.shape[0]) if array.ndim else 0
+        if (phase, var) in self._touched.get(data_id, ()):
+            return stored
+        if data_id not in self._committed:
+            self._committed[data_id] = self._commits.read(self._root.store, data_id).rows
+        rows = self._committed[data_id]
+        if rows is None:
+            return stored
+        n = rows.get(phase, {}).get(var)
+        return None if n is None else min(n, stored)
 
     def refresh(self, data_id: str) -> None:
         # docstring inherited; a state only this process holds (read-only store) is kept.
         self._forget(data_id)
+        if data_id not in self._touched:  # while this backend writes it, its commit is the one it holds
+            self._committed.pop(data_id, None)
         if data_id not in self._local_states:
             self._states.pop(data_id, None)
 
@@ -473,13 +672,14 @@ class ZarrBackend(Backend):
     def rollback(self, checkpoint: Checkpoint) -> None:
         # docstring inherited
         data_id, phase, var = checkpoint.data_id, checkpoint.phase, checkpoint.var
+        self._touch(data_id, phase, var)
         if not checkpoint.existed:
             self.delete(data_id, phase, var)
             return
         saved: _Objects = checkpoint.saved
         self._arrays.pop((data_id, phase, var), None)  # the handle may hold the failed write's shape
         with self._io():
-            current = self._find_array(data_id, phase, var)
+            current = self._find_array(data_id, phase, var, committed_only=False)
             if saved.whole:
                 # Whatever the failed write left goes, directories of a local store included
                 # (a directory 'c/1' left by a 2-D array would block the file 'c/1' of a 1-D one).
@@ -496,6 +696,7 @@ class ZarrBackend(Backend):
         if array is None:
             return Checkpoint(data_id, phase, var, None, slice(0, 0, 1))
         self.check_writable()
+        self._touch(data_id, phase, var)
         shape = tuple(array.shape)
         checkpoint = Checkpoint(data_id, phase, var, shape, clip_rows(None, shape[0] if shape else 0), array.metadata)
         try:
@@ -513,6 +714,7 @@ class ZarrBackend(Backend):
     def reattach(self, checkpoint: Checkpoint) -> None:
         # docstring inherited
         if checkpoint.existed:
+            self._touch(checkpoint.data_id, checkpoint.phase, checkpoint.var)
             with self._io():
                 self._put_objects(checkpoint.data_id, checkpoint.phase, checkpoint.var, _encoded(checkpoint.saved))
             self._arrays.pop((checkpoint.data_id, checkpoint.phase, checkpoint.var), None)
@@ -666,8 +868,18 @@ class ZarrBackend(Backend):
             raise self.missing_error(data_id, phase, var)
         return array
 
-    def _find_array(self, data_id: str, phase: str, var: str) -> zarr.Array[Any] | None:
-        """The cached handle, else one metadata read (never a listing of the group)."""
+    def _find_array(self, data_id: str, phase: str, var: str, committed_only: bool = True) -> zarr.Array[Any] | None:
+        """The cached handle, else one metadata read (never a listing of the group).
+
+        ``committed_only``: ``None`` for an array the commit record does not list (a write
+        that did not finish) unless the running call created it.
+        """
+        array = self._stored_array(data_id, phase, var)
+        if array is None or not committed_only or self._visible_rows(data_id, phase, var, array) is not None:
+            return array
+        return None
+
+    def _stored_array(self, data_id: str, phase: str, var: str) -> zarr.Array[Any] | None:
         key = (data_id, phase, var)
         array = self._arrays.get(key)
         if array is None:

@@ -1,28 +1,33 @@
-"""One writer per data_id of a zarr store at a time, and writers that see each other's writes.
+"""Writers of a zarr store: one per data_id at a time, and a commit point for each call.
 
 Every mutating call holds its data_id's write lock (:mod:`storegate.locks`) while it plans
-and applies its writes. Under the lock a writer compares the data_id's *stamp* (a small
-object naming the last process that wrote, ``<root>/.storegate/stamps/<data_id>``) with the
-one it last wrote or saw: when another process wrote since, the writer forgets what it
-cached of the data_id (shapes, the state) before planning, so it appends after the other
-process's rows instead of over them. A process writing alone reads the stamp and writes
-nothing more. Names starting with '.' are never data_ids, so ``.storegate`` cannot clash.
+and applies its writes, then commits: it writes the data_id's *commit record*
+(``<root>/.storegate/commits/<data_id>.json``: each variable's committed rows and a token
+naming the writer) last, in one object write. Readers see only the variables and rows the
+record lists, so what a crash or a failed call leaves beyond it stays invisible; the next
+writer cuts it off. Under the lock a writer compares the record's token with the one it
+wrote last: when another process wrote since, it forgets what it cached of the data_id
+(shapes, the state) before planning, so it appends after the other process's rows instead
+of over them. Names starting with '.' are never data_ids, so ``.storegate`` cannot clash.
 """
 
 from __future__ import annotations
 
+import json
 import uuid
+from dataclasses import dataclass
 
 from zarr.abc.store import Store
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.storage import FsspecStore, LocalStore, MemoryStore
 
+from storegate.errors import StoreGateError
 from storegate.locks import FolderLock, Lease, ProcessLock, WriteLock, shared
 
-__all__ = ["OWN_PREFIX", "Stamps", "write_lock"]
+__all__ = ["OWN_PREFIX", "Commit", "Commits", "Rows", "write_lock"]
 
-#: Where storegate keeps its own objects in a store (locks, stamps): zarr sees no member there.
+#: Where storegate keeps its own objects in a store (locks, commit records): zarr sees no member there.
 OWN_PREFIX = ".storegate"
 
 
@@ -49,39 +54,97 @@ def _is_s3(store: FsspecStore) -> bool:
     return "s3" in (protocol if isinstance(protocol, tuple) else (protocol,))
 
 
-class Stamps:
-    """The stamps one backend last saw or wrote, per data_id."""
+#: Committed rows of one data_id: ``{phase: {var_name: rows}}``.
+Rows = dict[str, dict[str, int]]
+
+
+@dataclass(frozen=True)
+class Commit:
+    """A data_id's commit record as stored: the last writer's token and the committed rows.
+
+    ``rows`` is ``None`` for a data_id no storegate writer has committed yet (a store from
+    before commit records, or one that other tools wrote): every variable is then visible.
+    """
+
+    token: str | None
+    rows: Rows | None
+
+
+class Commits:
+    """The commit records of one backend: read, written, and the token it last wrote.
+
+    A data_id's record (``<root>/.storegate/commits/<data_id>.json``) holds every committed
+    variable's row count and a token naming the writer. Writers write it last, in one
+    object write (an atomic rename on a folder, one PUT on S3): that write is the commit
+    point, and readers see only the rows and variables it lists.
+    """
 
     def __init__(self) -> None:
-        self._seen: dict[str, str] = {}
+        self._mine: dict[str, str | None] = {}
 
-    def catch_up(self, store: Store, data_id: str) -> bool:
-        """Make this process the data_id's last writer; True when another one wrote since.
+    def key(self, data_id: str) -> str:
+        """The record's key below the store root."""
+        return f"{OWN_PREFIX}/commits/{data_id}.json"
 
-        Call it holding the data_id's write lock, before planning. The new stamp is written
-        before any data, so a failure after it leaves other writers refreshing once more,
-        never trusting a stale cache.
+    def read_raw(self, store: Store, data_id: str) -> str | None:
+        """The stored record as text (``None`` when there is none), to put back later."""
+        return _read(store, self.key(data_id))
+
+    def restore(self, store: Store, data_id: str, raw: str | None) -> None:
+        """Put back a record read with :meth:`read_raw` (an undone commit)."""
+        self._mine[data_id] = None
+        if raw is None:
+            sync(store.delete(self.key(data_id)))
+        else:
+            _write(store, self.key(data_id), raw)
+
+    def read(self, store: Store, data_id: str) -> Commit:
+        """The stored record (``Commit(None, None)`` when there is none).
+
+        Raises
+        ------
+        StoreGateError
+            If the record cannot be read as one (written by something else).
         """
-        key = f"{OWN_PREFIX}/stamps/{data_id}"
-        stamp = _read(store, key)
-        mine = self._seen.get(data_id)
-        if stamp is not None and stamp == mine:
-            return False
+        raw = _read(store, self.key(data_id))
+        if raw is None:
+            return Commit(None, None)
+        try:
+            found = json.loads(raw)
+            rows = {str(p): {str(v): int(n) for v, n in vs.items()} for p, vs in found["rows"].items()}
+            return Commit(str(found["token"]), rows)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise StoreGateError(
+                f"the commit record {self.key(data_id)!r} must be storegate's JSON. Got {raw[:80]!r}. Delete it "
+                "to see every variable as stored (then compile() to check them)."
+            ) from exc
+
+    def is_mine(self, commit: Commit, data_id: str) -> bool:
+        """True when this backend wrote ``commit`` (nobody wrote since)."""
+        return commit.token is not None and commit.token == self._mine.get(data_id)
+
+    def write(self, store: Store, data_id: str, rows: Rows) -> None:
+        """Commit ``rows``: the one object write that makes a call's writes visible."""
         token = uuid.uuid4().hex
-        _write(store, key, token)
-        self._seen[data_id] = token
-        return stamp != mine
+        self._mine[data_id] = None  # a write that fails midway leaves an unknown record
+        _write(store, self.key(data_id), json.dumps({"token": token, "rows": rows}, sort_keys=True))
+        self._mine[data_id] = token
+
+    def forget(self, data_id: str) -> None:
+        """Trust nothing cached of ``data_id`` at the next write (a failed call, a refresh)."""
+        self._mine.pop(data_id, None)
 
 
 def _read(store: Store, key: str) -> str | None:
     if isinstance(store, LocalStore):  # every write call reads it: a file read, not a trip through zarr's loop
         try:
-            return (store.root / key).read_text("ascii", "replace")
+            return (store.root / key).read_text("utf-8", "replace")
         except FileNotFoundError:
             return None
     found = sync(store.get(key, prototype=default_buffer_prototype()))
-    return None if found is None else found.to_bytes().decode("ascii", "replace")
+    return None if found is None else found.to_bytes().decode("utf-8", "replace")
 
 
-def _write(store: Store, key: str, token: str) -> None:
-    sync(store.set(key, default_buffer_prototype().buffer.from_bytes(token.encode("ascii"))))
+def _write(store: Store, key: str, text: str) -> None:
+    # zarr's LocalStore writes a file atomically (a temporary file renamed); S3 PUTs are atomic.
+    sync(store.set(key, default_buffer_prototype().buffer.from_bytes(text.encode("utf-8"))))

@@ -1,0 +1,99 @@
+"""verify() and repair(): what is wrong in a data_id, and bringing it back to its last commit.
+
+:func:`verify` reads the store as it is and lists every :class:`Finding`: what writes that did
+not finish left past the last commit (the backend's ``leftovers``), objects that are no
+storegate variables, phases whose variables disagree in length, and, with ``read_data``,
+variables whose chunks cannot be read or decoded. :func:`repair` removes what the backend
+can take back to the last commit (rows and variables past it), under the write lock.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from tqdm.auto import tqdm
+
+from storegate.backends import Finding, note_change
+from storegate.engine import GroupEngine, validate
+from storegate.errors import ValidationError
+from storegate.phases import PHASES
+
+__all__ = ["BLOCK_BYTES", "Report", "repair", "verify"]
+
+#: Uncompressed bytes read at a time when ``read_data`` checks every chunk.
+BLOCK_BYTES = 64 << 20
+
+
+@dataclass(frozen=True)
+class Report:
+    """What :func:`verify` found in one data_id; ``ok`` when nothing.
+
+    Attributes
+    ----------
+    data_id
+        The data_id checked.
+    findings
+        One :class:`~storegate.backends.Finding` per problem (path, what, repairable).
+    """
+
+    data_id: str
+    findings: tuple[Finding, ...]
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing is wrong."""
+        return not self.findings
+
+    def __str__(self) -> str:
+        if self.ok:
+            return f"data_id {self.data_id!r}: no problem found"
+        lines = [f"data_id {self.data_id!r}: {len(self.findings)} problem(s)"]
+        for f in self.findings:
+            lines.append(f"  {f.path}: {f.what}" + ("  [repair() fixes it]" if f.repairable else ""))
+        return "\n".join(lines)
+
+
+def verify(engine: GroupEngine, read_data: bool = True, progress: bool = False) -> Report:
+    """Check a data_id as it is stored now (see the module docstring)."""
+    backend, data_id = engine.backend, engine.data_id
+    engine.refresh()
+    findings = list(backend.leftovers(data_id))
+    findings += [
+        Finding(f"{data_id}/{o.path}", f"{o.what}, not a storegate variable (skipped and left alone)")
+        for o in backend.other_objects(data_id)
+    ]
+    try:
+        validate(engine.fingerprint())
+    except ValidationError as exc:
+        findings.append(Finding(data_id, str(exc)))
+    if read_data:
+        findings += _unreadable(engine, progress)
+    return Report(data_id, tuple(findings))
+
+
+def _unreadable(engine: GroupEngine, progress: bool) -> list[Finding]:
+    """Read every committed row, a block at a time; a variable that fails is one finding."""
+    backend, data_id = engine.backend, engine.data_id
+    targets = [(p, v) for p in PHASES for v in engine.var_names(p)]
+    found = []
+    for phase, var in tqdm(targets, desc="verify", unit="variable", disable=not progress):
+        shape, dtype = backend.shape(data_id, phase, var), backend.dtype(data_id, phase, var)
+        row_bytes = max(1, int(dtype.itemsize * math.prod(shape[1:])))
+        block = max(1, BLOCK_BYTES // row_bytes)
+        try:
+            for start in range(0, shape[0], block):  # a variable always has a row axis
+                backend.read(data_id, phase, var, slice(start, start + block))
+        except Exception as exc:  # a chunk zarr cannot read or decode, whatever the cause
+            found.append(Finding(f"{data_id}/{phase}/{var}", f"unreadable: {type(exc).__name__}: {exc}"))
+    return found
+
+
+def repair(engine: GroupEngine) -> list[Finding]:
+    """Remove what the backend finds past the last commit; returns what was removed."""
+    engine.backend.check_writable()
+    with engine.writing():
+        removed = engine.backend.repair(engine.data_id)
+    engine.refresh()
+    note_change(engine.backend)
+    return removed
