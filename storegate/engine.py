@@ -88,6 +88,7 @@ class GroupEngine:
 
     def var_names(self, phase: str) -> list[str]:
         """Sorted variable names of a phase (of any phase for ``'all'``)."""
+        self.backend.refresh_if_changed(self.data_id)
         return sorted({v for p in phases_of(phase) for v in self.backend.var_names(self.data_id, p)})
 
     def has(self, phase: str, var: str) -> bool:
@@ -178,6 +179,7 @@ class GroupEngine:
         ValidationError
             If the variables of a phase disagree in length.
         """
+        self.backend.refresh_if_changed(self.data_id)
         return sum(self._checked_length(p) for p in phases_of(phase))
 
     def _checked_length(self, phase: str) -> int:
@@ -188,6 +190,7 @@ class GroupEngine:
 
     def get(self, names: VarNames, phase: str, index: Any) -> Any:
         """The rows ``index`` of ``names`` in ``phase``, in the form ``names`` asks for."""
+        self.backend.refresh_if_changed(self.data_id)  # each read sees the newest commit
         arrays = [self.read(phase, var, index) for var in names.names]
         scalar = is_row(index)
         if scalar:  # one row of a 1-D variable is a numpy scalar, as numpy indexing gives

@@ -56,6 +56,7 @@ class WriteLock:
     def __init__(self, key: str) -> None:
         self.key = key
         self._asked = DEFAULT_LOCK_TIMEOUT  # the timeout of the last acquire, for messages
+        self._owner: object = None  # who took it first in this process (a backend)
         self._inner = threading.RLock()
         self._depth = 0
 
@@ -64,17 +65,30 @@ class WriteLock:
         """How many times the holding thread entered the lock (0: not held by this process)."""
         return self._depth
 
-    def acquire(self, timeout: float) -> None:
-        """Wait for the lock (up to ``timeout`` seconds), or raise ConflictError."""
+    def acquire(self, timeout: float, owner: object = None) -> None:
+        """Wait for the lock (up to ``timeout`` seconds), or raise ConflictError.
+
+        ``owner`` (a backend) marks who holds it: the same thread entering it again for
+        another owner raises ConflictError at once. That is a second handle of the same
+        store writing while the first one's call (an open writer) is not committed: each
+        caches its own view of the data, and one would overwrite the other's rows.
+        """
         began, self._asked = time.monotonic(), timeout
         if not self._inner.acquire(timeout=timeout):
             raise ConflictError(
                 f"another thread of this process has held the write lock of {self.key} for more than "
-                f"{timeout:g} s. Wait for it to finish, or give a longer lock_timeout."
+                f"{timeout:g} s; nothing was written. Wait for it to finish, or give a longer lock_timeout."
             )
         try:
             if self._depth == 0:
                 self._acquire_outer(max(0.0, timeout - (time.monotonic() - began)))
+                self._owner = owner
+            elif owner is not None and self._owner is not None and owner is not self._owner:
+                raise ConflictError(
+                    f"{self.key} is being written by another StoreGate of this process (an open writer, or a call "
+                    "that has not returned): write through that StoreGate, or close its writer first. Nothing "
+                    "was written."
+                )
             self._depth += 1
         except BaseException:
             self._inner.release()
@@ -85,6 +99,7 @@ class WriteLock:
         try:
             self._depth -= 1
             if self._depth == 0:
+                self._owner = None
                 self._release_outer()
         finally:
             self._inner.release()
@@ -120,7 +135,7 @@ class FolderLock(WriteLock):
         except filelock.Timeout as exc:
             raise ConflictError(
                 f"another writer has held the write lock of {self.key} ({self.path}) for more than "
-                f"{self._asked:g} s. Wait for it to finish, or give a longer lock_timeout."
+                f"{self._asked:g} s; nothing was written. Wait for it to finish, or give a longer lock_timeout."
             ) from exc
         except OSError as exc:
             raise StorageError(f"cannot take the write lock {self.path}: {exc}") from exc
@@ -184,7 +199,8 @@ class Lease(WriteLock):
             if time.monotonic() >= deadline:
                 raise ConflictError(
                     f"another writer has held the write lease of {self.key} for more than {self._asked:g} s "
-                    f"({self._describe_holder()}). Wait for it to finish, or give a longer lock_timeout."
+                    f"({self._describe_holder()}); nothing was written. Wait for it to finish, or give a longer "
+                    "lock_timeout."
                 )
             time.sleep(pause)
             pause = min(1.0, pause * 2)
@@ -270,9 +286,9 @@ def _precondition_failed(exc: OSError) -> bool:
 
 
 @contextlib.contextmanager
-def holding(lock: WriteLock, timeout: float = DEFAULT_LOCK_TIMEOUT) -> Iterator[WriteLock]:
-    """Hold ``lock`` in a ``with`` block, waiting up to ``timeout`` seconds for it."""
-    lock.acquire(timeout)
+def holding(lock: WriteLock, timeout: float = DEFAULT_LOCK_TIMEOUT, owner: object = None) -> Iterator[WriteLock]:
+    """Hold ``lock`` in a ``with`` block, waiting up to ``timeout`` seconds for it (see ``acquire``)."""
+    lock.acquire(timeout, owner)
     try:
         yield lock
     finally:

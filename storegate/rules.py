@@ -85,11 +85,18 @@ def check_positive(arg: str, value: object) -> int:
     return int(value)
 
 
+#: The longest wait storegate takes, in seconds (about 115 days): the OS's timers overflow long before infinity.
+MAX_TIMEOUT = 10**7
+
+
 def check_timeout(arg: str, value: object) -> float:
-    """``value`` as seconds: a finite real number > 0 (a bool is refused)."""
+    """``value`` as seconds: a real number in ``(0, MAX_TIMEOUT]`` (a bool is refused)."""
     ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
-    if not ok or not math.isfinite(float(value)) or float(value) <= 0:  # type: ignore[arg-type]
-        raise InvalidArgumentError(f"{arg} must be a number of seconds > 0 (e.g. 60 or 0.5). Got {value!r} instead.")
+    if not ok or not 0 < float(value) <= MAX_TIMEOUT:  # type: ignore[arg-type]  # NaN fails too
+        raise InvalidArgumentError(
+            f"{arg} must be a number of seconds > 0 and at most {MAX_TIMEOUT:.0e} (e.g. 60 or 0.5; there is no "
+            f"'wait for ever'). Got {value!r} instead."
+        )
     return float(value)  # type: ignore[arg-type]
 
 

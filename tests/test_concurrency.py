@@ -238,14 +238,11 @@ def test_a_reader_sees_a_writer_block_only_once_it_is_committed(tmp_path: Path) 
             w.add({"x": np.arange(40) + 100 * i, "y": -np.arange(40) - 100 * i})
         late = StoreGate("zarr", {**args, "mode": "r"}, data_id="d")  # opened mid-block
         for sg in (reader, late):
-            sg.refresh()
             assert len(sg["train"]) == 10
             np.testing.assert_array_equal(sg.get_data("x", "train"), np.arange(10))
             np.testing.assert_array_equal(sg.get_data("y", "train")[:], -np.arange(10))
     for sg in (reader, late):
-        assert len(sg["train"]) == 10  # a long-lived handle keeps its snapshot...
-        sg.refresh()  # ...until it asks for the new commits
-        assert len(sg["train"]) == 210
+        assert len(sg["train"]) == 210  # every read checks the commit record first: the newest commit
         np.testing.assert_array_equal(sg.get_data("y", "train"), -sg.get_data("x", "train"))
 
 
@@ -259,10 +256,10 @@ def test_a_long_lived_reader_keeps_x_and_y_in_step_while_another_process_appends
     start.set()
     seen = set()
     while proc.is_alive() or not seen:
-        reader.refresh()
-        x, y = reader.get_data("x", "train"), reader.get_data("y", "train")
-        assert len(reader["train"]) == len(x) == len(y)  # never a phase whose variables disagree
+        x, y = reader.get_data(["x", "y"], "train")  # one read: one commit
+        assert len(x) == len(y)
         np.testing.assert_array_equal(y, -x)
+        assert len(reader["train"]) >= len(x)  # never a phase whose variables disagree (no ValidationError)
         seen.add(len(x))
     proc.join(60)
     assert proc.exitcode == 0
@@ -337,3 +334,61 @@ def test_a_lease_on_a_server_that_is_gone_is_a_storage_error(s3_server: S3Server
     with pytest.raises(StorageError, match=r"cannot take the write lease nowhere/store/\.storegate/locks/d\.lock"):
         Lease("data_id 'd'", fs, "nowhere/store/.storegate/locks/d.lock").acquire(5.0)
     assert time.monotonic() - began < 30
+
+
+def test_a_new_data_id_shows_nothing_of_a_writer_block_before_it_commits(tmp_path: Path) -> None:
+    args = {"output_dir": str(tmp_path / "store"), "mode": "a", "chunk": 4}
+    writer = StoreGate("zarr", args, data_id="fresh")
+    with writer.writer("train") as w:
+        w.add({"x": np.arange(40), "y": -np.arange(40)})  # flushed: 10 chunks of 4 rows
+        reader = StoreGate("zarr", {**args, "mode": "r"}, data_id="fresh")
+        assert reader.get_var_names("train") == []
+        assert len(reader["train"]) == 0
+        assert reader.verify(read_data=False).findings  # flushed rows past the (empty) commit
+    assert len(reader["train"]) == 40
+    assert reader.verify().ok
+
+
+def test_a_stale_reader_never_reads_zeros_of_a_deleted_or_rebuilt_variable(tmp_path: Path) -> None:
+    args = {"output_dir": str(tmp_path / "store"), "mode": "a", "chunk": 4}
+    w = StoreGate("zarr", args, data_id="d")
+    w.add_data(["x", "y"], [np.arange(10), np.arange(1, 11)], phase="train")
+    r = StoreGate("zarr", {**args, "mode": "r"}, data_id="d")
+    r.get_data("y", "train")  # caches y's metadata
+    w.delete_data("y", phase="train")
+    with pytest.raises(KeyError):
+        r.get_data("y", "train")
+    w.delete_data("x", phase="train")
+    w.add_data("y", np.array([70, 71]), phase="train")
+    np.testing.assert_array_equal(r.get_data("y", "train"), [70, 71])
+    assert len(r["train"]) == 2
+    StoreGate("zarr", {**args, "mode": "w"}, data_id="d").add_data("y", np.arange(50, 54), phase="train")
+    np.testing.assert_array_equal(r.get_data("y", "train"), np.arange(50, 54))
+
+
+def test_a_second_handle_of_this_process_cannot_write_under_an_open_writer(tmp_path: Path) -> None:
+    args = {"output_dir": str(tmp_path / "store"), "mode": "a"}
+    logger, data = StoreGate("zarr", args, data_id="run"), StoreGate("zarr", args, data_id="run")
+    logger.add_data("loss", np.array([0.5]), phase="train")
+    with data.writer("train") as w:
+        w.add({"loss": np.array([1.0, 2.0, 3.0])})
+        with pytest.raises(ConflictError, match=r"another StoreGate of this process.*Nothing was written"):
+            logger.add_data("loss", np.array([99.0]), phase="train")
+        with pytest.raises(ConflictError):
+            logger.repair()
+        with pytest.raises(ConflictError, match="must not run while a call of this StoreGate writes"):
+            data.repair()  # its own open writer's rows would be cut
+        w.add({"loss": np.array([4.0])})
+    np.testing.assert_array_equal(logger.get_data("loss", "train"), [0.5, 1, 2, 3, 4])
+    logger.add_data("loss", np.array([99.0]), phase="train")  # once the writer closed
+    np.testing.assert_array_equal(data.get_data("loss", "train"), [0.5, 1, 2, 3, 4, 99])
+
+
+def test_repair_from_a_fresh_handle_reports_what_it_cut(tmp_path: Path) -> None:
+    import zarr
+
+    args = {"output_dir": str(tmp_path / "store"), "mode": "a"}
+    StoreGate("zarr", args, data_id="d").add_data("x", np.arange(5), phase="train")
+    zarr.open_array(str(tmp_path / "store" / "d" / "train" / "x"), mode="a").append(np.zeros(3, np.int64))
+    removed = StoreGate("zarr", args, data_id="d").repair()
+    assert [(f.path, "3 rows past the last commit" in f.what) for f in removed] == [("d/train/x", True)]

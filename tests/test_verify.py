@@ -88,3 +88,13 @@ def test_leftovers_on_s3_are_found_and_repaired(s3_server: S3Server, s3_bucket: 
     sg.repair()
     assert sg.verify().ok
     np.testing.assert_array_equal(sg.get_data("x", "train"), np.arange(10))
+
+
+def test_a_damaged_chunk_is_a_storegate_error_naming_the_variable(tmp_path: Path) -> None:
+    from storegate import StoreGateError
+
+    sg, root = _store(tmp_path)
+    (root / "d/train/y/c/1").write_bytes(b"not zstd")
+    with pytest.raises(StoreGateError, match=r"var_name 'y' of phase 'train' in data_id 'd'.*cannot be decoded"):
+        sg.get_data("y", "train")
+    np.testing.assert_array_equal(sg.get_data("x", "train"), np.arange(10))

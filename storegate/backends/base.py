@@ -258,6 +258,13 @@ class Backend(ABC):
         """
         return []
 
+    def refresh_if_changed(self, data_id: str) -> None:  # noqa: B027 (an optional hook)
+        """:meth:`refresh` when another process committed ``data_id`` since this backend read it.
+
+        Every read of the engine calls it first, so each read sees the newest commit. Note
+        for implementers: the default does nothing (nothing cached, or nothing to compare).
+        """
+
     def other_objects(self, data_id: str | None = None) -> list[OtherObject]:
         """What the store holds besides storegate's data, sorted by path.
 

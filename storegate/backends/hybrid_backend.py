@@ -165,6 +165,10 @@ class HybridBackend(Backend):
         # docstring inherited
         return self._tiers["zarr"].repair(data_id)
 
+    def refresh_if_changed(self, data_id: str) -> None:
+        # docstring inherited
+        self._tiers["zarr"].refresh_if_changed(data_id)
+
     def refresh(self, data_id: str) -> None:
         for backend in self._tiers.values():
             backend.refresh(data_id)

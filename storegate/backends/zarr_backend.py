@@ -47,7 +47,7 @@ from storegate.codecs import (
     resolve_compressor,
     v2_compressor,
 )
-from storegate.errors import InvalidArgumentError, StorageError, StoreGateError
+from storegate.errors import ConflictError, InvalidArgumentError, StorageError, StoreGateError
 from storegate.indexing import Selection, clip_rows
 from storegate.locations import DEFAULT_REMOTE_CONCURRENCY, METADATA_KEYS, concurrency_scope, resolve_location
 from storegate.locks import DEFAULT_LOCK_TIMEOUT, holding
@@ -193,6 +193,9 @@ class ZarrBackend(Backend):
         # What commit() replaced, until the call ends: the record's text, the rows, the touched set.
         self._replaced: dict[str, tuple[str | None, Rows | None, set[tuple[str, str]]]] = {}
         self._undone: dict[str, bool] = {}  # data_ids whose running call was undone after its commit
+        self._nested: dict[str, int] = {}  # calls running inside another call of this backend
+        self._loaded: dict[str, str | None] = {}  # the token of the commit _committed holds
+        self._cut: dict[str, list[Finding]] = {}  # leftovers cut when the lock was taken, for repair()
 
     # --- opening ---------------------------------------------------------------------
 
@@ -383,8 +386,17 @@ class ZarrBackend(Backend):
             rows = self._visible_rows(data_id, phase, var, array)
             if rows is not None and rows < array.shape[0]:  # rows past the last commit stay unseen
                 selection = slice(*selection.indices(rows))
-        with self._io(writes_metadata=False):  # the hot path: one row per DataLoader sample
-            out = _read_rows(array, selection) if isinstance(selection, np.ndarray) else np.asarray(array[selection])
+        try:
+            with self._io(writes_metadata=False):  # the hot path: one row per DataLoader sample
+                out = (
+                    _read_rows(array, selection) if isinstance(selection, np.ndarray) else np.asarray(array[selection])
+                )
+        except RuntimeError as exc:  # numcodecs' "Zstd decompression error" and its kin: a damaged chunk
+            raise StoreGateError(
+                f"var_name {var!r} of phase {phase!r} in data_id {data_id!r} at {self.location} must be readable. "
+                f"Got a chunk that cannot be decoded ({type(exc).__name__}: {exc}). sg.verify() lists every such "
+                "variable; rewrite it from its source."
+            ) from exc
         # Arrays other tools wrote big-endian read as every other variable does: native.
         return out if out.dtype.isnative else out.astype(out.dtype.newbyteorder("="))
 
@@ -464,10 +476,14 @@ class ZarrBackend(Backend):
             yield
             return
         if data_id in self._touched:  # nested in a call of this backend: that call commits
-            yield
+            self._nested[data_id] = self._nested.get(data_id, 0) + 1
+            try:
+                yield
+            finally:
+                self._nested[data_id] -= 1
             return
         lock = write_lock(self._root.store, data_id)
-        with holding(lock, self._lock_timeout):
+        with holding(lock, self._lock_timeout, owner=self):
             with self._io():
                 # Only the outermost holder of this process cuts leftovers off: a writer
                 # of another handle around us may hold rows it has not committed yet.
@@ -477,11 +493,13 @@ class ZarrBackend(Backend):
                 yield
             except BaseException:
                 self._replaced.pop(data_id, None)
+                self._cut.pop(data_id, None)
                 self._undone.pop(data_id, None)
                 if self._touched.pop(data_id, None):
                     self._commits.forget(data_id)  # undone, but check the store at the next call
                 raise
             self._replaced.pop(data_id, None)
+            self._cut.pop(data_id, None)
             touched = self._touched.pop(data_id)
             if self._undone.pop(data_id, False):
                 self._commits.forget(data_id)  # a transaction was undone: check the store at the next call
@@ -509,31 +527,50 @@ class ZarrBackend(Backend):
         with self._io():
             self._commits.restore(self._root.store, data_id, raw)
         self._committed[data_id] = rows
+        self._loaded.pop(data_id, None)  # the restored record's token: read again when needed
 
     def _catch_up(self, data_id: str, repair: bool) -> None:
         """Under the lock, before planning: the store as the last commit left it."""
         record = self._commits.read(self._root.store, data_id)
         if self._commits.is_mine(record, data_id):
-            self._committed[data_id] = record.rows
+            self._committed[data_id], self._loaded[data_id] = record.rows, record.token
             return
         self.refresh(data_id)  # another process wrote (or a call failed): cached shapes are stale
-        rows = record.rows if record.rows is not None else self._stored_rows(data_id)
-        if repair:
-            self._cut_to(data_id, rows)
+        if record.rows is None:
+            # No commit yet (a new data_id, or one written before commit records): what is stored
+            # is committed now, before this call writes, so that what it writes stays unseen
+            # until its own commit.
+            rows = self._stored_rows(data_id)
+            self._commits.write(self._root.store, data_id, rows)
+        else:
+            rows = record.rows
         self._committed[data_id] = rows
+        self._loaded[data_id] = record.token if record.rows is not None else self._commits.token_of(data_id)
+        if repair:
+            self._cut[data_id] = self._cut_to(data_id, rows)
 
     def _stored_rows(self, data_id: str) -> Rows:
         """Every variable's rows as stored (a data_id that has no commit record yet)."""
         self._committed[data_id] = None  # everything visible while listing
         return {p: {v: self.shape(data_id, p, v)[0] for v in self.var_names(data_id, p)} for p in PHASES}
 
-    def _cut_to(self, data_id: str, rows: Rows) -> None:
-        """Cut off rows a crashed or failed writer appended past the last commit."""
+    def _cut_to(self, data_id: str, rows: Rows) -> list[Finding]:
+        """Cut off rows a crashed or failed writer appended past the last commit; what was cut."""
+        cut = []
         for phase, variables in rows.items():
             for var, n in variables.items():
                 array = self._find_array(data_id, phase, var, committed_only=False)
                 if array is not None and array.ndim and array.shape[0] > n:
+                    cut.append(
+                        Finding(
+                            f"{data_id}/{phase}/{var}",
+                            f"{array.shape[0] - n} rows past the last commit "
+                            f"({n} committed): a write that did not finish, cut off",
+                            repairable=True,
+                        )
+                    )
                     array.resize((n, *array.shape[1:]))
+        return cut
 
     def _commit(self, data_id: str, touched: set[tuple[str, str]], only_if_changed: bool = False) -> None:
         """Write the commit record: the call's writes become visible, all at once.
@@ -556,7 +593,7 @@ class ZarrBackend(Backend):
             return
         with self._io():
             self._commits.write(self._root.store, data_id, rows)
-        self._committed[data_id] = rows
+        self._committed[data_id], self._loaded[data_id] = rows, self._commits.token_of(data_id)
 
     def _commit_or_explain(self, data_id: str, touched: set[tuple[str, str]]) -> None:
         try:
@@ -607,10 +644,15 @@ class ZarrBackend(Backend):
 
     def repair(self, data_id: str) -> list[Finding]:
         # docstring inherited
+        if self._nested.get(data_id):
+            raise ConflictError(
+                f"repair() must not run while a call of this StoreGate writes data_id {data_id!r} (an open "
+                "writer?): its rows are not committed yet and would be cut. Close the writer first."
+            )
         found = [f for f in self.leftovers(data_id) if f.repairable]
         rows = self._commits.read(self._root.store, data_id).rows or {}
         with self._io():
-            self._cut_to(data_id, rows)
+            done = self._cut.pop(data_id, []) + self._cut_to(data_id, rows)  # cut when the lock was taken, or now
             for finding in found:
                 _, phase, var = finding.path.rsplit("/", 2)
                 if var not in rows.get(phase, {}):
@@ -618,7 +660,8 @@ class ZarrBackend(Backend):
                     assert group is not None
                     del group[var]
                     self._arrays.pop((data_id, phase, var), None)
-        return found
+                    done.append(finding)
+        return sorted(done, key=lambda f: f.path)
 
     def _touch(self, data_id: str, phase: str, var: str) -> None:
         """Note a variable the running call changes (its rows are committed with the call)."""
@@ -632,18 +675,29 @@ class ZarrBackend(Backend):
         if (phase, var) in self._touched.get(data_id, ()):
             return stored
         if data_id not in self._committed:
-            self._committed[data_id] = self._commits.read(self._root.store, data_id).rows
+            record = self._commits.read(self._root.store, data_id)
+            self._committed[data_id], self._loaded[data_id] = record.rows, record.token
         rows = self._committed[data_id]
         if rows is None:
             return stored
         n = rows.get(phase, {}).get(var)
         return None if n is None else min(n, stored)
 
+    def refresh_if_changed(self, data_id: str) -> None:
+        # docstring inherited: one small read of the commit record.
+        if data_id in self._touched or data_id not in self._committed:
+            return  # this backend is writing it (it holds the newest), or reads it afresh anyway
+        with self._io(writes_metadata=False):
+            token = self._commits.read(self._root.store, data_id).token
+        if token != self._loaded.get(data_id):
+            self.refresh(data_id)
+
     def refresh(self, data_id: str) -> None:
         # docstring inherited; a state only this process holds (read-only store) is kept.
         self._forget(data_id)
         if data_id not in self._touched:  # while this backend writes it, its commit is the one it holds
             self._committed.pop(data_id, None)
+            self._loaded.pop(data_id, None)
         if data_id not in self._local_states:
             self._states.pop(data_id, None)
 

@@ -130,6 +130,10 @@ class Commits:
         _write(store, self.key(data_id), json.dumps({"token": token, "rows": rows}, sort_keys=True))
         self._mine[data_id] = token
 
+    def token_of(self, data_id: str) -> str | None:
+        """The token of the record this backend last wrote for ``data_id`` (``None``: unknown)."""
+        return self._mine.get(data_id)
+
     def forget(self, data_id: str) -> None:
         """Trust nothing cached of ``data_id`` at the next write (a failed call, a refresh)."""
         self._mine.pop(data_id, None)
