@@ -30,7 +30,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import filelock
@@ -44,6 +44,10 @@ __all__ = ["DEFAULT_LEASE_TTL", "DEFAULT_LOCK_TIMEOUT", "FolderLock", "Lease", "
 DEFAULT_LOCK_TIMEOUT = 120.0
 #: Seconds an S3 lease lives without renewal; a crashed writer's lease frees after it.
 DEFAULT_LEASE_TTL = 60.0
+#: A holder stops writing once this share of the time-to-live passed since its last renewal:
+#: before any other writer may take the lease over (clocks of different machines may differ
+#: by the rest).
+LEASE_MARGIN = 0.8
 
 
 class WriteLock:
@@ -151,6 +155,7 @@ class _Held:
 
     token: str
     etag: str
+    renewed: float = field(default_factory=time.monotonic)  # when the lease was last written
     lost: bool = False
 
 
@@ -175,8 +180,13 @@ class Lease(WriteLock):
         self._renewer: threading.Thread | None = None
 
     def check(self) -> None:
-        # docstring inherited
-        if self._held is not None and self._held.lost:
+        # docstring inherited. A process that stalled (SIGSTOP, swapping, a debugger) past most
+        # of the time-to-live may have lost the lease without knowing yet (its renewer is late
+        # too): by this process's own clock, so no request and no race with the renewer.
+        held = self._held
+        if held is not None and time.monotonic() - held.renewed > self.ttl * LEASE_MARGIN:
+            held.lost = True
+        if held is not None and held.lost:
             raise ConflictError(
                 f"the write lease of {self.key} was taken over by another writer while this call ran (it "
                 f"stalled for more than {self.ttl:g} s without renewing it): its writes may have interleaved "
@@ -272,7 +282,8 @@ class Lease(WriteLock):
             if held is None:
                 return
             try:
-                held.etag = self._put(held.token, IfMatch=held.etag)
+                began = time.monotonic()  # the new expiry counts from before the request
+                held.etag, held.renewed = self._put(held.token, IfMatch=held.etag), began
             except Exception:  # taken over, or the store is unreachable: this holder must not commit
                 held.lost = True
                 return

@@ -59,6 +59,8 @@ def verify(engine: GroupEngine, read_data: bool = True, progress: bool = False) 
     backend, data_id = engine.backend, engine.data_id
     engine.refresh()
     findings = list(backend.leftovers(data_id))
+    if any(f.path.startswith(".storegate/") for f in findings):
+        return Report(data_id, tuple(findings))  # a damaged commit record: nothing else can be read
     findings += [
         Finding(f"{data_id}/{o.path}", f"{o.what}, not a storegate variable (skipped and left alone)")
         for o in backend.other_objects(data_id)

@@ -108,6 +108,7 @@ class Writer:
         self._tx = Transaction()
         # The data_id's write lock, from the first batch to close: the block is one call.
         self._lock = contextlib.ExitStack()
+        self._thread: int | None = None  # the thread holding that lock
         self._buffers: dict[str, _Buffered] = {}
         self._added = 0
         self._open = True
@@ -157,6 +158,7 @@ class Writer:
         """Write every buffered row and mark the compile state stale (idempotent)."""
         if not self._open:
             return
+        self._check_thread("close")
         self._guarded(self._write_rest)
         with deferred_interrupts():  # once every row is written, the block completes
             self._finish()
@@ -166,6 +168,7 @@ class Writer:
         """Drop buffered rows and put every variable back as it was before the writer opened."""
         if not self._open:
             return
+        self._check_thread("abort")
         try:
             self._tx.rollback()
         finally:
@@ -227,6 +230,7 @@ class Writer:
             self._check_batch(self._buffers, arrays)
             return arrays
         self._lock.enter_context(self._engine.writing())
+        self._thread = threading.get_ident()
         try:
             buffers = self._plan_buffers(arrays)
             self._check_batch(buffers, arrays)
@@ -351,6 +355,13 @@ class Writer:
             buffer.pending, buffer.pending_rows = [], 0
         if self._bar is not None:
             self._bar.close()
+
+    def _check_thread(self, what: str) -> None:
+        if self._thread is not None and self._thread != threading.get_ident():
+            raise StoreGateError(
+                f"a writer must {what} in the thread that added its first batch, which holds the data_id's write "
+                "lock. Call it there; nothing was written or undone."
+            )
 
     def _check_open(self) -> None:
         if not self._open:

@@ -392,3 +392,132 @@ def test_repair_from_a_fresh_handle_reports_what_it_cut(tmp_path: Path) -> None:
     zarr.open_array(str(tmp_path / "store" / "d" / "train" / "x"), mode="a").append(np.zeros(3, np.int64))
     removed = StoreGate("zarr", args, data_id="d").repair()
     assert [(f.path, "3 rows past the last commit" in f.what) for f in removed] == [("d/train/x", True)]
+
+
+# --- the breaker's finds ------------------------------------------------------------------------
+
+
+def test_threads_sharing_one_handle_take_turns_and_see_only_commits(tmp_path: Path) -> None:
+    args = {"output_dir": str(tmp_path / "store"), "mode": "a", "chunk": 4}
+    sg = StoreGate("zarr", args, data_id="d")
+    sg.add_data(["x", "y"], [np.arange(4), -np.arange(4)], phase="train")
+    in_block, seen, errors = threading.Event(), [], []
+
+    def block() -> None:
+        with sg.writer("train") as w:
+            for i in range(20):
+                w.add({"x": np.arange(5) + 1000 + 5 * i, "y": -(np.arange(5) + 1000 + 5 * i)})
+                in_block.set()
+                time.sleep(0.002)
+
+    def appends() -> None:
+        try:
+            in_block.wait(10)
+            for i in range(10):
+                sg.add_data(["x", "y"], [np.arange(3) + 5000 + 3 * i, -(np.arange(3) + 5000 + 3 * i)], phase="train")
+                x, y = sg.get_data(["x", "y"], "train")
+                seen.append(len(x) - len(y))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=block), threading.Thread(target=appends)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    assert set(seen) == {0}
+    x, y = StoreGate("zarr", args, data_id="d").get_data(["x", "y"], "train")
+    assert len(x) == 4 + 100 + 30
+    np.testing.assert_array_equal(y, -x)
+    assert len(np.unique(x)) == len(x)
+
+
+def test_a_reader_thread_of_the_writing_handle_sees_only_commits(tmp_path: Path) -> None:
+    args = {"output_dir": str(tmp_path / "store"), "mode": "a", "chunk": 4}
+    sg = StoreGate("zarr", args, data_id="d")
+    sg.add_data(["x", "y"], [np.arange(4), -np.arange(4)], phase="train")
+    lengths: list[int] = []
+    with sg.writer("train") as w:
+        w.add({"x": np.arange(40), "y": -np.arange(40)})
+        reader = threading.Thread(target=lambda: lengths.append(len(sg["train"])))
+        reader.start()
+        reader.join(30)
+    assert lengths == [4]
+
+
+def test_a_writer_must_close_in_its_own_thread(tmp_path: Path) -> None:
+    from storegate import StoreGateError
+
+    sg = StoreGate("zarr", {"output_dir": str(tmp_path / "store")}, data_id="d")
+    w = sg.writer("train")
+    w.add({"x": np.arange(3)})
+    errors: list[BaseException] = []
+
+    def close_elsewhere() -> None:
+        try:
+            w.close()
+        except BaseException as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=close_elsewhere)
+    t.start()
+    t.join(30)
+    assert len(errors) == 1
+    assert isinstance(errors[0], StoreGateError)
+    assert "in the thread that added its first batch" in str(errors[0])
+    w.close()
+    np.testing.assert_array_equal(sg.get_data("x", "train"), np.arange(3))
+    sg.add_data("x", np.arange(3, 5))  # the lock was released
+    assert len(sg["train"]) == 5
+
+
+@pytest.mark.s3
+def test_a_lease_holder_that_stalled_writes_nothing_more(s3_server: S3Server, s3_bucket: str) -> None:
+    from storegate.locks import Lease
+
+    fs = _lease_fs(s3_server, s3_bucket)
+    lease = Lease("data_id 'd'", fs.fs, f"{s3_bucket}/store/.storegate/locks/d.lock", ttl=0.6)
+    lease.acquire(2.0)
+    lease._stop.set()  # as if the process stalled: no renewal happens
+    time.sleep(0.55)  # past 80 % of the time-to-live, before anyone may take it over
+    with pytest.raises(ConflictError, match="taken over by another writer"):
+        lease.check()
+    lease.release()
+
+
+def test_a_data_id_of_255_bytes_is_written_on_a_folder(tmp_path: Path) -> None:
+    name = "d" * 255
+    sg = StoreGate("zarr", {"output_dir": str(tmp_path / "store")}, data_id=name)
+    sg.add_data("x", np.arange(3), phase="train")
+    sg.add_data("x", np.arange(3, 5), phase="train")
+    assert len(StoreGate("zarr", {"output_dir": str(tmp_path / "store"), "mode": "r"}, data_id=name)["train"]) == 5
+    assert sg.verify().ok
+
+
+@pytest.mark.parametrize("rows", ['{"train": {"x": -3}}', '{"train": {"x": 7.9}}', '{"train": {"x": true}}', "oops"])
+def test_a_damaged_commit_record_is_named_by_every_call_and_by_verify(tmp_path: Path, rows: str) -> None:
+    from storegate import StoreGateError
+
+    args = {"output_dir": str(tmp_path / "store")}
+    StoreGate("zarr", args, data_id="d").add_data("x", np.arange(10), phase="train")
+    record = tmp_path / "store" / ".storegate" / "commits" / "d.json"
+    record.write_text('{"token": "t", "rows": ' + rows + "}" if rows != "oops" else "oops")
+    sg = StoreGate("zarr", args, data_id="d")
+    with pytest.raises(StoreGateError, match=r"the commit record '\.storegate/commits/d\.json' must be storegate's"):
+        sg.get_data("x", "train")
+    with pytest.raises(StoreGateError, match="must be storegate's JSON"):
+        sg.add_data("x", np.arange(2), phase="train")
+    assert "must be storegate's JSON" in str(sg.verify())
+    record.unlink()  # as the message says
+    assert len(sg["train"]) == 10
+
+
+def test_verify_reports_committed_rows_that_are_missing(tmp_path: Path) -> None:
+    import zarr
+
+    args = {"output_dir": str(tmp_path / "store")}
+    sg = StoreGate("zarr", args, data_id="d")
+    sg.add_data("x", np.arange(10), phase="train")
+    zarr.open_array(str(tmp_path / "store" / "d" / "train" / "x"), mode="a").resize((6,))
+    assert "4 committed rows are missing (10 committed, 6 stored)" in str(sg.verify())

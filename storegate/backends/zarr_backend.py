@@ -23,6 +23,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 import warnings
 import weakref
@@ -50,7 +51,7 @@ from storegate.codecs import (
 from storegate.errors import ConflictError, InvalidArgumentError, StorageError, StoreGateError
 from storegate.indexing import Selection, clip_rows
 from storegate.locations import DEFAULT_REMOTE_CONCURRENCY, METADATA_KEYS, concurrency_scope, resolve_location
-from storegate.locks import DEFAULT_LOCK_TIMEOUT, holding
+from storegate.locks import DEFAULT_LOCK_TIMEOUT, WriteLock, holding
 from storegate.names import check_data_id, parse_var_names
 from storegate.phases import PHASES
 from storegate.rules import check_positive, check_timeout
@@ -193,6 +194,8 @@ class ZarrBackend(Backend):
         # What commit() replaced, until the call ends: the record's text, the rows, the touched set.
         self._replaced: dict[str, tuple[str | None, Rows | None, set[tuple[str, str]]]] = {}
         self._undone: dict[str, bool] = {}  # data_ids whose running call was undone after its commit
+        self._writer: dict[str, int] = {}  # the thread running this handle's call, per data_id
+        self._locks: dict[str, WriteLock] = {}  # the lock that call holds (a lease is checked per write)
         self._nested: dict[str, int] = {}  # calls running inside another call of this backend
         self._loaded: dict[str, str | None] = {}  # the token of the commit _committed holds
         self._cut: dict[str, list[Finding]] = {}  # leftovers cut when the lock was taken, for repair()
@@ -402,6 +405,7 @@ class ZarrBackend(Backend):
 
     @_storage_call
     def write(self, data_id: str, phase: str, var: str, selection: Selection, data: np.ndarray) -> None:
+        self._check_lease(data_id)
         array = self._array(data_id, phase, var)
         if isinstance(selection, np.ndarray):
             _write_rows(array, selection, data)
@@ -475,43 +479,52 @@ class ZarrBackend(Backend):
         if not self.writable:
             yield
             return
-        if data_id in self._touched:  # nested in a call of this backend: that call commits
-            self._nested[data_id] = self._nested.get(data_id, 0) + 1
-            try:
-                yield
-            finally:
-                self._nested[data_id] -= 1
-            return
         lock = write_lock(self._root.store, data_id)
+        # Other threads wait here (the lock is this process's too), also those of this handle.
         with holding(lock, self._lock_timeout, owner=self):
+            if self._writer.get(data_id) == threading.get_ident():  # inside a call of this handle: it commits
+                self._nested[data_id] = self._nested.get(data_id, 0) + 1
+                try:
+                    yield
+                finally:
+                    self._nested[data_id] -= 1
+                return
             with self._io():
                 # Only the outermost holder of this process cuts leftovers off: a writer
                 # of another handle around us may hold rows it has not committed yet.
                 self._catch_up(data_id, repair=lock.depth == 1)
             self._touched[data_id] = set()
+            self._writer[data_id], self._locks[data_id] = threading.get_ident(), lock
             try:
-                yield
-            except BaseException:
+                try:
+                    yield
+                except BaseException:
+                    self._replaced.pop(data_id, None)
+                    self._cut.pop(data_id, None)
+                    self._undone.pop(data_id, None)
+                    if self._touched.pop(data_id, None):
+                        self._commits.forget(data_id)  # undone, but check the store at the next call
+                    raise
                 self._replaced.pop(data_id, None)
                 self._cut.pop(data_id, None)
-                self._undone.pop(data_id, None)
-                if self._touched.pop(data_id, None):
-                    self._commits.forget(data_id)  # undone, but check the store at the next call
-                raise
-            self._replaced.pop(data_id, None)
-            self._cut.pop(data_id, None)
-            touched = self._touched.pop(data_id)
-            if self._undone.pop(data_id, False):
-                self._commits.forget(data_id)  # a transaction was undone: check the store at the next call
-            elif touched:  # written outside a transaction (e.g. repair): commit now
-                self._commit_or_explain(data_id, touched)
-            lock.check()
+                touched = self._touched.pop(data_id)
+                if self._undone.pop(data_id, False):
+                    self._commits.forget(data_id)  # a transaction was undone: check the store at the next call
+                elif touched:  # written outside a transaction (e.g. repair): commit now
+                    self._commit_or_explain(data_id, touched)
+                lock.check()
+            finally:
+                self._writer.pop(data_id, None)
+                self._locks.pop(data_id, None)
 
     def commit(self, data_id: str) -> None:
         # docstring inherited: writes the commit record.
         touched = self._touched.get(data_id)
         if not touched:
             return
+        lock = self._locks.get(data_id)
+        if lock is not None:
+            lock.check()  # never commit on a lease another writer took over
         previous = self._commits.read_raw(self._root.store, data_id)
         self._replaced[data_id] = (previous, self._committed.get(data_id), set(touched))
         self._commit(data_id, touched)
@@ -609,7 +622,10 @@ class ZarrBackend(Backend):
     def leftovers(self, data_id: str) -> list[Finding]:
         # docstring inherited: rows past the commit, variables it does not list, and variables
         # it lists that are gone.
-        rows = self._commits.read(self._root.store, data_id).rows
+        try:
+            rows = self._commits.read(self._root.store, data_id).rows
+        except StoreGateError as exc:  # a damaged record: say so (repair cannot guess the rows)
+            return [Finding(self._commits.key(data_id), str(exc))]
         if rows is None:
             return []
         found = []
@@ -627,6 +643,15 @@ class ZarrBackend(Backend):
                             f"a variable no commit lists ({node.shape[0]} rows): a write that "
                             "did not finish, or another tool's array",
                             repairable=True,
+                        )
+                    )
+                elif node.shape[0] < committed:
+                    found.append(
+                        Finding(
+                            where,
+                            f"{committed - node.shape[0]} committed rows are missing "
+                            f"({committed} committed, {node.shape[0]} stored): cut by another "
+                            "tool, or by a writer that lost its lease",
                         )
                     )
                 elif node.shape[0] > committed:
@@ -663,8 +688,15 @@ class ZarrBackend(Backend):
                     done.append(finding)
         return sorted(done, key=lambda f: f.path)
 
+    def _check_lease(self, data_id: str) -> None:
+        """Raise ConflictError before any write once the call's lease may be another writer's."""
+        lock = self._locks.get(data_id)
+        if lock is not None:
+            lock.check()
+
     def _touch(self, data_id: str, phase: str, var: str) -> None:
         """Note a variable the running call changes (its rows are committed with the call)."""
+        self._check_lease(data_id)
         touched = self._touched.get(data_id)
         if touched is not None:
             touched.add((phase, var))
@@ -672,8 +704,8 @@ class ZarrBackend(Backend):
     def _visible_rows(self, data_id: str, phase: str, var: str, array: zarr.Array[Any]) -> int | None:
         """Rows of ``array`` that readers see: the committed ones (``None``: not committed)."""
         stored = int(array.shape[0]) if array.ndim else 0
-        if (phase, var) in self._touched.get(data_id, ()):
-            return stored
+        if (phase, var) in self._touched.get(data_id, ()) and self._writing_here(data_id):
+            return stored  # the call writing it sees its own rows; other threads see the commit
         if data_id not in self._committed:
             record = self._commits.read(self._root.store, data_id)
             self._committed[data_id], self._loaded[data_id] = record.rows, record.token
@@ -683,9 +715,13 @@ class ZarrBackend(Backend):
         n = rows.get(phase, {}).get(var)
         return None if n is None else min(n, stored)
 
+    def _writing_here(self, data_id: str) -> bool:
+        """True in the thread running this handle's call on ``data_id``."""
+        return self._writer.get(data_id) == threading.get_ident()
+
     def refresh_if_changed(self, data_id: str) -> None:
         # docstring inherited: one small read of the commit record.
-        if data_id in self._touched or data_id not in self._committed:
+        if self._writing_here(data_id) or data_id not in self._committed:
             return  # this backend is writing it (it holds the newest), or reads it afresh anyway
         with self._io(writes_metadata=False):
             token = self._commits.read(self._root.store, data_id).token
@@ -1236,6 +1272,11 @@ def _stored_bytes(array: zarr.Array[Any]) -> int:
     that list by plain prefix (MemoryStore, object stores) array 'a' also counted 'ab'.
     """
     store_path = array.store_path
+    for _ in range(4):
+        try:
+            return int(sync(store_path.store.getsize_prefix(store_path.path.rstrip("/") + "/")))
+        except FileNotFoundError:  # a temporary file of another process's write vanished while listed
+            continue
     return int(sync(store_path.store.getsize_prefix(store_path.path.rstrip("/") + "/")))
 
 

@@ -13,6 +13,7 @@ of over them. Names starting with '.' are never data_ids, so ``.storegate`` cann
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from zarr.storage import FsspecStore, LocalStore, MemoryStore
 from storegate.errors import StoreGateError
 from storegate.locks import FolderLock, Lease, ProcessLock, WriteLock, shared
 
-__all__ = ["OWN_PREFIX", "Commit", "Commits", "Rows", "write_lock"]
+__all__ = ["OWN_PREFIX", "Commit", "Commits", "Rows", "file_name", "write_lock"]
 
 #: Where storegate keeps its own objects in a store (locks, commit records): zarr sees no member there.
 OWN_PREFIX = ".storegate"
@@ -38,7 +39,7 @@ def write_lock(store: Store, data_id: str) -> WriteLock:
     or another fsspec filesystem (which has neither locks nor conditional writes), a lock of
     this process only.
     """
-    key = f"{OWN_PREFIX}/locks/{data_id}.lock"
+    key = f"{OWN_PREFIX}/locks/{file_name(data_id)}.lock"
     if isinstance(store, LocalStore):
         path = str(store.root / key)
         return shared(path, lambda: FolderLock(f"data_id {data_id!r}", path))
@@ -47,6 +48,18 @@ def write_lock(store: Store, data_id: str) -> WriteLock:
         return shared(f"s3://{path}", lambda: Lease(f"data_id {data_id!r}", store.fs, path))
     where = f"memory:{id(store)}" if isinstance(store, MemoryStore) else f"store:{id(store)}"
     return shared(f"{where}/{key}", lambda: ProcessLock(f"data_id {data_id!r}"))
+
+
+def file_name(data_id: str) -> str:
+    """The data_id as the name of its lock and record files: itself, or a digest when long.
+
+    A data_id may have 255 UTF-8 bytes, the most a folder takes as a name; with '.json' and
+    zarr's temporary suffix (``.<32 hex>.partial``) a record file would not fit. A digest's
+    name starts with '._', which no data_id does (names never start with '.').
+    """
+    if len(data_id.encode("utf-8")) <= 150:
+        return data_id
+    return "._sha256_" + hashlib.sha256(data_id.encode("utf-8")).hexdigest()
 
 
 def _is_s3(store: FsspecStore) -> bool:
@@ -84,7 +97,7 @@ class Commits:
 
     def key(self, data_id: str) -> str:
         """The record's key below the store root."""
-        return f"{OWN_PREFIX}/commits/{data_id}.json"
+        return f"{OWN_PREFIX}/commits/{file_name(data_id)}.json"
 
     def read_raw(self, store: Store, data_id: str) -> str | None:
         """The stored record as text (``None`` when there is none), to put back later."""
@@ -111,12 +124,12 @@ class Commits:
             return Commit(None, None)
         try:
             found = json.loads(raw)
-            rows = {str(p): {str(v): int(n) for v, n in vs.items()} for p, vs in found["rows"].items()}
+            rows = {str(p): {str(v): _row_count(n) for v, n in vs.items()} for p, vs in found["rows"].items()}
             return Commit(str(found["token"]), rows)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise StoreGateError(
-                f"the commit record {self.key(data_id)!r} must be storegate's JSON. Got {raw[:80]!r}. Delete it "
-                "to see every variable as stored (then compile() to check them)."
+                f"the commit record {self.key(data_id)!r} must be storegate's JSON ({exc}). Got {raw[:80]!r}. "
+                "Delete it to see every variable as stored (then compile() to check them)."
             ) from exc
 
     def is_mine(self, commit: Commit, data_id: str) -> bool:
@@ -137,6 +150,12 @@ class Commits:
     def forget(self, data_id: str) -> None:
         """Trust nothing cached of ``data_id`` at the next write (a failed call, a refresh)."""
         self._mine.pop(data_id, None)
+
+
+def _row_count(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"a row count must be an int >= 0, not {value!r}")
+    return value
 
 
 def _read(store: Store, key: str) -> str | None:
