@@ -197,6 +197,7 @@ class ZarrBackend(Backend):
         self._writer: dict[str, int] = {}  # the thread running this handle's call, per data_id
         self._locks: dict[str, WriteLock] = {}  # the lock that call holds (a lease is checked per write)
         self._nested: dict[str, int] = {}  # calls running inside another call of this backend
+        self._raw: dict[str, str | None] = {}  # the text of the record _loaded came from
         self._loaded: dict[str, str | None] = {}  # the token of the commit _committed holds
         self._cut: dict[str, list[Finding]] = {}  # leftovers cut when the lock was taken, for repair()
 
@@ -724,9 +725,14 @@ class ZarrBackend(Backend):
         if self._writing_here(data_id) or data_id not in self._committed:
             return  # this backend is writing it (it holds the newest), or reads it afresh anyway
         with self._io(writes_metadata=False):
+            raw = self._commits.read_raw(self._root.store, data_id)
+            if raw is not None and raw == self._raw.get(data_id):
+                return  # the same record: one small read, no parsing
             token = self._commits.read(self._root.store, data_id).token
         if token != self._loaded.get(data_id):
             self.refresh(data_id)
+        else:
+            self._raw[data_id] = raw
 
     def refresh(self, data_id: str) -> None:
         # docstring inherited; a state only this process holds (read-only store) is kept.
