@@ -2,30 +2,22 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 import pytest
 
+from tests.benchmark_modules import load
+
 pytest.importorskip("torch")
 pytest.importorskip("h5py")
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_loader.py"
 N_ROWS, CHUNK_ROWS, SUBSET = 300, 32, 50
 KINDS = ["naive_zarr", "storegate", "storegate_batches", "memmap", "h5py", "tensor"]
 
 
 def _load_bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_loader", BENCH)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_loader"] = module  # dataclasses look their module up while being made
-    spec.loader.exec_module(module)
-    return module
+    return load("bench_loader")
 
 
 @pytest.fixture(scope="module")

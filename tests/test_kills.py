@@ -7,24 +7,16 @@ deletes of existing rows are not covered yet (issue 9).
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-STRESS = Path(__file__).resolve().parents[1] / "benchmarks" / "stress_kills.py"
+from tests.benchmark_modules import load
 
 
 def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("stress_kills", STRESS)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["stress_kills"] = module  # dataclasses look their module up while being made
-    spec.loader.exec_module(module)
-    return module
+    return load("stress_kills")
 
 
 @pytest.mark.slow

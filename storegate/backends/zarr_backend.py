@@ -197,7 +197,7 @@ class ZarrBackend(Backend):
         self._writer: dict[str, int] = {}  # the thread running this handle's call, per data_id
         self._locks: dict[str, WriteLock] = {}  # the lock that call holds (a lease is checked per write)
         self._nested: dict[str, int] = {}  # calls running inside another call of this backend
-        self._raw: dict[str, str | None] = {}  # the text of the record _loaded came from
+        self._raw: dict[str, str | None] = {}  # the text of the record _loaded came from (one read)
         self._loaded: dict[str, str | None] = {}  # the token of the commit _committed holds
         self._cut: dict[str, list[Finding]] = {}  # leftovers cut when the lock was taken, for repair()
 
@@ -526,7 +526,7 @@ class ZarrBackend(Backend):
         lock = self._locks.get(data_id)
         if lock is not None:
             lock.check()  # never commit on a lease another writer took over
-        previous = self._commits.read_raw(self._root.store, data_id)
+        previous = self._raw[data_id]  # read (or written) by _catch_up under this same lock
         self._replaced[data_id] = (previous, self._committed.get(data_id), set(touched))
         self._commit(data_id, touched)
         touched.clear()
@@ -540,14 +540,15 @@ class ZarrBackend(Backend):
         self._undone[data_id] = True
         with self._io():
             self._commits.restore(self._root.store, data_id, raw)
-        self._committed[data_id] = rows
-        self._loaded.pop(data_id, None)  # the restored record's token: read again when needed
+        self._committed[data_id], self._raw[data_id] = rows, raw
+        self._loaded[data_id] = self._commits.parse(raw, data_id).token
 
     def _catch_up(self, data_id: str, repair: bool) -> None:
         """Under the lock, before planning: the store as the last commit left it."""
-        record = self._commits.read(self._root.store, data_id)
+        raw = self._commits.read_raw(self._root.store, data_id)
+        record = self._commits.parse(raw, data_id)
         if self._commits.is_mine(record, data_id):
-            self._committed[data_id], self._loaded[data_id] = record.rows, record.token
+            self._committed[data_id], self._loaded[data_id], self._raw[data_id] = record.rows, record.token, raw
             return
         self.refresh(data_id)  # another process wrote (or a call failed): cached shapes are stale
         if record.rows is None:
@@ -555,9 +556,10 @@ class ZarrBackend(Backend):
             # is committed now, before this call writes, so that what it writes stays unseen
             # until its own commit.
             rows = self._stored_rows(data_id)
-            self._commits.write(self._root.store, data_id, rows)
+            raw = self._commits.write(self._root.store, data_id, rows)
         else:
             rows = record.rows
+        self._raw[data_id] = raw
         self._committed[data_id] = rows
         self._loaded[data_id] = record.token if record.rows is not None else self._commits.token_of(data_id)
         if repair:
@@ -606,7 +608,7 @@ class ZarrBackend(Backend):
         if only_if_changed and rows == self._committed.get(data_id):
             return
         with self._io():
-            self._commits.write(self._root.store, data_id, rows)
+            self._raw[data_id] = self._commits.write(self._root.store, data_id, rows)
         self._committed[data_id], self._loaded[data_id] = rows, self._commits.token_of(data_id)
 
     def _commit_or_explain(self, data_id: str, touched: set[tuple[str, str]]) -> None:
@@ -708,8 +710,9 @@ class ZarrBackend(Backend):
         if (phase, var) in self._touched.get(data_id, ()) and self._writing_here(data_id):
             return stored  # the call writing it sees its own rows; other threads see the commit
         if data_id not in self._committed:
-            record = self._commits.read(self._root.store, data_id)
-            self._committed[data_id], self._loaded[data_id] = record.rows, record.token
+            raw = self._commits.read_raw(self._root.store, data_id)
+            record = self._commits.parse(raw, data_id)
+            self._committed[data_id], self._loaded[data_id], self._raw[data_id] = record.rows, record.token, raw
         rows = self._committed[data_id]
         if rows is None:
             return stored
@@ -726,9 +729,9 @@ class ZarrBackend(Backend):
             return  # this backend is writing it (it holds the newest), or reads it afresh anyway
         with self._io(writes_metadata=False):
             raw = self._commits.read_raw(self._root.store, data_id)
-            if raw is not None and raw == self._raw.get(data_id):
-                return  # the same record: one small read, no parsing
-            token = self._commits.read(self._root.store, data_id).token
+        if raw is not None and raw == self._raw.get(data_id):
+            return  # the same record: one small read, no parsing
+        token = self._commits.parse(raw, data_id).token
         if token != self._loaded.get(data_id):
             self.refresh(data_id)
         else:

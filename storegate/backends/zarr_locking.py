@@ -113,14 +113,17 @@ class Commits:
             _write(store, self.key(data_id), raw)
 
     def read(self, store: Store, data_id: str) -> Commit:
-        """The stored record (``Commit(None, None)`` when there is none).
+        """The stored record (``Commit(None, None)`` when there is none); see :meth:`parse`."""
+        return self.parse(_read(store, self.key(data_id)), data_id)
+
+    def parse(self, raw: str | None, data_id: str) -> Commit:
+        """The record in ``raw``, text read with :meth:`read_raw` (``None``: no record).
 
         Raises
         ------
         StoreGateError
-            If the record cannot be read as one (written by something else).
+            If the text is no record (written by something else).
         """
-        raw = _read(store, self.key(data_id))
         if raw is None:
             return Commit(None, None)
         try:
@@ -137,12 +140,14 @@ class Commits:
         """True when this backend wrote ``commit`` (nobody wrote since)."""
         return commit.token is not None and commit.token == self._mine.get(data_id)
 
-    def write(self, store: Store, data_id: str, rows: Rows) -> None:
-        """Commit ``rows``: the one object write that makes a call's writes visible."""
+    def write(self, store: Store, data_id: str, rows: Rows) -> str:
+        """Commit ``rows``: the one object write that makes a call's writes visible; its text."""
         token = uuid.uuid4().hex
         self._mine[data_id] = None  # a write that fails midway leaves an unknown record
-        _write(store, self.key(data_id), json.dumps({"token": token, "rows": rows}, sort_keys=True))
+        text = json.dumps({"token": token, "rows": rows}, sort_keys=True)
+        _write(store, self.key(data_id), text)
         self._mine[data_id] = token
+        return text
 
     def token_of(self, data_id: str) -> str | None:
         """The token of the record this backend last wrote for ``data_id`` (``None``: unknown)."""
