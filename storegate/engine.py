@@ -27,7 +27,7 @@ import numpy as np
 
 from storegate import steps
 from storegate.backends import Backend, note_change
-from storegate.errors import InvalidArgumentError, NotFoundError, ValidationError
+from storegate.errors import ConflictError, InvalidArgumentError, NotFoundError, ValidationError
 from storegate.indexing import is_row, normalize_index, selection_length, split_selection
 from storegate.names import VarNames
 from storegate.phases import ALL, PHASES, Split, phases_of
@@ -39,6 +39,8 @@ __all__ = ["ACTIVE", "Fingerprint", "GroupEngine", "VarLayout", "fit_rows", "val
 
 #: The boolean variable that ``compile(reset=True)`` (re)creates in every non-empty phase.
 ACTIVE = "active"
+#: Times a read is done again when another process began rewriting the data_id meanwhile.
+READ_ATTEMPTS = 5
 
 #: ``{phase: {var: layout}}`` of every stored variable, as the compile state records it.
 Fingerprint = dict[str, dict[str, Layout]]
@@ -190,8 +192,17 @@ class GroupEngine:
 
     def get(self, names: VarNames, phase: str, index: Any) -> Any:
         """The rows ``index`` of ``names`` in ``phase``, in the form ``names`` asks for."""
-        self.backend.refresh_if_changed(self.data_id)  # each read sees the newest commit
-        arrays = [self.read(phase, var, index) for var in names.names]
+        for _ in range(READ_ATTEMPTS):
+            self.backend.refresh_if_changed(self.data_id)  # each read sees the newest commit
+            arrays = [self.read(phase, var, index) for var in names.names]
+            if self.backend.unchanged(self.data_id):
+                break  # else another process began a rewrite in place meanwhile: read again
+        else:
+            raise ConflictError(
+                f"data_id {self.data_id!r} must stay unchanged while it is read. Got {READ_ATTEMPTS} reads in a "
+                "row during which another process began rewriting it in place (update, shuffle, astype...). "
+                "Retry, or read while nobody rewrites it."
+            )
         scalar = is_row(index)
         if scalar:  # one row of a 1-D variable is a numpy scalar, as numpy indexing gives
             arrays = [a[()] if a.ndim == 0 else a for a in arrays]

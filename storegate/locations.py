@@ -189,11 +189,13 @@ class Location:
             opts["config_kwargs"] = {**DEFAULT_S3_CONFIG, **(opts.get("config_kwargs") or {})}
         return opts
 
-    def open_group(self, mode: Mode) -> zarr.Group:
+    def open_group(self, mode: Mode, keep: str | None = None) -> zarr.Group:
         """Open (mode 'r' or 'a') or replace (mode 'w') the root group of the store.
 
         An existing store opens in its own zarr format (2 or 3); a new one is zarr v3.
         Consolidated metadata is never used: every listing reads the store as it is.
+        Mode 'w' deletes everything but the objects under the prefix ``keep`` (e.g. lock
+        files that other processes hold).
 
         Raises
         ------
@@ -212,7 +214,7 @@ class Location:
                 f"cache_dir needs mode 'r' (a cache of a store that is being written goes stale). Got mode {mode!r}."
             )
         try:
-            return self._open_group(mode)
+            return self._open_group(mode, keep)
         except StoreGateError:
             raise
         except FileNotFoundError as exc:
@@ -222,7 +224,7 @@ class Location:
         except Exception as exc:  # botocore's errors are not OSErrors
             raise StorageError(f"cannot open the zarr store at {self.describe()}: {exc!r}") from exc
 
-    def _open_group(self, mode: Mode) -> zarr.Group:
+    def _open_group(self, mode: Mode, keep: str | None) -> zarr.Group:
         store = self.make_store(read_only=mode == "r")
         root = inspect_root(store)
         if not root.formats:
@@ -230,11 +232,11 @@ class Location:
         if mode == "w":
             if not root.formats:
                 self._refuse_other_files(store)
-            if self.kind == "store":
+            if self.kind == "store" and keep is None:
                 return zarr.open_group(store=store, mode="w", zarr_format=3)
             # zarr's own mode 'w' removes the root itself: an S3 bucket root would lose
             # its bucket, a NAS mount point cannot be removed. Clear what is inside instead.
-            self._clear(store)
+            self._clear(store, keep)
             return zarr.open_group(store=store, mode="a", zarr_format=3)
         if not root.formats and mode == "r":
             raise self._no_store()
@@ -330,11 +332,13 @@ class Location:
             "output_dir, or move those files away first."
         )
 
-    def _clear(self, store: Store) -> None:
+    def _clear(self, store: Store, keep: str | None) -> None:
         if isinstance(store, LocalStore):
-            _clear_directory(Path(self.path or ""))
+            _clear_directory(store.root, keep)
         elif isinstance(store, FsspecStore):
-            sync(_clear_prefix(store))
+            sync(_clear_prefix(store, keep))
+        else:
+            sync(_clear_keys(store, keep))
 
     def check_bucket(self) -> None:
         """Check once that the S3 bucket exists and the credentials may use it.
@@ -610,23 +614,38 @@ def _set_once(target: dict[str, Any], key: str, value: object, arg: str) -> None
 # --- clearing (mode 'w') ---------------------------------------------------------------
 
 
-def _clear_directory(root: Path) -> None:
+def _clear_directory(root: Path, keep: str | None = None) -> None:
+    """Delete what ``root`` holds, but the path ``keep`` below it (``'a/b'``: ``a/b``, and ``a`` itself)."""
     if not root.is_dir():
         return
+    first, _, rest = (keep or "").partition("/")
     for child in root.iterdir():
+        if keep and child.name == first:
+            if rest and child.is_dir() and not child.is_symlink():
+                _clear_directory(child, rest)
+            continue
         if child.is_dir() and not child.is_symlink():
             shutil.rmtree(child)
         else:
             child.unlink()
 
 
-async def _clear_prefix(store: FsspecStore) -> None:
+async def _clear_prefix(store: FsspecStore, keep: str | None = None) -> None:
     try:
         files = await store.fs._find(store.path)
     except FileNotFoundError:
         return
+    kept = f"{store.path.rstrip('/')}/{keep}/" if keep else None
+    files = [f for f in files if kept is None or not f.startswith(kept)]
     if files:
         await store.fs._rm(files)  # one bulk request per 1000 objects on S3
+
+
+async def _clear_keys(store: Store, keep: str | None) -> None:
+    kept = f"{keep}/" if keep else None
+    keys = [key async for key in store.list() if kept is None or not key.startswith(kept)]
+    for key in keys:
+        await store.delete(key)
 
 
 # --- zarr's request concurrency, scoped to a call ------------------------------------

@@ -521,3 +521,36 @@ def test_verify_reports_committed_rows_that_are_missing(tmp_path: Path) -> None:
     sg.add_data("x", np.arange(10), phase="train")
     zarr.open_array(str(tmp_path / "store" / "d" / "train" / "x"), mode="a").resize((6,))
     assert "4 committed rows are missing (10 committed, 6 stored)" in str(sg.verify())
+
+
+@pytest.mark.parametrize("how", ["mode_w", "delete_data_id"])
+def test_emptying_a_store_or_a_data_id_waits_for_its_writers(tmp_path: Path, how: str) -> None:
+    root = tmp_path / "store"
+    args = {"output_dir": str(root), "mode": "a"}
+    StoreGate("zarr", args, data_id="d").add_data("x", np.arange(5.0))
+    held, release = SPAWN.Event(), SPAWN.Event()
+    holder = SPAWN.Process(target=_hold_writer, args=(args, held, release))
+    holder.start()
+
+    def empty(timeout: float) -> None:
+        if how == "mode_w":
+            StoreGate("zarr", {**args, "mode": "w", "lock_timeout": timeout})
+        else:
+            StoreGate("zarr", {**args, "lock_timeout": timeout}, data_id="d").backend_object.delete_data_id("d")
+
+    try:
+        assert held.wait(120)
+        with pytest.raises(ConflictError, match="write lock of data_id 'd'"):
+            empty(0.5)  # the open writer keeps it: nothing deleted
+        assert len(StoreGate("zarr", args, data_id="d").get_data("x", "train")) == 5
+    finally:
+        release.set()
+        holder.join(60)
+    assert holder.exitcode == 0
+    assert len(StoreGate("zarr", args, data_id="d").get_data("x", "train")) == 8  # the writer's rows landed
+    empty(30)
+    assert StoreGate("zarr", {**args, "mode": "r"}).get_data_ids() == []
+    assert (root / ".storegate" / "locks" / "d.lock").exists()  # a lock others may wait on is never deleted
+    sg = StoreGate("zarr", args, data_id="d")
+    sg.add_data("x", np.arange(2.0))
+    np.testing.assert_array_equal(sg.get_data("x", "train"), np.arange(2.0))

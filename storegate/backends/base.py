@@ -265,6 +265,15 @@ class Backend(ABC):
         for implementers: the default does nothing (nothing cached, or nothing to compare).
         """
 
+    def unchanged(self, data_id: str) -> bool:
+        """True when no other process started changing ``data_id`` in place since :meth:`refresh_if_changed`.
+
+        The engine checks it after reading, and reads again when it is false: rows read
+        while another process rewrote them in place could mix old and new. The default
+        is true (nothing else writes this backend's data).
+        """
+        return True
+
     def other_objects(self, data_id: str | None = None) -> list[OtherObject]:
         """What the store holds besides storegate's data, sorted by path.
 

@@ -169,6 +169,10 @@ class HybridBackend(Backend):
         # docstring inherited
         self._tiers["zarr"].refresh_if_changed(data_id)
 
+    def unchanged(self, data_id: str) -> bool:
+        # docstring inherited
+        return self._tiers["zarr"].unchanged(data_id)
+
     def refresh(self, data_id: str) -> None:
         for backend in self._tiers.values():
             backend.refresh(data_id)

@@ -39,7 +39,8 @@ from zarr.core.sync import sync
 from zarr.errors import UnstableSpecificationWarning, ZarrUserWarning
 
 from storegate.backends.base import Backend, Checkpoint, Finding, OtherObject, VarInfo
-from storegate.backends.zarr_locking import Commits, Rows, write_lock
+from storegate.backends.zarr_journal import CommittedView, Entry, Journal, committed_objects
+from storegate.backends.zarr_locking import OWN_PREFIX, Commits, Rows, write_lock
 from storegate.codecs import (
     DEFAULT_PIPELINE,
     Compressors,
@@ -48,7 +49,7 @@ from storegate.codecs import (
     resolve_compressor,
     v2_compressor,
 )
-from storegate.errors import ConflictError, InvalidArgumentError, StorageError, StoreGateError
+from storegate.errors import ConflictError, InvalidArgumentError, StorageError, StoreGateError, StoreGateWarning
 from storegate.indexing import Selection, clip_rows
 from storegate.locations import DEFAULT_REMOTE_CONCURRENCY, METADATA_KEYS, concurrency_scope, resolve_location
 from storegate.locks import DEFAULT_LOCK_TIMEOUT, WriteLock, holding
@@ -67,6 +68,8 @@ DEFAULT_CHUNK_BYTES = 1 << 20
 STATE_KEY = "storegate"
 FORMAT_VERSION = 1
 _MODES: tuple[Literal["w", "a", "r"], ...] = ("w", "a", "r")
+#: Times a reader reads a flagged commit record and its journal before it takes what it read.
+_JOURNAL_READS = 5
 
 
 _Method = TypeVar("_Method", bound=Callable[..., Any])
@@ -179,13 +182,13 @@ class ZarrBackend(Backend):
         self._concurrency = concurrency
         if concurrency is None and self._location.remote:
             self._concurrency = DEFAULT_REMOTE_CONCURRENCY
+        self._lock_timeout = check_timeout("lock_timeout", lock_timeout)
         self._root = self._open_root()
         self._check_format()
         self._groups: dict[tuple[str, ...], zarr.Group] = {}
         self._arrays: dict[tuple[str, str, str], zarr.Array[Any]] = {}
         self._states: dict[str, dict[str, Any]] = {}
         self._local_states: set[str] = set()  # saved by this process into a read-only store
-        self._lock_timeout = check_timeout("lock_timeout", lock_timeout)
         self._commits = Commits()
         # Committed rows per data_id as last read (None: no record, every variable visible).
         self._committed: dict[str, Rows | None] = {}
@@ -200,6 +203,12 @@ class ZarrBackend(Backend):
         self._raw: dict[str, str | None] = {}  # the text of the record _loaded came from (one read)
         self._loaded: dict[str, str | None] = {}  # the token of the commit _committed holds
         self._cut: dict[str, list[Finding]] = {}  # leftovers cut when the lock was taken, for repair()
+        self._journal = Journal(self._root.store)
+        self._flagged: dict[str, tuple[int, str]] = {}  # entries journalled when flagged, the flagged record
+        self._epochs: dict[str, int] = {}  # the epoch of the record last read or written, per data_id
+        self._rewrites = threading.Condition()  # other threads of this handle wait while one rewrites in place
+        # Readers, while another call rewrites in place: each variable as the last commit holds it.
+        self._overlays: dict[str, dict[tuple[str, str], Entry]] = {}
 
     # --- opening ---------------------------------------------------------------------
 
@@ -210,7 +219,25 @@ class ZarrBackend(Backend):
 
     def _open_root(self) -> zarr.Group:
         # Raises NotFoundError (mode 'r', no store) or StorageError (unreachable).
-        return self._location.open_group(self._mode)
+        if self._mode != "w":
+            return self._location.open_group(self._mode)
+        with self._every_write_lock():  # writers of the store finish first; the locks they wait on stay
+            return self._location.open_group("w", keep=f"{OWN_PREFIX}/locks")
+
+    @contextlib.contextmanager
+    def _every_write_lock(self) -> Iterator[None]:
+        """Hold the write lock of every data_id of an existing store (mode 'w' replaces them all)."""
+        try:
+            root = self._location.open_group("r")
+        except StoreGateError:  # no store there (yet): nobody writes to it
+            yield
+            return
+        readable, _ = _children(root)
+        names = sorted(name for name, node in readable.items() if _data_id_problem(name, node) is None)
+        with contextlib.ExitStack() as held:
+            for name in names:
+                held.enter_context(holding(write_lock(root.store, name), self._lock_timeout, owner=self))
+            yield
 
     def _check_format(self) -> None:
         """Refuse, before anything is written, the options a zarr v2 store cannot hold."""
@@ -296,9 +323,12 @@ class ZarrBackend(Backend):
 
     @_storage_call
     def delete_data_id(self, data_id: str) -> None:
-        if self._group(data_id) is not None:  # never an array of that name that another tool wrote
-            del self._root[data_id]
-        sync(self._root.store.delete(self._key(self._commits.key(data_id))))
+        with self.writing(data_id):  # a writer of the data_id finishes first
+            if self._group(data_id) is not None:  # never an array of that name that another tool wrote
+                del self._root[data_id]
+            sync(self._root.store.delete(self._key(self._commits.key(data_id))))
+            for call in self._journal.calls(data_id):
+                self._journal.clear(data_id, call)
         self._commits.forget(data_id)
         self._committed.pop(data_id, None)
         self._forget(data_id)
@@ -312,13 +342,16 @@ class ZarrBackend(Backend):
         if group is None:
             return []
         readable, _ = _children(group)
-        return sorted(
+        names = {
             name
             for name, node in readable.items()
             if isinstance(node, zarr.Array)
             and _variable_problem(name, node) is None
             and self._visible_rows(data_id, phase, name, node) is not None
-        )
+        }
+        # A variable another call is deleting right now: its metadata is in the journal.
+        rewritten = {v for p, v in self._overlays.get(data_id, {}) if p == phase}
+        return sorted(names | {v for v in rewritten - names if self._find_array(data_id, phase, v) is not None})
 
     @_storage_call
     def other_objects(self, data_id: str | None = None) -> list[OtherObject]:
@@ -385,6 +418,8 @@ class ZarrBackend(Backend):
         self._array(data_id, phase, var).append(data, axis=0)
 
     def read(self, data_id: str, phase: str, var: str, selection: Selection) -> np.ndarray:
+        if self._flagged and data_id in self._flagged:
+            self._wait_for_rewrite(data_id)
         array = self._array(data_id, phase, var)
         if isinstance(selection, slice) and array.ndim:
             rows = self._visible_rows(data_id, phase, var, array)
@@ -406,7 +441,7 @@ class ZarrBackend(Backend):
 
     @_storage_call
     def write(self, data_id: str, phase: str, var: str, selection: Selection, data: np.ndarray) -> None:
-        self._check_lease(data_id)
+        self._touch(data_id, phase, var)
         array = self._array(data_id, phase, var)
         if isinstance(selection, np.ndarray):
             _write_rows(array, selection, data)
@@ -499,7 +534,8 @@ class ZarrBackend(Backend):
             try:
                 try:
                     yield
-                except BaseException:
+                except BaseException as exc:
+                    self._settle_journal(data_id, exc)
                     self._replaced.pop(data_id, None)
                     self._cut.pop(data_id, None)
                     self._undone.pop(data_id, None)
@@ -513,6 +549,7 @@ class ZarrBackend(Backend):
                     self._commits.forget(data_id)  # a transaction was undone: check the store at the next call
                 elif touched:  # written outside a transaction (e.g. repair): commit now
                     self._commit_or_explain(data_id, touched)
+                self._settle_journal(data_id)
                 lock.check()
             finally:
                 self._writer.pop(data_id, None)
@@ -547,7 +584,15 @@ class ZarrBackend(Backend):
         """Under the lock, before planning: the store as the last commit left it."""
         raw = self._commits.read_raw(self._root.store, data_id)
         record = self._commits.parse(raw, data_id)
-        if self._commits.is_mine(record, data_id):
+        self._epochs[data_id] = record.epoch
+        put_back: list[Finding] = []
+        if record.journal is not None and repair:  # a call rewriting in place did not finish
+            self.refresh(data_id)
+            self._committed[data_id] = record.rows or {}
+            put_back = self._put_back(data_id, record.journal)
+            raw = self._raw[data_id]
+            record = self._commits.parse(raw, data_id)
+        if self._commits.is_mine(record, data_id) and not put_back:
             self._committed[data_id], self._loaded[data_id], self._raw[data_id] = record.rows, record.token, raw
             return
         self.refresh(data_id)  # another process wrote (or a call failed): cached shapes are stale
@@ -563,7 +608,78 @@ class ZarrBackend(Backend):
         self._committed[data_id] = rows
         self._loaded[data_id] = record.token if record.rows is not None else self._commits.token_of(data_id)
         if repair:
-            self._cut[data_id] = self._cut_to(data_id, rows)
+            self._cut[data_id] = put_back + self._cut_to(data_id, rows)
+
+    def _put_back(self, data_id: str, call: str) -> list[Finding]:
+        """Put the objects a call journalled back as last committed, then drop the flag; what was put back.
+
+        The record written then lists the same rows with the flag's epoch, not the record
+        from before the flag: a reader that read during the rewrite must see that it changed.
+        """
+        entries = self._journal.entries(data_id, call)
+        for entry in reversed(entries):  # newest first: the oldest entry of an object, the committed one, wins
+            prefix = self._key(data_id, entry.phase, entry.var)
+            if entry.whole:
+                sync(self._root.store.delete_dir(prefix))
+            buffer = default_buffer_prototype().buffer
+            objects = {k: None if v is None else buffer.from_bytes(v) for k, v in entry.objects.items()}
+            self._put_objects(data_id, entry.phase, entry.var, objects)
+            self._arrays.pop((data_id, entry.phase, entry.var), None)
+        rows, epoch = self._committed.get(data_id) or {}, self._epochs.get(data_id, 0)
+        self._raw[data_id] = self._commits.write(self._root.store, data_id, rows, epoch=epoch)
+        self._loaded[data_id] = self._commits.token_of(data_id)
+        self._journal.clear(data_id, call)
+        return [
+            Finding(
+                f"{data_id}/{phase}/{var}",
+                "rewritten in place by a call that did not finish: put back as last committed, from its undo journal",
+                repairable=True,
+            )
+            for phase, var in sorted({(e.phase, e.var) for e in entries})
+        ]
+
+    def _wait_for_rewrite(self, data_id: str) -> None:
+        """In another thread than the one rewriting ``data_id`` in place: wait until it commits.
+
+        Threads share this handle's cached arrays, which show the rewrite as it goes; the
+        journal that would show them the last commit is for other handles and processes.
+        """
+        with self._rewrites:
+            while data_id in self._flagged and not self._writing_here(data_id):
+                self._rewrites.wait()
+
+    def _settle_journal(self, data_id: str, failure: BaseException | None = None) -> None:
+        """At the end of a call: drop its undo journal once committed; put the last commit back if not."""
+        try:
+            self._settle(data_id, failure)
+        finally:
+            with self._rewrites:
+                self._flagged.pop(data_id, None)
+                self._rewrites.notify_all()
+
+    def _settle(self, data_id: str, failure: BaseException | None) -> None:
+        flagged = self._flagged.get(data_id)
+        call = self._journal.call(data_id)
+        self._journal.end(data_id)
+        if call is None:
+            return
+        try:
+            with self._io():
+                if flagged is not None and self._raw.get(data_id) == flagged[1]:
+                    # Not committed (it failed, or its commit was undone). The undo has put the
+                    # objects back unless it failed too: the journal makes sure before the flag goes.
+                    self._put_back(data_id, call)
+                else:
+                    self._journal.clear(data_id, call)
+        except Exception as exc:  # the flag stays: readers see the last commit, the next writer puts it back
+            message = (
+                f"storegate: clearing the undo journal of data_id {data_id!r} failed ({exc!r}). Readers still see "
+                "the last commit; the next write or sg.repair() finishes the job."
+            )
+            if failure is not None:
+                failure.add_note(message)
+            else:
+                warnings.warn(message, StoreGateWarning, stacklevel=4)
 
     def _stored_rows(self, data_id: str) -> Rows:
         """Every variable's rows as stored (a data_id that has no commit record yet)."""
@@ -605,10 +721,11 @@ class ZarrBackend(Backend):
             else:
                 rows.setdefault(phase, {})[var] = int(array.shape[0]) if array.ndim else 0
         rows = {p: vs for p, vs in rows.items() if vs}
-        if only_if_changed and rows == self._committed.get(data_id):
+        if only_if_changed and rows == self._committed.get(data_id) and data_id not in self._flagged:
             return
+        epoch = self._epochs.get(data_id, 0)
         with self._io():
-            self._raw[data_id] = self._commits.write(self._root.store, data_id, rows)
+            self._raw[data_id] = self._commits.write(self._root.store, data_id, rows, epoch=epoch)
         self._committed[data_id], self._loaded[data_id] = rows, self._commits.token_of(data_id)
 
     def _commit_or_explain(self, data_id: str, touched: set[tuple[str, str]]) -> None:
@@ -626,12 +743,13 @@ class ZarrBackend(Backend):
         # docstring inherited: rows past the commit, variables it does not list, and variables
         # it lists that are gone.
         try:
-            rows = self._commits.read(self._root.store, data_id).rows
+            record = self._commits.read(self._root.store, data_id)
         except StoreGateError as exc:  # a damaged record: say so (repair cannot guess the rows)
             return [Finding(self._commits.key(data_id), str(exc))]
+        found = self._journal_leftovers(data_id, record.journal)
+        rows = record.rows
         if rows is None:
-            return []
-        found = []
+            return found
         for phase in PHASES:
             group = self._group(data_id, phase)
             stored = {} if group is None else _children(group)[0]
@@ -670,6 +788,20 @@ class ZarrBackend(Backend):
                 found.append(Finding(f"{data_id}/{phase}/{var}", "committed, but its array is gone"))
         return found
 
+    def _journal_leftovers(self, data_id: str, flagged: str | None) -> list[Finding]:
+        """The undo journals stored for a data_id: one a call left unfinished, or stale ones."""
+        found = []
+        for call in self._journal.calls(data_id):
+            what = (
+                "the undo journal of a call that rewrote variables in place and did not finish: readers see the "
+                "last commit through it; repair() puts the variables back"
+                if call == flagged
+                else "the undo journal of a call that ended, or was killed before it wrote in place: nothing "
+                "visible depends on it; repair() deletes it"
+            )
+            found.append(Finding(f"{self._journal.prefix(data_id)}/{call}", what, repairable=True))
+        return found
+
     def repair(self, data_id: str) -> list[Finding]:
         # docstring inherited
         if self._nested.get(data_id):
@@ -682,6 +814,10 @@ class ZarrBackend(Backend):
         with self._io():
             done = self._cut.pop(data_id, []) + self._cut_to(data_id, rows)  # cut when the lock was taken, or now
             for finding in found:
+                if finding.path.startswith(self._journal.prefix(data_id) + "/"):  # a stale journal
+                    self._journal.clear(data_id, finding.path.rsplit("/", 1)[1])
+                    done.append(finding)
+                    continue
                 _, phase, var = finding.path.rsplit("/", 2)
                 if var not in rows.get(phase, {}):
                     group = self._group(data_id, phase)
@@ -697,12 +833,43 @@ class ZarrBackend(Backend):
         if lock is not None:
             lock.check()
 
-    def _touch(self, data_id: str, phase: str, var: str) -> None:
-        """Note a variable the running call changes (its rows are committed with the call)."""
+    def _touch(self, data_id: str, phase: str, var: str, rewrites: bool = True) -> None:
+        """Note a variable the running call changes (its rows are committed with the call).
+
+        ``rewrites``: the change may overwrite committed objects, so the commit record is
+        flagged first when the call journalled them (an undo putting them back needs no flag).
+        """
         self._check_lease(data_id)
         touched = self._touched.get(data_id)
         if touched is not None:
             touched.add((phase, var))
+            if rewrites:
+                self._flag_rewrite(data_id)
+
+    def _flag_rewrite(self, data_id: str) -> None:
+        """Before a write in place: flag the record with the call's journal, once per new entries."""
+        added = self._journal.added(data_id)
+        flagged = self._flagged.get(data_id)
+        if added == (0 if flagged is None else flagged[0]):
+            return  # nothing journalled since the flag: cheap on every append
+        rows, epoch = self._committed.get(data_id) or {}, self._epochs.get(data_id, 0) + 1
+        call = self._journal.call(data_id)
+        with self._io():
+            text = self._commits.write(self._root.store, data_id, rows, journal=call, epoch=epoch)
+        self._raw[data_id], self._loaded[data_id], self._epochs[data_id] = text, self._commits.token_of(data_id), epoch
+        self._flagged[data_id] = (added, text)
+
+    def _keep_committed(self, data_id: str, checkpoint: Checkpoint) -> None:
+        """Journal the committed objects a checkpoint saved, before the call rewrites them."""
+        saved: _Objects = checkpoint.saved
+        rows = self._committed.get(data_id) or {}
+        if checkpoint.shape is None or checkpoint.var not in rows.get(checkpoint.phase, {}):
+            return  # not committed (created by this call): the commit record hides it already
+        objects = {**saved.objects, **_encoded(saved.metadata)} if not saved.whole else saved.objects
+        as_bytes = {k: None if v is None else v.to_bytes() for k, v in objects.items()}
+        entry = Entry(checkpoint.phase, checkpoint.var, checkpoint.shape, saved.whole, as_bytes)
+        with self._io():
+            self._journal.add(data_id, entry)
 
     def _visible_rows(self, data_id: str, phase: str, var: str, array: zarr.Array[Any]) -> int | None:
         """Rows of ``array`` that readers see: the committed ones (``None``: not committed)."""
@@ -710,14 +877,36 @@ class ZarrBackend(Backend):
         if (phase, var) in self._touched.get(data_id, ()) and self._writing_here(data_id):
             return stored  # the call writing it sees its own rows; other threads see the commit
         if data_id not in self._committed:
-            raw = self._commits.read_raw(self._root.store, data_id)
-            record = self._commits.parse(raw, data_id)
-            self._committed[data_id], self._loaded[data_id], self._raw[data_id] = record.rows, record.token, raw
+            self._load_commit(data_id)
         rows = self._committed[data_id]
         if rows is None:
             return stored
         n = rows.get(phase, {}).get(var)
         return None if n is None else min(n, stored)
+
+    def _load_commit(self, data_id: str) -> None:
+        """Read the commit record for reading; while a call rewrites in place, its journal too.
+
+        The journal is read between two reads of the record: when the record changed
+        meanwhile (the call committed and cleared its journal), both are read again.
+        """
+        with self._io(writes_metadata=False):  # a server gone: a StorageError naming it
+            self._read_commit(data_id)
+
+    def _read_commit(self, data_id: str) -> None:
+        for _ in range(_JOURNAL_READS):
+            raw = self._commits.read_raw(self._root.store, data_id)
+            record = self._commits.parse(raw, data_id)
+            self._committed[data_id], self._loaded[data_id], self._raw[data_id] = record.rows, record.token, raw
+            self._epochs[data_id] = record.epoch
+            if record.journal is None or self._writing_here(data_id):
+                self._overlays.pop(data_id, None)
+                return
+            overlay = committed_objects(self._journal.entries(data_id, record.journal))
+            if self._commits.read_raw(self._root.store, data_id) == raw:
+                break
+        self._overlays[data_id] = overlay
+        self._forget(data_id)  # arrays opened before hold the objects being rewritten
 
     def _writing_here(self, data_id: str) -> bool:
         """True in the thread running this handle's call on ``data_id``."""
@@ -725,6 +914,8 @@ class ZarrBackend(Backend):
 
     def refresh_if_changed(self, data_id: str) -> None:
         # docstring inherited: one small read of the commit record.
+        if self._flagged and data_id in self._flagged:
+            self._wait_for_rewrite(data_id)
         if self._writing_here(data_id) or data_id not in self._committed:
             return  # this backend is writing it (it holds the newest), or reads it afresh anyway
         with self._io(writes_metadata=False):
@@ -737,12 +928,24 @@ class ZarrBackend(Backend):
         else:
             self._raw[data_id] = raw
 
+    def unchanged(self, data_id: str) -> bool:
+        # docstring inherited: the commit record is still the one read (a rewrite flags it
+        # before its first write in place, and commits by writing it again).
+        if self._writing_here(data_id) or data_id not in self._raw:
+            return True
+        with self._io(writes_metadata=False):
+            raw = self._commits.read_raw(self._root.store, data_id)
+        if raw == self._raw[data_id]:
+            return True
+        return self._commits.parse(raw, data_id).epoch == self._epochs.get(data_id, 0)
+
     def refresh(self, data_id: str) -> None:
         # docstring inherited; a state only this process holds (read-only store) is kept.
         self._forget(data_id)
         if data_id not in self._touched:  # while this backend writes it, its commit is the one it holds
             self._committed.pop(data_id, None)
             self._loaded.pop(data_id, None)
+            self._overlays.pop(data_id, None)
         if data_id not in self._local_states:
             self._states.pop(data_id, None)
 
@@ -766,12 +969,15 @@ class ZarrBackend(Backend):
         elif span.stop > span.start:
             keys = _object_keys(array, span)
         objects = sync(_get_many(array, keys)) if keys else {}
-        return Checkpoint(data_id, phase, var, shape, span, _Objects(array.metadata, objects, whole))
+        checkpoint = Checkpoint(data_id, phase, var, shape, span, _Objects(array.metadata, objects, whole))
+        if keys and self._writing_here(data_id):
+            self._keep_committed(data_id, checkpoint)  # a crash mid-rewrite leaves them in the journal
+        return checkpoint
 
     def rollback(self, checkpoint: Checkpoint) -> None:
         # docstring inherited
         data_id, phase, var = checkpoint.data_id, checkpoint.phase, checkpoint.var
-        self._touch(data_id, phase, var)
+        self._touch(data_id, phase, var, rewrites=False)
         if not checkpoint.existed:
             self.delete(data_id, phase, var)
             return
@@ -795,8 +1001,11 @@ class ZarrBackend(Backend):
         if array is None:
             return Checkpoint(data_id, phase, var, None, slice(0, 0, 1))
         self.check_writable()
-        self._touch(data_id, phase, var)
         shape = tuple(array.shape)
+        if self._writing_here(data_id):  # readers, and a crash, still find the metadata in the journal
+            metadata_only = _Objects(array.metadata, {}, False)
+            self._keep_committed(data_id, Checkpoint(data_id, phase, var, shape, slice(0, 0, 1), metadata_only))
+        self._touch(data_id, phase, var)
         checkpoint = Checkpoint(data_id, phase, var, shape, clip_rows(None, shape[0] if shape else 0), array.metadata)
         try:
             with self._io():
@@ -813,7 +1022,7 @@ class ZarrBackend(Backend):
     def reattach(self, checkpoint: Checkpoint) -> None:
         # docstring inherited
         if checkpoint.existed:
-            self._touch(checkpoint.data_id, checkpoint.phase, checkpoint.var)
+            self._touch(checkpoint.data_id, checkpoint.phase, checkpoint.var, rewrites=False)
             with self._io():
                 self._put_objects(checkpoint.data_id, checkpoint.phase, checkpoint.var, _encoded(checkpoint.saved))
             self._arrays.pop((checkpoint.data_id, checkpoint.phase, checkpoint.var), None)
@@ -982,13 +1191,28 @@ class ZarrBackend(Backend):
         key = (data_id, phase, var)
         array = self._arrays.get(key)
         if array is None:
+            if data_id not in self._committed and not self._writing_here(data_id):
+                self._load_commit(data_id)  # first: it says whether to read the journal
+            entry = self._overlays.get(data_id, {}).get((phase, var))
+            found: Node | None
             with self._io(), pipeline_scope(self._pipeline):  # zarr picks the pipeline when opening
-                group = self._group(data_id, phase)
-                found = None if group is None else _node(group, var)
+                if entry is not None:  # another call rewrites it in place: read it as committed
+                    found = self._committed_array(self._key(data_id, phase, var), entry)
+                else:
+                    group = self._group(data_id, phase)
+                    found = None if group is None else _node(group, var)
             if not isinstance(found, zarr.Array) or _variable_problem(var, found) is not None:
                 return None  # absent, or an object another tool wrote: never a variable
             array = self._arrays[key] = found
         return array
+
+    def _committed_array(self, key: str, entry: Entry) -> zarr.Array[Any] | None:
+        """A variable as its last commit holds it, from its journal entry and the store."""
+        view = CommittedView(self._root.store, key, entry)
+        try:
+            return zarr.open_array(store=view, path=key, mode="r", zarr_format=self.zarr_format)  # type: ignore[arg-type]
+        except FileNotFoundError:
+            return None
 
     @contextlib.contextmanager
     def _io(self, writes_metadata: bool = True) -> Iterator[None]:

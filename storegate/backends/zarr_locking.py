@@ -27,7 +27,7 @@ from zarr.storage import FsspecStore, LocalStore, MemoryStore
 from storegate.errors import StoreGateError
 from storegate.locks import FolderLock, Lease, ProcessLock, WriteLock, shared
 
-__all__ = ["OWN_PREFIX", "Commit", "Commits", "Rows", "file_name", "write_lock"]
+__all__ = ["OWN_PREFIX", "Commit", "Commits", "Rows", "file_name", "read_object", "write_lock", "write_object"]
 
 #: Where storegate keeps its own objects in a store (locks, commit records): zarr sees no member there.
 OWN_PREFIX = ".storegate"
@@ -78,10 +78,16 @@ class Commit:
 
     ``rows`` is ``None`` for a data_id no storegate writer has committed yet (a store from
     before commit records, or one that other tools wrote): every variable is then visible.
+    ``journal`` names the call that rewrites committed objects in place, while it runs: the
+    objects the last commit holds are then in that call's undo journal (:mod:`.zarr_journal`).
+    ``epoch`` counts the rewrites in place begun so far: a reader whose record changed
+    during a read, but not its epoch, read nothing that was being rewritten.
     """
 
     token: str | None
     rows: Rows | None
+    journal: str | None = None
+    epoch: int = 0
 
 
 class Commits:
@@ -129,7 +135,9 @@ class Commits:
         try:
             found = json.loads(raw)
             rows = {str(p): {str(v): _row_count(n) for v, n in vs.items()} for p, vs in found["rows"].items()}
-            return Commit(str(found["token"]), rows)
+            journal = found.get("journal")
+            epoch = _row_count(found.get("epoch", 0))
+            return Commit(str(found["token"]), rows, journal if isinstance(journal, str) else None, epoch)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise StoreGateError(
                 f"the commit record {self.key(data_id)!r} must be storegate's JSON ({exc}). Got {raw[:80]!r}. "
@@ -140,11 +148,20 @@ class Commits:
         """True when this backend wrote ``commit`` (nobody wrote since)."""
         return commit.token is not None and commit.token == self._mine.get(data_id)
 
-    def write(self, store: Store, data_id: str, rows: Rows) -> str:
-        """Commit ``rows``: the one object write that makes a call's writes visible; its text."""
+    def write(self, store: Store, data_id: str, rows: Rows, journal: str | None = None, epoch: int = 0) -> str:
+        """Commit ``rows``: the one object write that makes a call's writes visible; its text.
+
+        ``journal`` (a call id) writes the same rows flagged: readers then take the objects
+        that call rewrites in place from its undo journal. ``epoch``: see :class:`Commit`.
+        """
         token = uuid.uuid4().hex
         self._mine[data_id] = None  # a write that fails midway leaves an unknown record
-        text = json.dumps({"token": token, "rows": rows}, sort_keys=True)
+        record: dict[str, object] = {"token": token, "rows": rows}
+        if journal is not None:
+            record["journal"] = journal
+        if epoch:
+            record["epoch"] = epoch
+        text = json.dumps(record, sort_keys=True)
         _write(store, self.key(data_id), text)
         self._mine[data_id] = token
         return text
@@ -165,30 +182,41 @@ def _row_count(value: object) -> int:
 
 
 def _read(store: Store, key: str) -> str | None:
-    if isinstance(store, LocalStore):  # every write call reads it: a file read, not a trip through zarr's loop
-        try:
-            return (store.root / key).read_text("utf-8", "replace")
-        except FileNotFoundError:
-            return None
-    found = sync(store.get(key, prototype=default_buffer_prototype()))
-    return None if found is None else found.to_bytes().decode("utf-8", "replace")
+    found = read_object(store, key)
+    return None if found is None else found.decode("utf-8", "replace")
 
 
 def _write(store: Store, key: str, text: str) -> None:
-    # Atomic: a temporary file renamed (as zarr's LocalStore writes, without its trip through
+    write_object(store, key, text.encode("utf-8"))
+
+
+def read_object(store: Store, key: str) -> bytes | None:
+    """One of storegate's own objects (``None`` when there is none)."""
+    if isinstance(store, LocalStore):  # every write call reads one: a file read, not a trip through zarr's loop
+        try:
+            return (store.root / key).read_bytes()
+        except FileNotFoundError:
+            return None
+    found = sync(store.get(key, prototype=default_buffer_prototype()))
+    return None if found is None else found.to_bytes()
+
+
+def write_object(store: Store, key: str, data: bytes) -> None:
+    """Write one of storegate's own objects whole, atomically: readers see the old or the new."""
+    # A temporary file renamed (as zarr's LocalStore writes, without its trip through
     # zarr's event loop, which costs ten times the write); an S3 PUT is atomic by itself.
     if isinstance(store, LocalStore):
         path = store.root / key
         temporary = path.with_name(f"{path.name}.{uuid.uuid4().hex[:12]}.partial")
         try:
-            temporary.write_text(text, "utf-8")
-        except FileNotFoundError:  # the first record of the store: its folder is new
+            temporary.write_bytes(data)
+        except FileNotFoundError:  # the first object of its folder
             path.parent.mkdir(parents=True, exist_ok=True)
-            temporary.write_text(text, "utf-8")
+            temporary.write_bytes(data)
         try:
             os.replace(temporary, path)
         except BaseException:
             temporary.unlink(missing_ok=True)
             raise
         return
-    sync(store.set(key, default_buffer_prototype().buffer.from_bytes(text.encode("utf-8"))))
+    sync(store.set(key, default_buffer_prototype().buffer.from_bytes(data)))
