@@ -249,8 +249,8 @@ print("not killed")
 """
 
 
-def _kill_midway(args: dict[str, Any], kind: str, where: str) -> None:
-    code = KILLED.replace("REWRITE", repr(REWRITES[kind]))
+def _kill_midway(args: dict[str, Any], kind: str, where: str, rewrite: str | None = None) -> None:
+    code = KILLED.replace("REWRITE", repr(rewrite or REWRITES[kind]))
     done = subprocess.run(
         [sys.executable, "-c", code, json.dumps(args), kind, where], capture_output=True, text=True, timeout=120
     )
@@ -312,3 +312,19 @@ def test_a_journal_left_before_any_write_in_place_changes_nothing_and_repair_del
     assert sg.verify().ok
     assert _same(_snapshot(sg), before)
     assert not list((tmp_path / "s" / ".storegate" / "journal").rglob("*.entry"))
+
+
+def test_a_killed_rewrite_of_a_zarr_v2_store_is_put_back(tmp_path: Path) -> None:
+    from tests.v2_stores import write_zarr2_files
+
+    write_zarr2_files(tmp_path / "v2")
+    args = {"output_dir": str(tmp_path / "v2")}
+    before = _snapshot(StoreGate("zarr", args, data_id="d"))
+    update = "sg.update_data('y', np.full(10, 99), phase='train', index=(995, 1005))"  # two chunks
+    _kill_midway(args, "update", "after", update)
+    assert _same(_snapshot(StoreGate("zarr", {**args, "mode": "r"}, data_id="d")), before)
+    sg = StoreGate("zarr", args, data_id="d")
+    assert sg.repair()
+    assert _same(_snapshot(sg), before)
+    exec(update, {"sg": sg, "np": np})
+    np.testing.assert_array_equal(sg.get_data("y", "train")[995:1005], np.full(10, 99))
