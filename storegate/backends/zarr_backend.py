@@ -7,6 +7,11 @@ A zarr v2 store (multiml wrote them with zarr-python 2) opens, reads and grows i
 format: new groups and arrays are v2, with the numcodecs compressor equivalent to the chosen
 codec; what v2 cannot hold (shards) is refused. :func:`storegate.convert_to_v3` converts one.
 
+Writers take the data_id's write lock and commit through a commit record
+(:mod:`storegate.backends.zarr_locking`); a call that rewrites committed objects in place
+journals them first (:mod:`storegate.backends.zarr_journal`), so readers and the next
+writer always find the last commit whole.
+
 What other tools leave in a store (0-d arrays, groups inside a phase, arrays with names
 storegate refuses, objects zarr cannot read) is never a variable: every call skips it,
 nothing overwrites or deletes it, and :meth:`ZarrBackend.other_objects` lists it.
