@@ -37,7 +37,9 @@ class StoreGate:
     ----------
     backend
         ``'numpy'`` (in memory), ``'zarr'`` (chunked and compressed on storage),
-        ``'hybrid'`` (both, with explicit moves) or a name given to ``register_backend``.
+        ``'hybrid'`` (both, with explicit moves), ``'icechunk'`` (zarr in an icechunk
+        repository: one commit per call, versions; the ``icechunk`` extra) or a name given
+        to ``register_backend``.
     backend_args
         Options of the backend, e.g. ``{'output_dir': 'data.zarr', 'mode': 'a'}`` for
         zarr; see :class:`storegate.backends.zarr_backend.ZarrBackend`.
@@ -114,6 +116,16 @@ class StoreGate:
     def backend_object(self) -> Backend:
         """The :class:`~storegate.backends.Backend` (for inspection; change data through StoreGate)."""
         return self._backend
+
+    @property
+    def version(self) -> str | None:
+        """The version of the data this StoreGate reads: a snapshot id of the ``'icechunk'`` backend.
+
+        A training run that logs it can read exactly the same data again later with
+        ``StoreGate('icechunk', {'output_dir': ..., 'version': version})``. After a write it
+        names the commit that write made. ``None`` for backends that keep no versions.
+        """
+        return self._backend.version
 
     @property
     def store(self) -> Backend:

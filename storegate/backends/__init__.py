@@ -41,6 +41,7 @@ _REGISTRY: dict[str, tuple[str, str, str | None]] = {
     "numpy": ("storegate.backends.numpy_backend", "NumpyBackend", None),
     "zarr": ("storegate.backends.zarr_backend", "ZarrBackend", None),
     "hybrid": ("storegate.backends.hybrid_backend", "HybridBackend", None),
+    "icechunk": ("storegate.backends.icechunk_backend", "IcechunkBackend", "icechunk"),
 }
 
 #: Classes registered as classes (a class defined in a script or notebook has no import path).

@@ -160,6 +160,14 @@ class Backend(ABC):
         """Where the data live, for messages and show_info."""
         return "memory"
 
+    @property
+    def version(self) -> str | None:
+        """The version of the data this backend reads (an icechunk snapshot id).
+
+        ``None`` for a store that keeps no versions (the default).
+        """
+        return None
+
     # --- data ids --------------------------------------------------------------------
 
     @abstractmethod

@@ -1,0 +1,174 @@
+"""The icechunk backend: one commit per call, versions a training run can pin, conflicts between writers."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from storegate import ConflictError, InvalidArgumentError, NotFoundError, ReadOnlyError, StoreGate
+from storegate.backends.zarr_backend import ZarrBackend
+from storegate.testing import MIXINS, GetDataIndexTests
+
+pytest.importorskip("icechunk")
+
+
+def _open(path: Path, **args: object) -> StoreGate:
+    return StoreGate("icechunk", {"output_dir": str(path), **args}, data_id="d")
+
+
+def _messages(sg: StoreGate) -> list[str]:
+    return [message for _, message in sg.backend_object.history()]  # type: ignore[attr-defined]
+
+
+class TestIcechunkConformance(*(m for m in MIXINS if m is not GetDataIndexTests)):  # type: ignore[misc]
+    """The conformance suite on a repository in a local folder.
+
+    Without ``GetDataIndexTests`` (135 tests of read index forms, which the zarr backend's
+    suite covers: the icechunk backend only changes where the bytes come from).
+    """
+
+    @pytest.fixture
+    def sg(self, tmp_path: Path) -> StoreGate:
+        return StoreGate("icechunk", {"output_dir": str(tmp_path / "repo")}, data_id="conf")
+
+    backend = "icechunk"
+
+
+def test_write_commit_and_read_an_older_version(tmp_path: Path) -> None:
+    sg = _open(tmp_path / "repo")
+    sg.add_data("x", np.arange(10), phase="train")
+    first = sg.version
+    sg.add_data("x", np.arange(10, 15), phase="train")
+    sg.update_data("x", np.zeros(15, dtype=np.int64), phase="train")
+    assert sg.version != first
+    assert _messages(sg)[:3] == ["storegate update_data: data_id 'd'", *["storegate add_data: data_id 'd'"] * 2]
+
+    pinned = _open(tmp_path / "repo", version=first)
+    assert pinned.version == first
+    np.testing.assert_array_equal(pinned.get_data("x", "train"), np.arange(10))  # the data as they were
+    np.testing.assert_array_equal(sg.get_data("x", "train"), np.zeros(15))
+    with pytest.raises(ReadOnlyError):
+        pinned.add_data("x", np.arange(3), phase="train")
+    # Worker processes reopen the snapshot their parent reads.
+    assert sg.backend_object.reopen_args()["version"] == sg.version  # type: ignore[index]
+
+
+def test_a_tag_pins_a_version_and_readers_follow_the_branch(tmp_path: Path) -> None:
+    sg = _open(tmp_path / "repo")
+    sg.add_data("x", np.arange(4), phase="train")
+    sg.backend_object.repository.create_tag("v1", sg.version)  # type: ignore[attr-defined]
+    reader = _open(tmp_path / "repo", mode="r")
+    assert len(reader.get_data("x", "train")) == 4
+    sg.add_data("x", np.arange(4), phase="train")
+    assert len(reader.get_data("x", "train")) == 8  # a reader of the branch sees the newest commit
+    assert len(_open(tmp_path / "repo", version="v1").get_data("x", "train")) == 4
+    with pytest.raises(NotFoundError, match="snapshot id or a tag"):
+        _open(tmp_path / "repo", version="no-such-tag")
+    with pytest.raises(InvalidArgumentError, match="mode must be 'r'"):
+        _open(tmp_path / "repo", version="v1", mode="a")
+
+
+def test_two_writers_of_one_data_id_conflict_and_nothing_is_lost(tmp_path: Path) -> None:
+    first, second = _open(tmp_path / "repo"), _open(tmp_path / "repo")
+    first.add_data("x", np.arange(4), phase="train")
+    writer = second.writer(phase="train")  # its call (and session) begins at 4 rows
+    writer.add({"x": np.full(3, -1)})
+    first.add_data("x", np.arange(4, 6), phase="train")  # commits first
+    before = _messages(first)
+    with pytest.raises(ConflictError, match="another writer committed"):
+        writer.close()
+    assert _messages(first) == before  # the loser committed nothing
+    np.testing.assert_array_equal(_open(tmp_path / "repo").get_data("x", "train"), np.arange(6))
+    second.add_data("x", np.full(3, -1), phase="train")  # a retry plans from the newest commit
+    np.testing.assert_array_equal(first.get_data("x", "train"), [*range(6), -1, -1, -1])
+
+
+def test_writers_of_different_data_ids_both_commit(tmp_path: Path) -> None:
+    first = _open(tmp_path / "repo")
+    other = StoreGate("icechunk", {"output_dir": str(tmp_path / "repo")}, data_id="e")
+    writer = first.writer(phase="train")
+    writer.add({"x": np.arange(3)})
+    other.add_data("y", np.arange(5), phase="train")
+    writer.close()  # rebased onto the other commit: it changed another data_id
+    fresh = _open(tmp_path / "repo")
+    np.testing.assert_array_equal(fresh.get_data("x", "train"), np.arange(3))
+    fresh.set_data_id("e")
+    np.testing.assert_array_equal(fresh.get_data("y", "train"), np.arange(5))
+
+
+def test_a_failed_call_leaves_no_commit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sg = _open(tmp_path / "repo")
+    sg.add_data("x", np.arange(4), phase="train")
+    version, before = sg.version, _messages(sg)
+
+    def fail(self: ZarrBackend, data_id: str) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ZarrBackend, "commit", fail)  # the last step of the call's transaction
+    with pytest.raises(OSError, match="disk full"):
+        sg.add_data(["x", "y"], [np.arange(4, 8), np.arange(4)], phase="train")
+    monkeypatch.undo()
+    assert sg.version == version
+    assert _messages(_open(tmp_path / "repo")) == before
+    assert sg.get_var_names("train") == ["x"]
+    np.testing.assert_array_equal(_open(tmp_path / "repo").get_data("x", "train"), np.arange(4))
+    writer = sg.writer(phase="train")  # an aborted writer: no commit either
+    writer.add({"x": np.arange(3)})
+    writer.abort()
+    assert _messages(sg) == before
+    np.testing.assert_array_equal(sg.get_data("x", "train"), np.arange(4))
+
+
+def test_mode_w_is_one_commit_and_history_keeps_the_old_data(tmp_path: Path) -> None:
+    sg = _open(tmp_path / "repo")
+    sg.add_data("x", np.arange(4), phase="train")
+    old = sg.version
+    assert StoreGate("icechunk", {"output_dir": str(tmp_path / "repo"), "mode": "w"}).get_data_ids() == []
+    assert _open(tmp_path / "repo", version=old).get_data_ids() == ["d"]
+
+
+def test_refuses_what_is_not_a_repository(tmp_path: Path) -> None:
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(InvalidArgumentError, match="other files"):
+        _open(tmp_path / "other")
+    with pytest.raises(NotFoundError, match="icechunk repository"):
+        _open(tmp_path / "none", mode="r")
+
+
+def test_without_icechunk_the_error_says_what_to_install() -> None:
+    code = textwrap.dedent(
+        """
+        import sys
+        sys.modules["icechunk"] = None  # as if it were not installed
+        import storegate
+        try:
+            storegate.StoreGate("icechunk", {"output_dir": "unused"})
+        except storegate.StoreGateError as exc:
+            print(exc)
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert "pip install 'storegate[icechunk]'" in out.stdout
+
+
+@pytest.mark.s3
+def test_versions_and_conflicts_on_s3(s3_server: object, s3_bucket: str) -> None:
+    options = s3_server.storage_options  # type: ignore[attr-defined]
+    args = {"output_dir": f"s3://{s3_bucket}/repo", "storage_options": options}
+    first, second = (StoreGate("icechunk", args, data_id="d") for _ in range(2))
+    first.add_data("x", np.arange(4), phase="train")
+    version = first.version
+    writer = second.writer(phase="train")
+    writer.add({"x": np.full(2, -1)})
+    first.add_data("x", np.arange(4, 6), phase="train")
+    with pytest.raises(ConflictError):
+        writer.close()
+    pinned = StoreGate("icechunk", {**args, "version": version}, data_id="d")
+    np.testing.assert_array_equal(pinned.get_data("x", "train"), np.arange(4))
+    np.testing.assert_array_equal(second.get_data("x", "train"), np.arange(6))
