@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import subprocess
 import sys
 import textwrap
@@ -15,6 +16,10 @@ from storegate.backends.zarr_backend import ZarrBackend
 from storegate.testing import MIXINS, GetDataIndexTests
 
 pytest.importorskip("icechunk")
+
+SPAWN = multiprocessing.get_context("spawn")
+#: Processes and add_data calls each in the test of writers in several processes.
+PROCESSES, CALLS = 3, 6
 
 
 def _open(path: Path, **args: object) -> StoreGate:
@@ -86,6 +91,38 @@ def test_two_writers_of_one_data_id_conflict_and_nothing_is_lost(tmp_path: Path)
     np.testing.assert_array_equal(_open(tmp_path / "repo").get_data("x", "train"), np.arange(6))
     second.add_data("x", np.full(3, -1), phase="train")  # a retry plans from the newest commit
     np.testing.assert_array_equal(first.get_data("x", "train"), [*range(6), -1, -1, -1])
+
+
+def _append_until_committed(path: str, worker: int) -> None:
+    """add_data CALLS times, retrying each call after a ConflictError (as a user would)."""
+    sg = StoreGate("icechunk", {"output_dir": path}, data_id="d")
+    for call in range(CALLS):
+        rows = np.full(2, worker * 100 + call)
+        while True:
+            try:
+                sg.add_data(["x", "y"], [rows, rows], phase="train")
+                break
+            except ConflictError:
+                continue
+
+
+def test_writers_in_several_processes_lose_no_commit(tmp_path: Path) -> None:
+    # Without storegate's commit lock, icechunk on a folder lost about 4% of such commits
+    # silently (4 processes, 25 calls each: 288 of 300 rows).
+    path = str(tmp_path / "repo")
+    _open(tmp_path / "repo")
+    workers = [SPAWN.Process(target=_append_until_committed, args=(path, w)) for w in range(PROCESSES)]
+    for process in workers:
+        process.start()
+    for process in workers:
+        process.join(timeout=120)
+        assert process.exitcode == 0
+    sg = _open(tmp_path / "repo")
+    x, y = sg.get_data("x", "train"), sg.get_data("y", "train")
+    np.testing.assert_array_equal(x, y)  # every call whole
+    values, counts = np.unique(x, return_counts=True)
+    assert sorted(values) == [w * 100 + c for w in range(PROCESSES) for c in range(CALLS)]  # every call once
+    assert set(counts) == {2}
 
 
 def test_writers_of_different_data_ids_both_commit(tmp_path: Path) -> None:
