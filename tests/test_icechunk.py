@@ -132,6 +132,7 @@ def test_writers_of_different_data_ids_both_commit(tmp_path: Path) -> None:
     writer.add({"x": np.arange(3)})
     other.add_data("y", np.arange(5), phase="train")
     writer.close()  # rebased onto the other commit: it changed another data_id
+    assert _messages(first)[:2] == ["storegate writer.close: data_id 'd'", "storegate add_data: data_id 'e'"]
     fresh = _open(tmp_path / "repo")
     np.testing.assert_array_equal(fresh.get_data("x", "train"), np.arange(3))
     fresh.set_data_id("e")
@@ -176,6 +177,8 @@ def test_refuses_what_is_not_a_repository(tmp_path: Path) -> None:
         _open(tmp_path / "other")
     with pytest.raises(NotFoundError, match="icechunk repository"):
         _open(tmp_path / "none", mode="r")
+    with pytest.raises(InvalidArgumentError, match="its own S3 client"):  # s3fs's options are not icechunk's
+        StoreGate("icechunk", {"output_dir": "s3://bucket/repo", "storage_options": {"config_kwargs": {}}})
 
 
 def test_without_icechunk_the_error_says_what_to_install() -> None:

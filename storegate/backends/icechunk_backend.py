@@ -411,7 +411,7 @@ class IcechunkBackend(ZarrBackend):
                 raise
             finally:
                 self._depth, self._call_data_id = 0, None
-            self._commit_call(_message(data_id))
+            self._commit_call(f"storegate {_call_name()}: data_id {data_id!r}")
         finally:
             self._turn.release()
 
@@ -564,6 +564,11 @@ def _check_mode(mode: str | None, version: str | None) -> str:
     return mode
 
 
+#: The s3fs-style ``storage_options`` the icechunk backend turns into icechunk's S3 settings.
+_S3_OPTIONS = frozenset({"key", "secret", "token", "anon", "endpoint_url", "client_kwargs"})
+_S3_CLIENT_OPTIONS = frozenset({"endpoint_url", "region_name"})
+
+
 def _storage(where: Location) -> icechunk.Storage:
     """icechunk's storage for a local folder or an S3 URL."""
     if where.kind == "local":
@@ -574,6 +579,14 @@ def _storage(where: Location) -> icechunk.Storage:
             f"Got {where.path!r} instead."
         )
     opts = where.storage_options
+    unknown = sorted(set(opts) - _S3_OPTIONS) + sorted(
+        f"client_kwargs[{k!r}]" for k in set(opts.get("client_kwargs") or {}) - _S3_CLIENT_OPTIONS
+    )
+    if unknown:
+        raise InvalidArgumentError(
+            f"storage_options of the icechunk backend must be among {sorted(_S3_OPTIONS)} (client_kwargs: "
+            f"{sorted(_S3_CLIENT_OPTIONS)}): icechunk has its own S3 client, not s3fs. Got {', '.join(unknown)}."
+        )
     client = dict(opts.get("client_kwargs") or {})
     endpoint = opts.get("endpoint_url") or client.get("endpoint_url")
     endpoint = endpoint or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
@@ -639,12 +652,13 @@ def _data_ids(diff: icechunk.Diff) -> set[str]:
     return {path.strip("/").split("/")[0] for path in paths}
 
 
-def _message(data_id: str) -> str:
-    """The commit message of a call: the storegate method the user called, and the data_id."""
+def _call_name() -> str:
+    """The storegate method the user called: the outermost public function of the facade or the writer."""
     call = "write"
     frame = inspect.currentframe()
-    while frame is not None:  # the outermost public function of the facade or the writer
-        if frame.f_globals.get("__name__") in _CALLERS and not frame.f_code.co_name.startswith("_"):
-            call = frame.f_code.co_name
+    while frame is not None:
+        module, name = frame.f_globals.get("__name__"), frame.f_code.co_name
+        if module in _CALLERS and (not name.startswith("_") or name.startswith("__")):
+            call = f"writer.{name}" if module == "storegate.writer" else name
         frame = frame.f_back
-    return f"storegate {call}: data_id {data_id!r}"
+    return call
