@@ -6,20 +6,22 @@ import multiprocessing
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from storegate import ConflictError, InvalidArgumentError, NotFoundError, ReadOnlyError, StoreGate
+from storegate import ConflictError, InvalidArgumentError, NotFoundError, ReadOnlyError, StoreGate, StoreGateError
 from storegate.backends.zarr_backend import ZarrBackend
 from storegate.testing import MIXINS, GetDataIndexTests
+from tests.icechunk_worker import CALLS, append_until_committed
 
 pytest.importorskip("icechunk")
 
 SPAWN = multiprocessing.get_context("spawn")
-#: Processes and add_data calls each in the test of writers in several processes.
-PROCESSES, CALLS = 3, 6
+#: Writer processes in the test of writers in several processes.
+PROCESSES = 3
 
 
 def _open(path: Path, **args: object) -> StoreGate:
@@ -93,25 +95,12 @@ def test_two_writers_of_one_data_id_conflict_and_nothing_is_lost(tmp_path: Path)
     np.testing.assert_array_equal(first.get_data("x", "train"), [*range(6), -1, -1, -1])
 
 
-def _append_until_committed(path: str, worker: int) -> None:
-    """add_data CALLS times, retrying each call after a ConflictError (as a user would)."""
-    sg = StoreGate("icechunk", {"output_dir": path}, data_id="d")
-    for call in range(CALLS):
-        rows = np.full(2, worker * 100 + call)
-        while True:
-            try:
-                sg.add_data(["x", "y"], [rows, rows], phase="train")
-                break
-            except ConflictError:
-                continue
-
-
 def test_writers_in_several_processes_lose_no_commit(tmp_path: Path) -> None:
     # Without storegate's commit lock, icechunk on a folder lost about 4% of such commits
     # silently (4 processes, 25 calls each: 288 of 300 rows).
     path = str(tmp_path / "repo")
     _open(tmp_path / "repo")
-    workers = [SPAWN.Process(target=_append_until_committed, args=(path, w)) for w in range(PROCESSES)]
+    workers = [SPAWN.Process(target=append_until_committed, args=(path, w)) for w in range(PROCESSES)]
     for process in workers:
         process.start()
     for process in workers:
@@ -179,6 +168,27 @@ def test_refuses_what_is_not_a_repository(tmp_path: Path) -> None:
         _open(tmp_path / "none", mode="r")
     with pytest.raises(InvalidArgumentError, match="its own S3 client"):  # s3fs's options are not icechunk's
         StoreGate("icechunk", {"output_dir": "s3://bucket/repo", "storage_options": {"config_kwargs": {}}})
+
+
+def _open_in_child(path: str, found: multiprocessing.Queue[str]) -> None:
+    try:
+        StoreGate("icechunk", {"output_dir": path}, data_id="d").get_data("x", "train")
+        found.put("opened")
+    except StoreGateError as exc:
+        found.put(str(exc))
+
+
+def test_a_child_forked_after_icechunk_ran_fails_at_once(tmp_path: Path) -> None:
+    # icechunk's runtime does not survive fork(): its first request in the child would hang.
+    _open(tmp_path / "repo").add_data("x", np.arange(3), phase="train")
+    fork = multiprocessing.get_context("fork")
+    found: multiprocessing.Queue[str] = fork.Queue()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # Python 3.12+: fork() of a process with threads
+        child = fork.Process(target=_open_in_child, args=(str(tmp_path / "repo"), found))
+        child.start()
+    child.join(timeout=60)
+    assert "multiprocessing_context='spawn'" in found.get(timeout=5)
 
 
 def test_without_icechunk_the_error_says_what_to_install() -> None:

@@ -51,7 +51,7 @@ from zarr.core.buffer import Buffer, BufferPrototype
 from storegate.backends.zarr_backend import DEFAULT_CHUNK_BYTES, ZarrBackend
 from storegate.backends.zarr_locking import OWN_PREFIX
 from storegate.codecs import DEFAULT_PIPELINE
-from storegate.errors import ConflictError, InvalidArgumentError, NotFoundError, StorageError
+from storegate.errors import ConflictError, InvalidArgumentError, NotFoundError, StorageError, StoreGateError
 from storegate.locations import DEFAULT_REMOTE_CONCURRENCY, Location, resolve_location
 from storegate.locks import DEFAULT_LOCK_TIMEOUT, FolderLock, holding, shared
 
@@ -75,6 +75,37 @@ def _quiet_local_storage_warning() -> None:
 
 
 _quiet_local_storage_warning()
+
+#: ``used``: this process has run icechunk; ``forked``: it is a child forked after that.
+_runtime = {"used": False, "forked": False}
+
+
+def _forked_after_use() -> None:
+    if _runtime["used"]:
+        _runtime["forked"] = True
+
+
+os.register_at_fork(after_in_child=_forked_after_use)
+
+
+def _check_not_forked() -> None:
+    """Refuse to run icechunk in a child forked after its parent ran it: it would hang.
+
+    icechunk's Rust (tokio) runtime keeps threads that fork() does not copy; its first
+    request in such a child waits forever.
+
+    Raises
+    ------
+    StoreGateError
+        In such a child.
+    """
+    if _runtime["forked"]:
+        raise StoreGateError(
+            "the icechunk backend cannot run in a process forked (multiprocessing's 'fork', the default on Linux) "
+            "from one that already used icechunk: icechunk's runtime does not survive fork() and would hang. Start "
+            "the processes with 'spawn' or 'forkserver', e.g. DataLoader(..., multiprocessing_context='spawn')."
+        )
+    _runtime["used"] = True
 
 
 class SessionStore(Store):
@@ -124,6 +155,7 @@ class SessionStore(Store):
         return key == OWN_PREFIX or key.startswith(OWN_PREFIX + "/")
 
     async def get(self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None) -> Buffer | None:
+        _check_not_forked()
         if self._is_own(key):
             return self._own.get(key)
         return await self._inner.get(key, prototype, byte_range)
@@ -139,6 +171,7 @@ class SessionStore(Store):
         return await self._inner.exists(key)
 
     async def set(self, key: str, value: Buffer) -> None:
+        _check_not_forked()
         if self._is_own(key):
             self._own[key] = value
         else:
@@ -261,6 +294,7 @@ class IcechunkBackend(ZarrBackend):
         concurrency: int | None = None,
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     ) -> None:
+        _check_not_forked()
         mode = _check_mode(mode, version)
         if not isinstance(branch, str) or not branch:
             raise InvalidArgumentError(f"branch must be a non-empty str. Got {branch!r} instead.")
@@ -427,6 +461,7 @@ class IcechunkBackend(ZarrBackend):
 
     def _begin(self) -> None:
         """A writable session at the branch's newest commit; forget what is cached when it moved."""
+        _check_not_forked()
         with _icechunk_errors(self._describe()):
             session = self._repo.writable_session(self._branch)
         self._swap(session)
@@ -510,6 +545,7 @@ class IcechunkBackend(ZarrBackend):
 
     def refresh_if_changed(self, data_id: str) -> None:
         # docstring inherited: one read of the branch's reference; a newer commit is read afresh.
+        _check_not_forked()
         if self._version is None and self._turn.acquire(blocking=False):
             try:
                 if self._depth == 0:
