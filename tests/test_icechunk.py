@@ -8,11 +8,13 @@ import sys
 import textwrap
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from storegate import ConflictError, InvalidArgumentError, NotFoundError, ReadOnlyError, StoreGate, StoreGateError
+from storegate.backends.icechunk_backend import IcechunkBackend
 from storegate.backends.zarr_backend import ZarrBackend
 from storegate.testing import MIXINS, GetDataIndexTests
 from tests.icechunk_worker import CALLS, append_until_committed
@@ -112,6 +114,39 @@ def test_writers_in_several_processes_lose_no_commit(tmp_path: Path) -> None:
     values, counts = np.unique(x, return_counts=True)
     assert sorted(values) == [w * 100 + c for w in range(PROCESSES) for c in range(CALLS)]  # every call once
     assert set(counts) == {2}
+
+
+def test_two_writers_creating_one_store_and_data_id_both_succeed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As processes starting together do: each plans the new store (and data_id) before the
+    # other commits it. The one that commits second finds it there, and uses it.
+    path = str(tmp_path / "repo")
+    first_session = IcechunkBackend._first_session
+    begin = IcechunkBackend._begin
+    others: list[StoreGate] = []
+
+    def first_session_then_another_opens(self: IcechunkBackend, mode: str) -> Any:
+        session = first_session(self, mode)
+        if not others:
+            others.append(None)  # type: ignore[arg-type] (the other one below opens as usual)
+            others[0] = StoreGate("icechunk", {"output_dir": path})  # creates the store, commits first
+        return session
+
+    monkeypatch.setattr(IcechunkBackend, "_first_session", first_session_then_another_opens)
+    late = StoreGate("icechunk", {"output_dir": path})
+    monkeypatch.undo()
+    assert _messages(late).count("storegate: create the store") == 1
+
+    def begin_then_another_creates(self: IcechunkBackend) -> None:
+        begin(self)
+        if self is late.backend_object and not others[0].get_data_ids():
+            others[0].set_data_id("d")  # commits the same new data_id first
+
+    monkeypatch.setattr(IcechunkBackend, "_begin", begin_then_another_creates)
+    late.set_data_id("d")
+    assert late.get_data_ids() == ["d"]
+    assert _messages(late).count("storegate set_data_id: data_id 'd'") == 1
 
 
 def test_writers_of_different_data_ids_both_commit(tmp_path: Path) -> None:

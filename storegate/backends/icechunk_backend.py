@@ -52,7 +52,7 @@ from storegate.backends.zarr_backend import DEFAULT_CHUNK_BYTES, ZarrBackend
 from storegate.backends.zarr_locking import OWN_PREFIX
 from storegate.codecs import DEFAULT_PIPELINE
 from storegate.errors import ConflictError, InvalidArgumentError, NotFoundError, StorageError, StoreGateError
-from storegate.locations import DEFAULT_REMOTE_CONCURRENCY, Location, resolve_location
+from storegate.locations import DEFAULT_REMOTE_CONCURRENCY, Location, inspect_root, resolve_location
 from storegate.locks import DEFAULT_LOCK_TIMEOUT, FolderLock, holding, shared
 
 __all__ = ["COMMIT_TRIES", "IcechunkBackend", "SessionStore"]
@@ -338,7 +338,14 @@ class IcechunkBackend(ZarrBackend):
             raise
         if self._store.session.has_uncommitted_changes:  # a new repository's root group, or mode 'w'
             what = "replace every data_id (mode 'w')" if mode == "w" else "create the store"
-            self._commit_call(f"storegate: {what}")
+            try:
+                self._commit_call(f"storegate: {what}")
+            except ConflictError:
+                if mode == "w":
+                    raise
+                self._begin()  # another process created the store at the same moment: use theirs
+                if not inspect_root(self._store).formats:
+                    raise
 
     # --- what it is ---------------------------------------------------------------------
 
@@ -410,8 +417,15 @@ class IcechunkBackend(ZarrBackend):
         # docstring inherited; an existing data_id costs no commit.
         if self._group(data_id) is not None:
             return
-        with self._call(data_id):
-            super().create_data_id(data_id)
+        try:
+            with self._call(data_id):
+                super().create_data_id(data_id)
+        except ConflictError:
+            if self._depth:
+                raise
+            self.refresh_if_changed(data_id)  # another writer created it at the same moment: it exists
+            if self._group(data_id) is None:
+                raise
 
     def delete_data_id(self, data_id: str) -> None:
         # docstring inherited
@@ -513,21 +527,22 @@ class IcechunkBackend(ZarrBackend):
                 pass
             mine = _data_ids(session.status())
             theirs = _data_ids(self._repo.diff(from_snapshot_id=session.snapshot_id, to_branch=self._branch))
-            clash = sorted(mine & theirs) if "" not in mine | theirs else ["(the whole store)"]
-            if clash:
-                raise self._conflict(clash)
+            if "" in mine | theirs:  # the root itself: a new store, or mode 'w'
+                raise self._conflict("the whole store")
+            if mine & theirs:
+                raise self._conflict(", ".join(f"data_id {d!r}" for d in sorted(mine & theirs)))
             try:
                 session.rebase(icechunk.ConflictDetector())
             except icechunk.RebaseFailedError as exc:
-                raise self._conflict(sorted(mine)) from exc
+                raise self._conflict(", ".join(f"data_id {d!r}" for d in sorted(mine))) from exc
         raise ConflictError(
             f"other writers kept committing to {self.location} while this call tried to commit "
             f"({COMMIT_TRIES} tries); nothing of it was committed. Retry the call."
         )
 
-    def _conflict(self, data_ids: list[str]) -> ConflictError:
+    def _conflict(self, what: str) -> ConflictError:
         return ConflictError(
-            f"another writer committed changes to {', '.join(map(repr, data_ids))} in {self.location} while this "
+            f"another writer committed changes to {what} in {self.location} while this "
             "call was writing it; nothing of this call was committed (icechunk keeps the other writer's commit). "
             "Retry the call: it plans from the newest commit."
         )
@@ -654,12 +669,20 @@ def _open_repository(where: Location, mode: str) -> icechunk.Repository:
                 f"output_dir must hold an icechunk repository when mode is 'r'. Got {where.describe()}, where "
                 "there is none."
             )
-        if where.kind == "local" and Path(str(where.path)).is_dir() and any(Path(str(where.path)).iterdir()):
+        folder = Path(str(where.path))
+        if where.kind == "local" and folder.is_dir() and any(folder.iterdir()):
+            if icechunk.Repository.exists(storage):  # another process created it just now
+                return icechunk.Repository.open(storage)
             raise InvalidArgumentError(
                 f"output_dir must be a new or empty folder, or an icechunk repository. Got {where.describe()}, "
                 "which holds other files (a plain zarr store opens with backend 'zarr'). Choose another folder."
             )
-        return icechunk.Repository.create(storage)
+        try:
+            return icechunk.Repository.create(storage)
+        except icechunk.IcechunkError:
+            if not icechunk.Repository.exists(storage):
+                raise
+            return icechunk.Repository.open(storage)  # another process created it at the same moment
 
 
 @contextlib.contextmanager
