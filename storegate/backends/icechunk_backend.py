@@ -23,8 +23,10 @@ storegate's data layout (:mod:`storegate.backends.zarr_backend`) and adds:
 
 storegate's own records: icechunk accepts only zarr keys, so the commit records and lock
 files that the zarr backend keeps under ``.storegate/`` (:mod:`storegate.backends.zarr_locking`)
-live only in memory for the duration of one call (its icechunk session); the icechunk
-commit is the commit point instead, and readers see whole snapshots. Write locks are this
+live only in the handle's memory, and are dropped when a call fails or the handle moves to a
+snapshot with other writers' commits (then no record means: every stored row is committed,
+which in a snapshot is true). The icechunk commit is the commit point instead, and readers
+see whole snapshots. Write locks are this
 process's (threads take turns); across processes the commit check above decides. On a
 local folder icechunk's own check is not atomic (its storage has no conditional writes),
 so storegate serialises commits with an OS file lock ``<repo>/.storegate/commit.lock``;
@@ -114,7 +116,7 @@ class SessionStore(Store):
     The zarr groups and arrays a backend opened stay valid when :meth:`use` swaps the
     session underneath (the next call's session, or a newer snapshot). Keys under
     ``.storegate/`` (storegate's own records, which icechunk refuses) live in memory
-    until the session is swapped.
+    (see :meth:`use`).
     """
 
     supports_writes = True
@@ -130,10 +132,15 @@ class SessionStore(Store):
         self.session = session
         self._inner = session.store
 
-    def use(self, session: icechunk.Session) -> None:
-        """Read and write through ``session`` from now on (storegate's own keys are dropped)."""
+    def use(self, session: icechunk.Session, keep_own: bool = False) -> None:
+        """Read and write through ``session`` from now on.
+
+        storegate's own keys are dropped unless ``keep_own``: right only when ``session``
+        holds exactly what they describe (this handle's last commit, and nothing since).
+        """
         self.session, self._inner = session, session.store
-        self._own.clear()
+        if not keep_own:
+            self._own.clear()
 
     def __eq__(self, value: object) -> bool:
         return value is self
@@ -482,7 +489,7 @@ class IcechunkBackend(ZarrBackend):
 
     def _swap(self, session: icechunk.Session) -> None:
         moved = session.snapshot_id != self._store.session.snapshot_id
-        self._store.use(session)
+        self._store.use(session, keep_own=not moved)
         if moved:
             self._forget_all()
 
@@ -513,7 +520,7 @@ class IcechunkBackend(ZarrBackend):
         except BaseException:
             self._drop_changes()
             raise
-        self._store.use(session)  # read-only now, at the new commit
+        self._store.use(session, keep_own=not rebased)  # read-only now, at the new commit
         if rebased:
             self._forget_all()  # other writers' data_ids changed too
 
