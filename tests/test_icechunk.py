@@ -6,6 +6,7 @@ import multiprocessing
 import subprocess
 import sys
 import textwrap
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
@@ -147,6 +148,28 @@ def test_two_writers_creating_one_store_and_data_id_both_succeed(
     late.set_data_id("d")
     assert late.get_data_ids() == ["d"]
     assert _messages(late).count("storegate set_data_id: data_id 'd'") == 1
+
+
+def test_threads_of_one_handle_take_turns(tmp_path: Path) -> None:
+    sg = _open(tmp_path / "repo")
+    seen: list[int] = []
+
+    def write(worker: int) -> None:
+        for call in range(5):
+            sg.add_data(["x", "y"], [np.full(2, worker * 10 + call)] * 2, phase="train")
+
+    def read() -> None:  # reads while the writers take turns
+        for _ in range(20):
+            seen.append(len(sg.get_data("x", "train")) if sg.get_var_names("train") else 0)
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(2)] + [threading.Thread(target=read)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(np.unique(sg.get_data("x", "train"))) == [w * 10 + c for w in range(2) for c in range(5)]
+    assert _messages(sg).count("storegate add_data: data_id 'd'") == 10
+    assert len(seen) == 20
 
 
 def test_writers_of_different_data_ids_both_commit(tmp_path: Path) -> None:

@@ -495,8 +495,9 @@ class IcechunkBackend(ZarrBackend):
 
     def _forget_all(self) -> None:
         """Forget every cached group, array, state and commit of every data_id (a new snapshot)."""
-        cached = {k[0] for k in self._groups} | {k[0] for k in self._arrays} | set(self._states) | set(self._committed)
-        for data_id in cached:
+        # list() and set() copy each dict at once (reader threads may add to them meanwhile).
+        keys = [*list(self._groups), *list(self._arrays)]
+        for data_id in {k[0] for k in keys} | set(self._states) | set(self._committed):
             self.refresh(data_id)
 
     def _drop_changes(self, forget: bool = True) -> None:
