@@ -194,6 +194,7 @@ class GroupEngine:
         """The rows ``index`` of ``names`` in ``phase``, in the form ``names`` asks for."""
         for _ in range(READ_ATTEMPTS):
             self.backend.refresh_if_changed(self.data_id)  # each read sees the newest commit
+            self.backend.start_read(self.data_id)
             arrays = [self.read(phase, var, index) for var in names.names]
             if self.backend.unchanged(self.data_id):
                 break  # else another process began a rewrite in place meanwhile: read again

@@ -232,7 +232,8 @@ class Location:
         if mode == "w":
             if not root.formats:
                 self._refuse_other_files(store)
-            if self.kind == "store" and keep is None:
+            if self.kind == "store" and (keep is None or not isinstance(store, LocalStore | FsspecStore)):
+                # Other stores keep no lock files (storegate's locks of them live in this process).
                 return zarr.open_group(store=store, mode="w", zarr_format=3)
             # zarr's own mode 'w' removes the root itself: an S3 bucket root would lose
             # its bucket, a NAS mount point cannot be removed. Clear what is inside instead.
@@ -337,8 +338,6 @@ class Location:
             _clear_directory(store.root, keep)
         elif isinstance(store, FsspecStore):
             sync(_clear_prefix(store, keep))
-        else:
-            sync(_clear_keys(store, keep))
 
     def check_bucket(self) -> None:
         """Check once that the S3 bucket exists and the credentials may use it.
@@ -639,13 +638,6 @@ async def _clear_prefix(store: FsspecStore, keep: str | None = None) -> None:
     files = [f for f in files if kept is None or not f.startswith(kept)]
     if files:
         await store.fs._rm(files)  # one bulk request per 1000 objects on S3
-
-
-async def _clear_keys(store: Store, keep: str | None) -> None:
-    kept = f"{keep}/" if keep else None
-    keys = [key async for key in store.list() if kept is None or not key.startswith(kept)]
-    for key in keys:
-        await store.delete(key)
 
 
 # --- zarr's request concurrency, scoped to a call ------------------------------------

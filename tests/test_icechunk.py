@@ -280,3 +280,10 @@ def test_versions_and_conflicts_on_s3(s3_server: object, s3_bucket: str) -> None
     pinned = StoreGate("icechunk", {**args, "version": version}, data_id="d")
     np.testing.assert_array_equal(pinned.get_data("x", "train"), np.arange(4))
     np.testing.assert_array_equal(second.get_data("x", "train"), np.arange(6))
+
+
+def test_reader_and_writer_threads_of_one_handle_neither_deadlock_nor_tear(tmp_path: Path) -> None:
+    # A listing in a reader thread and a write in another once deadlocked inside icechunk's session.
+    from tests.test_concurrency import threads_share_one_handle
+
+    threads_share_one_handle("icechunk", tmp_path)

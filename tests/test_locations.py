@@ -61,7 +61,8 @@ def test_mode_w_empties_the_folder_but_keeps_it(tmp_path: Path) -> None:
     sg = StoreGate("zarr", {"output_dir": str(root), "mode": "w"}, data_id="new")
     assert sg.get_data_ids() == ["new"]
     assert os.stat(root).st_ino == inode
-    assert sorted(p.name for p in root.iterdir()) == ["new", "zarr.json"]
+    assert sorted(p.name for p in root.iterdir()) == [".storegate", "new", "zarr.json"]
+    assert [p.name for p in (root / ".storegate").iterdir()] == ["locks"]  # lock files others may wait on stay
 
 
 def test_mode_w_refuses_a_folder_that_is_not_a_zarr_store(tmp_path: Path) -> None:

@@ -273,6 +273,9 @@ class Backend(ABC):
         for implementers: the default does nothing (nothing cached, or nothing to compare).
         """
 
+    def start_read(self, data_id: str) -> None:  # noqa: B027 (an optional hook)
+        """Mark the start of a read that :meth:`unchanged` checks afterwards (after :meth:`refresh_if_changed`)."""
+
     def unchanged(self, data_id: str) -> bool:
         """True when no other process started changing ``data_id`` in place since :meth:`refresh_if_changed`.
 

@@ -169,6 +169,10 @@ class HybridBackend(Backend):
         # docstring inherited
         self._tiers["zarr"].refresh_if_changed(data_id)
 
+    def start_read(self, data_id: str) -> None:
+        # docstring inherited
+        self._tiers["zarr"].start_read(data_id)
+
     def unchanged(self, data_id: str) -> bool:
         # docstring inherited
         return self._tiers["zarr"].unchanged(data_id)

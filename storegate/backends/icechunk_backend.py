@@ -35,7 +35,9 @@ on S3 icechunk's conditional writes do it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import inspect
 import os
 import shutil
@@ -210,18 +212,23 @@ class SessionStore(Store):
     async def is_empty(self, prefix: str) -> bool:
         return await self._inner.is_empty(prefix)
 
-    def list(self) -> AsyncIterator[str]:
-        return self._inner.list()
+    # icechunk starts a listing with a blocking call, which waits for the session while another
+    # thread's write holds it: run on zarr's event loop, it would stop the loop that write
+    # needs (a deadlock). It starts in a worker thread instead.
+
+    async def list(self) -> AsyncIterator[str]:
+        async for key in await asyncio.to_thread(self._inner.list):
+            yield key
 
     async def list_prefix(self, prefix: str) -> AsyncIterator[str]:
         # icechunk refuses to list a prefix that is no group or array: nothing is there.
         with _nothing_under(prefix):
-            async for key in self._inner.list_prefix(prefix):
+            async for key in await asyncio.to_thread(self._inner.list_prefix, prefix):
                 yield key
 
     async def list_dir(self, prefix: str) -> AsyncIterator[str]:
         with _nothing_under(prefix):
-            async for key in self._inner.list_dir(prefix):
+            async for key in await asyncio.to_thread(self._inner.list_dir, prefix):
                 yield key
 
     async def getsize(self, key: str) -> int:
@@ -606,6 +613,29 @@ class IcechunkBackend(ZarrBackend):
 
 
 # --- helpers ---------------------------------------------------------------------------------
+
+
+def _taking_turns(name: str) -> Any:
+    """The zarr backend's read method ``name``, run while this handle runs no call in another thread.
+
+    icechunk's session takes a read lock for a listing and a write lock for a write: a
+    listing in one thread and a write in another, both on zarr's event loop, deadlock (the
+    listing's next step waits behind the waiting write). Reads therefore take turns with
+    calls, as calls do with each other; the engine reads again when a call committed between
+    two reads of one get_data.
+    """
+    base = getattr(ZarrBackend, name)
+
+    @functools.wraps(base)
+    def method(self: IcechunkBackend, *args: Any, **kwargs: Any) -> Any:
+        with self._turn:
+            return base(self, *args, **kwargs)
+
+    return method
+
+
+for _name in ("data_ids", "var_names", "has", "shape", "dtype", "info", "read", "load_state", "unchanged"):
+    setattr(IcechunkBackend, _name, _taking_turns(_name))
 
 
 def _check_mode(mode: str | None, version: str | None) -> str:

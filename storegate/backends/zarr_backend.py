@@ -212,6 +212,7 @@ class ZarrBackend(Backend):
         self._flagged: dict[str, tuple[int, str]] = {}  # entries journalled when flagged, the flagged record
         self._epochs: dict[str, int] = {}  # the epoch of the record last read or written, per data_id
         self._rewrites = threading.Condition()  # other threads of this handle wait while one rewrites in place
+        self._reading = threading.local()  # per thread: the committed rows its current read went by
         # Readers, while another call rewrites in place: each variable as the last commit holds it.
         self._overlays: dict[str, dict[tuple[str, str], Entry]] = {}
 
@@ -884,6 +885,9 @@ class ZarrBackend(Backend):
         if data_id not in self._committed:
             self._load_commit(data_id)
         rows = self._committed[data_id]
+        used = getattr(self._reading, "rows", None)
+        if used is not None and not any(r is rows for r in used):
+            used.append(rows)  # see unchanged(): another thread of this handle may commit meanwhile
         if rows is None:
             return stored
         n = rows.get(phase, {}).get(var)
@@ -921,8 +925,11 @@ class ZarrBackend(Backend):
         # docstring inherited: one small read of the commit record.
         if self._flagged and data_id in self._flagged:
             self._wait_for_rewrite(data_id)
-        if self._writing_here(data_id) or data_id not in self._committed:
-            return  # this backend is writing it (it holds the newest), or reads it afresh anyway
+        if data_id in self._writer or data_id not in self._committed:
+            # A call of this handle is writing it (in this thread or another): it holds the lock,
+            # so what this handle holds is the newest; dropping the arrays it writes through
+            # would make it commit the shapes of arrays opened before its appends landed.
+            return
         with self._io(writes_metadata=False):
             raw = self._commits.read_raw(self._root.store, data_id)
         if raw is not None and raw == self._raw.get(data_id):
@@ -933,10 +940,19 @@ class ZarrBackend(Backend):
         else:
             self._raw[data_id] = raw
 
+    def start_read(self, data_id: str) -> None:
+        # docstring inherited
+        self._reading.rows = []  # the committed rows each read of this thread goes by, until unchanged()
+
     def unchanged(self, data_id: str) -> bool:
         # docstring inherited: the commit record is still the one read (a rewrite flags it
         # before its first write in place, and commits by writing it again).
-        if self._writing_here(data_id) or data_id not in self._raw:
+        if self._writing_here(data_id):
+            return True
+        used, self._reading.rows = getattr(self._reading, "rows", None) or [], None
+        if len(used) > 1 or (used and used[0] is not self._committed.get(data_id)):
+            return False  # another thread of this handle committed, or refreshed, during the read
+        if data_id not in self._raw:
             return True
         with self._io(writes_metadata=False):
             raw = self._commits.read_raw(self._root.store, data_id)
@@ -946,6 +962,8 @@ class ZarrBackend(Backend):
 
     def refresh(self, data_id: str) -> None:
         # docstring inherited; a state only this process holds (read-only store) is kept.
+        if data_id in self._writer and not self._writing_here(data_id):
+            return  # another thread's call writes it: see refresh_if_changed
         self._forget(data_id)
         if data_id not in self._touched:  # while this backend writes it, its commit is the one it holds
             self._committed.pop(data_id, None)
