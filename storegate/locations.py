@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import json
 import os
 import shutil
@@ -52,7 +53,9 @@ __all__ = [
     "DEFAULT_S3_CONFIG",
     "MATORAGE_NAMES",
     "METADATA_KEYS",
+    "MIN_UPLOAD_RATE",
     "PROBE_TIMEOUT",
+    "S3FS_RETRIES",
     "ZARRAY",
     "ZARR_JSON",
     "ZATTRS",
@@ -60,6 +63,7 @@ __all__ = [
     "ZMETADATA",
     "Location",
     "RootInfo",
+    "bounded_http_session",
     "concurrency_scope",
     "inspect_root",
     "resolve_location",
@@ -70,16 +74,28 @@ S3_PROTOCOLS = ("s3", "s3a")
 
 #: botocore ``Config`` options storegate sets for S3 unless ``storage_options['config_kwargs']``
 #: gives them: seconds to open a connection, seconds of silence on an open connection, and
-#: attempts per request ('standard' mode backs off between them). s3fs retries a timed-out
-#: request up to 5 times on top of this, so one request gives up after at most about
-#: 5 x 3 x 20 s; a refused connection fails after 3 quick attempts.
+#: attempts per request ('standard' mode backs off between them).
 #: ``max_pool_connections`` lets :data:`DEFAULT_REMOTE_CONCURRENCY` requests run at once.
+#: Every S3 store also sends its requests through :func:`bounded_http_session` (``config_kwargs``
+#: key ``http_session_cls``), which makes those timeouts hold (see there), and s3fs tries each
+#: request :data:`S3FS_RETRIES` times: one request to a server that stops answering gives up
+#: after at most about 2 x 3 x 20 s = 120 s.
 DEFAULT_S3_CONFIG: dict[str, Any] = {
     "connect_timeout": 5,
     "read_timeout": 20,
     "retries": {"max_attempts": 3, "mode": "standard"},
     "max_pool_connections": 32,
 }
+
+#: Times s3fs tries a request on top of botocore's attempts (s3fs's own default, 5, made one
+#: request to a silent server last 5 x 3 x 20 s; s3fs takes no option for it). The second
+#: try repeats a read whose body was cut off, which botocore does not retry.
+S3FS_RETRIES = 2
+
+#: Bytes per second an upload to S3 must at least move: a request gets ``connect_timeout +
+#: read_timeout + its body's bytes / MIN_UPLOAD_RATE`` seconds until its reply starts, then
+#: fails as a read timeout (and is retried). 32 chunk uploads share a link at once.
+MIN_UPLOAD_RATE = 64 * 1024
 
 #: Seconds the check of an S3 bucket at open time may take before it fails.
 PROBE_TIMEOUT = 20.0
@@ -186,7 +202,8 @@ class Location:
         if self.remote and "::" not in (self.path or ""):
             opts = {**DEFAULT_REMOTE_OPTIONS, **opts}
         if self.protocol in S3_PROTOCOLS:
-            opts["config_kwargs"] = {**DEFAULT_S3_CONFIG, **(opts.get("config_kwargs") or {})}
+            defaults = {**DEFAULT_S3_CONFIG, "http_session_cls": bounded_http_session()}
+            opts["config_kwargs"] = {**defaults, **(opts.get("config_kwargs") or {})}
         return opts
 
     def open_group(self, mode: Mode, keep: str | None = None) -> zarr.Group:
@@ -276,7 +293,10 @@ class Location:
             inner = self.protocol or ""
             url = f"simplecache::{url}"
             opts = {inner: {**opts, "asynchronous": True}, "simplecache": {"cache_storage": self.cache_dir}}
-        return FsspecStore.from_url(url, storage_options=opts, read_only=read_only)
+        store = FsspecStore.from_url(url, storage_options=opts, read_only=read_only)
+        if self.is_s3 and hasattr(store.fs, "retries"):
+            store.fs.retries = S3FS_RETRIES  # an instance attribute: s3fs takes no option for it
+        return store
 
     def _refuse_a_file(self, store: Store) -> None:
         """An object (a file) at a URL's path cannot hold a store (a local path is checked in make_store)."""
@@ -373,6 +393,40 @@ class Location:
         if self.cache_dir is not None:
             args["cache_dir"] = self.cache_dir
         return args
+
+
+# --- S3 requests that end in bounded time ------------------------------------------------
+
+
+@functools.cache
+def bounded_http_session() -> type:
+    """aiobotocore's HTTP session, made to keep botocore's timeouts (the class, made once).
+
+    botocore sends every upload with ``Expect: 100-continue``, and aiohttp waits for the
+    server's ``100 Continue`` without any timeout: a server that stops answering held an
+    upload (and the call around it) for ever, whatever ``read_timeout`` said. This session
+    drops that header (S3 takes the body at once; botocore does not sign the header) and
+    gives each attempt a deadline until its reply starts, ``connect_timeout + read_timeout +
+    body bytes / MIN_UPLOAD_RATE`` (aiohttp does not time a body write that blocks), after
+    which the attempt fails as a botocore ``ReadTimeoutError``, which is retried as usual.
+    """
+    from aiobotocore.httpsession import AIOHTTPSession
+    from botocore.exceptions import ReadTimeoutError
+
+    class BoundedHTTPSession(AIOHTTPSession):  # type: ignore[misc]
+        async def send(self, request: Any) -> Any:
+            request.headers.pop("Expect", None)
+            timeout = self._timeout
+            size = int(request.headers.get("Content-Length") or 0)
+            deadline = (timeout.sock_connect or 0) + (timeout.sock_read or 0) + size / MIN_UPLOAD_RATE
+            if not deadline:
+                return await super().send(request)
+            try:
+                return await asyncio.wait_for(super().send(request), deadline)
+            except TimeoutError as exc:
+                raise ReadTimeoutError(endpoint_url=request.url, error=exc) from exc
+
+    return BoundedHTTPSession
 
 
 # --- what lies at a location -----------------------------------------------------------
