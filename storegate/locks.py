@@ -22,6 +22,7 @@ data_id), and a writer that waits longer than its timeout gets a
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -178,6 +179,8 @@ class Lease(WriteLock):
         self._held: _Held | None = None
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
+        # The lease this process failed to delete (the store did not answer): still ours to take back.
+        self._left: str | None = None
 
     def check(self) -> None:
         # docstring inherited. A process that stalled (SIGSTOP, swapping, a debugger) past most
@@ -216,13 +219,19 @@ class Lease(WriteLock):
             pause = min(1.0, pause * 2)
 
     def _release_outer(self) -> None:
+        # A renewer inside a request to a server that stopped answering is not waited for: it
+        # has its own stop signal and renews only the lease it was started for.
         self._stop.set()
         if self._renewer is not None:
-            self._renewer.join()
+            self._renewer.join(timeout=1.0)
+        self._renewer = None
         held, self._held = self._held, None
-        if held is not None and not held.lost:
-            with contextlib.suppress(Exception):  # an expired lease frees itself anyway
-                sync(self.fs._rm_file(self.path))
+        if held is None or held.lost:
+            return
+        try:  # bounded: an expired lease frees itself anyway, and this process may take it back
+            sync(asyncio.wait_for(self.fs._rm_file(self.path), self.ttl / 3))
+        except Exception:
+            self._left = held.token
 
     def _try_take(self, token: str) -> str | None:
         """Create the lock object, or take it over once expired; its ETag, or None if held."""
@@ -234,10 +243,13 @@ class Lease(WriteLock):
         if found is None:
             return None  # released meanwhile: try again
         body, etag = found
-        if time.time() < float(body.get("expires", 0)):
+        mine = self._left is not None and body.get("token") == self._left  # left by a failed release
+        if not mine and time.time() < float(body.get("expires", 0)):
             return None
         try:
-            return self._put(token, IfMatch=etag)  # an expired lease: take it over, once
+            taken = self._put(token, IfMatch=etag)  # an expired lease, or this process's own: take it over, once
+            self._left = None
+            return taken
         except FileNotFoundError:
             return None  # released meanwhile: try again
         except OSError as exc:
@@ -272,14 +284,16 @@ class Lease(WriteLock):
         return f"held by pid {body.get('pid')} on {body.get('host')}"
 
     def _start_renewing(self) -> None:
-        self._stop.clear()
-        self._renewer = threading.Thread(target=self._renew_loop, name=f"storegate-lease-{self.key}", daemon=True)
+        self._stop = threading.Event()
+        held, stop = self._held, self._stop
+        self._renewer = threading.Thread(
+            target=self._renew_loop, args=(held, stop), name=f"storegate-lease-{self.key}", daemon=True
+        )
         self._renewer.start()
 
-    def _renew_loop(self) -> None:
-        while not self._stop.wait(self.ttl / 3):
-            held = self._held
-            if held is None:
+    def _renew_loop(self, held: _Held | None, stop: threading.Event) -> None:
+        while not stop.wait(self.ttl / 3):
+            if held is None or held is not self._held:
                 return
             try:
                 began = time.monotonic()  # the new expiry counts from before the request
