@@ -974,6 +974,7 @@ class ZarrBackend(Backend):
 
     # --- undo: raw stored objects, byte for byte ----------------------------------------
 
+    @_storage_call
     def checkpoint(self, data_id: str, phase: str, var: str, rows: slice | None = None) -> Checkpoint:
         # docstring inherited: keeps the array's metadata (in memory, as zarr holds it) and
         # the stored, still compressed objects that hold ``rows``. An append (no rows) saves
