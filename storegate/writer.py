@@ -168,11 +168,14 @@ class Writer:
         """Drop buffered rows and put every variable back as it was before the writer opened."""
         if not self._open:
             return
+        self._abort()
+
+    def _abort(self, cause: BaseException | None = None) -> None:
         self._check_thread("abort")
         try:
             self._tx.rollback()
         finally:
-            self._finish()
+            self._finish(cause)
 
     def __del__(self) -> None:
         # Dropped while open (no ``with``, no close()): finished as a file object is, with a
@@ -211,7 +214,8 @@ class Writer:
                 raise
             return
         try:
-            self.abort()
+            if self._open:
+                self._abort(exc)
         except Exception as abort_exc:  # keep the caller's error; say the cleanup failed too
             exc.add_note(f"storegate: undoing the writer's appends also failed: {abort_exc!r}")
 
@@ -344,12 +348,18 @@ class Writer:
             try:
                 self._tx.rollback(exc)
             finally:
-                self._finish()
+                self._finish(exc)
             raise
 
-    def _finish(self) -> None:
+    def _finish(self, failure: BaseException | None = None) -> None:
+        """Close the writer; ``failure`` (the error that ended it) goes to the write lock's block,
+        which then commits nothing and makes the next call check the store (the undo may
+        have failed too)."""
         self._open = False
-        self._lock.close()
+        if failure is None:
+            self._lock.close()
+        else:
+            self._lock.__exit__(type(failure), failure, failure.__traceback__)
         note_change(self._db)  # the rows are in, or were taken back
         for buffer in self._buffers.values():
             buffer.pending, buffer.pending_rows = [], 0
