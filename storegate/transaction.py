@@ -90,11 +90,19 @@ class Transaction:
 
         An undo that fails does not stop the others; its error is added as a note to
         ``cause`` (the error that made the transaction fail), or raised after the others
-        ran when there is no cause.
+        ran when there is no cause. Except when the storage did not answer (a timeout): each
+        further undo would wait as long, so the rest are skipped, and the failed call ends
+        within the time of one more request (what a skipped undo leaves past the last
+        commit stays unseen, and the next writer cuts it off).
         """
         failures: list[BaseException] = []
         interrupted: KeyboardInterrupt | None = None
-        for step in reversed(self._done):
+        for index, step in enumerate(reversed(self._done)):
+            if failures and _timed_out(failures[-1]):
+                skipped = len(self._done) - index
+                if cause is not None:
+                    cause.add_note(f"storegate: the storage did not answer; {skipped} more undo steps were skipped")
+                break
             try:
                 interrupted = to_completion(step.undo) or interrupted
             except Exception as exc:  # keep undoing: every other step must still be restored
@@ -131,6 +139,18 @@ class Transaction:
                     StoreGateWarning,
                     stacklevel=3,
                 )
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """True when ``exc`` or an error it came from is a timeout (Python's or botocore's)."""
+    seen: set[int] = set()
+    found: BaseException | None = exc
+    while found is not None and id(found) not in seen:
+        if isinstance(found, TimeoutError) or type(found).__name__.endswith("TimeoutError"):
+            return True
+        seen.add(id(found))
+        found = found.__cause__ or found.__context__
+    return False
 
 
 def to_completion(fn: Callable[[], None]) -> KeyboardInterrupt | None:
