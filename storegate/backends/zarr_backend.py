@@ -557,6 +557,7 @@ class ZarrBackend(Backend):
                     self._commit_or_explain(data_id, touched)
                 self._settle_journal(data_id)
                 lock.check()
+                self._commits.committed(data_id)
             finally:
                 self._writer.pop(data_id, None)
                 self._locks.pop(data_id, None)
@@ -590,6 +591,10 @@ class ZarrBackend(Backend):
         """Under the lock, before planning: the store as the last commit left it."""
         raw = self._commits.read_raw(self._root.store, data_id)
         record = self._commits.parse(raw, data_id)
+        landed, previous = self._commits.failed_commit(record, data_id)
+        if landed:  # a failed call of this handle committed after all (a lost reply), and its undo failed
+            self._commits.restore(self._root.store, data_id, previous)
+            raw, record = previous, self._commits.parse(previous, data_id)
         self._epochs[data_id] = record.epoch
         put_back: list[Finding] = []
         if record.journal is not None and repair:  # a call rewriting in place did not finish
@@ -632,7 +637,7 @@ class ZarrBackend(Backend):
             self._put_objects(data_id, entry.phase, entry.var, objects)
             self._arrays.pop((data_id, entry.phase, entry.var), None)
         rows, epoch = self._committed.get(data_id) or {}, self._epochs.get(data_id, 0)
-        self._raw[data_id] = self._commits.write(self._root.store, data_id, rows, epoch=epoch)
+        self._raw[data_id] = self._commits.write(self._root.store, data_id, rows, self._raw.get(data_id), epoch=epoch)
         self._loaded[data_id] = self._commits.token_of(data_id)
         self._journal.clear(data_id, call)
         return [
@@ -731,7 +736,9 @@ class ZarrBackend(Backend):
             return
         epoch = self._epochs.get(data_id, 0)
         with self._io():
-            self._raw[data_id] = self._commits.write(self._root.store, data_id, rows, epoch=epoch)
+            self._raw[data_id] = self._commits.write(
+                self._root.store, data_id, rows, self._raw.get(data_id), epoch=epoch
+            )
         self._committed[data_id], self._loaded[data_id] = rows, self._commits.token_of(data_id)
 
     def _commit_or_explain(self, data_id: str, touched: set[tuple[str, str]]) -> None:
@@ -861,7 +868,7 @@ class ZarrBackend(Backend):
         rows, epoch = self._committed.get(data_id) or {}, self._epochs.get(data_id, 0) + 1
         call = self._journal.call(data_id)
         with self._io():
-            text = self._commits.write(self._root.store, data_id, rows, journal=call, epoch=epoch)
+            text = self._commits.write(self._root.store, data_id, rows, self._raw.get(data_id), call, epoch)
         self._raw[data_id], self._loaded[data_id], self._epochs[data_id] = text, self._commits.token_of(data_id), epoch
         self._flagged[data_id] = (added, text)
 

@@ -101,6 +101,9 @@ class Commits:
 
     def __init__(self) -> None:
         self._mine: dict[str, str | None] = {}
+        # A record write that failed: its token and the record it replaced. The write may have
+        # landed (a lost reply) while the undo could not put the old record back.
+        self._failed: dict[str, tuple[str, str | None]] = {}
 
     def key(self, data_id: str) -> str:
         """The record's key below the store root."""
@@ -117,6 +120,15 @@ class Commits:
             sync(store.delete(self.key(data_id)))
         else:
             _write(store, self.key(data_id), raw)
+        self._failed.pop(data_id, None)
+
+    def failed_commit(self, commit: Commit, data_id: str) -> tuple[bool, str | None]:
+        """``(True, the record it replaced)`` when ``commit`` is a record write of this backend
+        that raised (its call failed, yet the server got it); else ``(False, None)``."""
+        failed = self._failed.get(data_id)
+        if failed is None or commit.token != failed[0]:
+            return False, None
+        return True, failed[1]
 
     def read(self, store: Store, data_id: str) -> Commit:
         """The stored record (``Commit(None, None)`` when there is none); see :meth:`parse`."""
@@ -148,9 +160,19 @@ class Commits:
         """True when this backend wrote ``commit`` (nobody wrote since)."""
         return commit.token is not None and commit.token == self._mine.get(data_id)
 
-    def write(self, store: Store, data_id: str, rows: Rows, journal: str | None = None, epoch: int = 0) -> str:
+    def write(
+        self,
+        store: Store,
+        data_id: str,
+        rows: Rows,
+        replaces: str | None = None,
+        journal: str | None = None,
+        epoch: int = 0,
+    ) -> str:
         """Commit ``rows``: the one object write that makes a call's writes visible; its text.
 
+        ``replaces`` is the record it replaces, put back by :meth:`restore` when the call
+        fails, or at the next call when that failed too (see :meth:`failed_commit`).
         ``journal`` (a call id) writes the same rows flagged: readers then take the objects
         that call rewrites in place from its undo journal. ``epoch``: see :class:`Commit`.
         """
@@ -162,9 +184,14 @@ class Commits:
         if epoch:
             record["epoch"] = epoch
         text = json.dumps(record, sort_keys=True)
+        self._failed[data_id] = (token, replaces)
         _write(store, self.key(data_id), text)
         self._mine[data_id] = token
         return text
+
+    def committed(self, data_id: str) -> None:
+        """The call that wrote the last record succeeded: it is no failed commit any more."""
+        self._failed.pop(data_id, None)
 
     def token_of(self, data_id: str) -> str | None:
         """The token of the record this backend last wrote for ``data_id`` (``None``: unknown)."""
