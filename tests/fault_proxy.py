@@ -81,6 +81,7 @@ class FaultProxy:
         self._open: set[socket.socket] = set()
         self._closed = threading.Event()
         self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.1)  # so that close() ends the accept loop at once
         self.port = int(self._listener.getsockname()[1])
         self._thread = threading.Thread(target=self._accept_loop, name="fault-proxy", daemon=True)
         self._thread.start()
@@ -144,8 +145,11 @@ class FaultProxy:
         while not self._closed.is_set():
             try:
                 client, _ = self._listener.accept()
+            except TimeoutError:
+                continue
             except OSError:
                 return
+            client.settimeout(None)
             with self._guard:
                 self.connections += 1
                 mode = self._mode

@@ -19,7 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "storegate"
 #: Dependencies that an extra provides: imported inside the functions that need them.
-OPTIONAL = {"zarrs", "botocore", "h5py", "tensorflow", "xarray", "dask"}
+OPTIONAL = {"zarrs", "aiobotocore", "botocore", "h5py", "tensorflow", "xarray", "dask"}
 
 
 def _modules() -> list[Path]:
