@@ -294,8 +294,9 @@ class Location:
             url = f"simplecache::{url}"
             opts = {inner: {**opts, "asynchronous": True}, "simplecache": {"cache_storage": self.cache_dir}}
         store = FsspecStore.from_url(url, storage_options=opts, read_only=read_only)
-        if self.is_s3 and hasattr(store.fs, "retries"):
-            store.fs.retries = S3FS_RETRIES  # an instance attribute: s3fs takes no option for it
+        s3 = store.fs.fs if self.cache_dir is not None else store.fs  # simplecache wraps s3fs
+        if self.is_s3 and hasattr(s3, "retries"):
+            s3.retries = S3FS_RETRIES  # an instance attribute: s3fs takes no option for it
         return store
 
     def _refuse_a_file(self, store: Store) -> None:
