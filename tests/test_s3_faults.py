@@ -9,7 +9,14 @@ the call, its undo included. The server keeps its data. Each case checks that
   within a bound computed from the configured timeouts;
 - a second handle, straight on the server, sees the store exactly at its last commit;
 - the same call, retried from the same handle once the proxy forwards again, leaves
-  exactly the rows of one successful call.
+  exactly the rows of one successful call (and is not held up by the lease the failed
+  call could not release).
+
+The calls: add_data of a new variable, add_data appending to x and y, update_data,
+delete_data and a streaming writer. Also: a commit whose reply was lost while the server
+then went away (the retry must not count the call twice), an upload to a silent server
+(it used to wait for ever), and a lease whose release failed. The configured timeouts are
+0.5 s with one botocore attempt; ``benchmarks/measure_s3_stall.py`` measures the defaults.
 """
 
 from __future__ import annotations
@@ -62,11 +69,14 @@ CHUNK = 10  # rows per chunk: an append writes several objects
 
 @pytest.fixture(scope="module")
 def proxy(s3_server: S3Server) -> Iterator[FaultProxy]:
-    logging.getLogger("werkzeug").setLevel(logging.CRITICAL)  # moto reports the cut-off requests
+    werkzeug = logging.getLogger("werkzeug")
+    level = werkzeug.level
+    werkzeug.setLevel(logging.CRITICAL)  # moto reports the cut-off requests
     host, port = s3_server.endpoint_url.removeprefix("http://").split(":")
     found = FaultProxy((host, int(port)))
     yield found
     found.close()
+    werkzeug.setLevel(level)
 
 
 def open_store(endpoint: str, bucket: str, **extra: Any) -> StoreGate:
@@ -149,7 +159,7 @@ CALLS = [add_new_variable, append_x_y, update_rows, delete_y, stream]
 
 @dataclass
 class Case:
-    """A bucket with the base data, a handle through the proxy, and the request bytes of ``call``."""
+    """A bucket with the base data, and a handle on it through the proxy."""
 
     bucket: str
     sg: StoreGate
