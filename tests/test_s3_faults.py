@@ -188,12 +188,6 @@ def request_bytes(s3_server: S3Server, proxy: FaultProxy, call: Callable[[StoreG
     return _bytes_of[call.__name__]
 
 
-#: The calls that change committed data in place before their commit: when the server cannot
-#: be reached for their undo either, the rows they rewrote (update) or the metadata they
-#: removed (delete) stay changed until the undo journal of in-place rewrites lands.
-IN_PLACE = {"update_rows", "delete_y"}
-
-
 def fail_then_retry(
     s3_server: S3Server, proxy: FaultProxy, call: Callable[[StoreGate], None], fault: Fault, share: float
 ) -> None:
@@ -231,20 +225,12 @@ def fail_then_retry(
     assert_same({p: {v: np.asarray(case.sg.get_data(v, p)) for v in vs} for p, vs in after(call).items()}, after(call))
 
 
-def in_place(call: Callable[[StoreGate], None]) -> Any:
-    """``call`` as a parameter; one of IN_PLACE is an expected failure (the store is not at its last commit)."""
-    if call.__name__ not in IN_PLACE:
-        return call
-    reason = "an in-place change whose undo cannot reach the server stays (pending the undo journal)"
-    return pytest.param(call, marks=pytest.mark.xfail(reason=reason, raises=AssertionError, strict=False))
-
-
-@pytest.mark.parametrize("call", [in_place(c) for c in CALLS], ids=lambda c: c.__name__)
+@pytest.mark.parametrize("call", CALLS, ids=lambda c: c.__name__)
 def test_a_dropped_connection(s3_server: S3Server, proxy: FaultProxy, call: Callable[[StoreGate], None]) -> None:
     fail_then_retry(s3_server, proxy, call, "drop", 0.4)
 
 
-@pytest.mark.parametrize("call", [in_place(c) for c in CALLS], ids=lambda c: c.__name__)
+@pytest.mark.parametrize("call", CALLS, ids=lambda c: c.__name__)
 def test_lost_replies(s3_server: S3Server, proxy: FaultProxy, call: Callable[[StoreGate], None]) -> None:
     fail_then_retry(s3_server, proxy, call, "drop_replies", 0.6)
 

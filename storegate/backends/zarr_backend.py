@@ -1041,10 +1041,14 @@ class ZarrBackend(Backend):
         try:
             with self._io():
                 sync(_delete_keys(array, list(_encoded(array.metadata))))
-        except BaseException:
+        except BaseException as exc:
             # The delete may have landed before it failed (a lost reply): put the metadata back,
             # so a detach either happens or leaves the variable as it was.
-            to_completion(lambda: self._put_objects(data_id, phase, var, _encoded(array.metadata)))
+            try:
+                with self._io():
+                    to_completion(lambda: self._put_objects(data_id, phase, var, _encoded(array.metadata)))
+            except StorageError as again:  # the journal keeps the metadata: readers, and the next writer, find it
+                exc.add_note(f"storegate: putting the metadata of {phase}/{var} back also failed: {again}")
             raise
         finally:
             self._arrays.pop((data_id, phase, var), None)
