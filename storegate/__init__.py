@@ -22,6 +22,7 @@ from storegate.errors import (
 from storegate.gate import StoreGate
 from storegate.migrate import convert_to_v3
 from storegate.phases import PHASES
+from storegate.splits import KFold, StratifiedSplit
 
 __all__ = [
     "PHASES",
@@ -29,12 +30,14 @@ __all__ = [
     "ConflictError",
     "IndexOutOfRangeError",
     "InvalidArgumentError",
+    "KFold",
     "NotFoundError",
     "ReadOnlyError",
     "StorageError",
     "StoreGate",
     "StoreGateError",
     "StoreGateWarning",
+    "StratifiedSplit",
     "ValidationError",
     "VarInfo",
     "available_backends",

@@ -11,8 +11,9 @@ the transforms and the hybrid moves do with the data of one data_id:
 - the **compile state** saved in the store: sizes and a fingerprint of every variable,
   checked against the data so that a stale state is detected, never trusted.
 
-Arguments arrive parsed (:class:`~storegate.names.VarNames`, phase names,
-:class:`~storegate.phases.Split`); the engine checks what depends on the stored data.
+Arguments arrive parsed (:class:`~storegate.names.VarNames`, phase names, split specs of
+:mod:`storegate.phases` and :mod:`storegate.splits`); the engine checks what depends on the
+stored data.
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ from storegate.backends import Backend, note_change
 from storegate.errors import ConflictError, InvalidArgumentError, NotFoundError, ValidationError
 from storegate.indexing import is_row, normalize_index, selection_length, split_selection
 from storegate.names import VarNames
-from storegate.phases import ALL, PHASES, Split, phases_of
+from storegate.phases import ALL, PHASES, phases_of
 from storegate.rules import as_array, cast, check_row_shape, common_dtype, common_length, with_rows
+from storegate.splits import PhaseRows, SplitSpec, phase_rows
 from storegate.steps import Layout, Plan, layout_of
 from storegate.transaction import Step, Transaction
 
@@ -228,20 +230,28 @@ class GroupEngine:
 
     # --- planning writes -------------------------------------------------------------
 
-    def split(self, arrays: list[np.ndarray], phase: str | Split) -> dict[str, list[np.ndarray]]:
+    def split(
+        self, arrays: list[np.ndarray], phase: str | SplitSpec, names: VarNames | None = None
+    ) -> dict[str, list[np.ndarray]]:
         """Which rows of each array go to which phase.
 
         A phase name takes every row; ``'all'`` splits by the current phase lengths; a
-        :class:`Split` by its fractions or counts, leaving out a phase that gets no row.
+        :class:`~storegate.phases.Split` by its fractions or counts, a :class:`~storegate.splits.StratifiedSplit`
+        or :class:`~storegate.splits.KFold` by the rows it chooses (``names``, one per array,
+        let a stratified split name its labels), leaving out a phase that gets no row.
         With multiml's rule for empty phases (``continue`` when a phase's part is empty), a
         call never creates a variable of 0 rows nor writes one there.
         """
         if isinstance(phase, str) and phase != ALL:
             return {phase: arrays}  # no row: checked against an existing variable, nothing created
         n_rows = arrays[0].shape[0]
-        counts = phase.counts(n_rows) if isinstance(phase, Split) else self._lengths_for_all(n_rows)
-        bounds = np.cumsum([0, *counts])
-        return {p: [a[bounds[i] : bounds[i + 1]] for a in arrays] for i, p in enumerate(PHASES) if counts[i]}
+        if isinstance(phase, str):
+            bounds = np.cumsum([0, *self._lengths_for_all(n_rows)]).tolist()
+            parts: PhaseRows = tuple(slice(bounds[i], bounds[i + 1]) for i in range(3))  # type: ignore[assignment]
+        else:
+            named = {} if names is None else dict(zip(names.names, arrays, strict=True))
+            parts = phase_rows(phase, n_rows, named)
+        return {p: [a[part] for a in arrays] for p, part in zip(PHASES, parts, strict=True) if _part_size(part)}
 
     def _lengths_for_all(self, n_rows: int) -> tuple[int, int, int]:
         sizes = tuple(self._checked_length(p) for p in PHASES)
@@ -253,11 +263,13 @@ class GroupEngine:
             )
         return sizes  # type: ignore[return-value]
 
-    def plan_add(self, names: VarNames, arrays: list[np.ndarray], phase: str | Split, options: dict[str, Any]) -> Plan:
+    def plan_add(
+        self, names: VarNames, arrays: list[np.ndarray], phase: str | SplitSpec, options: dict[str, Any]
+    ) -> Plan:
         """Append ``arrays`` (one per name) to their variables, creating missing ones."""
         self.backend.check_writable()
         plan = Plan()
-        for p, pieces in self.split(arrays, phase).items():
+        for p, pieces in self.split(arrays, phase, names).items():
             for var, array in zip(names.names, pieces, strict=True):
                 plan.extend(self._plan_append(p, var, array, options))
         return plan
@@ -278,7 +290,7 @@ class GroupEngine:
             plan.add_change(step, phase, var, layout_of(rows, shape[0] + rows.shape[0]))
         return plan
 
-    def plan_update(self, names: VarNames, data: Any, phase: str | Split, index: Any) -> Plan:
+    def plan_update(self, names: VarNames, data: Any, phase: str | SplitSpec, index: Any) -> Plan:
         """Write rows of existing variables (every row when ``index`` is None); add missing ones.
 
         As in multiml, writing follows numpy's assignment rule (``x[rows] = data``): the data
@@ -287,7 +299,7 @@ class GroupEngine:
         gets rows writes them, or creates the variable where it is missing.
         """
         self.backend.check_writable()
-        if isinstance(phase, Split) or (phase == ALL and index is None):
+        if not isinstance(phase, str) or (phase == ALL and index is None):
             if index is not None:
                 raise InvalidArgumentError(f"index must be None when phase is a split. Got {index!r} instead.")
             return self._plan_split_write(names, names.split(data), phase)
@@ -329,10 +341,10 @@ class GroupEngine:
             plan.add(steps.write_step(self.backend, self.data_id, p, var, piece.local, values))
         return plan
 
-    def _plan_split_write(self, names: VarNames, arrays: list[np.ndarray], phase: str | Split) -> Plan:
+    def _plan_split_write(self, names: VarNames, arrays: list[np.ndarray], phase: str | SplitSpec) -> Plan:
         """Write every row of the variables of each phase a split gives rows; create missing ones."""
         plan = Plan()
-        for p, pieces in self.split(arrays, phase).items():
+        for p, pieces in self.split(arrays, phase, names).items():
             for var, array in zip(names.names, pieces, strict=True):
                 if self.backend.has(self.data_id, p, var):
                     plan.extend(self._plan_index_write(p, var, array, None))
@@ -352,7 +364,7 @@ class GroupEngine:
         return plan
 
     def plan_create_empty(
-        self, names: VarNames, phase: str | Split, shape: tuple[int, ...], dtype: np.dtype, options: dict[str, Any]
+        self, names: VarNames, phase: str | SplitSpec, shape: tuple[int, ...], dtype: np.dtype, options: dict[str, Any]
     ) -> Plan:
         """Create variables of zeros of ``shape`` ``(N, ...)``; a split or 'all' splits the N rows.
 
@@ -587,6 +599,10 @@ def validate(fingerprint: Fingerprint) -> dict[str, int]:
                 f"var_name {var!r} must have one dtype and row shape across phases. Got {sorted(seen)} instead."
             )
     return sizes
+
+
+def _part_size(part: slice | np.ndarray) -> int:
+    return part.stop - part.start if isinstance(part, slice) else int(part.shape[0])
 
 
 def _split_for_index(names: VarNames, data: Any, scalar: bool) -> list[np.ndarray]:

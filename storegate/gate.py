@@ -21,8 +21,9 @@ from storegate.engine import GroupEngine
 from storegate.errors import InvalidArgumentError, NotFoundError
 from storegate.moves import Callback
 from storegate.names import check_data_id, parse_var_names
-from storegate.phases import DEFAULT_SHUFFLE_SEED, parse_phase, permutation, resolve_phase
+from storegate.phases import DEFAULT_SHUFFLE_SEED, permutation, resolve_phase
 from storegate.rules import check_bool, check_dtype, check_int, check_seed, check_shape, convert
+from storegate.splits import parse_split, reorder
 from storegate.verify import Report
 from storegate.views import View
 from storegate.writer import Writer
@@ -158,7 +159,9 @@ class StoreGate:
             copied, never aliased or changed.
         phase
             ``'train'``, ``'valid'``, ``'test'``, ``'all'`` (split by the current phase
-            sizes) or three fractions (sum 1) or ints (sum N) for train / valid / test.
+            sizes), three fractions (sum 1) or ints (sum N) for train / valid / test, or a
+            :class:`~storegate.splits.StratifiedSplit` / :class:`~storegate.splits.KFold`
+            (rows chosen by label or by fold, seeded).
         shuffle
             ``True`` shuffles rows with a fixed seed (separate calls stay aligned); an int is the seed.
         do_compile
@@ -172,8 +175,9 @@ class StoreGate:
             For malformed arguments, a row shape that differs from the stored one or a
             dtype that numpy's ``same_kind`` rule does not allow to cast.
         """
-        names, phase_, options = parse_var_names(var_names), parse_phase(phase), _codec_options(compressor)
-        arrays = _shuffled(names.split(data), shuffle)
+        names, phase_, options = parse_var_names(var_names), parse_split(phase), _codec_options(compressor)
+        arrays, order = _shuffled(names.split(data), shuffle)
+        phase_ = phase_ if order is None else reorder(phase_, order)  # labels given by array follow their rows
         engine, compile_ = self._engine(), check_bool("do_compile", do_compile)
         engine.apply(lambda: engine.plan_add(names, arrays, phase_, options), compile=compile_)
 
@@ -187,7 +191,7 @@ class StoreGate:
         :meth:`add_data`. With ``do_compile`` the result must pass compile()'s checks or
         nothing is written.
         """
-        engine, names, phase_ = self._engine(), parse_var_names(var_names), parse_phase(phase)
+        engine, names, phase_ = self._engine(), parse_var_names(var_names), parse_split(phase)
         compile_ = check_bool("do_compile", do_compile)
         engine.apply(lambda: engine.plan_update(names, data, phase_, index), compile=compile_)
 
@@ -231,7 +235,7 @@ class StoreGate:
         phase that gets no row gets no variable, and a variable that already exists raises
         InvalidArgumentError, both as in multiml.
         """
-        names, phase_ = parse_var_names(var_names), parse_phase(phase)
+        names, phase_ = parse_var_names(var_names), parse_split(phase)
         shape_, dtype_, options, engine = (
             check_shape(shape),
             check_dtype(dtype),
@@ -472,15 +476,18 @@ class StoreGate:
         return GroupEngine(self._backend, self._id())
 
 
-def _shuffled(arrays: list[np.ndarray], shuffle: bool | int) -> list[np.ndarray]:
-    """multiml's ``shuffle=``: ``True`` is seed 1, an int the seed, ``False`` and ``0`` no shuffle."""
+def _shuffled(arrays: list[np.ndarray], shuffle: bool | int) -> tuple[list[np.ndarray], np.ndarray | None]:
+    """multiml's ``shuffle=``: ``True`` is seed 1, an int the seed, ``False`` and ``0`` no shuffle.
+
+    Returns the arrays and the row order applied (None when none was).
+    """
     if isinstance(shuffle, (bool, np.bool_)):
         shuffle = DEFAULT_SHUFFLE_SEED if shuffle else 0
     seed = check_seed(shuffle, arg="shuffle")
     if seed == 0:  # multiml tests ``if shuffle:``, so 0 leaves the rows in order
-        return arrays
+        return arrays, None
     order = permutation(arrays[0].shape[0], seed)
-    return [a[order] for a in arrays]  # fancy indexing copies: the caller's array is untouched
+    return [a[order] for a in arrays], order  # fancy indexing copies: the caller's array is untouched
 
 
 def _codec_options(compressor: Any) -> dict[str, Any]:
