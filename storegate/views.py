@@ -1,22 +1,44 @@
-"""Immutable views behind the item syntax ``sg[phase][var_names][index]``.
+"""Immutable views behind the item syntax ``sg[phase][var_names][index]``, and views of rows.
 
 Every ``[...]`` returns a new view (or data), so a view held in a variable never changes
 when another chain is built: ``a = sg['train']; b = sg['test']; a['x'][:]`` reads train.
+
+A view may also choose rows, lazily: :meth:`View.subset`, :meth:`View.filter`,
+:meth:`View.repeat`, :meth:`View.shuffled` and :func:`concat` (or ``+``) each return a new
+view whose rows are a :class:`~storegate.rowmaps.RowMap` over the rows of its phase. Nothing
+is read or copied when such a view is made; its rows are worked out on its first read
+(a filter reads its label variable then, and nothing else), and reads go to the stored rows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from storegate.engine import GroupEngine
 from storegate.errors import InvalidArgumentError, NotFoundError
+from storegate.indexing import normalize_index
 from storegate.names import VarNames, parse_var_names
 from storegate.phases import ALL, PHASE_WORDS, PHASES, closest_phase, resolve_phase
-from storegate.rules import common_length
+from storegate.rowmaps import (
+    Concat,
+    Filter,
+    Range,
+    Repeat,
+    RowMap,
+    Shuffle,
+    Whole,
+    Window,
+    check_bound,
+    check_classes,
+    check_repeat,
+)
+from storegate.rules import check_seed, common_length
 
-__all__ = ["View"]
+__all__ = ["View", "concat"]
 
 _ITER_BLOCK = 1024
 
@@ -44,20 +66,107 @@ class View:
     engine: GroupEngine
     phase: str | None = None
     var_names: Any = None
+    #: The rows of the phase this view shows, in order; None for every row.
+    rows: RowMap | None = None
 
     def __getitem__(self, item: Any) -> Any:
         if _is_phase(item):
-            self._check_unset("phase", self.phase, item)
+            self._check_unset("phase", self.phase, item)  # a view of rows has chosen its phase
             # Direct construction: dataclasses.replace costs ~3x more on this hot path.
             return View(self.engine, resolve_phase(item), self.var_names)
         if _is_names(item):
             self._check_unset("var_names", self.var_names, item)
             if self.phase is None and isinstance(item, str):
                 self._refuse_misspelt_phase(item)
-            return View(self.engine, self.phase, item)
-        return self.engine.get(self._names(), self._phase(), item)
+            return View(self.engine, self.phase, item, self.rows)
+        return self._read(self._names(), item)
+
+    # --- views of rows ---------------------------------------------------------------
+
+    def subset(self, start: int | float | None = None, stop: int | float | None = None) -> View:
+        """The rows ``[start, stop)`` of this view, as a view.
+
+        Parameters
+        ----------
+        start, stop
+            Positions in this view: ints as a Python slice takes them (negatives count from
+            the end, out-of-range bounds are clipped), or floats in ``[0, 1]``, fractions of
+            the view's rows (KappaData's ``from_percent`` / ``to_percent``): position
+            ``floor(n * f)``, from ``f``'s decimal form. ``None`` is an open end.
+
+        Raises
+        ------
+        InvalidArgumentError
+            If a bound is neither None, an int nor a float in ``[0, 1]``.
+        """
+        bounds = check_bound("start", start), check_bound("stop", stop)
+        return self._with_rows(Range(self._row_map(), *bounds))
+
+    def filter(self, var: str, *, keep: Any = None, drop: Any = None) -> View:
+        """The rows whose label ``var`` is one of ``keep`` (or none of ``drop``), as a view.
+
+        ``var`` is a variable of the phase with one label per row, shape ``(N,)``; its values
+        are read on the view's first read, and no other variable is read to filter. The rows
+        keep their order.
+
+        Raises
+        ------
+        InvalidArgumentError
+            Unless exactly one of ``keep`` and ``drop`` is given (a value or a list, set or
+            array of values), or if ``var`` has rows of more than one value.
+        NotFoundError
+            If the phase holds no variable ``var``.
+        """
+        if not isinstance(var, str):
+            raise InvalidArgumentError(f"var must be the name of a label variable (a str). Got {var!r} instead.")
+        self.engine.require(self._phase(), var)
+        values, kept = check_classes(keep, drop)
+        return self._with_rows(Filter(self._row_map(), var, values, kept))
+
+    def repeat(self, times: int | None = None, *, min_rows: int | None = None) -> View:
+        """The rows of this view ``times`` times over (as ``torch.Tensor.repeat`` and ``np.tile``).
+
+        With ``min_rows`` instead, as many whole times as give at least ``min_rows`` rows
+        (once at least; an empty view stays empty).
+
+        Raises
+        ------
+        InvalidArgumentError
+            Unless exactly one of ``times`` (an int >= 1) and ``min_rows`` (an int >= 0) is given.
+        """
+        return self._with_rows(Repeat(self._row_map(), *check_repeat(times, min_rows)))
+
+    def shuffled(self, seed: int = 0) -> View:
+        """The rows of this view in a random order, as a view (``np.random.default_rng(seed)``).
+
+        The same seed gives the same order in every process, on every backend. Nothing is
+        written: :meth:`StoreGate.shuffle` is the one that reorders stored rows.
+
+        Raises
+        ------
+        InvalidArgumentError
+            If ``seed`` is not an int in ``[0, 2**32 - 1]``.
+        """
+        return self._with_rows(Shuffle(self._row_map(), check_seed(seed)))
+
+    def __add__(self, other: object) -> View:
+        if not isinstance(other, View):
+            return NotImplemented
+        return concat([self, other])
+
+    def row_numbers(self) -> np.ndarray:
+        """The rows of :attr:`base_phase` that this view shows, in order: int64 ``(len(self),)``, read-only."""
+        return self._row_map().rows(self._labels)
+
+    @property
+    def base_phase(self) -> str:
+        """The phase whose rows the view shows (``'all'`` for a concatenation of phases)."""
+        return self._phase()
+
+    # --- writes ------------------------------------------------------------------------
 
     def __setitem__(self, item: Any, data: Any) -> None:
+        self._check_no_rows("write")
         if _is_phase(item):
             raise InvalidArgumentError(
                 f"assignment needs var_names (and an index), as in sg['train']['x'][0:2] = data. Got phase {item!r} "
@@ -70,12 +179,15 @@ class View:
             self._update(self._names_arg(), data, item)
 
     def __delitem__(self, item: Any) -> None:
+        self._check_no_rows("delete")
         if not _is_names(item):
             raise InvalidArgumentError(f"del needs var_names, as in del sg['train']['x']. Got {item!r} instead.")
         names, phase = parse_var_names(item), self._phase()
         self.engine.apply(lambda: self.engine.plan_delete(names, phase))
 
     def __len__(self) -> int:
+        if self.rows is not None:
+            return int(self.row_numbers().shape[0])
         if self.var_names is None:
             return self.engine.phase_length(self._phase())
         lengths = {var: self.engine.shape(self._phase(), var)[0] for var in self._names().names}
@@ -94,11 +206,12 @@ class View:
         names = self._names()
         n = len(self)
         for start in range(0, n, _ITER_BLOCK):
-            rows = self.engine.get(names, self._phase(), slice(start, min(n, start + _ITER_BLOCK)))
+            rows = self._read(names, slice(start, min(n, start + _ITER_BLOCK)))
             yield from (zip(*rows, strict=True) if names.form == "list" else rows)
 
     def __repr__(self) -> str:
-        return f"View(data_id={self.engine.data_id!r}, phase={self._phase()!r}, var_names={self.var_names!r})"
+        rows = "" if self.rows is None else f", rows={self.rows!r}"
+        return f"View(data_id={self.engine.data_id!r}, phase={self._phase()!r}, var_names={self.var_names!r}{rows})"
 
     # --- internals -------------------------------------------------------------------
 
@@ -131,6 +244,80 @@ class View:
     def _names(self) -> VarNames:
         return parse_var_names(self._names_arg())
 
+    def _read(self, names: VarNames, index: Any) -> Any:
+        if self.rows is None:
+            return self.engine.get(names, self._phase(), index)
+        rows = self.row_numbers()
+        return self.engine.get(names, self._phase(), _as_index(rows[normalize_index(index, rows.shape[0])]))
+
+    def _labels(self, var: str) -> np.ndarray:
+        return np.asarray(self.engine.get(VarNames((var,), "str"), self._phase(), None))
+
+    def _row_map(self) -> RowMap:
+        if self.rows is not None:
+            return self.rows
+        return Whole(len(self))
+
+    def _with_rows(self, rows: RowMap) -> View:
+        return View(self.engine, self._phase(), self.var_names, rows)
+
+    def _check_no_rows(self, what: str) -> None:
+        if self.rows is not None:
+            raise InvalidArgumentError(
+                f"a view that chose rows (subset, filter, repeat, shuffled, concat) is read-only and cannot {what}. "
+                f"Got {what} on {self!r}: {what} through sg[phase] (its rows are view.row_numbers() of "
+                "view.base_phase)."
+            )
+
     def _update(self, var_names: Any, data: Any, index: Any) -> None:
         names, phase = parse_var_names(var_names), self._phase()
         self.engine.apply(lambda: self.engine.plan_update(names, data, phase, index))
+
+
+def concat(views: Sequence[View]) -> View:
+    """The rows of each view, one view after the other, as one view (``torch``'s ``ConcatDataset``).
+
+    Views of one phase stay a view of that phase; views of several phases become a view of
+    phase ``'all'`` (their rows shifted to where their phase lies there), which reads each
+    variable across the phases, so every phase that holds rows must hold the variables read.
+    ``a + b`` is ``concat([a, b])``.
+
+    Raises
+    ------
+    InvalidArgumentError
+        If ``views`` is empty, holds something else than views, or views of other data_ids,
+        stores or var_names.
+    """
+    parts = list(views) if isinstance(views, (list, tuple)) else None
+    if not parts or not all(isinstance(v, View) for v in parts):
+        raise InvalidArgumentError(f"views must be a non-empty list of views (sg[phase]...). Got {views!r} instead.")
+    first = parts[0]
+    for view in parts[1:]:
+        same = view.engine.backend is first.engine.backend and view.engine.data_id == first.engine.data_id
+        if not same or view.var_names != first.var_names:
+            raise InvalidArgumentError(
+                "views must be views of one StoreGate, data_id and var_names to be concatenated. Got "
+                f"{first!r} and {view!r}: choose the same var_names (or none) for each."
+            )
+    phases = {view.base_phase for view in parts}
+    if len(phases) == 1:
+        return View(first.engine, first.base_phase, first.var_names, Concat(tuple(v._row_map() for v in parts)))
+    return View(first.engine, ALL, first.var_names, Concat(tuple(_in_all(v) for v in parts)))
+
+
+def _in_all(view: View) -> RowMap:
+    """A view's rows as rows of phase 'all' (the phases concatenated in order)."""
+    if view.base_phase == ALL:
+        return view._row_map()
+    lengths = [view.engine.phase_length(p) for p in PHASES]
+    i = PHASES.index(view.base_phase)
+    return Window(view._row_map(), sum(lengths[:i]), lengths[i])
+
+
+def _as_index(rows: Any) -> Any:
+    """Rows to read: an int, a run of rows as a slice (one contiguous read), or the row numbers."""
+    if np.ndim(rows) == 0:
+        return int(rows)
+    if rows.shape[0] and rows[-1] - rows[0] == rows.shape[0] - 1 and bool(np.all(np.diff(rows) == 1)):
+        return slice(int(rows[0]), int(rows[-1]) + 1)
+    return rows
