@@ -49,7 +49,9 @@ from storegate.loader import (
 )
 from storegate.names import VarNames, parse_var_names
 from storegate.phases import phases_of, resolve_phase
+from storegate.rowmaps import RowMap
 from storegate.rules import check_int, common_length, is_int
+from storegate.views import View
 
 __all__ = ["DEFAULT_CHUNK_CACHE_BYTES", "DEFAULT_WINDOW", "ChunkShuffleSampler", "StoreGateDataset"]
 
@@ -72,7 +74,10 @@ class StoreGateDataset(Dataset[Any]):
         or S3) is read directly by each worker; in-memory data are carried (see the module
         docstring).
     phase
-        ``'train'``, ``'valid'``, ``'test'`` or ``'all'``.
+        ``'train'``, ``'valid'``, ``'test'`` or ``'all'``, or a view of rows of this StoreGate
+        (``sg['train'].filter('y', keep=[0, 1]).shuffled(0)``, see :mod:`storegate.views`):
+        the dataset's item ``i`` is then the view's row ``i``, read from the stored rows (no
+        copy), and the view's rows are worked out again in each worker from its few parameters.
     input_var_names
         The inputs, in the forms of :meth:`StoreGate.get_data`: a str gives a tensor
         ``(...)`` per sample, a tuple one tensor ``(M, ...)`` stacked from M variables, a
@@ -103,7 +108,7 @@ class StoreGateDataset(Dataset[Any]):
     def __init__(
         self,
         storegate: StoreGate,
-        phase: str,
+        phase: str | View,
         input_var_names: Any = None,
         true_var_names: Any = None,
         *,
@@ -112,11 +117,14 @@ class StoreGateDataset(Dataset[Any]):
         chunk_cache_bytes: int = DEFAULT_CHUNK_CACHE_BYTES,
     ) -> None:
         _check_args(storegate, input_var_names, chunk_cache_bytes)
-        self._phase = resolve_phase(phase)
+        view = _check_view(storegate, phase) if isinstance(phase, View) else None
+        self._phase = resolve_phase(phase) if view is None else view.base_phase
+        self._rows: RowMap | None = None if view is None else view.rows
         self._inputs = parse_var_names(input_var_names)
         self._targets = None if true_var_names is None else parse_var_names(true_var_names)
         self._callbacks = tuple(callbacks or ())
-        names = sorted({*self._inputs.names, *(self._targets.names if self._targets else ())})
+        self._read_names = sorted({*self._inputs.names, *(self._targets.names if self._targets else ())})
+        names = sorted({*self._read_names, *(self._rows.label_vars() if self._rows else ())})
         data_id = storegate.data_id
         assert data_id is not None  # checked by _check_args
         self._data_id = data_id
@@ -133,8 +141,9 @@ class StoreGateDataset(Dataset[Any]):
         }
         _check_tensor_dtypes(self._variables)
         lengths = {var: int(variable.bounds[-1]) for var, variable in self._variables.items()}
-        self._size = common_length(lengths, f"every variable read by the dataset in phase {self._phase!r}")
+        self._stored_size = common_length(lengths, f"every variable read by the dataset in phase {self._phase!r}")
         self._cache = ChunkCache(chunk_cache_bytes)
+        self._size = self._stored_size if self._rows is None else int(self._view_rows().shape[0])
 
     # --- torch Dataset -----------------------------------------------------------------
 
@@ -174,13 +183,28 @@ class StoreGateDataset(Dataset[Any]):
 
     @property
     def chunk_bounds(self) -> np.ndarray:
-        """Row offsets where a stored chunk of any variable starts, then ``len(self)``.
+        """Row offsets where a stored chunk of any variable read starts, then ``len(self)``.
 
         :class:`ChunkShuffleSampler` keeps the rows between two bounds together. Data in
-        memory have a bound at every row (random access costs nothing there).
+        memory have a bound at every row (random access costs nothing there). Over a view,
+        the offsets are positions in :attr:`chunk_order`, which lists the view's items by
+        stored row, so that the items of one chunk lie between two bounds.
         """
-        bounds = [variable.bounds for variable in self._variables.values()]
-        return np.unique(np.concatenate([np.zeros(1, dtype=np.int64), *bounds]))
+        bounds = [self._variables[var].bounds for var in self._read_names]
+        stored = np.unique(np.concatenate([np.zeros(1, dtype=np.int64), *bounds]))
+        if self._rows is None:
+            return stored
+        rows = self._view_rows()[self.chunk_order]
+        chunks = np.searchsorted(stored, rows, side="right")
+        starts = np.flatnonzero(np.diff(chunks) != 0) + 1
+        return np.concatenate([np.zeros(1, dtype=np.int64), starts, np.array([rows.shape[0]], dtype=np.int64)])
+
+    @property
+    def chunk_order(self) -> np.ndarray | None:
+        """The dataset's items sorted by the stored row they read (over a view); None otherwise."""
+        if self._rows is None:
+            return None
+        return np.argsort(self._view_rows(), kind="stable")
 
     @property
     def cache(self) -> ChunkCache:
@@ -199,7 +223,8 @@ class StoreGateDataset(Dataset[Any]):
         return samples
 
     def _batch(self, rows: np.ndarray) -> tuple[Any, Any]:
-        arrays = {var: self._read(var, rows) for var in self._variables}
+        stored = rows if self._rows is None else self._view_rows()[rows]
+        arrays = {var: self._read(var, stored) for var in self._read_names}
         data = _join(arrays, self._inputs)
         target = None if self._targets is None else _join(arrays, self._targets)
         return data, target
@@ -209,6 +234,11 @@ class StoreGateDataset(Dataset[Any]):
         if isinstance(variable, MemoryVariable):
             return variable.read(rows, None, self._cache)
         return variable.read(rows, self._fetch(), self._cache)
+
+    def _view_rows(self) -> np.ndarray:
+        """The stored rows of the view's items (worked out once per process, labels read here)."""
+        assert self._rows is not None
+        return self._rows.rows(lambda var: self._read(var, np.arange(self._stored_size, dtype=np.int64)))
 
     def _fetch(self) -> Callable[[str, str, slice], np.ndarray]:
         assert self._handle is not None
@@ -242,9 +272,10 @@ class StoreGateDataset(Dataset[Any]):
 
     def __repr__(self) -> str:
         source = "memory" if self._handle is None else self._handle.location
+        view = "" if self._rows is None else f", view={self._rows!r}"
         return (
             f"StoreGateDataset(phase={self._phase!r}, inputs={_names_repr(self._inputs)}, "
-            f"targets={_names_repr(self._targets)}, rows={self._size}, source={source!r})"
+            f"targets={_names_repr(self._targets)}, rows={self._size}, source={source!r}{view})"
         )
 
 
@@ -259,8 +290,9 @@ class ChunkShuffleSampler(Sampler[int]):
     Parameters
     ----------
     dataset
-        A :class:`StoreGateDataset` (its ``chunk_bounds`` give the chunks), or any sized
-        dataset when ``chunk_rows`` is given.
+        A :class:`StoreGateDataset` (its ``chunk_bounds`` give the chunks, and over a view its
+        ``chunk_order`` the items in stored order), or any sized dataset when ``chunk_rows``
+        is given.
     seed
         Seed of the order; the epoch set by :meth:`set_epoch` is mixed in.
     num_replicas, rank
@@ -297,6 +329,8 @@ class ChunkShuffleSampler(Sampler[int]):
         check_int("seed", seed, minimum=0)
         check_int("window", window, minimum=1)
         self._bounds = _sampler_bounds(dataset, chunk_rows)
+        order = None if chunk_rows is not None else getattr(dataset, "chunk_order", None)
+        self._items = None if order is None else np.asarray(order, dtype=np.int64)
         self.num_replicas, self.rank = _replicas(num_replicas, rank)
         self.seed, self.window, self.drop_last = int(seed), window, bool(drop_last)
         self.epoch = 0
@@ -311,7 +345,8 @@ class ChunkShuffleSampler(Sampler[int]):
     def epoch_order(self) -> np.ndarray:
         """The whole epoch's order, before it is split over replicas."""
         rng = np.random.default_rng([self.seed, self.epoch])
-        return chunk_shuffled_order(self._bounds, self.window, rng)
+        order = chunk_shuffled_order(self._bounds, self.window, rng)
+        return order if self._items is None else self._items[order]
 
     def __iter__(self) -> Iterator[int]:
         mine = shard(self.epoch_order(), self.num_replicas, self.rank, self.drop_last)
@@ -453,6 +488,16 @@ def _check_args(storegate: object, input_var_names: object, chunk_cache_bytes: o
             "input_var_names must be a str, a tuple of str or a list of str naming the inputs. Got None instead."
         )
     check_int("chunk_cache_bytes", chunk_cache_bytes, minimum=0)
+
+
+def _check_view(storegate: StoreGate, view: View) -> View:
+    """A view of this StoreGate's backend and data_id."""
+    if view.engine.backend is not storegate.backend_object or view.engine.data_id != storegate.data_id:
+        raise InvalidArgumentError(
+            f"phase must be a phase name or a view of the StoreGate given (its backend and data_id "
+            f"{storegate.data_id!r}). Got {view!r} instead: make the view from the same StoreGate after set_data_id."
+        )
+    return view
 
 
 def _sampler_bounds(dataset: Any, chunk_rows: int | None) -> np.ndarray:

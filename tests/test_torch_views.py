@@ -1,0 +1,113 @@
+"""StoreGateDataset and ChunkShuffleSampler over views of rows (storegate.views), with 2 workers."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from torch.utils.data import DataLoader
+
+from storegate import InvalidArgumentError, StoreGate
+from storegate.testing import BACKEND_KINDS, make_gate
+from storegate.torch import ChunkShuffleSampler, StoreGateDataset
+
+pytestmark = [
+    pytest.mark.timeout(300),
+    # Python >= 3.12 warns when a process with threads forks; tests/test_torch_workers.py says why it is safe.
+    pytest.mark.filterwarnings(r"ignore:.*use of fork\(\) may lead to deadlocks:DeprecationWarning"),
+]
+
+N = 200
+CHUNK = 8
+X = np.arange(N, dtype=np.float32)[:, None] * np.ones(3, dtype=np.float32)
+Y = np.arange(N) % 5
+
+
+def _fill(sg: StoreGate) -> StoreGate:
+    sg.add_data(["x", "y"], [X, Y], phase=(0.8, 0.2, 0.0))
+    sg.add_data("id", np.arange(N), phase=(0.8, 0.2, 0.0))
+    return sg
+
+
+def _view(sg: StoreGate) -> Any:
+    """Classes 1 and 3 of train, shuffled, twice over, then the valid rows of class 0."""
+    return sg["train"].filter("y", keep=[1, 3]).shuffled(7).repeat(2) + sg["valid"].filter("y", keep=[0])
+
+
+def _expected_ids() -> np.ndarray:
+    train, valid = np.arange(160), np.arange(160, 200)
+    picked = train[np.isin(Y[train], [1, 3])]
+    picked = picked[np.random.default_rng(7).permutation(picked.shape[0])]
+    return np.concatenate([np.tile(picked, 2), valid[Y[valid] == 0]])
+
+
+@pytest.mark.parametrize("kind", BACKEND_KINDS)
+def test_dataset_over_a_view_is_numpy_fancy_indexing(kind: str, tmp_path: Path) -> None:
+    sg = _fill(make_gate(kind, tmp_path))
+    dataset = StoreGateDataset(sg, _view(sg), "x", "id")
+    ids = _expected_ids()
+    assert len(dataset) == ids.shape[0] == 2 * 64 + 8
+    x, i = dataset[:]  # a batch index
+    np.testing.assert_array_equal(i.numpy(), ids)
+    np.testing.assert_array_equal(x.numpy(), X[ids])
+    x5, i5 = dataset[5]  # an int index
+    assert int(i5) == ids[5]
+    np.testing.assert_array_equal(x5.numpy(), X[ids[5]])
+    items = dataset.__getitems__([3, 0, 3])  # a DataLoader batch
+    assert [int(item[1]) for item in items] == ids[[3, 0, 3]].tolist()
+
+
+def test_the_sampler_keeps_reads_near_sequential_on_a_view(tmp_path: Path) -> None:
+    sg = _fill(StoreGate("zarr", {"output_dir": str(tmp_path / "s.zarr"), "chunk": CHUNK}, data_id="d"))
+    view = sg["train"].shuffled(3)  # items in random stored order
+    dataset = StoreGateDataset(sg, view, "x", "id")
+    stored = view.row_numbers()
+    sampler = ChunkShuffleSampler(dataset, seed=0, window=2)
+    order = np.array(list(sampler))
+    assert sorted(order.tolist()) == list(range(len(dataset)))  # every item once per epoch
+    chunks_per_batch = [np.unique(stored[b] // CHUNK).size for b in np.array_split(order, len(order) // 16)]
+    plain = [np.unique(stored[b] // CHUNK).size for b in np.array_split(np.arange(len(order)), len(order) // 16)]
+    assert max(chunks_per_batch) <= 2 + 2  # about `window` chunks per batch (a window's edges add one each)
+    assert np.mean(plain) > 3 * np.mean(chunks_per_batch)  # the view's own order would touch many
+    bounds = dataset.chunk_bounds
+    assert (bounds[0], bounds[-1]) == (0, len(dataset))
+    assert len(bounds) == 160 // CHUNK + 1  # one run per stored chunk
+
+
+@pytest.mark.parametrize(("kind", "context"), [("zarr-dir", "fork"), ("zarr-dir", "spawn"), ("numpy", "fork")])
+def test_two_workers_read_the_view(kind: str, context: str, tmp_path: Path) -> None:
+    sg = _fill(make_gate(kind, tmp_path))
+    dataset = StoreGateDataset(sg, _view(sg), "x", "id")
+    dataset[0]  # the parent reads (and works out the view's rows) first
+    sampler = ChunkShuffleSampler(dataset, seed=1, window=2)
+    loader = DataLoader(
+        dataset, batch_size=16, sampler=sampler, num_workers=2, multiprocessing_context=context, timeout=90
+    )
+    seen = []
+    for x, ids in loader:
+        np.testing.assert_array_equal(x.numpy(), X[ids.numpy()])
+        seen += ids.tolist()
+    expected = _expected_ids()
+    assert seen == expected[np.array(list(sampler))].tolist()
+
+
+def test_a_dataset_over_a_view_pickles_small(tmp_path: Path) -> None:
+    sg = _fill(StoreGate("zarr", {"output_dir": str(tmp_path / "s.zarr"), "chunk": CHUNK}, data_id="d"))
+    big = StoreGateDataset(sg, sg["train"].filter("y", drop=[0]).repeat(min_rows=100_000).shuffled(0), "x")
+    assert len(big) == 128 * 782
+    assert len(pickle.dumps(big)) < 4096  # the view's parameters, not its 100,096 row numbers
+    back = pickle.loads(pickle.dumps(big))
+    np.testing.assert_array_equal(back[[0, -1]].numpy(), big[[0, -1]].numpy())
+
+
+def test_a_view_of_another_store_is_refused(tmp_path: Path) -> None:
+    sg = _fill(StoreGate("numpy", data_id="d"))
+    other = _fill(StoreGate("numpy", data_id="d"))
+    with pytest.raises(InvalidArgumentError, match="view of the StoreGate given"):
+        StoreGateDataset(sg, other["train"].subset(0, 5), "x")
+    torch_dataset = StoreGateDataset(sg, sg["train"], "x")  # a view without rows is its phase
+    assert len(torch_dataset) == 160
+    assert torch_dataset.chunk_order is None
