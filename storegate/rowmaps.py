@@ -137,10 +137,8 @@ class Repeat(RowMap):
 
     def _compute(self, labels: Labels) -> np.ndarray:
         rows = self.child.rows(labels)
-        times = self.times
-        if times is None:
-            assert self.min_rows is not None  # one of the two, checked when made
-            times = max(1, math.ceil(self.min_rows / rows.shape[0])) if rows.shape[0] else 1
+        n = rows.shape[0]
+        times = self.times if self.times is not None else max(1, math.ceil((self.min_rows or 0) / max(n, 1)))
         return np.tile(rows, times)
 
     def _children(self) -> tuple[RowMap, ...]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Union
 
 import numpy as np
@@ -158,7 +158,7 @@ class KFold:
 
     k: int
     fold: int = 0
-    seed: int = field(default=0)
+    seed: int = 0
 
     def __post_init__(self) -> None:
         if not is_int(self.k) or self.k < 2:

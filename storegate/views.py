@@ -61,6 +61,9 @@ class View:
     the phase once and the var_names once: a second choice raises instead of silently
     replacing the first, and a first key that misspells a phase (``'validation'``) and names
     no stored variable raises NotFoundError instead of being read as var_names.
+
+    :meth:`subset`, :meth:`filter`, :meth:`repeat`, :meth:`shuffled` and ``+`` return views
+    of some rows of the phase (:attr:`rows`), read-only, lazily worked out on first use.
     """
 
     engine: GroupEngine
