@@ -27,6 +27,7 @@ __all__ = [
     "Concat",
     "Filter",
     "Labels",
+    "Oversample",
     "Range",
     "Repeat",
     "RowMap",
@@ -111,14 +112,31 @@ class Filter(RowMap):
 
     def _compute(self, labels: Labels) -> np.ndarray:
         rows = self.child.rows(labels)
-        values = labels(self.var)
-        if values.ndim != 1:
-            raise InvalidArgumentError(
-                f"var_name {self.var!r} must hold one label per row (shape (N,)) to filter by it. Got row shape "
-                f"{values.shape[1:]} instead: filter by a variable of class labels (e.g. onehot.argmax(1))."
-            )
-        inside = np.isin(values[rows], self.values)
+        inside = np.isin(_one_label_per_row(labels, self.var)[rows], self.values)
         return rows[inside if self.keep else ~inside]
+
+    def label_vars(self) -> frozenset[str]:
+        return self.child.label_vars() | {self.var}
+
+    def _children(self) -> tuple[RowMap, ...]:
+        return (self.child,)
+
+
+@dataclass(frozen=True, eq=False)
+class Oversample(RowMap):
+    """The child's rows, then more rows of every class of ``var`` but the largest, cycled in
+    order until each class has as many rows as the largest (KappaData's OversamplingWrapper)."""
+
+    child: RowMap
+    var: str
+
+    def _compute(self, labels: Labels) -> np.ndarray:
+        rows = self.child.rows(labels)
+        _, classes, sizes = np.unique(
+            _one_label_per_row(labels, self.var)[rows], return_inverse=True, return_counts=True
+        )
+        extra = [np.resize(rows[classes == c], int(sizes.max() - size)) for c, size in enumerate(sizes.tolist())]
+        return np.concatenate([rows, *extra])
 
     def label_vars(self) -> frozenset[str]:
         return self.child.label_vars() | {self.var}
@@ -231,6 +249,16 @@ def check_repeat(times: object, min_rows: object) -> tuple[int | None, int | Non
             f"min_rows must be an int >= 0. Got {min_rows!r} instead: e.g. repeat(min_rows=1000)."
         )
     return (None if times is None else int(times)), (None if min_rows is None else int(min_rows))
+
+
+def _one_label_per_row(labels: Labels, var: str) -> np.ndarray:
+    values = labels(var)
+    if values.ndim != 1:
+        raise InvalidArgumentError(
+            f"var_name {var!r} must hold one label per row (shape (N,)) to choose rows by it. Got row shape "
+            f"{values.shape[1:]} instead: use a variable of class labels (e.g. onehot.argmax(1))."
+        )
+    return values
 
 
 def _bound(value: int | float | None, n: int) -> int | None:

@@ -4,10 +4,11 @@ Every ``[...]`` returns a new view (or data), so a view held in a variable never
 when another chain is built: ``a = sg['train']; b = sg['test']; a['x'][:]`` reads train.
 
 A view may also choose rows, lazily: :meth:`View.subset`, :meth:`View.filter`,
-:meth:`View.repeat`, :meth:`View.shuffled` and :func:`concat` (or ``+``) each return a new
-view whose rows are a :class:`~storegate.rowmaps.RowMap` over the rows of its phase. Nothing
-is read or copied when such a view is made; its rows are worked out on its first read
-(a filter reads its label variable then, and nothing else), and reads go to the stored rows.
+:meth:`View.oversample`, :meth:`View.repeat`, :meth:`View.shuffled` and :func:`concat`
+(or ``+``) each return a new view whose rows are a :class:`~storegate.rowmaps.RowMap` over
+the rows of its phase. Nothing is read or copied when such a view is made; its rows are
+worked out on its first read (a filter reads its label variable then, and nothing else),
+and reads go to the stored rows.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from storegate.phases import ALL, PHASE_WORDS, PHASES, closest_phase, resolve_ph
 from storegate.rowmaps import (
     Concat,
     Filter,
+    Oversample,
     Range,
     Repeat,
     RowMap,
@@ -62,8 +64,8 @@ class View:
     replacing the first, and a first key that misspells a phase (``'validation'``) and names
     no stored variable raises NotFoundError instead of being read as var_names.
 
-    :meth:`subset`, :meth:`filter`, :meth:`repeat`, :meth:`shuffled` and ``+`` return views
-    of some rows of the phase (:attr:`rows`), read-only, lazily worked out on first use.
+    :meth:`subset`, :meth:`filter`, :meth:`oversample`, :meth:`repeat`, :meth:`shuffled` and
+    ``+`` return views of some rows of the phase (:attr:`rows`), read-only, worked out lazily.
     """
 
     engine: GroupEngine
@@ -120,11 +122,26 @@ class View:
         NotFoundError
             If the phase holds no variable ``var``.
         """
-        if not isinstance(var, str):
-            raise InvalidArgumentError(f"var must be the name of a label variable (a str). Got {var!r} instead.")
-        self.engine.require(self._phase(), var)
+        self._check_label(var)
         values, kept = check_classes(keep, drop)
         return self._with_rows(Filter(self._row_map(), var, values, kept))
+
+    def oversample(self, var: str) -> View:
+        """Class-balanced by oversampling the label ``var``, as a view (KappaData's OversamplingWrapper).
+
+        The view's rows, then, for every class but the largest, more of its rows (cycled in
+        their order) until each class has as many rows as the largest. Deterministic: follow
+        with :meth:`shuffled` to mix the copies in.
+
+        Raises
+        ------
+        InvalidArgumentError
+            If ``var`` is not a str, or (on first read) has rows of more than one value.
+        NotFoundError
+            If the phase holds no variable ``var``.
+        """
+        self._check_label(var)
+        return self._with_rows(Oversample(self._row_map(), var))
 
     def repeat(self, times: int | None = None, *, min_rows: int | None = None) -> View:
         """The rows of this view ``times`` times over (as ``torch.Tensor.repeat`` and ``np.tile``).
@@ -264,10 +281,16 @@ class View:
     def _with_rows(self, rows: RowMap) -> View:
         return View(self.engine, self._phase(), self.var_names, rows)
 
+    def _check_label(self, var: object) -> None:
+        if not isinstance(var, str):
+            raise InvalidArgumentError(f"var must be the name of a label variable (a str). Got {var!r} instead.")
+        self.engine.require(self._phase(), var)
+
     def _check_no_rows(self, what: str) -> None:
         if self.rows is not None:
             raise InvalidArgumentError(
-                f"a view that chose rows (subset, filter, repeat, shuffled, concat) is read-only and cannot {what}. "
+                "a view that chose rows (subset, filter, oversample, repeat, shuffled, concat) is read-only and "
+                f"cannot {what}. "
                 f"Got {what} on {self!r}: {what} through sg[phase] (its rows are view.row_numbers() of "
                 "view.base_phase)."
             )

@@ -91,6 +91,7 @@ steps_st = st.one_of(
     st.tuples(st.just("filter"), st.lists(st.integers(0, 4), max_size=3), st.booleans()),
     st.tuples(st.just("repeat"), st.none() | st.integers(1, 3), st.integers(0, 40)),
     st.tuples(st.just("shuffled"), st.integers(0, 2**32 - 1), st.none()),
+    st.tuples(st.just("oversample"), st.none(), st.none()),
     st.tuples(st.just("concat"), st.sampled_from(["train", "valid", "test"]), st.none()),
 )
 
@@ -108,6 +109,11 @@ def _apply(view: Any, rows: np.ndarray, step: tuple[Any, ...], sg: StoreGate) ->
         return (view.repeat(a) if a is not None else view.repeat(min_rows=b)), np.tile(rows, times)
     if name == "shuffled":
         return view.shuffled(a), rows[np.random.default_rng(a).permutation(len(rows))]
+    if name == "oversample":
+        classes, sizes = np.unique(Y[rows], return_counts=True)
+        top = sizes.max() if len(rows) else 0
+        extra = [np.resize(rows[Y[rows] == c], top - n) for c, n in zip(classes, sizes, strict=True)]
+        return view.oversample("y"), np.concatenate([rows, *extra])
     return view + sg[a], np.concatenate([rows, _phase_rows(a)])
 
 
@@ -168,6 +174,15 @@ def test_view_rows_pickle_small() -> None:
     np.testing.assert_array_equal(back.rows(lambda var: sg.get_data(var, "train")), view.row_numbers())
 
 
+def test_oversample_balances_the_classes() -> None:
+    sg = StoreGate("numpy", data_id="d")
+    sg.add_data(["x", "y"], [np.arange(10), np.array([0] * 6 + [1] * 3 + [2])])
+    view = sg["train"].oversample("y")
+    assert np.bincount(view["y"][:]).tolist() == [6, 6, 6]
+    np.testing.assert_array_equal(view["x"][:], [*range(10), 6, 7, 8, 9, 9, 9, 9, 9])
+    assert np.bincount(view.shuffled(0)["y"][:]).tolist() == [6, 6, 6]
+
+
 def test_subset_by_fraction_is_kappadata_percent_filter() -> None:
     sg = StoreGate("numpy", data_id="d")
     sg.add_data("x", np.arange(100))
@@ -186,6 +201,7 @@ def test_subset_by_fraction_is_kappadata_percent_filter() -> None:
         (lambda v: v.filter("y", keep=[1], drop=[2]), InvalidArgumentError, ["exactly one of keep="]),
         (lambda v: v.filter("nope", keep=[1]), NotFoundError, ["nope"]),
         (lambda v: v.filter(["y"], keep=[1]), InvalidArgumentError, ["var must be the name", "['y']"]),
+        (lambda v: v.oversample("nope"), NotFoundError, ["nope"]),
         (lambda v: v.repeat(), InvalidArgumentError, ["exactly one of times=", "times=None"]),
         (lambda v: v.repeat(0), InvalidArgumentError, ["times must be an int >= 1", "Got 0"]),
         (lambda v: v.repeat(min_rows=-1), InvalidArgumentError, ["min_rows must be an int >= 0", "Got -1"]),
