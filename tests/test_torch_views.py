@@ -1,4 +1,5 @@
-"""StoreGateDataset and ChunkShuffleSampler over views of rows (storegate.views), with 2 workers."""
+"""StoreGateDataset and ChunkShuffleSampler over views of rows (storegate.views), with 2 workers;
+on the S3 server too, with a stratified split."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ import numpy as np
 import pytest
 from torch.utils.data import DataLoader
 
-from storegate import InvalidArgumentError, StoreGate
+from storegate import InvalidArgumentError, StoreGate, StratifiedSplit
+from storegate.splits import phase_rows
 from storegate.testing import BACKEND_KINDS, make_gate
 from storegate.torch import ChunkShuffleSampler, StoreGateDataset
+from tests.conftest import S3Server
 
 pytestmark = [
     pytest.mark.timeout(300),
@@ -111,3 +114,23 @@ def test_a_view_of_another_store_is_refused(tmp_path: Path) -> None:
     torch_dataset = StoreGateDataset(sg, sg["train"], "x")  # a view without rows is its phase
     assert len(torch_dataset) == 160
     assert torch_dataset.chunk_order is None
+
+
+@pytest.mark.s3
+def test_on_s3_a_stratified_split_and_a_view_through_two_workers(s3_server: S3Server, s3_bucket: str) -> None:
+    args = {"output_dir": f"s3://{s3_bucket}/views", "storage_options": s3_server.storage_options, "chunk": CHUNK}
+    sg = StoreGate("zarr", args, data_id="d")
+    split = StratifiedSplit((0.8, 0.2, 0.0), by=Y, seed=2)
+    sg.add_data(["x", "id"], [X, np.arange(N)], phase=split)
+    train_rows = phase_rows(split, N)[0]
+    np.testing.assert_array_equal(sg.get_data("id", "train"), train_rows)
+    sg.add_data("y", Y, phase=split)
+    view = sg["train"].filter("y", drop=[0]).shuffled(5)
+    dataset = StoreGateDataset(sg, view, "x", "id")
+    expected = train_rows[view.row_numbers()]
+    sampler = ChunkShuffleSampler(dataset, seed=0, window=2)
+    loader = DataLoader(
+        dataset, batch_size=16, sampler=sampler, num_workers=2, multiprocessing_context="fork", timeout=90
+    )
+    seen = [int(i) for _, ids in loader for i in ids]
+    assert seen == expected[np.array(list(sampler))].tolist()
