@@ -77,7 +77,8 @@ class StoreGateDataset(Dataset[Any]):
         ``'train'``, ``'valid'``, ``'test'`` or ``'all'``, or a view of rows of this StoreGate
         (``sg['train'].filter('y', keep=[0, 1]).shuffled(0)``, see :mod:`storegate.views`):
         the dataset's item ``i`` is then the view's row ``i``, read from the stored rows (no
-        copy), and the view's rows are worked out again in each worker from its few parameters.
+        copy), and the view's rows are worked out again in each worker from its few parameters
+        (from the data as they are then: make the view and the dataset after writing).
     input_var_names
         The inputs, in the forms of :meth:`StoreGate.get_data`: a str gives a tensor
         ``(...)`` per sample, a tuple one tensor ``(M, ...)`` stacked from M variables, a
