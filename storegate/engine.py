@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import random
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -41,7 +43,7 @@ __all__ = ["ACTIVE", "Fingerprint", "GroupEngine", "VarLayout", "fit_rows", "val
 
 #: The boolean variable that ``compile(reset=True)`` (re)creates in every non-empty phase.
 ACTIVE = "active"
-#: Times a read is done again when another process began rewriting the data_id meanwhile.
+#: Times a read is done again when another writer began rewriting the data_id meanwhile.
 READ_ATTEMPTS = 5
 
 #: ``{phase: {var: layout}}`` of every stored variable, as the compile state records it.
@@ -194,22 +196,38 @@ class GroupEngine:
 
     def get(self, names: VarNames, phase: str, index: Any) -> Any:
         """The rows ``index`` of ``names`` in ``phase``, in the form ``names`` asks for."""
-        for _ in range(READ_ATTEMPTS):
-            self.backend.refresh_if_changed(self.data_id)  # each read sees the newest commit
-            self.backend.start_read(self.data_id)
-            arrays = [self.read(phase, var, index) for var in names.names]
-            if self.backend.unchanged(self.data_id):
-                break  # else another process began a rewrite in place meanwhile: read again
-        else:
-            raise ConflictError(
-                f"data_id {self.data_id!r} must stay unchanged while it is read. Got {READ_ATTEMPTS} reads in a "
-                "row during which another process began rewriting it in place (update, shuffle, astype...). "
-                "Retry, or read while nobody rewrites it."
-            )
+        arrays = self._read_unchanged(names, phase, index)
         scalar = is_row(index)
         if scalar:  # one row of a 1-D variable is a numpy scalar, as numpy indexing gives
             arrays = [a[()] if a.ndim == 0 else a for a in arrays]
         return names.join(arrays, scalar=scalar)
+
+    def _read_unchanged(self, names: VarNames, phase: str, index: Any) -> list[np.ndarray]:
+        """Read each variable, again when another writer began a rewrite in place meanwhile.
+
+        The last try of a writable store holds the write lock, so no writer can start
+        meanwhile: only a read-only handle under writers that rewrite without pause runs
+        out of tries.
+        """
+        for attempt in range(READ_ATTEMPTS):
+            last = attempt == READ_ATTEMPTS - 1 and self.backend.writable
+            with self.writing() if last else contextlib.nullcontext():
+                self.backend.refresh_if_changed(self.data_id)  # each read sees the newest commit
+                self.backend.start_read(self.data_id)
+                try:
+                    arrays = [self.read(phase, var, index) for var in names.names]
+                except Exception:
+                    if self.backend.unchanged(self.data_id):
+                        raise
+                    arrays = None  # it failed because the data changed under it (a deleted variable's chunks)
+                if arrays is not None and self.backend.unchanged(self.data_id):
+                    return arrays
+            time.sleep(0.002 * 2**attempt * random.random())  # out of step with a writer that loops
+        raise ConflictError(
+            f"data_id {self.data_id!r} must stay unchanged while it is read. Got {READ_ATTEMPTS} reads in a row "
+            "during which another writer (a process, or another thread of this StoreGate) began rewriting it in "
+            "place (update, shuffle, astype, delete...). Retry, or read while nobody rewrites it."
+        )
 
     def read(self, phase: str, var: str, index: Any) -> np.ndarray:
         """The rows ``index`` (any accepted index form) of one variable."""
@@ -410,7 +428,14 @@ class GroupEngine:
     @contextlib.contextmanager
     def writing(self) -> Iterator[None]:
         """Hold the data_id's write lock: plan and run inside it (see :meth:`Backend.writing`)."""
+        self.backend.check_no_writer_block(self.data_id)
         with self.backend.writing(self.data_id):
+            yield
+
+    @contextlib.contextmanager
+    def writer_block(self) -> Iterator[None]:
+        """Hold the write lock for a ``sg.writer()`` block: no other call of this thread writes meanwhile."""
+        with self.writing(), self.backend.writer_block(self.data_id):
             yield
 
     def apply(self, make_plan: Callable[[], Plan], compile: bool = False) -> None:

@@ -281,7 +281,13 @@ class Lease(WriteLock):
         if found is None:
             return "released just now"
         body = found[0]
-        return f"held by pid {body.get('pid')} on {body.get('host')}"
+        expires = body.get("expires")
+        left = (
+            f"; unless renewed it frees itself in {max(0.0, float(expires) - time.time()):.0f} s"
+            if isinstance(expires, int | float)
+            else ""
+        )
+        return f"held by pid {body.get('pid')} on {body.get('host')}{left}: a crashed holder stops renewing it"
 
     def _start_renewing(self) -> None:
         self._stop = threading.Event()

@@ -233,7 +233,7 @@ class Writer:
         if self._buffers:
             self._check_batch(self._buffers, arrays)
             return arrays
-        self._lock.enter_context(self._engine.writing())
+        self._lock.enter_context(self._engine.writer_block())
         self._thread = threading.get_ident()
         try:
             buffers = self._plan_buffers(arrays)

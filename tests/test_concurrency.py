@@ -376,7 +376,7 @@ def test_a_second_handle_of_this_process_cannot_write_under_an_open_writer(tmp_p
             logger.add_data("loss", np.array([99.0]), phase="train")
         with pytest.raises(ConflictError):
             logger.repair()
-        with pytest.raises(ConflictError, match="must not run while a call of this StoreGate writes"):
+        with pytest.raises(ConflictError, match=r"while a sg\.writer\(\) block of this thread is open"):
             data.repair()  # its own open writer's rows would be cut
         w.add({"loss": np.array([4.0])})
     np.testing.assert_array_equal(logger.get_data("loss", "train"), [0.5, 1, 2, 3, 4])

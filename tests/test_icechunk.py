@@ -62,7 +62,7 @@ def test_write_commit_and_read_an_older_version(tmp_path: Path) -> None:
     assert pinned.version == first
     np.testing.assert_array_equal(pinned.get_data("x", "train"), np.arange(10))  # the data as they were
     np.testing.assert_array_equal(sg.get_data("x", "train"), np.zeros(15))
-    with pytest.raises(ReadOnlyError):
+    with pytest.raises(ReadOnlyError, match="must be opened without version to be written"):
         pinned.add_data("x", np.arange(3), phase="train")
     # Worker processes reopen the snapshot their parent reads.
     assert sg.backend_object.reopen_args()["version"] == sg.version  # type: ignore[index]

@@ -211,6 +211,48 @@ def test_a_read_during_which_a_rewrite_began_is_read_again(tmp_path: Path, monke
     np.testing.assert_array_equal(x[2:14], np.full(12, 7))
 
 
+def test_a_read_begun_under_a_delete_and_ended_after_a_re_add_is_read_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The reader opens x through the delete's journal; before it reads x's chunks the delete
+    # commits, frees them, and x comes back with new values: it must not read zeros or a mix.
+    args = {"output_dir": str(tmp_path / "s")}
+    writer = _fill(args)
+    reader = StoreGate("zarr", args, data_id="d")
+    old = reader.get_data("x", "train")
+    detached, release = threading.Event(), threading.Event()
+    original_detach, original_view = ZarrBackend.detach, ZarrBackend._committed_array
+
+    def held_detach(self: ZarrBackend, *a: Any, **k: Any) -> Any:
+        out = original_detach(self, *a, **k)
+        if self is writer.backend_object:
+            detached.set()
+            release.wait(30)
+        return out
+
+    new = np.arange(ROWS // 2, dtype=np.int64) + 1000  # fewer rows: x's old metadata over new chunks shows zeros
+
+    def delete_and_add() -> None:
+        writer.delete_data("x", "train")
+        writer.add_data("x", new, "train")
+
+    def view_then_finish(self: ZarrBackend, *a: Any, **k: Any) -> Any:
+        out = original_view(self, *a, **k)
+        if self is reader.backend_object and not release.is_set():
+            release.set()
+            thread.join(30)  # committed, chunks freed, x written anew: all before the reader reads x
+        return out
+
+    monkeypatch.setattr(ZarrBackend, "detach", held_detach)
+    monkeypatch.setattr(ZarrBackend, "_committed_array", view_then_finish)
+    thread = threading.Thread(target=delete_and_add)
+    thread.start()
+    assert detached.wait(30)
+    x = reader.get_data("x", "train")
+    assert release.is_set()  # the reader went through the journal
+    assert np.array_equal(x, new) or np.array_equal(x, old), x
+
+
 def test_commits_of_appends_during_a_read_need_no_second_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     args = {"output_dir": str(tmp_path / "s")}
     writer = _fill(args)

@@ -24,6 +24,7 @@ calls it has three groups:
 from __future__ import annotations
 
 import contextlib
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
-from storegate.errors import NotFoundError, ReadOnlyError
+from storegate.errors import ConflictError, NotFoundError, ReadOnlyError
 from storegate.indexing import Selection, clip_rows
 from storegate.locks import DEFAULT_LOCK_TIMEOUT, ProcessLock, holding
 from storegate.transaction import to_completion
@@ -361,6 +362,35 @@ class Backend(ABC):
         lock = locks.setdefault(data_id, ProcessLock(f"data_id {data_id!r}"))
         with holding(lock, DEFAULT_LOCK_TIMEOUT):
             yield
+
+    @contextlib.contextmanager
+    def writer_block(self, data_id: str) -> Iterator[None]:
+        """Mark ``data_id`` as held by an open ``sg.writer()`` block of this thread, while it runs.
+
+        Taken inside :meth:`writing` by the streaming writer (matorage's DataSaver): the block
+        commits or aborts everything it wrote at once, so another call of this thread on
+        the data_id (which would land or vanish with the block) is refused, see
+        :meth:`check_no_writer_block`.
+        """
+        blocks: dict[str, int] = self.__dict__.setdefault("_writer_blocks", {})
+        blocks[data_id] = threading.get_ident()
+        try:
+            yield
+        finally:
+            blocks.pop(data_id, None)
+
+    def check_no_writer_block(self, data_id: str) -> None:
+        """Raise ConflictError when this thread has a ``sg.writer()`` block open on ``data_id``.
+
+        Other threads are not refused: they wait for the write lock that the block holds.
+        """
+        if self.__dict__.get("_writer_blocks", {}).get(data_id) == threading.get_ident():
+            raise ConflictError(
+                f"data_id {data_id!r} must not be written by another call while a sg.writer() block of this "
+                "thread is open on it (the block commits or aborts all it wrote at once, so this call would land "
+                "or vanish with it). Got a write through the same StoreGate. Add the rows through the writer "
+                "(w.add), or close the writer first."
+            )
 
     def check_writable(self) -> None:
         """Raise ReadOnlyError when the store was opened read-only."""

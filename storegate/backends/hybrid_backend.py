@@ -169,6 +169,12 @@ class HybridBackend(Backend):
         # docstring inherited
         self._tiers["zarr"].refresh_if_changed(data_id)
 
+    def check_no_writer_block(self, data_id: str) -> None:
+        # docstring inherited: a writer of a hybrid StoreGate writes through its current tier.
+        super().check_no_writer_block(data_id)
+        for tier in self._tiers.values():
+            tier.check_no_writer_block(data_id)
+
     def start_read(self, data_id: str) -> None:
         # docstring inherited
         self._tiers["zarr"].start_read(data_id)

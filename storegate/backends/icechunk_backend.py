@@ -55,7 +55,14 @@ from zarr.core.buffer import Buffer, BufferPrototype
 from storegate.backends.zarr_backend import DEFAULT_CHUNK_BYTES, ZarrBackend
 from storegate.backends.zarr_locking import OWN_PREFIX
 from storegate.codecs import DEFAULT_PIPELINE
-from storegate.errors import ConflictError, InvalidArgumentError, NotFoundError, StorageError, StoreGateError
+from storegate.errors import (
+    ConflictError,
+    InvalidArgumentError,
+    NotFoundError,
+    ReadOnlyError,
+    StorageError,
+    StoreGateError,
+)
 from storegate.locations import DEFAULT_REMOTE_CONCURRENCY, Location, inspect_root, resolve_location
 from storegate.locks import DEFAULT_LOCK_TIMEOUT, FolderLock, holding, shared
 
@@ -573,6 +580,16 @@ class IcechunkBackend(ZarrBackend):
         with holding(lock, self._lock_timeout):
             yield
 
+    def check_writable(self) -> None:
+        # docstring inherited: a pinned version says why it refuses writes.
+        if self._version is not None:
+            raise ReadOnlyError(
+                f"the icechunk repository {self._where.describe()} must be opened without version to be written. "
+                f"Got version {self._version!r}: a snapshot never changes. Open it with branch (default 'main') "
+                "instead."
+            )
+        super().check_writable()
+
     def refresh_if_changed(self, data_id: str) -> None:
         # docstring inherited: one read of the branch's reference; a newer commit is read afresh.
         _check_not_forked()
@@ -757,5 +774,6 @@ def _call_name() -> str:
         module, name = frame.f_globals.get("__name__"), frame.f_code.co_name
         if module in _CALLERS and (not name.startswith("_") or name.startswith("__")):
             call = f"writer.{name}" if module == "storegate.writer" else name
+            call = "StoreGate(...)" if call == "__init__" else call  # opening a StoreGate on a new data_id
         frame = frame.f_back
     return call

@@ -734,7 +734,10 @@ class ZarrBackend(Backend):
         rows = {p: vs for p, vs in rows.items() if vs}
         if only_if_changed and rows == self._committed.get(data_id) and data_id not in self._flagged:
             return
-        epoch = self._epochs.get(data_id, 0)
+        # A rewrite's commit starts a new epoch too: a read begun under its flag (reading the
+        # journal) may still be running, and a delete's chunks go once it commits.
+        epoch = self._epochs.get(data_id, 0) + (1 if data_id in self._flagged else 0)
+        self._epochs[data_id] = epoch
         with self._io():
             self._raw[data_id] = self._commits.write(
                 self._root.store, data_id, rows, self._raw.get(data_id), epoch=epoch
