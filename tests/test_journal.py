@@ -349,7 +349,7 @@ def test_a_journal_left_before_any_write_in_place_changes_nothing_and_repair_del
     assert _same(_snapshot(sg), before)
     found = sg.verify(read_data=False).findings
     assert [f.repairable for f in found] == [True]
-    assert "killed before it wrote in place" in found[0].what
+    assert "killed before" in found[0].what
     assert [f.path for f in sg.repair()] == [found[0].path]
     assert sg.verify().ok
     assert _same(_snapshot(sg), before)
@@ -370,3 +370,31 @@ def test_a_killed_rewrite_of_a_zarr_v2_store_is_put_back(tmp_path: Path) -> None
     assert _same(_snapshot(sg), before)
     exec(update, {"sg": sg, "np": np})
     np.testing.assert_array_equal(sg.get_data("y", "train")[995:1005], np.full(10, 99))
+
+
+@pytest.mark.parametrize("damage", ["delete_one", "flip_byte"])
+def test_a_damaged_journal_is_an_error_never_a_torn_read(tmp_path: Path, damage: str) -> None:
+    args = {"output_dir": str(tmp_path / "s")}
+    _fill(args)
+    _kill_midway(args, "update", "after")  # x rewritten in place, killed: the journal holds x and y
+    entries = sorted((tmp_path / "s" / ".storegate" / "journal").rglob("*.entry"))
+    assert len(entries) == 2
+    if damage == "delete_one":
+        entries[0].unlink()
+        expected = "must hold the 2 entries its commit record names. Got 1"
+    else:
+        data = bytearray(entries[0].read_bytes())
+        data[-3] ^= 0xFF  # inside x's saved chunk bytes
+        entries[0].write_bytes(bytes(data))
+        expected = "SHA-256"
+    reader = StoreGate("zarr", {**args, "mode": "r"}, data_id="d")
+    with pytest.raises(StoreGateError, match=expected):
+        reader.get_data(["x", "y"], "train")
+    findings = StoreGate("zarr", args, data_id="d").verify(read_data=False).findings
+    assert [f.repairable for f in findings] == [False]
+    assert expected.split(".")[0] in findings[0].what
+    with pytest.raises(StoreGateError, match=expected):
+        StoreGate("zarr", args, data_id="d").repair()  # never half put back
+    stored = StoreGate("zarr", {**args, "mode": "r"}, data_id="d")
+    with pytest.raises(StoreGateError, match=expected):  # still refused, not read as committed
+        stored.get_data("y", "train")

@@ -211,6 +211,7 @@ class ZarrBackend(Backend):
         self._journal = Journal(self._root.store)
         self._flagged: dict[str, tuple[int, str]] = {}  # entries journalled when flagged, the flagged record
         self._epochs: dict[str, int] = {}  # the epoch of the record last read or written, per data_id
+        self._frees: set[str] = set()  # data_ids whose running call frees committed chunks once it commits
         self._rewrites = threading.Condition()  # other threads of this handle wait while one rewrites in place
         self._reading = threading.local()  # per thread: the committed rows its current read went by
         # Readers, while another call rewrites in place: each variable as the last commit holds it.
@@ -600,7 +601,7 @@ class ZarrBackend(Backend):
         if record.journal is not None and repair:  # a call rewriting in place did not finish
             self.refresh(data_id)
             self._committed[data_id] = record.rows or {}
-            put_back = self._put_back(data_id, record.journal)
+            put_back = self._put_back(data_id, record.journal, record.entries)
             raw = self._raw[data_id]
             record = self._commits.parse(raw, data_id)
         if self._commits.is_mine(record, data_id) and not put_back:
@@ -621,13 +622,13 @@ class ZarrBackend(Backend):
         if repair:
             self._cut[data_id] = put_back + self._cut_to(data_id, rows)
 
-    def _put_back(self, data_id: str, call: str) -> list[Finding]:
+    def _put_back(self, data_id: str, call: str, expected: int) -> list[Finding]:
         """Put the objects a call journalled back as last committed, then drop the flag; what was put back.
 
         The record written then lists the same rows with the flag's epoch, not the record
         from before the flag: a reader that read during the rewrite must see that it changed.
         """
-        entries = self._journal.entries(data_id, call)
+        entries = self._journal_of(data_id, call, expected)
         for entry in reversed(entries):  # newest first: the oldest entry of an object, the committed one, wins
             prefix = self._key(data_id, entry.phase, entry.var)
             if entry.whole:
@@ -649,6 +650,26 @@ class ZarrBackend(Backend):
             for phase, var in sorted({(e.phase, e.var) for e in entries})
         ]
 
+    def _journal_of(self, data_id: str, call: str, expected: int) -> list[Entry]:
+        """The entries of a flagged call's journal, all ``expected`` of them.
+
+        Raises
+        ------
+        StoreGateError
+            If some are missing or damaged: the objects the last commit holds cannot all
+            be put back (nor shown to readers), and putting back only some would tear them.
+        """
+        entries = self._journal.entries(data_id, call)
+        if len(entries) < expected:
+            raise StoreGateError(
+                f"the undo journal {self._journal.prefix(data_id)}/{call} of data_id {data_id!r} at {self.location} "
+                f"must hold the {expected} entries its commit record names. Got {len(entries)}: it was damaged "
+                "(entries deleted by hand?), so the variables that call was rewriting cannot be put back to their "
+                "last commit. Restore them from a copy, then delete the journal folder and the record's "
+                '"journal" key.'
+            )
+        return entries
+
     def _wait_for_rewrite(self, data_id: str) -> None:
         """In another thread than the one rewriting ``data_id`` in place: wait until it commits.
 
@@ -664,13 +685,14 @@ class ZarrBackend(Backend):
         try:
             self._settle(data_id, failure)
         finally:
+            self._frees.discard(data_id)
             with self._rewrites:
                 self._flagged.pop(data_id, None)
                 self._rewrites.notify_all()
 
     def _settle(self, data_id: str, failure: BaseException | None) -> None:
         flagged = self._flagged.get(data_id)
-        call = self._journal.call(data_id)
+        call, added = self._journal.call(data_id), self._journal.added(data_id)
         self._journal.end(data_id)
         if call is None:
             return
@@ -679,7 +701,7 @@ class ZarrBackend(Backend):
                 if flagged is not None and self._raw.get(data_id) == flagged[1]:
                     # Not committed (it failed, or its commit was undone). The undo has put the
                     # objects back unless it failed too: the journal makes sure before the flag goes.
-                    self._put_back(data_id, call)
+                    self._put_back(data_id, call, added)
                 else:
                     self._journal.clear(data_id, call)
         except Exception as exc:  # the flag stays: readers see the last commit, the next writer puts it back
@@ -734,9 +756,9 @@ class ZarrBackend(Backend):
         rows = {p: vs for p, vs in rows.items() if vs}
         if only_if_changed and rows == self._committed.get(data_id) and data_id not in self._flagged:
             return
-        # A rewrite's commit starts a new epoch too: a read begun under its flag (reading the
-        # journal) may still be running, and a delete's chunks go once it commits.
-        epoch = self._epochs.get(data_id, 0) + (1 if data_id in self._flagged else 0)
+        # A delete's commit starts a new epoch too: a read begun under its flag may still be
+        # reading the deleted variable through the journal, and its chunks go once it commits.
+        epoch = self._epochs.get(data_id, 0) + (1 if data_id in self._frees else 0)
         self._epochs[data_id] = epoch
         with self._io():
             self._raw[data_id] = self._commits.write(
@@ -762,7 +784,7 @@ class ZarrBackend(Backend):
             record = self._commits.read(self._root.store, data_id)
         except StoreGateError as exc:  # a damaged record: say so (repair cannot guess the rows)
             return [Finding(self._commits.key(data_id), str(exc))]
-        found = self._journal_leftovers(data_id, record.journal)
+        found = self._journal_leftovers(data_id, record.journal, record.entries)
         rows = record.rows
         if rows is None:
             return found
@@ -804,16 +826,21 @@ class ZarrBackend(Backend):
                 found.append(Finding(f"{data_id}/{phase}/{var}", "committed, but its array is gone"))
         return found
 
-    def _journal_leftovers(self, data_id: str, flagged: str | None) -> list[Finding]:
+    def _journal_leftovers(self, data_id: str, flagged: str | None, expected: int) -> list[Finding]:
         """The undo journals stored for a data_id: one a call left unfinished, or stale ones."""
         found = []
+        if flagged is not None:
+            try:
+                self._journal_of(data_id, flagged, expected)
+            except StoreGateError as exc:  # repair() cannot put that call back: say so, leave it
+                return [Finding(f"{self._journal.prefix(data_id)}/{flagged}", str(exc))]
         for call in self._journal.calls(data_id):
             what = (
                 "the undo journal of a call that rewrote variables in place and did not finish: readers see the "
                 "last commit through it; repair() puts the variables back"
                 if call == flagged
-                else "the undo journal of a call that ended, or was killed before it wrote in place: nothing "
-                "visible depends on it; repair() deletes it"
+                else "an undo journal that no commit record flags: a call that ended, or that was killed before "
+                "it wrote in place (nothing visible depends on it then); repair() deletes it"
             )
             found.append(Finding(f"{self._journal.prefix(data_id)}/{call}", what, repairable=True))
         return found
@@ -871,7 +898,7 @@ class ZarrBackend(Backend):
         rows, epoch = self._committed.get(data_id) or {}, self._epochs.get(data_id, 0) + 1
         call = self._journal.call(data_id)
         with self._io():
-            text = self._commits.write(self._root.store, data_id, rows, self._raw.get(data_id), call, epoch)
+            text = self._commits.write(self._root.store, data_id, rows, self._raw.get(data_id), call, epoch, added)
         self._raw[data_id], self._loaded[data_id], self._epochs[data_id] = text, self._commits.token_of(data_id), epoch
         self._flagged[data_id] = (added, text)
 
@@ -921,9 +948,12 @@ class ZarrBackend(Backend):
             if record.journal is None or self._writing_here(data_id):
                 self._overlays.pop(data_id, None)
                 return
-            overlay = committed_objects(self._journal.entries(data_id, record.journal))
+            entries = self._journal.entries(data_id, record.journal)
             if self._commits.read_raw(self._root.store, data_id) == raw:
+                self._journal_of(data_id, record.journal, record.entries)  # the record stands: all must be there
+                overlay = committed_objects(entries)
                 break
+            overlay = committed_objects(entries)
         self._overlays[data_id] = overlay
         self._forget(data_id)  # arrays opened before hold the objects being rewritten
 
@@ -1039,6 +1069,7 @@ class ZarrBackend(Backend):
         if self._writing_here(data_id):  # readers, and a crash, still find the metadata in the journal
             metadata_only = _Objects(array.metadata, {}, False)
             self._keep_committed(data_id, Checkpoint(data_id, phase, var, shape, slice(0, 0, 1), metadata_only))
+            self._frees.add(data_id)
         self._touch(data_id, phase, var)
         checkpoint = Checkpoint(data_id, phase, var, shape, clip_rows(None, shape[0] if shape else 0), array.metadata)
         try:

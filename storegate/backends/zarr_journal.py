@@ -21,6 +21,7 @@ lie, ``null`` for an object that did not exist) and the objects' bytes.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import uuid
@@ -74,10 +75,17 @@ def encode(entry: Entry) -> bytes:
     for key, value in entry.objects.items():
         spans.append([key, None] if value is None else [key, offset, len(value)])
         offset += 0 if value is None else len(value)
-    header = json.dumps(
-        {"phase": entry.phase, "var": entry.var, "shape": list(entry.shape), "whole": entry.whole, "objects": spans}
-    ).encode("utf-8")
     blobs = b"".join(v for v in entry.objects.values() if v is not None)
+    header = json.dumps(
+        {
+            "phase": entry.phase,
+            "var": entry.var,
+            "shape": list(entry.shape),
+            "whole": entry.whole,
+            "objects": spans,
+            "sha256": hashlib.sha256(blobs).hexdigest(),  # a damaged entry is refused, never put back
+        }
+    ).encode("utf-8")
     return _MAGIC + len(header).to_bytes(8, "big") + header + blobs
 
 
@@ -95,6 +103,8 @@ def decode(data: bytes, where: str) -> Entry:
         size = int.from_bytes(data[4:12], "big")
         header = json.loads(data[12 : 12 + size])
         body = data[12 + size :]
+        if hashlib.sha256(body).hexdigest() != header["sha256"]:
+            raise ValueError("its objects do not match their SHA-256")
         objects: dict[str, bytes | None] = {}
         for span in header["objects"]:
             key = str(span[0])

@@ -88,6 +88,7 @@ class Commit:
     rows: Rows | None
     journal: str | None = None
     epoch: int = 0
+    entries: int = 0  # how many entries the flagged call's journal holds
 
 
 class Commits:
@@ -148,8 +149,8 @@ class Commits:
             found = json.loads(raw)
             rows = {str(p): {str(v): _row_count(n) for v, n in vs.items()} for p, vs in found["rows"].items()}
             journal = found.get("journal")
-            epoch = _row_count(found.get("epoch", 0))
-            return Commit(str(found["token"]), rows, journal if isinstance(journal, str) else None, epoch)
+            epoch, entries = _row_count(found.get("epoch", 0)), _row_count(found.get("entries", 0))
+            return Commit(str(found["token"]), rows, journal if isinstance(journal, str) else None, epoch, entries)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise StoreGateError(
                 f"the commit record {self.key(data_id)!r} must be storegate's JSON ({exc}). Got {raw[:80]!r}. "
@@ -168,19 +169,21 @@ class Commits:
         replaces: str | None = None,
         journal: str | None = None,
         epoch: int = 0,
+        entries: int = 0,
     ) -> str:
         """Commit ``rows``: the one object write that makes a call's writes visible; its text.
 
         ``replaces`` is the record it replaces, put back by :meth:`restore` when the call
         fails, or at the next call when that failed too (see :meth:`failed_commit`).
         ``journal`` (a call id) writes the same rows flagged: readers then take the objects
-        that call rewrites in place from its undo journal. ``epoch``: see :class:`Commit`.
+        that call rewrites in place from its undo journal, ``entries`` of them. ``epoch``: see
+        :class:`Commit`.
         """
         token = uuid.uuid4().hex
         self._mine[data_id] = None  # a write that fails midway leaves an unknown record
         record: dict[str, object] = {"token": token, "rows": rows}
         if journal is not None:
-            record["journal"] = journal
+            record["journal"], record["entries"] = journal, entries
         if epoch:
             record["epoch"] = epoch
         text = json.dumps(record, sort_keys=True)
