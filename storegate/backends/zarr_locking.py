@@ -222,13 +222,26 @@ def _write(store: Store, key: str, text: str) -> None:
 
 def read_object(store: Store, key: str) -> bytes | None:
     """One of storegate's own objects (``None`` when there is none)."""
-    if isinstance(store, LocalStore):  # every write call reads one: a file read, not a trip through zarr's loop
-        try:
-            return (store.root / key).read_bytes()
-        except FileNotFoundError:
-            return None
+    if isinstance(store, LocalStore):  # every read and write call reads one: a file read, not zarr's loop
+        return _read_file(os.path.join(store.root, key))
     found = sync(store.get(key, prototype=default_buffer_prototype()))
     return None if found is None else found.to_bytes()
+
+
+def _read_file(path: str) -> bytes | None:
+    # os.open / os.read: a third of the time of pathlib's read_bytes (3 against 9 us), and
+    # get_data reads the commit record twice.
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        parts = []
+        while part := os.read(fd, 1 << 16):
+            parts.append(part)
+        return b"".join(parts)
+    finally:
+        os.close(fd)
 
 
 def write_object(store: Store, key: str, data: bytes) -> None:
