@@ -73,6 +73,16 @@ class RowMap(ABC):
 
 
 @dataclass(frozen=True, eq=False)
+class _Derived(RowMap):
+    """A row map computed from one other row map, ``child``."""
+
+    child: RowMap
+
+    def _children(self) -> tuple[RowMap, ...]:
+        return (self.child,)
+
+
+@dataclass(frozen=True, eq=False)
 class Whole(RowMap):
     """Every row of the phase, in order."""
 
@@ -83,11 +93,10 @@ class Whole(RowMap):
 
 
 @dataclass(frozen=True, eq=False)
-class Range(RowMap):
+class Range(_Derived):
     """Positions ``[start, stop)`` of the child: ints as Python slices take them, or floats in
     ``[0, 1]`` as fractions of the child's rows (``floor(n * f)``, from ``f``'s decimal form)."""
 
-    child: RowMap
     start: int | float | None
     stop: int | float | None
 
@@ -97,15 +106,11 @@ class Range(RowMap):
         start, stop, _ = slice(_bound(self.start, n), _bound(self.stop, n)).indices(n)
         return rows[start:stop]
 
-    def _children(self) -> tuple[RowMap, ...]:
-        return (self.child,)
-
 
 @dataclass(frozen=True, eq=False)
-class Filter(RowMap):
+class Filter(_Derived):
     """The child's rows whose value of ``var`` is (``keep``) or is not (``not keep``) one of ``values``."""
 
-    child: RowMap
     var: str
     values: np.ndarray
     keep: bool
@@ -118,16 +123,12 @@ class Filter(RowMap):
     def label_vars(self) -> frozenset[str]:
         return self.child.label_vars() | {self.var}
 
-    def _children(self) -> tuple[RowMap, ...]:
-        return (self.child,)
-
 
 @dataclass(frozen=True, eq=False)
-class Oversample(RowMap):
+class Oversample(_Derived):
     """The child's rows, then more rows of every class of ``var`` but the largest, cycled in
     order until each class has as many rows as the largest (KappaData's OversamplingWrapper)."""
 
-    child: RowMap
     var: str
 
     def _compute(self, labels: Labels) -> np.ndarray:
@@ -141,15 +142,11 @@ class Oversample(RowMap):
     def label_vars(self) -> frozenset[str]:
         return self.child.label_vars() | {self.var}
 
-    def _children(self) -> tuple[RowMap, ...]:
-        return (self.child,)
-
 
 @dataclass(frozen=True, eq=False)
-class Repeat(RowMap):
+class Repeat(_Derived):
     """The child's rows ``times`` times over, or as many whole times as reach ``min_rows``."""
 
-    child: RowMap
     times: int | None
     min_rows: int | None
 
@@ -159,39 +156,28 @@ class Repeat(RowMap):
         times = self.times if self.times is not None else max(1, math.ceil((self.min_rows or 0) / max(n, 1)))
         return np.tile(rows, times)
 
-    def _children(self) -> tuple[RowMap, ...]:
-        return (self.child,)
-
 
 @dataclass(frozen=True, eq=False)
-class Shuffle(RowMap):
+class Shuffle(_Derived):
     """The child's rows in the order of ``np.random.default_rng(seed).permutation``."""
 
-    child: RowMap
     seed: int
 
     def _compute(self, labels: Labels) -> np.ndarray:
         rows = self.child.rows(labels)
         return rows[np.random.default_rng(self.seed).permutation(rows.shape[0])]
 
-    def _children(self) -> tuple[RowMap, ...]:
-        return (self.child,)
-
 
 @dataclass(frozen=True, eq=False)
-class Window(RowMap):
+class Window(_Derived):
     """A child over the rows ``[offset, offset + n_rows)`` of a larger base (a phase inside ``'all'``)."""
 
-    child: RowMap
     offset: int
     n_rows: int
 
     def _compute(self, labels: Labels) -> np.ndarray:
         inner = lambda var: labels(var)[self.offset : self.offset + self.n_rows]  # noqa: E731
         return self.child.rows(inner) + self.offset
-
-    def _children(self) -> tuple[RowMap, ...]:
-        return (self.child,)
 
 
 @dataclass(frozen=True, eq=False)

@@ -239,10 +239,8 @@ class ZarrBackend(Backend):
         except StoreGateError:  # no store there (yet): nobody writes to it
             yield
             return
-        readable, _ = _children(root)
-        names = sorted(name for name, node in readable.items() if _data_id_problem(name, node) is None)
         with contextlib.ExitStack() as held:
-            for name in names:
+            for name in _data_ids(root):
                 held.enter_context(holding(write_lock(root.store, name), self._lock_timeout, owner=self))
             yield
 
@@ -321,8 +319,7 @@ class ZarrBackend(Backend):
 
     @_storage_call
     def data_ids(self) -> list[str]:
-        readable, _ = _children(self._root)
-        return sorted(name for name, node in readable.items() if _data_id_problem(name, node) is None)
+        return _data_ids(self._root)
 
     @_storage_call
     def create_data_id(self, data_id: str) -> None:
@@ -628,12 +625,11 @@ class ZarrBackend(Backend):
         The record written then lists the same rows with the flag's epoch, not the record
         from before the flag: a reader that read during the rewrite must see that it changed.
         """
-        entries = self._journal_of(data_id, call, expected)
+        entries, buffer = self._journal_of(data_id, call, expected), default_buffer_prototype().buffer
         for entry in reversed(entries):  # newest first: the oldest entry of an object, the committed one, wins
             prefix = self._key(data_id, entry.phase, entry.var)
             if entry.whole:
                 sync(self._root.store.delete_dir(prefix))
-            buffer = default_buffer_prototype().buffer
             objects = {k: None if v is None else buffer.from_bytes(v) for k, v in entry.objects.items()}
             self._put_objects(data_id, entry.phase, entry.var, objects)
             self._arrays.pop((data_id, entry.phase, entry.var), None)
@@ -650,8 +646,8 @@ class ZarrBackend(Backend):
             for phase, var in sorted({(e.phase, e.var) for e in entries})
         ]
 
-    def _journal_of(self, data_id: str, call: str, expected: int) -> list[Entry]:
-        """The entries of a flagged call's journal, all ``expected`` of them.
+    def _journal_of(self, data_id: str, call: str, expected: int, entries: list[Entry] | None = None) -> list[Entry]:
+        """The entries of a flagged call's journal (``entries`` when already read), all ``expected`` of them.
 
         Raises
         ------
@@ -659,7 +655,7 @@ class ZarrBackend(Backend):
             If some are missing or damaged: the objects the last commit holds cannot all
             be put back (nor shown to readers), and putting back only some would tear them.
         """
-        entries = self._journal.entries(data_id, call)
+        entries = self._journal.entries(data_id, call) if entries is None else entries
         if len(entries) < expected:
             raise StoreGateError(
                 f"the undo journal {self._journal.prefix(data_id)}/{call} of data_id {data_id!r} at {self.location} "
@@ -949,11 +945,10 @@ class ZarrBackend(Backend):
                 self._overlays.pop(data_id, None)
                 return
             entries = self._journal.entries(data_id, record.journal)
-            if self._commits.read_raw(self._root.store, data_id) == raw:
-                self._journal_of(data_id, record.journal, record.entries)  # the record stands: all must be there
-                overlay = committed_objects(entries)
-                break
             overlay = committed_objects(entries)
+            if self._commits.read_raw(self._root.store, data_id) == raw:
+                self._journal_of(data_id, record.journal, record.entries, entries)  # the record stands: all there
+                break
         self._overlays[data_id] = overlay
         self._forget(data_id)  # arrays opened before hold the objects being rewritten
 
@@ -1355,6 +1350,12 @@ def _data_id_problem(name: str, node: Node) -> str | None:
     except InvalidArgumentError:
         return f"group named {name!r} (a name storegate refuses)"
     return None
+
+
+def _data_ids(root: zarr.Group) -> list[str]:
+    """The data_ids of a store's root group, sorted (never another tool's objects)."""
+    readable, _ = _children(root)
+    return sorted(name for name, node in readable.items() if _data_id_problem(name, node) is None)
 
 
 def _phase_problem(name: str, node: Node) -> str | None:
