@@ -31,6 +31,7 @@ from typing import Any, Union
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch.utils.data import ConcatDataset as TorchConcatDataset
 from torch.utils.data import Dataset, Sampler
 
 from storegate import codecs
@@ -38,7 +39,7 @@ from storegate.backends import Backend, change_count, create_backend
 from storegate.engine import GroupEngine
 from storegate.errors import InvalidArgumentError, StoreGateError
 from storegate.gate import StoreGate
-from storegate.indexing import normalize_index
+from storegate.indexing import normalize_index, split_selection
 from storegate.loader import (
     ChunkCache,
     ChunkedVariable,
@@ -51,9 +52,15 @@ from storegate.names import VarNames, parse_var_names
 from storegate.phases import phases_of, resolve_phase
 from storegate.rowmaps import RowMap
 from storegate.rules import check_int, common_length, is_int
-from storegate.views import View
+from storegate.views import ConcatView, View
 
-__all__ = ["DEFAULT_CHUNK_CACHE_BYTES", "DEFAULT_WINDOW", "ChunkShuffleSampler", "StoreGateDataset"]
+__all__ = [
+    "DEFAULT_CHUNK_CACHE_BYTES",
+    "DEFAULT_WINDOW",
+    "ChunkShuffleSampler",
+    "ConcatDataset",
+    "StoreGateDataset",
+]
 
 #: Bytes of decoded chunks each process keeps (per dataset) by default.
 DEFAULT_CHUNK_CACHE_BYTES = 64 << 20
@@ -118,6 +125,7 @@ class StoreGateDataset(Dataset[Any]):
         chunk_cache_bytes: int = DEFAULT_CHUNK_CACHE_BYTES,
     ) -> None:
         _check_args(storegate, input_var_names, chunk_cache_bytes)
+        _refuse_concat_view(phase)
         view = _check_view(storegate, phase) if isinstance(phase, View) else None
         self._phase = resolve_phase(phase) if view is None else view.base_phase
         self._rows: RowMap | None = None if view is None else view.rows
@@ -278,6 +286,157 @@ class StoreGateDataset(Dataset[Any]):
             f"StoreGateDataset(phase={self._phase!r}, inputs={_names_repr(self._inputs)}, "
             f"targets={_names_repr(self._targets)}, rows={self._size}, source={source!r}{view})"
         )
+
+
+class ConcatDataset(TorchConcatDataset[Any]):
+    """StoreGateDatasets of several stores, data_ids or phases, one after the other.
+
+    torch's ``ConcatDataset`` (KappaData's and DataStack's concatenation of datasets) that
+    keeps what makes a :class:`StoreGateDataset` fast: ``chunk_bounds`` and ``chunk_order``
+    (so :class:`ChunkShuffleSampler` keeps each part's reads near-sequential), batched
+    ``__getitems__`` (each part reads its chunks once per batch) and batch indexing
+    (``dataset[list]`` gives tensors with a leading batch axis). Item ``i`` is item
+    ``i - cumulative_sizes[k - 1]`` of part ``k``.
+
+    Parameters
+    ----------
+    datasets
+        StoreGateDatasets (or ConcatDatasets of them) with the same input and target
+        var_names, and each variable of one dtype and row shape in every part.
+
+    Raises
+    ------
+    InvalidArgumentError
+        If ``datasets`` is empty, holds something else, or the parts disagree on var_names,
+        dtypes or row shapes (their batches would not stack).
+    """
+
+    def __init__(self, datasets: Sequence[StoreGateDataset | ConcatDataset]) -> None:
+        parts = _flat_parts(datasets)
+        _check_same_layout(parts)
+        super().__init__(parts)
+        self._parts = parts  # torch types ``datasets`` as plain Datasets
+
+    @property
+    def chunk_bounds(self) -> np.ndarray:
+        """Each part's ``chunk_bounds``, shifted to where the part lies, then ``len(self)``."""
+        starts = [d.chunk_bounds[:-1] + offset for d, offset in zip(self._parts, self._offsets(), strict=True)]
+        return np.concatenate([*starts, np.array([len(self)], dtype=np.int64)]).astype(np.int64)
+
+    @property
+    def chunk_order(self) -> np.ndarray | None:
+        """Each part's ``chunk_order`` (its items by stored row), shifted; None when no part has one."""
+        orders = [d.chunk_order for d in self._parts]
+        if all(order is None for order in orders):
+            return None
+        shifted = [
+            (np.arange(len(d), dtype=np.int64) if order is None else order) + offset
+            for d, order, offset in zip(self._parts, orders, self._offsets(), strict=True)
+        ]
+        return np.concatenate(shifted)
+
+    def __getitem__(self, index: Any) -> Any:
+        """One sample for an int index; a batch (leading batch axis) for any other index form."""
+        selection = normalize_index(index, len(self))
+        if isinstance(selection, int):
+            piece = next(split_selection(selection, self._sizes()))
+            return self._parts[piece.part][piece.local]
+        pieces = [
+            (_as_positions(piece.positions), self._parts[piece.part][_as_local(piece.local)])
+            for piece in split_selection(selection, self._sizes())
+        ]
+        n = len(range(selection.start, selection.stop)) if isinstance(selection, slice) else selection.shape[0]
+        if not pieces:  # no row: an empty batch of the first part's layout
+            return self._parts[0][np.zeros(0, dtype=np.int64)]
+        return _gather(pieces, n)
+
+    def __getitems__(self, indices: Sequence[int]) -> list[Any]:
+        """The samples of a DataLoader batch: each part reads its rows of the batch together."""
+        rows = normalize_index(np.asarray(indices, dtype=np.int64).reshape(-1), len(self))
+        assert isinstance(rows, np.ndarray)
+        out: list[Any] = [None] * rows.shape[0]
+        for piece in split_selection(rows, self._sizes()):
+            samples = self._parts[piece.part].__getitems__(_as_local(piece.local).tolist())
+            for position, sample in zip(_as_positions(piece.positions).tolist(), samples, strict=True):
+                out[position] = sample
+        return out
+
+    def _sizes(self) -> list[int]:
+        return [len(d) for d in self._parts]
+
+    def _offsets(self) -> list[int]:
+        return [0, *self.cumulative_sizes[:-1]]
+
+    def __repr__(self) -> str:
+        return f"ConcatDataset({len(self._parts)} parts, rows={len(self)}: {self._parts!r})"
+
+
+def _flat_parts(datasets: object) -> list[StoreGateDataset]:
+    if not isinstance(datasets, (list, tuple)) or not datasets:
+        raise InvalidArgumentError(
+            f"datasets must be a non-empty list of StoreGateDatasets. Got {datasets!r:.120} instead."
+        )
+    parts: list[StoreGateDataset] = []
+    for dataset in datasets:
+        if isinstance(dataset, ConcatDataset):
+            parts.extend(dataset._parts)
+        elif isinstance(dataset, StoreGateDataset):
+            parts.append(dataset)
+        else:
+            raise InvalidArgumentError(
+                "datasets must hold StoreGateDatasets (or storegate ConcatDatasets) only: their chunk layout "
+                f"keeps the sampler's reads near-sequential. Got {type(dataset).__name__} instead: wrap other "
+                "datasets with torch.utils.data.ConcatDataset."
+            )
+    return parts
+
+
+def _check_same_layout(parts: list[StoreGateDataset]) -> None:
+    """Parts whose samples stack: the same var_names forms, each variable of one dtype and row shape."""
+    first = parts[0]
+    for part in parts[1:]:
+        if (part._inputs, part._targets) != (first._inputs, first._targets):
+            raise InvalidArgumentError(
+                "datasets must have the same input_var_names and true_var_names to be concatenated. Got "
+                f"{first!r} and {part!r}: make each with the same var_names."
+            )
+        for var in first._read_names:
+            if _variable_layout(part, var) != _variable_layout(first, var):
+                raise InvalidArgumentError(
+                    f"var_name {var!r} must have one dtype and row shape in every dataset concatenated. Got "
+                    f"{_variable_layout(first, var)} and {_variable_layout(part, var)} (dtype, row shape) instead: "
+                    "convert one store with astype() first."
+                )
+
+
+def _variable_layout(dataset: StoreGateDataset, var: str) -> tuple[np.dtype, tuple[int, ...]]:
+    variable = dataset._variables[var]
+    if isinstance(variable, MemoryVariable):
+        return variable.array.dtype, variable.array.shape[1:]
+    return variable.dtype, variable.row_shape
+
+
+def _as_positions(positions: slice | np.ndarray) -> np.ndarray:
+    if isinstance(positions, slice):
+        return np.arange(positions.start, positions.stop, dtype=np.int64)
+    return positions
+
+
+def _as_local(local: object) -> np.ndarray:
+    if isinstance(local, slice):
+        return np.arange(local.start, local.stop, dtype=np.int64)
+    return np.asarray(local, dtype=np.int64)
+
+
+def _gather(pieces: list[tuple[np.ndarray, Any]], n: int) -> Any:
+    """One batch of ``n`` rows from parts' batches of the same structure, each row at its position."""
+    first = pieces[0][1]
+    if isinstance(first, tuple):
+        return tuple(_gather([(p, batch[i]) for p, batch in pieces], n) for i in range(len(first)))
+    out = first.new_empty((n, *first.shape[1:]))
+    for positions, batch in pieces:
+        out[torch.from_numpy(positions)] = batch
+    return out
 
 
 class ChunkShuffleSampler(Sampler[int]):
@@ -489,6 +648,15 @@ def _check_args(storegate: object, input_var_names: object, chunk_cache_bytes: o
             "input_var_names must be a str, a tuple of str or a list of str naming the inputs. Got None instead."
         )
     check_int("chunk_cache_bytes", chunk_cache_bytes, minimum=0)
+
+
+def _refuse_concat_view(phase: object) -> None:
+    if isinstance(phase, ConcatView):
+        raise InvalidArgumentError(
+            "phase must be a phase name or a view of the StoreGate given. Got a concatenation of views of "
+            "several stores or data_ids: make one StoreGateDataset per part and join them with "
+            "storegate.torch.ConcatDataset([...])."
+        )
 
 
 def _check_view(storegate: StoreGate, view: View) -> View:

@@ -15,15 +15,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
 from storegate.engine import GroupEngine
-from storegate.errors import InvalidArgumentError, NotFoundError
-from storegate.indexing import normalize_index
+from storegate.errors import InvalidArgumentError, NotFoundError, ValidationError
+from storegate.indexing import Selection, normalize_index, selection_length, split_selection
 from storegate.names import VarNames, parse_var_names
-from storegate.phases import ALL, PHASE_WORDS, PHASES, closest_phase, resolve_phase
+from storegate.phases import ALL, PHASE_WORDS, PHASES, closest_phase, phases_of, resolve_phase
 from storegate.rowmaps import (
     Concat,
     Filter,
@@ -38,9 +38,9 @@ from storegate.rowmaps import (
     check_classes,
     check_repeat,
 )
-from storegate.rules import check_seed, common_length
+from storegate.rules import check_seed, common_dtype, common_length
 
-__all__ = ["View", "concat"]
+__all__ = ["ConcatView", "View", "concat"]
 
 _ITER_BLOCK = 1024
 
@@ -55,8 +55,112 @@ def _is_names(item: Any) -> bool:
     return isinstance(item, (tuple, list)) and bool(item) and all(isinstance(i, str) for i in item)
 
 
+class _RowChoices:
+    """The views of rows every view offers: subset, filter, oversample, repeat, shuffled, ``+``.
+
+    Each returns a new view whose rows are a :class:`~storegate.rowmaps.RowMap` over the rows
+    of this one; the class using it gives :meth:`_row_map`, :meth:`_with_rows` and
+    :meth:`_check_label`.
+    """
+
+    def _row_map(self) -> RowMap:
+        raise NotImplementedError
+
+    def _with_rows(self, rows: RowMap) -> Self:
+        raise NotImplementedError
+
+    def _check_label(self, var: object) -> None:
+        raise NotImplementedError
+
+    def subset(self, start: int | float | None = None, stop: int | float | None = None) -> Self:
+        """The rows ``[start, stop)`` of this view, as a view.
+
+        Parameters
+        ----------
+        start, stop
+            Positions in this view: ints as a Python slice takes them (negatives count from
+            the end, out-of-range bounds are clipped), or floats in ``[0, 1]``, fractions of
+            the view's rows (KappaData's ``from_percent`` / ``to_percent``): position
+            ``floor(n * f)``, from ``f``'s decimal form. ``None`` is an open end.
+
+        Raises
+        ------
+        InvalidArgumentError
+            If a bound is neither None, an int nor a float in ``[0, 1]``.
+        """
+        bounds = check_bound("start", start), check_bound("stop", stop)
+        return self._with_rows(Range(self._row_map(), *bounds))
+
+    def filter(self, var: str, *, keep: Any = None, drop: Any = None) -> Self:
+        """The rows whose label ``var`` is one of ``keep`` (or none of ``drop``), as a view.
+
+        ``var`` is a variable of the phase with one label per row, shape ``(N,)``; its values
+        are read on the view's first read, and no other variable is read to filter. The rows
+        keep their order.
+
+        Raises
+        ------
+        InvalidArgumentError
+            Unless exactly one of ``keep`` and ``drop`` is given (a value or a list, set or
+            array of values), or if ``var`` has rows of more than one value.
+        NotFoundError
+            If the phase holds no variable ``var``.
+        """
+        self._check_label(var)
+        values, kept = check_classes(keep, drop)
+        return self._with_rows(Filter(self._row_map(), var, values, kept))
+
+    def oversample(self, var: str) -> Self:
+        """Class-balanced by oversampling the label ``var``, as a view (KappaData's OversamplingWrapper).
+
+        The view's rows, then, for every class but the largest, more of its rows (cycled in
+        their order) until each class has as many rows as the largest. Deterministic: follow
+        with :meth:`shuffled` to mix the copies in.
+
+        Raises
+        ------
+        InvalidArgumentError
+            If ``var`` is not a str, or (on first read) has rows of more than one value.
+        NotFoundError
+            If the phase holds no variable ``var``.
+        """
+        self._check_label(var)
+        return self._with_rows(Oversample(self._row_map(), var))
+
+    def repeat(self, times: int | None = None, *, min_rows: int | None = None) -> Self:
+        """The rows of this view ``times`` times over (as ``torch.Tensor.repeat`` and ``np.tile``).
+
+        With ``min_rows`` instead, as many whole times as give at least ``min_rows`` rows
+        (once at least; an empty view stays empty).
+
+        Raises
+        ------
+        InvalidArgumentError
+            Unless exactly one of ``times`` (an int >= 1) and ``min_rows`` (an int >= 0) is given.
+        """
+        return self._with_rows(Repeat(self._row_map(), *check_repeat(times, min_rows)))
+
+    def shuffled(self, seed: int = 0) -> Self:
+        """The rows of this view in a random order, as a view (``np.random.default_rng(seed)``).
+
+        The same seed gives the same order in every process, on every backend. Nothing is
+        written: :meth:`StoreGate.shuffle` is the one that reorders stored rows.
+
+        Raises
+        ------
+        InvalidArgumentError
+            If ``seed`` is not an int in ``[0, 2**32 - 1]``.
+        """
+        return self._with_rows(Shuffle(self._row_map(), check_seed(seed)))
+
+    def __add__(self, other: object) -> View | ConcatView:
+        if not isinstance(other, (View, ConcatView)):
+            return NotImplemented
+        return concat([self, other])  # type: ignore[list-item]
+
+
 @dataclass(frozen=True)
-class View:
+class View(_RowChoices):
     """A selection of data_id, phase and var_names; index it to read or write rows.
 
     The phase defaults to ``'train'``, as in :meth:`StoreGate.get_data`. A chain chooses
@@ -85,94 +189,6 @@ class View:
                 self._refuse_misspelt_phase(item)
             return View(self.engine, self.phase, item, self.rows)
         return self._read(self._names(), item)
-
-    # --- views of rows ---------------------------------------------------------------
-
-    def subset(self, start: int | float | None = None, stop: int | float | None = None) -> View:
-        """The rows ``[start, stop)`` of this view, as a view.
-
-        Parameters
-        ----------
-        start, stop
-            Positions in this view: ints as a Python slice takes them (negatives count from
-            the end, out-of-range bounds are clipped), or floats in ``[0, 1]``, fractions of
-            the view's rows (KappaData's ``from_percent`` / ``to_percent``): position
-            ``floor(n * f)``, from ``f``'s decimal form. ``None`` is an open end.
-
-        Raises
-        ------
-        InvalidArgumentError
-            If a bound is neither None, an int nor a float in ``[0, 1]``.
-        """
-        bounds = check_bound("start", start), check_bound("stop", stop)
-        return self._with_rows(Range(self._row_map(), *bounds))
-
-    def filter(self, var: str, *, keep: Any = None, drop: Any = None) -> View:
-        """The rows whose label ``var`` is one of ``keep`` (or none of ``drop``), as a view.
-
-        ``var`` is a variable of the phase with one label per row, shape ``(N,)``; its values
-        are read on the view's first read, and no other variable is read to filter. The rows
-        keep their order.
-
-        Raises
-        ------
-        InvalidArgumentError
-            Unless exactly one of ``keep`` and ``drop`` is given (a value or a list, set or
-            array of values), or if ``var`` has rows of more than one value.
-        NotFoundError
-            If the phase holds no variable ``var``.
-        """
-        self._check_label(var)
-        values, kept = check_classes(keep, drop)
-        return self._with_rows(Filter(self._row_map(), var, values, kept))
-
-    def oversample(self, var: str) -> View:
-        """Class-balanced by oversampling the label ``var``, as a view (KappaData's OversamplingWrapper).
-
-        The view's rows, then, for every class but the largest, more of its rows (cycled in
-        their order) until each class has as many rows as the largest. Deterministic: follow
-        with :meth:`shuffled` to mix the copies in.
-
-        Raises
-        ------
-        InvalidArgumentError
-            If ``var`` is not a str, or (on first read) has rows of more than one value.
-        NotFoundError
-            If the phase holds no variable ``var``.
-        """
-        self._check_label(var)
-        return self._with_rows(Oversample(self._row_map(), var))
-
-    def repeat(self, times: int | None = None, *, min_rows: int | None = None) -> View:
-        """The rows of this view ``times`` times over (as ``torch.Tensor.repeat`` and ``np.tile``).
-
-        With ``min_rows`` instead, as many whole times as give at least ``min_rows`` rows
-        (once at least; an empty view stays empty).
-
-        Raises
-        ------
-        InvalidArgumentError
-            Unless exactly one of ``times`` (an int >= 1) and ``min_rows`` (an int >= 0) is given.
-        """
-        return self._with_rows(Repeat(self._row_map(), *check_repeat(times, min_rows)))
-
-    def shuffled(self, seed: int = 0) -> View:
-        """The rows of this view in a random order, as a view (``np.random.default_rng(seed)``).
-
-        The same seed gives the same order in every process, on every backend. Nothing is
-        written: :meth:`StoreGate.shuffle` is the one that reorders stored rows.
-
-        Raises
-        ------
-        InvalidArgumentError
-            If ``seed`` is not an int in ``[0, 2**32 - 1]``.
-        """
-        return self._with_rows(Shuffle(self._row_map(), check_seed(seed)))
-
-    def __add__(self, other: object) -> View:
-        if not isinstance(other, View):
-            return NotImplemented
-        return concat([self, other])
 
     def row_numbers(self) -> np.ndarray:
         """The rows of :attr:`base_phase` that this view shows, in order: int64 ``(len(self),)``, read-only."""
@@ -273,6 +289,11 @@ class View:
     def _labels(self, var: str) -> np.ndarray:
         return np.asarray(self.engine.get(VarNames((var,), "str"), self._phase(), None))
 
+    def _dtype(self, var: str) -> np.dtype:
+        """The dtype reads of ``var`` give (the common dtype of the phases, for 'all')."""
+        self.engine.require(self._phase(), var)
+        return self.engine.layout(var, phases_of(self._phase())).dtype
+
     def _row_map(self) -> RowMap:
         if self.rows is not None:
             return self.rows
@@ -300,35 +321,191 @@ class View:
         self.engine.apply(lambda: self.engine.plan_update(names, data, phase, index))
 
 
-def concat(views: Sequence[View]) -> View:
+def concat(views: Sequence[View | ConcatView]) -> View | ConcatView:
     """The rows of each view, one view after the other, as one view (``torch``'s ``ConcatDataset``).
 
-    Views of one phase stay a view of that phase; views of several phases become a view of
-    phase ``'all'`` (their rows shifted to where their phase lies there), which reads each
-    variable across the phases, so every phase that holds rows must hold the variables read.
-    ``a + b`` is ``concat([a, b])``.
+    Views of one StoreGate and data_id stay a :class:`View`: of their phase when they share
+    one, else of phase ``'all'`` (their rows shifted to where their phase lies there), which
+    reads each variable across the phases, so every phase that holds rows must hold the
+    variables read. Views of several stores or data_ids (KappaData's and DataStack's
+    concatenated datasets) give a :class:`ConcatView`, which reads each part from its own
+    store. ``a + b`` is ``concat([a, b])``.
 
     Raises
     ------
     InvalidArgumentError
-        If ``views`` is empty, holds something else than views, or views of other data_ids,
-        stores or var_names.
+        If ``views`` is empty, holds something else than views, or views that chose
+        different var_names.
     """
     parts = list(views) if isinstance(views, (list, tuple)) else None
-    if not parts or not all(isinstance(v, View) for v in parts):
+    if not parts or not all(isinstance(v, (View, ConcatView)) for v in parts):
         raise InvalidArgumentError(f"views must be a non-empty list of views (sg[phase]...). Got {views!r} instead.")
     first = parts[0]
     for view in parts[1:]:
-        same = view.engine.backend is first.engine.backend and view.engine.data_id == first.engine.data_id
-        if not same or view.var_names != first.var_names:
+        if view.var_names != first.var_names:
             raise InvalidArgumentError(
-                "views must be views of one StoreGate, data_id and var_names to be concatenated. Got "
+                "views must have chosen the same var_names (or none) to be concatenated. Got "
                 f"{first!r} and {view!r}: choose the same var_names (or none) for each."
             )
-    phases = {view.base_phase for view in parts}
+    if not all(isinstance(v, View) and _same_group(v, first) for v in parts):
+        return ConcatView(tuple(parts), first.var_names)
+    views_ = [v for v in parts if isinstance(v, View)]
+    phases = {view.base_phase for view in views_}
+    head = views_[0]
     if len(phases) == 1:
-        return View(first.engine, first.base_phase, first.var_names, Concat(tuple(v._row_map() for v in parts)))
-    return View(first.engine, ALL, first.var_names, Concat(tuple(_in_all(v) for v in parts)))
+        return View(head.engine, head.base_phase, head.var_names, Concat(tuple(v._row_map() for v in views_)))
+    return View(head.engine, ALL, head.var_names, Concat(tuple(_in_all(v) for v in views_)))
+
+
+def _same_group(view: View, first: View | ConcatView) -> bool:
+    """True when both views read one data_id of one backend."""
+    return (
+        isinstance(first, View)
+        and view.engine.backend is first.engine.backend
+        and view.engine.data_id == first.engine.data_id
+    )
+
+
+@dataclass(frozen=True)
+class ConcatView(_RowChoices):
+    """Views of several stores or data_ids, one after the other, read-only.
+
+    Made by :func:`concat` (or ``+``) of views that do not share one StoreGate and data_id.
+    Like a :class:`View`: choose var_names (``cv['x']``), index it (``cv['x'][3]``,
+    ``cv['x'][10:20]``, a list or mask of rows), ``len``, iterate, and choose rows
+    (subset, filter, oversample, repeat, shuffled, ``+``). Item ``i`` is row
+    ``i - sum(len(p) for p in parts[:k])`` of part ``k``; each variable comes back in the one
+    dtype that holds every part's (as phase ``'all'`` reads phases). For a DataLoader, wrap
+    one :class:`~storegate.torch.StoreGateDataset` per part in
+    :class:`storegate.torch.ConcatDataset`.
+    """
+
+    parts: tuple[View | ConcatView, ...]
+    var_names: Any = None
+    #: Positions of the concatenation this view shows, in order; None for every one.
+    rows: RowMap | None = None
+
+    def __getitem__(self, item: Any) -> Any:
+        if _is_phase(item):
+            raise InvalidArgumentError(
+                f"a concatenation of views has chosen its phases (one per part). Got phase {item!r}: choose the "
+                "phase of each part before concat(), as in concat([a['train'], b['train']])."
+            )
+        if _is_names(item):
+            if self.var_names is not None:
+                raise InvalidArgumentError(
+                    f"a chain chooses var_names once: this view already chose {self.var_names!r}. Got {item!r} as "
+                    "well; start a new chain to read it."
+                )
+            return ConcatView(self.parts, item, self.rows)
+        if self.var_names is None:
+            raise InvalidArgumentError("choose var_names before an index, as in view['x'][0:2]. Got no var_names.")
+        return self._read(parse_var_names(self.var_names), item)
+
+    def __setitem__(self, item: Any, data: Any) -> None:
+        raise InvalidArgumentError(
+            f"a concatenation of views is read-only and cannot write. Got a write on {self!r}: write through "
+            "each part's StoreGate."
+        )
+
+    def __len__(self) -> int:
+        if self.rows is not None:
+            return int(self.row_numbers().shape[0])
+        return sum(self._sizes())
+
+    def __iter__(self) -> Iterator[Any]:
+        if self.var_names is None:
+            raise InvalidArgumentError("choose var_names before iterating, as in view['x']. Got no var_names.")
+        names = parse_var_names(self.var_names)
+        n = len(self)
+        for start in range(0, n, _ITER_BLOCK):
+            rows = self._read(names, slice(start, min(n, start + _ITER_BLOCK)))
+            yield from (zip(*rows, strict=True) if names.form == "list" else rows)
+
+    def row_numbers(self) -> np.ndarray:
+        """The positions of the parts' concatenation that this view shows: int64 ``(len(self),)``."""
+        return self._row_map().rows(self._labels)
+
+    def __repr__(self) -> str:
+        rows = "" if self.rows is None else f", rows={self.rows!r}"
+        return f"ConcatView(parts={list(self.parts)!r}, var_names={self.var_names!r}{rows})"
+
+    # --- internals -------------------------------------------------------------------
+
+    def _sizes(self) -> list[int]:
+        return [len(part) for part in self.parts]
+
+    def _read(self, names: VarNames, index: Any) -> Any:
+        if self.rows is None:
+            selection = normalize_index(index, sum(self._sizes()))
+        else:
+            rows = self.row_numbers()
+            selection = _as_selection(rows[normalize_index(index, rows.shape[0])])
+        arrays = [self._read_var(var, selection) for var in names.names]
+        scalar = isinstance(selection, int)
+        if scalar:  # one row of a 1-D variable is a numpy scalar, as numpy indexing gives
+            arrays = [a[()] if a.ndim == 0 else a for a in arrays]
+        return names.join(arrays, scalar=scalar)
+
+    def _read_var(self, var: str, selection: Selection) -> np.ndarray:
+        dtype = self._dtype(var)
+        one = VarNames((var,), "str")
+        pieces = [
+            (piece, np.asarray(self.parts[piece.part]._read(one, _local_index(piece.local))))
+            for piece in split_selection(selection, self._sizes())
+        ]
+        if isinstance(selection, int):
+            return pieces[0][1].astype(dtype, copy=False)
+        if not pieces:  # no row: the first part's row shape
+            empty = np.asarray(self.parts[0]._read(one, np.zeros(0, dtype=np.int64)))
+            return empty.astype(dtype, copy=False)
+        row_shape = pieces[0][1].shape[1:]
+        out = np.empty((selection_length(selection) or 0, *row_shape), dtype=dtype)
+        for piece, values in pieces:
+            if values.shape[1:] != row_shape:
+                raise ValidationError(
+                    f"var_name {var!r} must have one row shape in every part of a concatenation to be read as one "
+                    f"array. Got {row_shape} in part {pieces[0][0].part} and {values.shape[1:]} in part {piece.part} "
+                    "instead."
+                )
+            out[piece.positions] = values
+        return out
+
+    def _dtype(self, var: str) -> np.dtype:
+        """The one dtype that holds ``var`` in every part."""
+        dtypes = [part._dtype(var) for part in self.parts]
+        try:
+            return common_dtype(dtypes, f"var_name {var!r} of the concatenated views")
+        except ValidationError as exc:
+            raise ValidationError(
+                f"{exc} In a concatenation of stores, convert the part whose dtype differs with astype() first."
+            ) from None
+
+    def _labels(self, var: str) -> np.ndarray:
+        one = VarNames((var,), "str")
+        return np.concatenate([np.asarray(part._read(one, None)) for part in self.parts])
+
+    def _row_map(self) -> RowMap:
+        return self.rows if self.rows is not None else Whole(len(self))
+
+    def _with_rows(self, rows: RowMap) -> ConcatView:
+        return ConcatView(self.parts, self.var_names, rows)
+
+    def _check_label(self, var: object) -> None:
+        for part in self.parts:
+            part._check_label(var)
+
+
+def _local_index(local: Selection) -> Any:
+    """A piece's rows as an index of its part: slices and ints as they are, arrays as runs when they are."""
+    return local if isinstance(local, (int, slice)) else _as_index(local)
+
+
+def _as_selection(rows: Any) -> Selection:
+    """Positions picked from row_numbers(): an int for one row, else a 1-D int64 array."""
+    if np.ndim(rows) == 0:
+        return int(rows)
+    return np.asarray(rows, dtype=np.int64)
 
 
 def _in_all(view: View) -> RowMap:

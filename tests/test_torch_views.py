@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 from storegate import InvalidArgumentError, StoreGate, StratifiedSplit
 from storegate.splits import phase_rows
 from storegate.testing import BACKEND_KINDS, make_gate
-from storegate.torch import ChunkShuffleSampler, StoreGateDataset
+from storegate.torch import ChunkShuffleSampler, ConcatDataset, StoreGateDataset
 from tests.conftest import S3Server
 
 pytestmark = [
@@ -85,7 +85,13 @@ def test_two_workers_read_the_view(kind: str, context: str, tmp_path: Path) -> N
     sg = _fill(make_gate(kind, tmp_path))
     dataset = StoreGateDataset(sg, _view(sg), "x", "id")
     dataset[0]  # the parent reads (and works out the view's rows) first
-    sampler = ChunkShuffleSampler(dataset, seed=1, window=2)
+    seen, order = _two_worker_epoch(dataset, context, seed=1)
+    assert seen == _expected_ids()[order].tolist()
+
+
+def _two_worker_epoch(dataset: Any, context: str, seed: int) -> tuple[list[int], np.ndarray]:
+    """The ids a DataLoader with 2 workers and a ChunkShuffleSampler delivers, and the sampler's order."""
+    sampler = ChunkShuffleSampler(dataset, seed=seed, window=2)
     loader = DataLoader(
         dataset, batch_size=16, sampler=sampler, num_workers=2, multiprocessing_context=context, timeout=90
     )
@@ -93,8 +99,7 @@ def test_two_workers_read_the_view(kind: str, context: str, tmp_path: Path) -> N
     for x, ids in loader:
         np.testing.assert_array_equal(x.numpy(), X[ids.numpy()])
         seen += ids.tolist()
-    expected = _expected_ids()
-    assert seen == expected[np.array(list(sampler))].tolist()
+    return seen, np.array(list(sampler))
 
 
 def test_a_dataset_over_a_view_pickles_small(tmp_path: Path) -> None:
@@ -134,3 +139,83 @@ def test_on_s3_a_stratified_split_and_a_view_through_two_workers(s3_server: S3Se
     )
     seen = [int(i) for _, ids in loader for i in ids]
     assert seen == expected[np.array(list(sampler))].tolist()
+
+
+# --- ConcatDataset: datasets of several stores, one after the other ---------------------------
+
+
+def _parts(tmp_path: Path) -> tuple[ConcatDataset, np.ndarray]:
+    """A zarr store's view, a numpy store's valid phase and a zarr store's train phase."""
+    a = _fill(StoreGate("zarr", {"output_dir": str(tmp_path / "a.zarr"), "chunk": CHUNK}, data_id="d"))
+    b = _fill(StoreGate("numpy", data_id="d"))
+    c = _fill(StoreGate("zarr", {"output_dir": str(tmp_path / "c.zarr"), "chunk": CHUNK}, data_id="d"))
+    parts = [StoreGateDataset(a, _view(a), "x", "id"), StoreGateDataset(b, "valid", "x", "id")]
+    dataset = ConcatDataset([ConcatDataset(parts), StoreGateDataset(c, "train", "x", "id")])  # nested: flattened
+    ids = np.concatenate([_expected_ids(), np.arange(160, 200), np.arange(160)])
+    return dataset, ids
+
+
+def test_a_concat_dataset_is_numpy_concatenation(tmp_path: Path) -> None:
+    dataset, ids = _parts(tmp_path)
+    assert len(dataset) == ids.shape[0]
+    x, i = dataset[:]
+    np.testing.assert_array_equal(i.numpy(), ids)
+    np.testing.assert_array_equal(x.numpy(), X[ids])
+    picked = [len(dataset) - 1, 0, 140, 136, 0]  # across parts, repeats, out of order
+    np.testing.assert_array_equal(dataset[picked][1].numpy(), ids[picked])
+    assert [int(s[1]) for s in dataset.__getitems__(picked)] == ids[picked].tolist()
+    assert int(dataset[-1][1]) == ids[-1]
+    assert dataset[[]][0].shape == (0, 3)
+    bounds = dataset.chunk_bounds
+    assert bounds[0] == 0
+    assert bounds[-1] == len(dataset)
+    assert np.all(np.diff(bounds) > 0)
+    assert 176 in bounds
+    assert 216 in bounds
+    order = dataset.chunk_order
+    assert order is not None
+    assert sorted(order.tolist()) == list(range(len(dataset)))
+
+
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_two_workers_read_a_concat_dataset_once_each(context: str, tmp_path: Path) -> None:
+    dataset, ids = _parts(tmp_path)
+    seen, order = _two_worker_epoch(dataset, context, seed=3)
+    assert sorted(order.tolist()) == list(range(len(dataset)))  # every item exactly once
+    assert seen == ids[order].tolist()
+
+
+def test_concat_dataset_refuses_parts_that_do_not_stack(tmp_path: Path) -> None:
+    a = _fill(StoreGate("numpy", data_id="d"))
+    b = StoreGate("numpy", data_id="d")
+    b.add_data(["x", "id"], [X.astype(np.float64), np.arange(N)])
+    with pytest.raises(InvalidArgumentError, match="one dtype and row shape"):
+        ConcatDataset([StoreGateDataset(a, "train", "x", "id"), StoreGateDataset(b, "train", "x", "id")])
+    with pytest.raises(InvalidArgumentError, match="same input_var_names"):
+        ConcatDataset([StoreGateDataset(a, "train", "x", "id"), StoreGateDataset(a, "train", "x")])
+    with pytest.raises(InvalidArgumentError, match="non-empty list"):
+        ConcatDataset([])
+    with pytest.raises(InvalidArgumentError, match=r"StoreGateDatasets .* only"):
+        ConcatDataset([StoreGateDataset(a, "train", "x"), [1, 2]])  # type: ignore[list-item]
+    with pytest.raises(InvalidArgumentError, match=r"storegate.torch.ConcatDataset"):
+        StoreGateDataset(a, a["train"] + b["train"], "x")  # a view of two stores
+
+
+@pytest.mark.s3
+def test_on_s3_a_concat_of_an_s3_store_and_a_folder_through_two_workers(
+    s3_server: S3Server, s3_bucket: str, tmp_path: Path
+) -> None:
+    args = {"output_dir": f"s3://{s3_bucket}/concat", "storage_options": s3_server.storage_options, "chunk": CHUNK}
+    remote = _fill(StoreGate("zarr", args, data_id="d"))
+    local = _fill(StoreGate("zarr", {"output_dir": str(tmp_path / "l.zarr"), "chunk": CHUNK}, data_id="d"))
+    view = remote["valid"] + local["train"].subset(0, 20)
+    np.testing.assert_array_equal(view["id"][:], np.r_[160:200, 0:20])
+    dataset = ConcatDataset(
+        [StoreGateDataset(remote, "valid", "x", "id"), StoreGateDataset(local, local["train"].subset(0, 20), "x", "id")]
+    )
+    sampler = ChunkShuffleSampler(dataset, seed=0, window=2)
+    loader = DataLoader(
+        dataset, batch_size=8, sampler=sampler, num_workers=2, multiprocessing_context="fork", timeout=90
+    )
+    seen = [int(i) for _, ids in loader for i in ids]
+    assert sorted(seen) == [*range(20), *range(160, 200)]

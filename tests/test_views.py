@@ -18,10 +18,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from storegate import InvalidArgumentError, NotFoundError, StoreGate
+from storegate import InvalidArgumentError, NotFoundError, StoreGate, ValidationError
 from storegate.engine import GroupEngine
 from storegate.testing import BACKEND_KINDS, make_gate
-from storegate.views import concat
+from storegate.views import ConcatView, concat
 
 
 @pytest.fixture(params=BACKEND_KINDS)
@@ -219,7 +219,7 @@ def test_bad_view_arguments(make: Any, error: type[Exception], words: list[str])
         assert word in str(info.value)
 
 
-def test_views_of_rows_are_read_only_and_of_one_store() -> None:
+def test_views_of_rows_are_read_only() -> None:
     sg = _filled(StoreGate("numpy", data_id="d"))
     view = sg["train"].subset(0, 3)
     with pytest.raises(InvalidArgumentError, match="read-only and cannot write"):
@@ -227,6 +227,85 @@ def test_views_of_rows_are_read_only_and_of_one_store() -> None:
     with pytest.raises(InvalidArgumentError, match="read-only and cannot delete"):
         del view["x"]
     other = _filled(StoreGate("numpy", data_id="d"))
-    with pytest.raises(InvalidArgumentError, match="views of one StoreGate"):
-        concat([view, other["train"]])
+    both = concat([view, other["train"]])  # views of two stores: a ConcatView, read-only too
+    assert isinstance(both, ConcatView)
+    with pytest.raises(InvalidArgumentError, match="read-only and cannot write"):
+        both["x"][0] = X[0]
     assert [int(x[0]) for x in view["x"]] == [0, 2, 4]  # iteration goes through the view
+    assert [int(x[0]) for x in both["x"]][:4] == [0, 2, 4, 0]
+
+
+# --- concatenation of stores ---------------------------------------------------------------
+
+part_st = st.tuples(
+    st.sampled_from(BACKEND_KINDS), st.sampled_from(["train", "valid", "test"]), st.lists(steps_st, max_size=2)
+)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(part_st, min_size=2, max_size=3), st.lists(steps_st, max_size=2), st.data())
+def test_a_concatenation_of_stores_is_numpy_concatenation(
+    gates: dict[str, StoreGate],
+    parts: list[tuple[str, str, list[tuple[Any, ...]]]],
+    steps: list[tuple[Any, ...]],
+    data: st.DataObject,
+) -> None:
+    views, expected = [], []
+    for kind, phase, part_steps in parts:  # every store holds the same X and Y: rows index them
+        view, rows = gates[kind][phase], _phase_rows(phase)
+        for step in part_steps:
+            view, rows = _apply(view, rows, step, gates[kind])
+        views.append(view)
+        expected.append(rows)
+    view, rows = concat(views), np.concatenate(expected)
+    for step in steps:
+        view, rows = _apply(view, rows, step, gates["zarr-dir"])
+    assert len(view) == len(rows)
+    np.testing.assert_array_equal(view["x"][:], X[rows])
+    np.testing.assert_array_equal(view[["x", "y"]][:][1], Y[rows])
+    if len(rows):
+        index = data.draw(st.integers(-len(rows), len(rows) - 1) | st.lists(st.integers(0, len(rows) - 1), max_size=6))
+        np.testing.assert_array_equal(view["x"][index], X[rows][index])
+        np.testing.assert_array_equal(view["y"][index], Y[rows][index])
+
+
+def test_a_concatenation_of_stores_promotes_as_numpy_or_refuses_what_would_lose_values() -> None:
+    a = StoreGate("numpy", data_id="a")
+    a.add_data("x", np.arange(4, dtype=np.int16))
+    b = StoreGate("numpy", data_id="b")
+    b.add_data("x", np.arange(3, dtype=np.int32))
+    both = a["train"] + b["train"]
+    assert both["x"][:].dtype == np.int32  # one dtype, whichever part a read touches
+    assert both["x"][0].dtype == np.int32
+    assert both["x"][[0, 1]].dtype == np.int32
+    c = StoreGate("numpy", data_id="c")
+    c.add_data("x", np.arange(3, dtype=np.uint64))
+    with pytest.raises(ValidationError, match="astype"):  # int32 and uint64 meet in float64: values lost
+        (b["train"] + c["train"])["x"][:]
+    d = StoreGate("numpy", data_id="d")
+    d.add_data("x", np.zeros((2, 3), dtype=np.int16))
+    with pytest.raises(ValidationError, match="one row shape in every part"):
+        (a["train"] + d["train"])["x"][:]
+    e = StoreGate("numpy", data_id="e")
+    e.add_data("z", np.zeros(2))
+    with pytest.raises(NotFoundError, match="'x'"):
+        (a["train"] + e["train"])["x"][:]
+
+
+@pytest.mark.parametrize(
+    ("make", "words"),
+    [
+        (lambda cv: cv["valid"], ["chosen its phases", "concat([a['train'], b['train']])"]),
+        (lambda cv: cv["x"]["y"], ["chooses var_names once"]),
+        (lambda cv: cv[0], ["choose var_names before an index"]),
+        (lambda cv: list(cv), ["choose var_names before iterating"]),
+        (lambda cv: cv + cv["x"], ["same var_names"]),
+        (lambda cv: cv.filter("nope", keep=[0]), ["nope"]),
+    ],
+)
+def test_bad_concatenation_arguments(make: Any, words: list[str]) -> None:
+    a, b = _filled(StoreGate("numpy", data_id="a")), _filled(StoreGate("numpy", data_id="b"))
+    with pytest.raises((InvalidArgumentError, NotFoundError)) as info:
+        make(a["train"] + b["test"])
+    for word in words:
+        assert word in str(info.value)
