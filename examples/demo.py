@@ -6,10 +6,12 @@ Run with ``make demo`` (or ``.venv/bin/python examples/demo.py [--output-dir DIR
 2. writes them to a zarr store with a (0.8, 0.1, 0.1) train / valid / test split,
 3. compiles and prints the info table,
 4. reopens the store read-only in a new StoreGate and checks that every phase and every
-   variable reads back exactly equal to the source, and
-5. trains a small torch model from the store for a few epochs (``examples/train.py``),
+   variable reads back exactly equal to the source,
+5. makes a view of rows (the 3s and 8s of train, class-balanced and shuffled: nothing
+   copied) and checks it against numpy's fancy indexing of the source, and
+6. trains a small torch model from the store for a few epochs (``examples/train.py``),
    printing the loss per epoch and the test accuracy, and
-6. prints where the store lives.
+7. prints where the store lives.
 
 It exits with status 1 when the round trip fails or the test accuracy is below 90%.
 """
@@ -73,6 +75,24 @@ def check_round_trip(output_dir: str | Path, source: dict[str, np.ndarray]) -> l
     return problems
 
 
+def check_view(output_dir: str | Path, source: dict[str, np.ndarray]) -> list[str]:
+    """A view of rows (KappaData's and DataStack's wrappers): the 3s and 8s of train,
+    oversampled to equal counts and shuffled, read from the stored rows; the problems found."""
+    sg = StoreGate(backend="zarr", backend_args={"output_dir": str(output_dir), "mode": "r"}, data_id=DATA_ID)
+    view = sg["train"].filter(LABELS, keep=[3, 8]).oversample(LABELS).shuffled(seed=0)
+    counts = np.bincount(view[LABELS][:], minlength=10)
+    print(
+        f"\nView of train: the 3s and 8s, oversampled to {counts[3]} + {counts[8]} rows and shuffled "
+        f"({len(view)} rows, nothing copied: {len(view.row_numbers())} row numbers into the stored phase)."
+    )
+    train = expected_phases(source)["train"]
+    want = train[IMAGES][view.row_numbers()]
+    problems = _compare("view of train", view[IMAGES][:], want)
+    if counts[3] != counts[8] or counts.sum() != counts[3] + counts[8]:
+        problems.append(f"view of train: expected as many 3s as 8s and nothing else, got counts {counts.tolist()}")
+    return problems
+
+
 def _compare(where: str, got: np.ndarray, want: np.ndarray) -> list[str]:
     if got.dtype != want.dtype or got.shape != want.shape:
         return [f"{where}: expected {want.dtype} {want.shape}, got {got.dtype} {got.shape}"]
@@ -117,6 +137,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\nRound trip FAILED:\n  " + "\n  ".join(problems), file=sys.stderr)
         return 1
     print("\nRound trip OK: every phase and variable of the read-only store equals the source.")
+    problems = check_view(output_dir, load_source())
+    if problems:
+        print("\nView FAILED:\n  " + "\n  ".join(problems), file=sys.stderr)
+        return 1
 
     # --- Training: examples/train.py reads the same store read-only through storegate.torch.
     if str(Path(__file__).resolve().parent) not in sys.path:  # loaded by file path (tests)

@@ -132,3 +132,17 @@ def test_script_exit_status(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert f"The store lives at {tmp_path / 'cli.zarr'}" in done.stdout
+
+
+def test_the_demo_checks_a_view_of_rows(demo: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out_dir = tmp_path / "digits.zarr"
+    demo.build_store(out_dir)
+    assert demo.check_view(out_dir, demo.load_source()) == []
+    out = capsys.readouterr().out
+    assert "View of train: the 3s and 8s, oversampled to" in out
+    source = demo.load_source()
+    source[demo.IMAGES] = source[demo.IMAGES] + 1  # a source the store does not hold: the check must see it
+    problems = demo.check_view(out_dir, source)
+    assert len(problems) == 1
+    assert problems[0].startswith("view of train: ")
+    assert "values differ from the source" in problems[0]
