@@ -46,6 +46,7 @@ from storegate.locations import (
     inspect_root,
     resolve_location,
 )
+from storegate.settle import settle_requests
 
 __all__ = ["convert_to_v3"]
 
@@ -108,7 +109,11 @@ def convert_to_v3(
         _check_arrays(store, arrays, progress)
         sync(remove_metadata(store, 2))
     except BaseException as exc:
+        # After a Ctrl-C, zarr's write of the moment still runs on its event loop: it must not land after the restore.
+        interrupted = settle_requests()
         sync(_restore(store, saved, written))
+        if interrupted is not None:
+            raise interrupted from exc
         if isinstance(exc, StoreGateError) or not isinstance(exc, Exception):
             raise  # a storegate error says what happened; Ctrl-C stays Ctrl-C
         kind = StorageError if isinstance(exc, OSError) else StoreGateError

@@ -29,7 +29,6 @@ import re
 import shutil
 import tempfile
 import threading
-import time
 import warnings
 import weakref
 from collections.abc import Callable, Iterator
@@ -61,6 +60,7 @@ from storegate.locks import DEFAULT_LOCK_TIMEOUT, WriteLock, holding
 from storegate.names import check_data_id, parse_var_names
 from storegate.phases import PHASES
 from storegate.rules import check_positive, check_timeout
+from storegate.settle import settle_requests
 from storegate.transaction import to_completion
 
 __all__ = ["DEFAULT_CHUNK_BYTES", "ZarrBackend"]
@@ -1300,7 +1300,7 @@ class ZarrBackend(Backend):
                     warnings.simplefilter("ignore", UnstableSpecificationWarning)
                 yield
         except BaseException as exc:
-            interrupted = _settle()
+            interrupted = settle_requests()
             if interrupted is not None and interrupted is not exc:
                 raise interrupted from exc  # Ctrl-C while settling: raised once the call's requests ended
             if isinstance(exc, MemoryError):
@@ -1452,34 +1452,6 @@ def _remote_errors() -> tuple[type[BaseException], ...]:
 
 #: Failures of the storage itself; s3fs turns most into OSError but lets some of botocore's through.
 _IO_ERRORS: tuple[type[BaseException], ...] = (OSError, *_remote_errors())
-
-
-#: Seconds to wait for the requests of a failed call still in flight (one S3 request gives
-#: up after about DEFAULT_S3_CONFIG's read timeout times its attempts).
-SETTLE_TIMEOUT = 120.0
-
-
-def _settle() -> KeyboardInterrupt | None:
-    """Wait until no other task runs on zarr's event loop (the requests of a failed call).
-
-    A Ctrl-C while waiting does not stop the wait (the undo that follows must not race the
-    failed call's requests); it is returned, to be raised once the wait is over.
-    """
-    deadline = time.monotonic() + SETTLE_TIMEOUT
-
-    async def others_done() -> None:
-        current = asyncio.current_task()
-        pending = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
-        if pending:
-            _, still = await asyncio.wait(pending, timeout=max(0.0, deadline - time.monotonic()))
-            for task in still:
-                task.cancel()
-
-    def wait() -> None:
-        with contextlib.suppress(Exception):
-            sync(others_done())
-
-    return to_completion(wait)
 
 
 @dataclass(frozen=True)
