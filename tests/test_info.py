@@ -197,12 +197,15 @@ def test_read_only_store_shows_the_same_rows(
     assert "compiled=True" in title
 
 
-def test_numpy_backend_has_no_chunk_or_stored_bytes(capsys: pytest.CaptureFixture[str]) -> None:
+def test_numpy_backend_shows_the_bytes_held_in_memory(capsys: pytest.CaptureFixture[str]) -> None:
     sg = StoreGate("numpy", data_id="mem")
     _fill(sg, _data())
     _, _, rows = _parse_text(_show(sg, capsys))
     assert {r["backend"] for r in rows} == {"numpy"}
-    assert {(r["chunk rows"], r["stored bytes"], r["codec"]) for r in rows} == {("-", "-", "-")}
+    assert {(r["chunk rows"], r["codec"]) for r in rows} == {("-", "none")}  # no chunks, nothing encoded
+    for row in rows:
+        held = sg.get_data(row["var_name"], row["phase"]).nbytes
+        assert row["stored bytes"] == human_bytes(held), row
     assert [r["rows"] for r in rows] == [str(n) for n in SPLIT for _ in _data()]
 
 

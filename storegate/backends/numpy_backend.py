@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from storegate.backends.base import Backend, Checkpoint
+from storegate.backends.base import Backend, Checkpoint, VarInfo
 from storegate.errors import StorageError
 from storegate.indexing import Selection
 
@@ -63,6 +63,11 @@ class NumpyBackend(Backend):
 
     def dtype(self, data_id: str, phase: str, var: str) -> np.dtype:
         return self._get(data_id, phase, var).dtype
+
+    def info(self, data_id: str, phase: str, var: str) -> VarInfo:
+        """Dtype, shape and the bytes the array holds in memory (no chunks, no codec: codec 'none')."""
+        array = self._get(data_id, phase, var)
+        return VarInfo(array.dtype, tuple(array.shape), stored_bytes=int(array.nbytes), codec="none")
 
     @_in_memory
     def create(self, data_id: str, phase: str, var: str, data: np.ndarray, **options: Any) -> None:
