@@ -1,6 +1,7 @@
 """The ``storegate`` command (also ``python -m storegate``): stores from a shell.
 
-Subcommands: ``ls`` and ``info`` (what a store holds; ``--json`` for scripts), ``verify``
+Subcommands: ``ls`` and ``info`` (what a store holds; ``--json`` for scripts), ``import``
+and ``export`` (``.npy`` / ``.npz`` / HDF5 / CSV files in, ``.npz`` / HDF5 out), ``verify``
 (every variable readable, commits and compile state; exit status 1 on a problem),
 ``migrate`` (zarr v2 to v3, in place) and ``cp`` (a store between a local folder, a NAS
 path and S3, with its metadata). A STORE is a local or NAS path, a ``file://`` URL or an
@@ -40,6 +41,8 @@ Examples:
   storegate verify s3://bucket/store -o client_kwargs.endpoint_url=http://127.0.0.1:9000
   storegate cp ./store.zarr s3://bucket/store --dst-options '{"anon": false}'
   storegate migrate /nas/old-multiml-store
+  storegate import ./store.zarr digits https://host/digits.npz --phase 0.8,0.1,0.1 --sha256 <hex>
+  storegate export ./store.zarr digits ./digits.h5 --phase test
 """
 
 
@@ -159,15 +162,19 @@ def info(store: str, data_id: str | None, as_json: bool, **kw: Any) -> None:
             if one not in sg.get_data_ids():
                 raise _no_data_id(sg, one)
             sg.set_data_id(one)
-            tables.append((one, collect("zarr", sg.backend_object, one), sg.get_metadata()))
+            tables.append((one, collect("zarr", sg.backend_object, one), sg.get_metadata(), sg.get_sources()))
         if as_json:
             out = {
-                one: {"metadata": meta, "variables": [dict(zip(t.headers, r, strict=True)) for r in t.rows]}
-                for one, t, meta in tables
+                one: {
+                    "metadata": meta,
+                    "variables": [dict(zip(t.headers, r, strict=True)) for r in t.rows],
+                    "sources": sources,
+                }
+                for one, t, meta, sources in tables
             }
             click.echo(json.dumps(out, indent=2))
         else:
-            click.echo("\n\n".join(render_text(t) for _, t, _ in tables) or "no data_id in this store")
+            click.echo("\n\n".join(render_text(t) for _, t, _, _ in tables) or "no data_id in this store")
 
     _run(action)
 
@@ -267,6 +274,84 @@ def cp(
         for text in bad:
             click.echo(text, err=True)
         return 1 if bad else 0
+
+    _run(action)
+
+
+def _phase(text: str) -> Any:
+    """A phase name, or three fractions / counts separated by commas (``0.8,0.1,0.1``)."""
+    if "," not in text:
+        return text
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        return tuple(int(p) if p.lstrip("-").isdigit() else float(p) for p in parts)
+    except ValueError:
+        raise click.BadParameter(
+            f"must be a phase name or three fractions or counts (0.8,0.1,0.1). Got {text!r}.", param_hint="--phase"
+        ) from None
+
+
+@cli.command(name="import", epilog=_EPILOG)
+@click.argument("store")
+@click.argument("data_id")
+@click.argument("source")
+@click.option("--var", "var_names", multiple=True, help="Variable name, one per key (default: from the file).")
+@click.option("--key", "keys", multiple=True, help="npz member, HDF5 dataset or CSV column to import (repeatable).")
+@click.option("--phase", default="train", show_default=True, help="A phase, or fractions / counts: 0.8,0.1,0.1.")
+@click.option("--sha256", help="The source's SHA-256: checked before anything is written.")
+@click.option("--format", "format_", type=click.Choice(["npy", "npz", "hdf5", "csv", "tsv"]), help="Default: suffix.")
+@click.option("--source-options", metavar="JSON", help="fsspec storage_options of SOURCE as a JSON object.")
+@click.option("--progress/--no-progress", default=None, help="A progress bar (default: on a terminal).")
+@_store_options
+def import_(store: str, data_id: str, source: str, var_names: tuple[str, ...], keys: tuple[str, ...], phase: str,
+            sha256: str | None, format_: str | None, source_options: str | None, progress: bool | None,
+            **kw: Any) -> None:  # fmt: skip
+    """Import SOURCE (.npy, .npz, .h5, .csv, .tsv; a path or URL) into DATA_ID of STORE (created if needed)."""
+
+    def action() -> None:
+        args = {"output_dir": store, "storage_options": _options(kw["option"], kw["storage_options"], "-o")}
+        sg = StoreGate("zarr", {**args, "mode": "a"}, data_id=data_id)
+        written = sg.import_file(
+            source,
+            list(var_names) or None,
+            _phase(phase),
+            keys=list(keys) or None,
+            sha256=sha256,
+            format=format_,
+            storage_options=_options((), source_options, "--source-options"),
+            progress=sys.stderr.isatty() if progress is None else progress,
+        )
+        rows = sum(r["rows"] for records in written.values() for r in records)
+        click.echo(f"imported {source} into {sorted(written)} ({rows} rows in all)")
+
+    _run(action)
+
+
+@cli.command(epilog=_EPILOG)
+@click.argument("store")
+@click.argument("data_id")
+@click.argument("destination")
+@click.option("--var", "var_names", multiple=True, help="A variable to export (repeatable; default: every one).")
+@click.option("--phase", default="all", show_default=True, type=click.Choice([*PHASES, "all"]))
+@click.option("--dst-options", metavar="JSON", help="fsspec storage_options of DESTINATION as a JSON object.")
+@click.option("--progress/--no-progress", default=None, help="A progress bar (default: on a terminal).")
+@_store_options
+def export(store: str, data_id: str, destination: str, var_names: tuple[str, ...], phase: str,
+           dst_options: str | None, progress: bool | None, **kw: Any) -> None:  # fmt: skip
+    """Export variables of DATA_ID in STORE to DESTINATION (.npz or .h5; a path or URL)."""
+
+    def action() -> None:
+        sg = _open(store, kw["option"], kw["storage_options"], data_id)
+        if data_id not in sg.get_data_ids():
+            raise _no_data_id(sg, data_id)
+        keys = sg.export_file(
+            destination,
+            list(var_names) or None,
+            phase,
+            storage_options=_options((), dst_options, "--dst-options"),
+            progress=sys.stderr.isatty() if progress is None else progress,
+        )
+        click.echo(f"exported {len(keys)} arrays to {destination}: {keys}")
 
     _run(action)
 

@@ -39,10 +39,12 @@ from storegate.splits import PhaseRows, SplitSpec, phase_rows
 from storegate.steps import Layout, Plan, layout_of
 from storegate.transaction import Step, Transaction
 
-__all__ = ["ACTIVE", "Fingerprint", "GroupEngine", "VarLayout", "fit_rows", "validate"]
+__all__ = ["ACTIVE", "SOURCES", "Fingerprint", "GroupEngine", "VarLayout", "fit_rows", "validate"]
 
 #: The boolean variable that ``compile(reset=True)`` (re)creates in every non-empty phase.
 ACTIVE = "active"
+#: The state key that records the files imported into each variable (storegate.exchange).
+SOURCES = "sources"
 #: Times a read is done again when another writer began rewriting the data_id meanwhile.
 READ_ATTEMPTS = 5
 
@@ -375,11 +377,32 @@ class GroupEngine:
         """Delete variables; those that do not exist are ignored."""
         self.backend.check_writable()
         plan = Plan()
+        deleted = []
         for p in phases_of(phase):
             for var in names.names:
                 if self.backend.has(self.data_id, p, var):
                     plan.add_change(steps.delete_step(self.backend, self.data_id, p, var), p, var, None)
+                    deleted.append(f"{p}/{var}")
+        if any(key in self.sources() for key in deleted):  # a deleted variable's sources go with it
+            plan.add(self.sources_step(lambda sources: {k: v for k, v in sources.items() if k not in deleted}))
         return plan
+
+    # --- sources: where imported variables came from ---------------------------------
+
+    def sources(self) -> dict[str, list[dict[str, Any]]]:
+        """The files imported into each variable, by ``'<phase>/<var>'`` (see :mod:`storegate.exchange`)."""
+        found = self.backend.load_state(self.data_id).get(SOURCES, {})
+        return found if isinstance(found, dict) else {}
+
+    def sources_step(self, change: Callable[[dict[str, Any]], dict[str, Any]]) -> Step:
+        """A step that saves ``change(sources)`` as the sources, read when it applies."""
+
+        def state() -> dict[str, Any]:
+            now = self.backend.load_state(self.data_id)
+            sources = change(dict(now.get(SOURCES, {})))
+            return {**{k: v for k, v in now.items() if k != SOURCES}, **({SOURCES: sources} if sources else {})}
+
+        return steps.state_step(self.backend, self.data_id, state)
 
     def plan_create_empty(
         self, names: VarNames, phase: str | SplitSpec, shape: tuple[int, ...], dtype: np.dtype, options: dict[str, Any]
@@ -476,7 +499,12 @@ class GroupEngine:
             note_change(self.backend)
 
     def _compiled_state(self, sizes: dict[str, int]) -> dict[str, Any]:
-        return {"compiled": True, "sizes": sizes, "fingerprint": self.fingerprint()}
+        return {**self._kept_state(), "compiled": True, "sizes": sizes, "fingerprint": self.fingerprint()}
+
+    def _kept_state(self) -> dict[str, Any]:
+        """What of the state a compile keeps: the record of imported files (:data:`SOURCES`)."""
+        state = self.backend.load_state(self.data_id)
+        return {SOURCES: state[SOURCES]} if SOURCES in state else {}
 
     def steps_of(self, plan: Plan) -> list[Step]:
         """The steps of a plan followed by the step that marks the compile state stale."""
@@ -484,10 +512,14 @@ class GroupEngine:
 
     def stale_steps(self) -> list[Step]:
         """A step marking the compile state stale, when it says compiled (else none)."""
-        state = self.backend.load_state(self.data_id)
-        if not state.get("compiled"):
+        if not self.backend.load_state(self.data_id).get("compiled"):
             return []
-        return [steps.state_step(self.backend, self.data_id, {**state, "compiled": False})]
+        # Read when the step applies: an earlier step of the transaction may have changed the state.
+        return [
+            steps.state_step(
+                self.backend, self.data_id, lambda: {**self.backend.load_state(self.data_id), "compiled": False}
+            )
+        ]
 
     def predicted(self, plan: Plan) -> Fingerprint:
         """The fingerprint the store will have once ``plan`` ran."""
@@ -535,7 +567,12 @@ class GroupEngine:
         )
         sizes = validate(checked)
         plan = self._plan_active(sizes) if reset else Plan()
-        state = {"compiled": True, "sizes": sizes, "fingerprint": _changed(fingerprint, plan.layouts)}
+        state = {
+            **self._kept_state(),
+            "compiled": True,
+            "sizes": sizes,
+            "fingerprint": _changed(fingerprint, plan.layouts),
+        }
         self._transact([*plan.steps, steps.state_step(self.backend, self.data_id, state)])
 
     def _plan_active(self, sizes: dict[str, int]) -> Plan:

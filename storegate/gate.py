@@ -9,12 +9,14 @@ and runs it as one transaction. It knows nothing backend-specific.
 
 from __future__ import annotations
 
+import os
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from storegate import info, moves, transforms, verify
+from storegate import exchange, info, moves, transforms, verify
 from storegate.backends import Backend, Finding, TieredBackend, create_backend
 from storegate.codecs import resolve_compressor
 from storegate.engine import GroupEngine
@@ -271,6 +273,92 @@ class StoreGate:
         return Writer(engine, phase, progress=progress_, total=total_, options=_codec_options(compressor))
 
     # --- inspection ------------------------------------------------------------------
+
+    def import_file(
+        self,
+        source: str | os.PathLike[str],
+        var_names: Any = None,
+        phase: Any = "train",
+        *,
+        keys: Sequence[str] | None = None,
+        sha256: str | None = None,
+        format: str | None = None,
+        storage_options: dict[str, Any] | None = None,
+        progress: bool = False,
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Add the arrays of a file as variables, recording where they came from (DataStack's connectors).
+
+        Parameters
+        ----------
+        source
+            A ``.npy``, ``.npz``, ``.h5`` / ``.hdf5``, ``.csv`` or ``.tsv`` file: a local path
+            or an fsspec URL (``https://...``, ``s3://...``).
+        var_names
+            Names of the variables: None (a ``.npy`` file's stem; else each key, '/' as '_'),
+            a str for one array, a list (one per key) or a dict from key to name.
+        phase
+            As in :meth:`add_data`: a phase, fractions, counts or a split object.
+        keys
+            What to import: npz members, HDF5 dataset paths or CSV / TSV columns (default:
+            every one; a ``.npy`` file holds one array, key ``'data'``).
+        sha256
+            The file's SHA-256 (64 hex digits): checked before anything is written.
+        format
+            ``'npy'``, ``'npz'``, ``'hdf5'``, ``'csv'`` or ``'tsv'``; default from the suffix.
+        storage_options
+            fsspec options of the source URL.
+        progress
+            A tqdm bar of the bytes read.
+
+        Returns
+        -------
+        dict
+            The source records written (see :meth:`get_sources`).
+
+        Raises
+        ------
+        ValidationError
+            If the file does not have the SHA-256 given, or cannot be read as its format.
+        NotFoundError
+            If the file or a key does not exist.
+        InvalidArgumentError, StorageError
+            For bad arguments, or a source that cannot be read. In every case nothing was written.
+        """
+        format_ = exchange.file_format(os.fspath(source), format)  # before a byte is read
+        read = exchange.read_source(source, sha256, storage_options, check_bool("progress", progress))
+        arrays = exchange.parse(read, format_, None if keys is None else list(keys))
+        names = exchange.chosen_names(list(arrays), var_names, read.url, format_)
+        return exchange.import_file(self._engine(), read, format_, names, arrays, parse_split(phase))
+
+    def export_file(
+        self,
+        destination: str | os.PathLike[str],
+        var_names: Sequence[str] | None = None,
+        phase: Any = "all",
+        *,
+        storage_options: dict[str, Any] | None = None,
+        progress: bool = False,
+    ) -> list[str]:
+        """Write variables to an ``.npz`` or HDF5 file (local path or fsspec URL); returns the keys written.
+
+        Keys are the var_names for one phase, ``'<phase>/<var_name>'`` for ``'all'`` (the
+        default: every phase, kept apart). Each variable is read whole. The file is written
+        to a temporary file first: a failed export leaves nothing at ``destination``.
+        """
+        names = None if var_names is None else parse_var_names(list(var_names)).names
+        return exchange.export_file(
+            self._engine(), destination, names, resolve_phase(phase), storage_options, check_bool("progress", progress)
+        )
+
+    def get_sources(self) -> dict[str, list[dict[str, Any]]]:
+        """Where the variables of the data_id came from, by ``'<phase>/<var_name>'``.
+
+        One record per :meth:`import_file` that added rows to the variable: ``source``
+        (URL or path), ``bytes``, ``sha256``, ``format``, ``key`` (inside the file), ``rows``
+        (added to that phase) and ``imported`` (UTC time). A deleted variable's records go
+        with it; other writes leave them as they were.
+        """
+        return self._engine().sources()
 
     def get_var_names(self, phase: Any = "train") -> list[str]:
         """Variable names of a phase (for 'all': of any phase)."""

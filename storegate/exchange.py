@@ -1,0 +1,320 @@
+"""Import external files into a store, and export variables back out (DataStack's connectors).
+
+:func:`import_file` brings ``.npy``, ``.npz``, HDF5 (``.h5`` / ``.hdf5``) and CSV / TSV
+files into variables of a data_id and phase (or a split), from a local path or any fsspec
+URL (``http(s)://``, ``s3://``...). The file is read whole and, when the caller gives a
+SHA-256, checked before anything is written; the variables are then added in one call
+(appended when they exist, as ``add_data`` does), and the same transaction records where
+each came from under the data_id's *sources* (:meth:`StoreGate.get_sources`): the URL, its
+size in bytes, its SHA-256, the format, the key inside the file and the rows it added to
+each phase. A variable's sources go when the variable is deleted; later writes (updates,
+astype, shuffles) leave them as they were: they say where rows came from, not that the
+variable still equals the file.
+
+:func:`export_file` writes variables to ``.npz`` or HDF5, locally or to an fsspec URL,
+through a temporary file, so a failed export leaves nothing at the destination.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import hashlib
+import io
+import os
+import re
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import numpy as np
+from tqdm.auto import tqdm
+
+from storegate.engine import GroupEngine
+from storegate.errors import InvalidArgumentError, NotFoundError, StorageError, ValidationError
+from storegate.names import parse_var_names
+from storegate.phases import ALL, phases_of
+from storegate.splits import SplitSpec
+
+__all__ = ["FORMATS", "Source", "export_file", "file_format", "import_file", "parse", "read_source"]
+
+#: File formats by suffix.
+FORMATS = {".npy": "npy", ".npz": "npz", ".h5": "hdf5", ".hdf5": "hdf5", ".csv": "csv", ".tsv": "tsv"}
+_READ_BLOCK = 1 << 20
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class Source:
+    """A file read whole: its bytes, where it came from, its size and SHA-256."""
+
+    url: str
+    data: bytes
+    sha256: str
+
+    @property
+    def size(self) -> int:
+        """Bytes read."""
+        return len(self.data)
+
+
+def read_source(
+    url: str | os.PathLike[str],
+    sha256: str | None = None,
+    storage_options: dict[str, Any] | None = None,
+    progress: bool = False,
+) -> Source:
+    """Read a local file or an fsspec URL whole, and check its SHA-256 when one is given.
+
+    Raises
+    ------
+    InvalidArgumentError
+        If ``sha256`` is not 64 hex digits.
+    NotFoundError
+        If nothing lies at ``url``.
+    ValidationError
+        If the bytes read do not have the SHA-256 given.
+    StorageError
+        If the file cannot be read.
+    """
+    text = os.fspath(url)
+    expected = _check_sha256(sha256)
+    digest, out = hashlib.sha256(), io.BytesIO()
+    try:
+        with fsspec.open(text, "rb", **(storage_options or {})) as handle, _bar(progress, text) as bar:
+            while block := handle.read(_READ_BLOCK):
+                digest.update(block)
+                out.write(block)
+                bar.update(len(block))
+    except FileNotFoundError as exc:
+        raise NotFoundError(f"source must name a file that exists. Got {text!r}, where there is none.") from exc
+    except (OSError, ValueError) as exc:  # aiohttp's errors are OSErrors; fsspec raises ValueError for bad URLs
+        raise StorageError(f"reading the source {text!r} failed ({type(exc).__name__}: {exc}).") from exc
+    found = digest.hexdigest()
+    if expected is not None and found != expected:
+        raise ValidationError(
+            f"source {text!r} must have the SHA-256 given, {expected}. Got {found} ({out.tell()} bytes) instead: "
+            "the file changed or is not the one meant. Nothing was written."
+        )
+    return Source(text, out.getvalue(), found)
+
+
+def _check_sha256(sha256: object) -> str | None:
+    if sha256 is None:
+        return None
+    if not isinstance(sha256, str) or not _SHA256.fullmatch(sha256.lower()):
+        raise InvalidArgumentError(f"sha256 must be 64 hexadecimal digits (or None). Got {sha256!r} instead.")
+    return sha256.lower()
+
+
+def _bar(progress: bool, what: str) -> Any:
+    return tqdm(desc=f"reading {what}", unit="B", unit_scale=True, disable=not progress)
+
+
+# --- parsing -------------------------------------------------------------------------
+
+
+def file_format(url: str, format: str | None = None) -> str:
+    """The format of ``url`` from its suffix, or ``format`` when given."""
+    if format is not None:
+        if format not in set(FORMATS.values()):
+            raise InvalidArgumentError(
+                f"format must be one of {sorted(set(FORMATS.values()))} (or None: from the suffix). Got {format!r}."
+            )
+        return format
+    suffix = Path(url.split("?", 1)[0]).suffix.lower()
+    if suffix not in FORMATS:
+        raise InvalidArgumentError(
+            f"source must end in one of {sorted(FORMATS)} to tell its format. Got {url!r}: pass format=... "
+            "to say what it holds."
+        )
+    return FORMATS[suffix]
+
+
+def parse(source: Source, format: str, keys: Sequence[str] | None) -> dict[str, np.ndarray]:
+    """The arrays a file holds, by key (an npz member, an HDF5 dataset, a CSV column, 'data' for npy)."""
+    try:
+        found: dict[str, np.ndarray] = _READERS[format](source.data)
+    except (ValueError, OSError, KeyError) as exc:
+        raise ValidationError(
+            f"source {source.url!r} must be a valid {format} file. Got one that cannot be read "
+            f"({type(exc).__name__}: {exc})."
+        ) from exc
+    if keys is None:
+        return found
+    missing = [k for k in keys if k not in found]
+    if missing:
+        raise NotFoundError(f"keys {missing} must be in source {source.url!r}. It holds {sorted(found)}.")
+    return {k: found[k] for k in keys}
+
+
+def _npy(data: bytes) -> dict[str, np.ndarray]:
+    return {"data": np.load(io.BytesIO(data), allow_pickle=False)}
+
+
+def _npz(data: bytes) -> dict[str, np.ndarray]:
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        return {key: npz[key] for key in npz.files}
+
+
+def _hdf5(data: bytes) -> dict[str, np.ndarray]:
+    h5py = _h5py()
+    found: dict[str, np.ndarray] = {}
+    with h5py.File(io.BytesIO(data), "r") as f:
+
+        def visit(name: str, node: Any) -> None:
+            if isinstance(node, h5py.Dataset) and node.ndim >= 1:
+                found[name] = node[()]
+
+        f.visititems(visit)
+    return found
+
+
+def _table(delimiter: str) -> Any:
+    def read(data: bytes) -> dict[str, np.ndarray]:
+        table = np.genfromtxt(
+            io.BytesIO(data), delimiter=delimiter, names=True, dtype=None, encoding="utf-8", deletechars=""
+        )
+        names = table.dtype.names or ()
+        return {name: np.atleast_1d(table[name]).copy() for name in names}
+
+    return read
+
+
+_READERS = {"npy": _npy, "npz": _npz, "hdf5": _hdf5, "csv": _table(","), "tsv": _table("\t")}
+
+
+def _h5py() -> Any:
+    try:
+        import h5py
+    except ImportError as exc:  # an optional dependency
+        raise InvalidArgumentError(
+            "HDF5 files need h5py, which is not installed. Install it: pip install h5py"
+        ) from exc
+    return h5py
+
+
+# --- importing -----------------------------------------------------------------------
+
+
+def chosen_names(keys: list[str], var_names: object, url: str, format: str) -> dict[str, str]:
+    """The var_name of each key: ``var_names`` as a str (one key), a list (one per key), a dict
+    (key -> name), or None: the file's stem for ``.npy``, else the key with '/' as '_'."""
+    if var_names is None:
+        stem = Path(url.split("?", 1)[0]).stem
+        return {k: stem if format == "npy" else k.replace("/", "_") for k in keys}
+    if isinstance(var_names, str) and len(keys) == 1:
+        return {keys[0]: var_names}
+    if isinstance(var_names, (list, tuple)) and len(var_names) == len(keys):
+        return dict(zip(keys, var_names, strict=True))
+    if isinstance(var_names, dict) and set(var_names) == set(keys):
+        return {k: var_names[k] for k in keys}
+    raise InvalidArgumentError(
+        f"var_names must be None, a str (for one array), a list of {len(keys)} names or a dict from each of the keys "
+        f"imported {keys} to a name. Got {var_names!r:.120} instead."
+    )
+
+
+def import_file(
+    engine: GroupEngine,
+    source: Source,
+    format: str,
+    var_names: dict[str, str],
+    arrays: dict[str, np.ndarray],
+    phase: str | SplitSpec,
+) -> dict[str, list[dict[str, Any]]]:
+    """Add ``arrays`` (by key) as variables (``var_names[key]``) in one transaction with their sources.
+
+    Returns the source records written, by ``'<phase>/<var>'``.
+    """
+    keys = list(arrays)
+    names = parse_var_names([var_names[k] for k in keys])
+    pieces = [arrays[k] for k in keys]
+    when = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    written: dict[str, list[dict[str, Any]]] = {}
+
+    def make_plan() -> Any:
+        plan = engine.plan_add(names, pieces, phase, {})
+        written.clear()
+        for p, parts in engine.split(pieces, phase, names).items():
+            for key, var, part in zip(keys, names.names, parts, strict=True):
+                if part.shape[0]:
+                    record = {"source": source.url, "bytes": source.size, "sha256": source.sha256, "format": format}
+                    written[f"{p}/{var}"] = [{**record, "key": key, "rows": int(part.shape[0]), "imported": when}]
+        if written:
+            plan.add(engine.sources_step(lambda now: _added(now, written)))
+        return plan
+
+    engine.apply(make_plan)
+    return written
+
+
+def _added(sources: dict[str, Any], new: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    return {**sources, **{k: [*sources.get(k, []), *v] for k, v in new.items()}}
+
+
+# --- exporting -----------------------------------------------------------------------
+
+
+def export_file(
+    engine: GroupEngine,
+    destination: str | os.PathLike[str],
+    var_names: Sequence[str] | None,
+    phase: str,
+    storage_options: dict[str, Any] | None = None,
+    progress: bool = False,
+) -> list[str]:
+    """Write variables of ``phase`` (every phase for ``'all'``) to an ``.npz`` or HDF5 file.
+
+    Keys are ``'<var>'`` for one phase and ``'<phase>/<var>'`` for ``'all'`` (the phases
+    kept apart, as in the store). Returns the keys written.
+    """
+    target = os.fspath(destination)
+    format = file_format(target)
+    if format not in ("npz", "hdf5"):
+        raise InvalidArgumentError(f"destination must end in .npz, .h5 or .hdf5. Got {target!r} instead.")
+    items = list(_items(engine, var_names, phase))
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / Path(target).name
+        with tqdm(total=len(items), desc=f"exporting to {target}", unit=" variables", disable=not progress) as bar:
+            _write(local, format, items, lambda p, var: engine.read(p, var, None), bar)
+        try:
+            with open(local, "rb") as src, fsspec.open(target, "wb", **(storage_options or {})) as dst:
+                while block := src.read(_READ_BLOCK):
+                    dst.write(block)
+        except OSError as exc:
+            with contextlib.suppress(Exception):
+                fsspec.core.url_to_fs(target, **(storage_options or {}))[0].rm(target)
+            raise StorageError(f"writing {target!r} failed ({type(exc).__name__}: {exc}); nothing was left.") from exc
+    return [key for key, _, _ in items]
+
+
+def _items(engine: GroupEngine, var_names: Sequence[str] | None, phase: str) -> Iterator[tuple[str, str, str]]:
+    """``(key, phase, var)`` of every variable to export, checked before anything is written."""
+    phases = phases_of(phase)
+    chosen = list(var_names) if var_names is not None else None
+    for var in chosen or []:
+        engine.require(phase, var)
+    for p in phases:
+        for var in engine.backend.var_names(engine.data_id, p):
+            if chosen is None or var in chosen:
+                yield (f"{p}/{var}" if phase == ALL else var), p, var
+
+
+def _write(path: Path, format: str, items: list[tuple[str, str, str]], read: Any, bar: Any) -> None:
+    """Each variable read whole (one at a time for HDF5), written under its key."""
+    if format == "npz":
+        arrays = {}
+        for key, p, var in items:
+            arrays[key] = read(p, var)
+            bar.update(1)
+        np.savez(path, **arrays)
+        return
+    h5py = _h5py()
+    with h5py.File(path, "w") as f:
+        for key, p, var in items:
+            f.create_dataset(key, data=read(p, var))
+            bar.update(1)
