@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from storegate import steps
 from storegate.backends import Backend, note_change
@@ -461,16 +462,16 @@ class GroupEngine:
         with self.writing(), self.backend.writer_block(self.data_id):
             yield
 
-    def apply(self, make_plan: Callable[[], Plan], compile: bool = False) -> None:
+    def apply(self, make_plan: Callable[[], Plan], compile: bool = False, progress: str | None = None) -> None:
         """Plan and run one call under the data_id's write lock.
 
         The plan is made once the lock is held, from the data as the previous writer (of
         any process) left them, so two writers never plan from the same stale length.
         """
         with self.writing():
-            self.run(make_plan(), compile)
+            self.run(make_plan(), compile, progress)
 
-    def run(self, plan: Plan, compile: bool = False) -> None:
+    def run(self, plan: Plan, compile: bool = False, progress: str | None = None) -> None:
         """Apply a plan in one transaction, then mark the compile state stale.
 
         A plan without steps changes nothing, not even the state. With ``compile`` the
@@ -478,7 +479,7 @@ class GroupEngine:
         same transaction then saves the compiled state instead of marking it stale.
         """
         if not compile:
-            self._transact(self.steps_of(plan))
+            self._transact(self.steps_of(plan), progress)
             return
         try:
             sizes = validate(self.predicted(plan))
@@ -488,14 +489,25 @@ class GroupEngine:
                 "written. Pass do_compile=False to write without the check, then fix the data and compile().)"
             ) from exc
         compiled = steps.state_step(self.backend, self.data_id, lambda: self._compiled_state(sizes))
-        self._transact([*plan.steps, compiled])
+        self._transact([*plan.steps, compiled], progress)
 
-    def _transact(self, steps_: Iterable[Step]) -> None:
-        """Run steps as one transaction; count it as a change of the store, done or undone."""
+    def _transact(self, steps_: Iterable[Step], progress: str | None = None) -> None:
+        """Run steps as one transaction; count it as a change of the store, done or undone.
+
+        ``progress``: the description of a tqdm bar over the steps (None: no bar).
+        """
         listed = list(steps_)
+        bar = (
+            None
+            if progress is None or not listed
+            else tqdm(total=len(listed), desc=progress, unit=" writes", disable=None)
+        )
         try:
-            Transaction().run([*listed, steps.commit_step(self.backend, self.data_id)] if listed else [])
+            run = listed if bar is None else with_progress(listed, bar)
+            Transaction().run([*run, steps.commit_step(self.backend, self.data_id)] if listed else [])
         finally:
+            if bar is not None:
+                bar.close()
             note_change(self.backend)
 
     def _compiled_state(self, sizes: dict[str, int]) -> dict[str, Any]:
@@ -616,6 +628,20 @@ class GroupEngine:
             "sizes": {**sizes, ALL: total},
             "valid_phases": [p for p in PHASES if sizes[p]],
         }
+
+
+def with_progress(steps_: list[Step], bar: Any) -> list[Step]:
+    """The steps, each moving ``bar`` (a tqdm bar) on once it is done."""
+
+    def done(step: Step) -> Callable[[], None]:
+        def apply() -> None:
+            bar.set_postfix_str(step.label, refresh=False)
+            step.apply()
+            bar.update(1)
+
+        return apply
+
+    return [Step(s.label, done(s), s.undo, s.finish) for s in steps_]
 
 
 def layout_of_stored(shape: tuple[int, ...], dtype: np.dtype) -> Layout:

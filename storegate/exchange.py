@@ -111,7 +111,7 @@ def _check_sha256(sha256: object) -> str | None:
 
 
 def _bar(progress: bool, what: str) -> Any:
-    return tqdm(desc=f"reading {what}", unit="B", unit_scale=True, disable=not progress)
+    return tqdm(desc=f"reading {what}", unit="B", unit_scale=True, disable=None if progress else True)
 
 
 # --- parsing -------------------------------------------------------------------------
@@ -279,7 +279,9 @@ def export_file(
     items = list(_items(engine, var_names, phase))
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(tmp) / Path(target).name
-        with tqdm(total=len(items), desc=f"exporting to {target}", unit=" variables", disable=not progress) as bar:
+        with tqdm(
+            total=len(items), desc=f"exporting to {target}", unit=" variables", disable=None if progress else True
+        ) as bar:
             _write(local, format, items, lambda p, var: engine.read(p, var, None), bar)
         try:
             with open(local, "rb") as src, fsspec.open(target, "wb", **(storage_options or {})) as dst:

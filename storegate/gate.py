@@ -150,6 +150,7 @@ class StoreGate:
         shuffle: bool | int = False,
         do_compile: bool = False,
         compressor: Any = None,
+        progress: bool = False,
     ) -> None:
         """Add data, appending when a variable already exists (multiml).
 
@@ -170,6 +171,8 @@ class StoreGate:
             Compile in the same transaction: the data must pass compile()'s checks or nothing is written.
         compressor
             Codec of the variables this call creates (:func:`storegate.codecs.resolve_compressor`).
+        progress
+            A tqdm bar of the writes (one per variable and phase), for large data.
 
         Raises
         ------
@@ -181,7 +184,8 @@ class StoreGate:
         arrays, order = _shuffled(names.split(data), shuffle)
         phase_ = phase_ if order is None else reorder(phase_, order)  # labels given by array follow their rows
         engine, compile_ = self._engine(), check_bool("do_compile", do_compile)
-        engine.apply(lambda: engine.plan_add(names, arrays, phase_, options), compile=compile_)
+        bar = "add_data" if check_bool("progress", progress) else None
+        engine.apply(lambda: engine.plan_add(names, arrays, phase_, options), compile=compile_, progress=bar)
 
     def update_data(
         self, var_names: Any, data: Any, phase: Any = "train", index: Any = None, do_compile: bool = True
@@ -486,25 +490,39 @@ class StoreGate:
         return self._backend.tier if isinstance(self._backend, TieredBackend) else self._backend.name
 
     def to_memory(
-        self, var_names: Any, phase: Any = "train", output_var_names: Any = None, callback: Callback | None = None
+        self,
+        var_names: Any,
+        phase: Any = "train",
+        output_var_names: Any = None,
+        callback: Callback | None = None,
+        progress: bool = False,
     ) -> None:
         """Copy variables from storage (zarr) to memory (numpy); hybrid backend only (multiml).
 
         ``callback(output_var_names, data)`` may return new ``(var_names, data)``, with every
         row it was given. The storage tier keeps the variables, as in multiml (whose docs say
-        "move"), so a read-only store can be cached in memory too.
+        "move"), so a read-only store can be cached in memory too. ``progress`` shows tqdm
+        bars of the phases read and of the writes.
         """
-        self._move("zarr", "numpy", var_names, phase, output_var_names, callback)
+        self._move("zarr", "numpy", var_names, phase, output_var_names, callback, progress)
 
     def to_storage(
-        self, var_names: Any, phase: Any = "train", output_var_names: Any = None, callback: Callback | None = None
+        self,
+        var_names: Any,
+        phase: Any = "train",
+        output_var_names: Any = None,
+        callback: Callback | None = None,
+        progress: bool = False,
     ) -> None:
         """Copy variables from memory (numpy) to storage (zarr); see :meth:`to_memory`."""
-        self._move("numpy", "zarr", var_names, phase, output_var_names, callback)
+        self._move("numpy", "zarr", var_names, phase, output_var_names, callback, progress)
 
-    def _move(self, src: str, dst: str, var_names: Any, phase: Any, out: Any, callback: Callback | None) -> None:
-        tiers = self._tiered("to_memory / to_storage").tiers()
-        moves.transfer(tiers[src], tiers[dst], self._id(), var_names, resolve_phase(phase), out, callback)
+    def _move(
+        self, src: str, dst: str, var_names: Any, phase: Any, out: Any, callback: Callback | None, progress: bool
+    ) -> None:
+        tiers, phase_ = self._tiered("to_memory / to_storage").tiers(), resolve_phase(phase)
+        show = check_bool("progress", progress)
+        moves.transfer(tiers[src], tiers[dst], self._id(), var_names, phase_, out, callback, progress=show)
 
     def _tiered(self, what: str) -> TieredBackend:
         if not isinstance(self._backend, TieredBackend):

@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from storegate.backends import Backend
 from storegate.engine import GroupEngine
 from storegate.errors import InvalidArgumentError, NotFoundError
@@ -34,6 +36,7 @@ def transfer(
     phase: str,
     output_var_names: Any,
     callback: Callback | None,
+    progress: bool = False,
 ) -> None:
     """Copy variables of ``data_id`` from the ``source`` backend to the ``target`` backend.
 
@@ -46,6 +49,8 @@ def transfer(
     callback
         Called per phase as ``callback(output_var_names, data)``; returns the names and
         data to write instead.
+    progress
+        tqdm bars of the phases read and of the writes.
     """
     names = parse_var_names(var_names)
     out_arg = var_names if output_var_names is None else output_var_names
@@ -58,12 +63,13 @@ def transfer(
     target.check_writable()
     with dst.writing():
         phases = _phases_holding(src, names, phase)
-        plans = [_plan_phase(src, dst, names, p, out_arg, callback) for p in phases]
+        reading = tqdm(phases, desc=f"reading from {source.name}", unit=" phases", disable=None if progress else True)
+        plans = [_plan_phase(src, dst, names, p, out_arg, callback) for p in reading]
         target.create_data_id(data_id)
         plan = Plan()
         for each in plans:
             plan.extend(each)
-        dst.run(plan)
+        dst.run(plan, progress=f"writing to {target.name}" if progress else None)
 
 
 def _phases_holding(src: GroupEngine, names: VarNames, phase: str) -> list[str]:

@@ -79,7 +79,7 @@ def copy_store(
     dst_store = _empty_destination(destination, destination_options)
     written: list[str] = []
     try:
-        with tqdm(desc="storegate cp", unit=" objects", disable=not progress) as bar:
+        with tqdm(desc="storegate cp", unit=" objects", disable=None if progress else True) as bar:
             sync(_copy(src_store, dst_store, _root_keys(), written, bar))
             for data_id in chosen:
                 with backend.writing(data_id):  # no storegate writer changes it while it is copied

@@ -79,7 +79,7 @@ def _unreadable(engine: GroupEngine, progress: bool) -> list[Finding]:
     backend, data_id = engine.backend, engine.data_id
     targets = [(p, v) for p in PHASES for v in engine.var_names(p)]
     found = []
-    for phase, var in tqdm(targets, desc="verify", unit="variable", disable=not progress):
+    for phase, var in tqdm(targets, desc="verify", unit="variable", disable=None if progress else True):
         shape, dtype = backend.shape(data_id, phase, var), backend.dtype(data_id, phase, var)
         row_bytes = max(1, int(dtype.itemsize * math.prod(shape[1:])))
         block = max(1, BLOCK_BYTES // row_bytes)

@@ -408,4 +408,4 @@ def _full_rows(buffer: _Buffered) -> int:
 def _progress_bar(progress: bool, total: int | None, phase: str) -> Any:
     if not progress:
         return None
-    return tqdm(total=total, unit="rows", desc=f"writing {phase}")
+    return tqdm(total=total, unit="rows", desc=f"writing {phase}", disable=None)  # silent off a terminal

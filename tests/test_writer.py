@@ -287,15 +287,6 @@ def test_writer_compressor(tmp_path: Path) -> None:
         sg.writer(compressor={"complevel": 1, "complib": "lzo"})
 
 
-def test_progress_bar(sg: StoreGate, capsys: pytest.CaptureFixture[str]) -> None:
-    with sg.writer(progress=True, total=12) as w:
-        for batch in _batches(3, 4):
-            w.add(batch)
-    err = capsys.readouterr().err
-    assert "12/12" in err
-    assert "rows" in err
-
-
 def test_no_progress_bar_by_default(sg: StoreGate, capsys: pytest.CaptureFixture[str]) -> None:
     with sg.writer() as w:
         w.add(_batches(1, 4)[0])
