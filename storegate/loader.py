@@ -4,7 +4,9 @@
   among the rows of a dataset (one segment per phase; phase ``'all'`` has several).
 - :class:`ChunkCache`: a bounded LRU cache of decoded chunks, sized in bytes.
 - :class:`ChunkedVariable`: reads arbitrary rows of one variable with one storage call per
-  run of adjacent chunks that the cache does not hold, and scatters them back in order.
+  run of adjacent chunks that the cache does not hold, and scatters them back in order;
+  :func:`fetch_chunks` is that run-by-run read, and a :class:`ChunkSource` (the cache shared
+  by DataLoader workers, :mod:`storegate.shared_cache`) may stand in for it.
 - :func:`chunk_shuffled_order` and :func:`shard`: the chunk-aware epoch permutation and its
   split over distributed ranks.
 
@@ -16,17 +18,20 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
 __all__ = [
     "ChunkCache",
+    "ChunkSource",
     "ChunkedVariable",
     "MemoryVariable",
     "Segment",
     "chunk_bounds",
     "chunk_runs",
     "chunk_shuffled_order",
+    "fetch_chunks",
     "shard",
 ]
 
@@ -109,6 +114,28 @@ def chunk_runs(ids: np.ndarray) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in zip(firsts, lasts, strict=True)]
 
 
+def fetch_chunks(var: str, segment: Segment, ids: Sequence[int], fetch: Fetch) -> dict[int, np.ndarray]:
+    """Decoded chunks ``ids`` (sorted, unique) of one segment of ``var``: one ``fetch`` per run of adjacent ids."""
+    found: dict[int, np.ndarray] = {}
+    size = segment.chunk_rows
+    for first, last in chunk_runs(np.asarray(ids, dtype=np.int64)):
+        block = fetch(segment.phase, var, slice(first * size, min((last + 1) * size, segment.rows), 1))
+        for cid in range(first, last + 1):
+            found[cid] = block[(cid - first) * size : (cid - first + 1) * size]
+    return found
+
+
+class ChunkSource(Protocol):
+    """Where :class:`ChunkedVariable` gets the chunks its own cache does not hold.
+
+    :func:`fetch_chunks` reads them from the store; a shared cache serves them from memory
+    that several processes see, and reads (through ``fetch``) only those no process holds.
+    """
+
+    def chunks(self, var: str, segment: Segment, ids: Sequence[int], fetch: Fetch) -> dict[int, np.ndarray]:
+        """Decoded chunks ``ids`` (sorted, unique) of ``segment`` of ``var``, as arrays this caller may keep."""
+
+
 @dataclass(frozen=True)
 class MemoryVariable:
     """A variable held in memory: any rows are one numpy fancy-indexing call."""
@@ -120,7 +147,9 @@ class MemoryVariable:
         # Random access is cheap in memory, so every row is its own "chunk".
         return np.arange(self.array.shape[0] + 1, dtype=np.int64)
 
-    def read(self, rows: np.ndarray, fetch: Fetch | None, cache: ChunkCache) -> np.ndarray:
+    def read(
+        self, rows: np.ndarray, fetch: Fetch | None, cache: ChunkCache, source: ChunkSource | None = None
+    ) -> np.ndarray:
         """Rows ``rows`` in that order, as a new array."""
         return np.asarray(self.array[rows])
 
@@ -139,22 +168,25 @@ class ChunkedVariable:
         """Chunk starts over the dataset's rows, then the number of rows."""
         return chunk_bounds(self.segments)
 
-    def read(self, rows: np.ndarray, fetch: Fetch | None, cache: ChunkCache) -> np.ndarray:
+    def read(
+        self, rows: np.ndarray, fetch: Fetch | None, cache: ChunkCache, source: ChunkSource | None = None
+    ) -> np.ndarray:
         """Rows ``rows`` (in range, any order, repeats allowed) in that order, as a new array.
 
         Each needed chunk is fetched at most once: the cache serves chunks it holds, and the
-        others are read with one ``fetch`` call per run of adjacent chunks.
+        others come from ``source`` (a shared cache), or else are read with one ``fetch``
+        call per run of adjacent chunks.
         """
         if fetch is None:
             raise ValueError("fetch must be given to read a chunked variable. Got None instead.")
         out = np.empty((rows.shape[0], *self.row_shape), dtype=self.dtype)
         if len(self.segments) == 1:
-            self._read_segment(self.segments[0], rows, np.arange(rows.shape[0]), out, fetch, cache)
+            self._read_segment(self.segments[0], rows, np.arange(rows.shape[0]), out, fetch, cache, source)
             return out
         for segment in self.segments:
             positions = np.flatnonzero((rows >= segment.start) & (rows < segment.start + segment.rows))
             if positions.size:
-                self._read_segment(segment, rows[positions], positions, out, fetch, cache)
+                self._read_segment(segment, rows[positions], positions, out, fetch, cache, source)
         return out
 
     def _read_segment(
@@ -165,18 +197,21 @@ class ChunkedVariable:
         out: np.ndarray,
         fetch: Fetch,
         cache: ChunkCache,
+        source: ChunkSource | None,
     ) -> None:
         local = rows - segment.start
         ids = local // segment.chunk_rows
         order = np.argsort(ids, kind="stable")
         unique, firsts, counts = np.unique(ids[order], return_index=True, return_counts=True)
-        chunks = self._chunks(segment, unique, fetch, cache)
+        chunks = self._chunks(segment, unique, fetch, cache, source)
         for cid, first, count in zip(unique.tolist(), firsts.tolist(), counts.tolist(), strict=True):
             picked = order[first : first + count]
             out[positions[picked]] = chunks[cid][local[picked] - cid * segment.chunk_rows]
 
-    def _chunks(self, segment: Segment, ids: np.ndarray, fetch: Fetch, cache: ChunkCache) -> dict[int, np.ndarray]:
-        """Decoded chunks ``ids`` of a segment: from the cache, else one fetch per run."""
+    def _chunks(
+        self, segment: Segment, ids: np.ndarray, fetch: Fetch, cache: ChunkCache, source: ChunkSource | None
+    ) -> dict[int, np.ndarray]:
+        """Decoded chunks ``ids`` of a segment: from the cache, else from ``source`` or the store."""
         found: dict[int, np.ndarray] = {}
         missing = []
         for cid in ids.tolist():
@@ -185,13 +220,16 @@ class ChunkedVariable:
                 missing.append(cid)
             else:
                 found[cid] = chunk
-        size = segment.chunk_rows
-        for first, last in chunk_runs(np.asarray(missing, dtype=np.int64)):
-            block = fetch(segment.phase, self.var, slice(first * size, min((last + 1) * size, segment.rows), 1))
-            for cid in range(first, last + 1):
-                chunk = block[(cid - first) * size : (cid - first + 1) * size]
-                found[cid] = chunk
-                cache.put((self.var, segment.phase, cid), chunk)
+        if not missing:
+            return found
+        fetched = (
+            fetch_chunks(self.var, segment, missing, fetch)
+            if source is None
+            else source.chunks(self.var, segment, missing, fetch)
+        )
+        for cid, chunk in fetched.items():
+            found[cid] = chunk
+            cache.put((self.var, segment.phase, cid), chunk)
         return found
 
 
