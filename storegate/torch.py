@@ -52,6 +52,7 @@ from storegate.names import VarNames, parse_var_names
 from storegate.phases import phases_of, resolve_phase
 from storegate.rowmaps import RowMap
 from storegate.rules import check_int, common_length, is_int
+from storegate.shared_cache import SharedChunkCache
 from storegate.views import ConcatView, View
 
 __all__ = [
@@ -99,6 +100,15 @@ class StoreGateDataset(Dataset[Any]):
         Functions ``f(data, target) -> (data, target)`` applied to each sample, in order.
     chunk_cache_bytes
         Bound of each process's LRU cache of decoded chunks; 0 disables it.
+    shared_cache_bytes
+        Bound of a cache of decoded chunks in shared memory that the DataLoader's workers
+        share (KappaData's ``SharedDictDataset``, :mod:`storegate.shared_cache`): with it,
+        each chunk is decoded once for all workers while the cache holds it, instead of
+        once per worker that needs it. 0 (the default) makes none: it takes this much of
+        ``/dev/shm`` (Linux), reserved now. Each process's own cache (``chunk_cache_bytes``)
+        is still asked first; set that to 0 to keep one decoded copy in memory. Released by
+        :meth:`close`, or when the dataset is garbage-collected. Data in memory are not
+        decoded: no shared cache is made for them (:attr:`shared_cache` is None).
 
     Notes
     -----
@@ -111,6 +121,11 @@ class StoreGateDataset(Dataset[Any]):
     a slice, list, array or tensor gives the batch as tensors with a leading batch axis,
     so a ``DataLoader(dataset, sampler=BatchSampler(...), batch_size=None)`` skips
     collation. ``__getitems__`` serves a DataLoader batch with one read per chunk run.
+
+    Raises
+    ------
+    InvalidArgumentError
+        An argument is invalid, or ``shared_cache_bytes`` does not fit in ``/dev/shm``.
     """
 
     def __init__(
@@ -123,8 +138,9 @@ class StoreGateDataset(Dataset[Any]):
         preload: bool = False,
         callbacks: Sequence[Callback] | None = None,
         chunk_cache_bytes: int = DEFAULT_CHUNK_CACHE_BYTES,
+        shared_cache_bytes: int = 0,
     ) -> None:
-        _check_args(storegate, input_var_names, chunk_cache_bytes)
+        _check_args(storegate, input_var_names, chunk_cache_bytes, shared_cache_bytes)
         _refuse_concat_view(phase)
         view = _check_view(storegate, phase) if isinstance(phase, View) else None
         self._phase = resolve_phase(phase) if view is None else view.base_phase
@@ -152,6 +168,8 @@ class StoreGateDataset(Dataset[Any]):
         lengths = {var: int(variable.bounds[-1]) for var, variable in self._variables.items()}
         self._stored_size = common_length(lengths, f"every variable read by the dataset in phase {self._phase!r}")
         self._cache = ChunkCache(chunk_cache_bytes)
+        chunked = [v for v in self._variables.values() if isinstance(v, ChunkedVariable)]
+        self._shared = SharedChunkCache(chunked, int(shared_cache_bytes)) if shared_cache_bytes and chunked else None
         self._size = self._stored_size if self._rows is None else int(self._view_rows().shape[0])
 
     # --- torch Dataset -----------------------------------------------------------------
@@ -220,6 +238,22 @@ class StoreGateDataset(Dataset[Any]):
         """This process's cache of decoded chunks."""
         return self._cache
 
+    @property
+    def shared_cache(self) -> SharedChunkCache | None:
+        """The cache of decoded chunks shared by every process (``shared_cache_bytes``), or None."""
+        return self._shared
+
+    def close(self) -> None:
+        """Release the shared cache (its memory goes once no worker maps it); reads go on without it."""
+        if self._shared is not None:
+            self._shared.close()
+
+    def __enter__(self) -> StoreGateDataset:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # --- reading -------------------------------------------------------------------------
 
     def _samples(self, rows: np.ndarray) -> list[Any]:
@@ -242,7 +276,7 @@ class StoreGateDataset(Dataset[Any]):
         variable = self._variables[var]
         if isinstance(variable, MemoryVariable):
             return variable.read(rows, None, self._cache)
-        return variable.read(rows, self._fetch(), self._cache)
+        return variable.read(rows, self._fetch(), self._cache, self._shared)
 
     def _view_rows(self) -> np.ndarray:
         """The stored rows of the view's items (worked out once per process, labels read here)."""
@@ -263,6 +297,8 @@ class StoreGateDataset(Dataset[Any]):
         """This process changed the store since the dataset was made: drop the cached chunks,
         and go on only if every variable still has the layout the dataset was made for."""
         self._cache.clear()
+        if self._shared is not None:  # every process's chunks were read before the write
+            self._shared.invalidate()
         backend.refresh(self._data_id)
         engine = GroupEngine(backend, self._data_id)
         for var, variable in self._variables.items():
@@ -277,7 +313,18 @@ class StoreGateDataset(Dataset[Any]):
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_cache"] = ChunkCache(self._cache.max_bytes)  # decoded chunks stay home
+        state["_pickled_by"] = os.getpid()
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        pickled_by = state.pop("_pickled_by", None)
+        self.__dict__.update(state)
+        if pickled_by != os.getpid():
+            # Another process (a spawned worker): its own writes count from now, as those of
+            # the process that made the dataset counted from then. Without this, a worker
+            # would take the writes made before the dataset for new ones, and drop every
+            # process's shared chunks on its first read.
+            self._changes = change_count(self._location)
 
     def __repr__(self) -> str:
         source = "memory" if self._handle is None else self._handle.location
@@ -636,7 +683,9 @@ def _names_repr(names: VarNames | None) -> str:
 # --- argument checks ---------------------------------------------------------------------
 
 
-def _check_args(storegate: object, input_var_names: object, chunk_cache_bytes: object) -> None:
+def _check_args(
+    storegate: object, input_var_names: object, chunk_cache_bytes: object, shared_cache_bytes: object
+) -> None:
     if not isinstance(storegate, StoreGate):
         raise InvalidArgumentError(f"storegate must be a StoreGate. Got {type(storegate).__name__} instead.")
     if storegate.data_id is None:
@@ -648,6 +697,7 @@ def _check_args(storegate: object, input_var_names: object, chunk_cache_bytes: o
             "input_var_names must be a str, a tuple of str or a list of str naming the inputs. Got None instead."
         )
     check_int("chunk_cache_bytes", chunk_cache_bytes, minimum=0)
+    check_int("shared_cache_bytes", shared_cache_bytes, minimum=0)
 
 
 def _refuse_concat_view(phase: object) -> None:
