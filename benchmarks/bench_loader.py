@@ -15,6 +15,13 @@ Per-sample reads from compressed chunks ((a) and (d)) decompress a whole chunk f
 row, so they are timed on a fixed random subset of rows; throughput is samples per second
 in every case. The label is the row index, so each run checks that every row it asked for
 arrived exactly once, with its own features.
+
+A second table counts decode work: the chunks the zarr backend reads in one epoch of (b),
+over every process (a counter in shared memory, incremented by a patched
+``ZarrBackend.read`` that forked workers inherit), with 0 and 2 workers, each worker with
+its own chunk cache or all of them sharing one (``shared_cache_bytes``, KappaData's
+SharedDictDataset), and the peak memory of the parent and its workers together (the sum of
+their proportional set sizes, PSS, sampled every 20 ms: a shared page counts once in total).
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Sized
+from collections.abc import Iterator, Sized
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -58,6 +65,15 @@ LABELS = {
 #: Configurations timed on a random subset of rows, because per-row decompression is slow.
 SUBSET_KINDS = frozenset({"naive_zarr", "h5py"})
 RESULT_MARK = "BENCH_LOADER_RESULT "
+#: Decode-work configurations: (workers, shared cache bytes, per-process cache bytes).
+SHARED_CACHE_BYTES = 64 << 20
+LOCAL_CACHE_BYTES = 64 << 20  # StoreGateDataset's default
+DECODE_RUNS = (
+    (0, 0, LOCAL_CACHE_BYTES),
+    (2, 0, LOCAL_CACHE_BYTES),
+    (2, SHARED_CACHE_BYTES, 0),
+    (2, SHARED_CACHE_BYTES, LOCAL_CACHE_BYTES),
+)
 
 
 @dataclass(frozen=True)
@@ -376,6 +392,205 @@ def _measure_main(request: str) -> None:
     print(RESULT_MARK + json.dumps(asdict(result)), flush=True)
 
 
+# --- decode work: per-process caches against one shared cache -----------------------------------
+
+
+@dataclass(frozen=True)
+class DecodeMeasurement:
+    """One epoch of (b): the chunks decoded in every process, its speed and memory."""
+
+    num_workers: int
+    shared_bytes: int
+    local_bytes: int
+    rows: int
+    seconds: float
+    decoded: int
+    chunks: int
+    peak_pss_total_mb: float
+    peak_rss_main_mb: float
+    peak_rss_worker_mb: float
+
+    @property
+    def samples_per_s(self) -> float:
+        """Rows delivered per second of the timed loop."""
+        return self.rows / self.seconds
+
+    @property
+    def caches(self) -> str:
+        """The chunk caches, for the table."""
+        local = f"per-process {self.local_bytes >> 20} MiB" if self.local_bytes else ""
+        shared = f"shared {self.shared_bytes >> 20} MiB" if self.shared_bytes else ""
+        return " + ".join(c for c in (shared, local) if c) or "none"
+
+
+def measure_decodes(paths: DataPaths, num_workers: int, shared_bytes: int, local_bytes: int) -> DecodeMeasurement:
+    """One shuffled epoch of (b) in this process, counting the chunks every process decodes."""
+    import multiprocessing as mp
+
+    from torch.utils.data import DataLoader
+
+    from storegate import StoreGate
+    from storegate.torch import ChunkShuffleSampler, StoreGateDataset
+
+    counter = mp.get_context("fork").Value("q", 0)
+    sg = StoreGate(backend="zarr", backend_args={"output_dir": paths.zarr_dir, "mode": "r"}, data_id=DATA_ID)
+    chunk_rows = {var: sg.backend_object.info(DATA_ID, PHASE, var).chunk_rows or paths.n_rows for var in ("x", "y")}
+    options: dict[str, Any] = {"batch_size": BATCH_SIZE, "num_workers": num_workers}
+    if num_workers:
+        options["multiprocessing_context"] = "fork"
+    with _counting_decodes(counter, chunk_rows):
+        dataset = StoreGateDataset(sg, PHASE, "x", "y", chunk_cache_bytes=local_bytes, shared_cache_bytes=shared_bytes)
+        loader = DataLoader(dataset, sampler=ChunkShuffleSampler(dataset, seed=SEED), **options)
+        with _PeakPss() as pss:
+            seen, seconds = run_epoch(loader, paths.n_rows)
+        del loader
+        dataset.close()
+    if not np.array_equal(np.sort(seen), np.arange(paths.n_rows)):
+        raise RuntimeError(f"{len(seen)} rows arrived, expected each of {paths.n_rows} rows once")
+    gc.collect()
+    chunks = sum(-(-paths.n_rows // rows) for rows in chunk_rows.values())
+    return DecodeMeasurement(
+        num_workers=num_workers,
+        shared_bytes=shared_bytes,
+        local_bytes=local_bytes,
+        rows=len(seen),
+        seconds=seconds,
+        decoded=int(counter.value),
+        chunks=chunks,
+        peak_pss_total_mb=pss.peak_mb,
+        peak_rss_main_mb=_peak_rss_self_mb(),
+        peak_rss_worker_mb=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 if num_workers else 0.0,
+    )
+
+
+@contextlib.contextmanager
+def _counting_decodes(counter: Any, chunk_rows: dict[str, int]) -> Iterator[None]:
+    """While it runs, ZarrBackend.read adds the chunks of x and y it reads to ``counter``
+    (forked workers inherit the patch and the shared counter)."""
+    from storegate.backends.zarr_backend import ZarrBackend
+
+    read = ZarrBackend.read
+
+    def counting(self: Any, data_id: str, phase: str, var: str, selection: Any) -> np.ndarray:
+        out = read(self, data_id, phase, var, selection)
+        if isinstance(selection, slice) and var in chunk_rows:
+            size = chunk_rows[var]
+            with counter.get_lock():
+                counter.value += (selection.stop - 1) // size - selection.start // size + 1
+        return out
+
+    ZarrBackend.read = counting  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        ZarrBackend.read = read  # type: ignore[method-assign]
+
+
+class _PeakPss:
+    """The peak of the summed PSS of this process and its children, sampled in a thread."""
+
+    def __init__(self, every: float = 0.02) -> None:
+        import threading
+
+        self.every, self.peak_mb = every, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> _PeakPss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            self.peak_mb = max(self.peak_mb, sum(_pss_kb(pid) for pid in _self_and_children()) / 1024)
+
+
+def _self_and_children() -> list[int]:
+    me = os.getpid()
+    with contextlib.suppress(OSError):
+        children = Path(f"/proc/{me}/task/{me}/children").read_text().split()
+        return [me, *map(int, children)]
+    return [me]
+
+
+def _pss_kb(pid: int) -> int:
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    return 0
+
+
+def measure_decodes_in_subprocess(
+    paths: DataPaths, num_workers: int, shared_bytes: int, local_bytes: int
+) -> DecodeMeasurement:
+    """Run :func:`measure_decodes` in a fresh interpreter, so peak memory belongs to it alone."""
+    request = json.dumps(
+        {"paths": asdict(paths), "num_workers": num_workers, "shared_bytes": shared_bytes, "local_bytes": local_bytes}
+    )
+    done = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--decodes", request],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT_MARK)]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"decode run with {num_workers} workers failed:\n{done.stdout}\n{done.stderr}")
+    return DecodeMeasurement(**json.loads(lines[-1].removeprefix(RESULT_MARK)))
+
+
+def _decodes_main(request: str) -> None:
+    import torch  # noqa: F401
+    import zarr  # noqa: F401
+
+    import storegate  # noqa: F401
+
+    args = json.loads(request)
+    result = measure_decodes(DataPaths(**args["paths"]), args["num_workers"], args["shared_bytes"], args["local_bytes"])
+    print(RESULT_MARK + json.dumps(asdict(result)), flush=True)
+
+
+def run_decodes(paths: DataPaths) -> list[DecodeMeasurement]:
+    """Every configuration of :data:`DECODE_RUNS`, each in its own subprocess."""
+    results = []
+    for workers, shared, local in DECODE_RUNS:
+        result = measure_decodes_in_subprocess(paths, workers, shared, local)
+        print(f"  {result.caches}, {workers} workers: {result.decoded} chunks decoded", flush=True)
+        results.append(result)
+    return results
+
+
+def decode_report(paths: DataPaths, results: list[DecodeMeasurement], load: str = "") -> str:
+    """The Markdown section on decode work."""
+    header = (
+        "| chunk caches | workers | chunks decoded | x the data's chunks | samples/s "
+        "| peak PSS, main + workers (MB) | peak RSS main (MB) | peak RSS per worker (MB) |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|\n"
+    )
+    lines = [
+        f"| {r.caches} | {r.num_workers} | {r.decoded:,} "
+        f"| {r.decoded / r.chunks:.2f} | {r.samples_per_s:,.0f} | {r.peak_pss_total_mb:,.0f} "
+        f"| {r.peak_rss_main_mb:,.0f} | {r.peak_rss_worker_mb:,.0f} |"
+        for r in results
+    ]
+    return (
+        "### Decode work: each worker's chunk cache against one shared cache\n\n"
+        f"One shuffled epoch of (b) ({paths.n_rows:,} rows, batch_size {BATCH_SIZE}, ChunkShuffleSampler's "
+        "default window of 4 chunks), counting the chunks of x and y that the zarr backend reads in every "
+        "process. A per-process cache (`chunk_cache_bytes`, 64 MiB by default) is each process's own; the "
+        "shared cache (`shared_cache_bytes`) is one arena in /dev/shm for all of them, asked after the "
+        "process's own. Peak PSS sums the proportional set size of the main process and its workers "
+        "(sampled every 20 ms): pages they share, the arena included, count once in total. Workers start "
+        f"with 'fork'; each configuration runs in a fresh subprocess.{load}\n\n" + header + "\n".join(lines)
+    )
+
+
 # --- the report --------------------------------------------------------------------------------
 
 
@@ -495,7 +710,24 @@ def main() -> str:
         results = run_all(paths)
         # Other work on the machine slows every configuration, not always equally: say how much.
         load = f" Load average (1 min) before / after the runs: {load_before:.1f} / {os.getloadavg()[0]:.1f}."
-        return report(paths, results, build_seconds, load)
+        load_before = os.getloadavg()[0]
+        decodes = run_decodes(paths)
+        decode_load = f" Load average (1 min) before / after: {load_before:.1f} / {os.getloadavg()[0]:.1f}."
+        return report(paths, results, build_seconds, load) + "\n\n" + decode_report(paths, decodes, decode_load)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def decodes_only() -> str:
+    """Build the data and run the decode-work table alone (``--decodes-only``)."""
+    root = HERE / "_data" / "loader_decodes"
+    shutil.rmtree(root, ignore_errors=True)
+    try:
+        paths = build_data(root)
+        load_before = os.getloadavg()[0]
+        decodes = run_decodes(paths)
+        load = f" Load average (1 min) before / after: {load_before:.1f} / {os.getloadavg()[0]:.1f}."
+        return decode_report(paths, decodes, load)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -503,9 +735,15 @@ def main() -> str:
 def _cli(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description="Loader benchmark; without options, run it all.")
     parser.add_argument("--measure", metavar="JSON", help="(internal) run one configuration in this process")
+    parser.add_argument("--decodes", metavar="JSON", help="(internal) run one decode-work configuration")
+    parser.add_argument("--decodes-only", action="store_true", help="build the data and run the decode table only")
     args = parser.parse_args(argv)
     if args.measure:
         _measure_main(args.measure)
+    elif args.decodes:
+        _decodes_main(args.decodes)
+    elif args.decodes_only:
+        print(decodes_only())
     else:
         print(main())
 

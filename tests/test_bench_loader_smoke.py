@@ -108,3 +108,20 @@ def test_workers_note_names_the_configurations_slower_with_workers(bench: Module
         for r in results
     ]
     assert bench.workers_note(slow_tensor).endswith(": (e) (0.25x).")
+
+
+@pytest.mark.timeout(120)
+def test_decode_work_is_counted_in_every_process(bench: ModuleType, paths: object) -> None:
+    from storegate.backends.zarr_backend import ZarrBackend
+
+    read = ZarrBackend.read
+    chunks = 2 * -(-N_ROWS // CHUNK_ROWS)  # x and y
+    alone = bench.measure_decodes(paths, num_workers=0, shared_bytes=0, local_bytes=1 << 20)
+    assert (alone.decoded, alone.chunks, alone.rows) == (chunks, chunks, N_ROWS)
+    shared = bench.measure_decodes(paths, num_workers=2, shared_bytes=1 << 20, local_bytes=0)
+    assert shared.decoded == chunks  # the shared cache holds all: one decode per chunk over both workers
+    assert shared.peak_pss_total_mb > 0
+    assert ZarrBackend.read is read  # the counting patch is gone
+    text = bench.decode_report(paths, [alone, shared])
+    assert "| per-process 1 MiB | 0 |" in text
+    assert "| shared 1 MiB | 2 |" in text
