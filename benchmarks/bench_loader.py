@@ -406,6 +406,7 @@ class DecodeMeasurement:
     seconds: float
     decoded: int
     chunks: int
+    waits: int
     peak_pss_total_mb: float
     peak_rss_main_mb: float
     peak_rss_worker_mb: float
@@ -444,6 +445,8 @@ def measure_decodes(paths: DataPaths, num_workers: int, shared_bytes: int, local
         with _PeakPss() as pss:
             seen, seconds = run_epoch(loader, paths.n_rows)
         del loader
+        shared = dataset.shared_cache
+        waits = 0 if shared is None else shared.stats().waits
         dataset.close()
     if not np.array_equal(np.sort(seen), np.arange(paths.n_rows)):
         raise RuntimeError(f"{len(seen)} rows arrived, expected each of {paths.n_rows} rows once")
@@ -457,6 +460,7 @@ def measure_decodes(paths: DataPaths, num_workers: int, shared_bytes: int, local
         seconds=seconds,
         decoded=int(counter.value),
         chunks=chunks,
+        waits=waits,
         peak_pss_total_mb=pss.peak_mb,
         peak_rss_main_mb=_peak_rss_self_mb(),
         peak_rss_worker_mb=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 if num_workers else 0.0,
@@ -569,13 +573,13 @@ def run_decodes(paths: DataPaths) -> list[DecodeMeasurement]:
 def decode_report(paths: DataPaths, results: list[DecodeMeasurement], load: str = "") -> str:
     """The Markdown section on decode work."""
     header = (
-        "| chunk caches | workers | chunks decoded | x the data's chunks | samples/s "
+        "| chunk caches | workers | chunks decoded | x the data's chunks | waited for another worker | samples/s "
         "| peak PSS, main + workers (MB) | peak RSS main (MB) | peak RSS per worker (MB) |\n"
-        "|---|---:|---:|---:|---:|---:|---:|---:|\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
     )
     lines = [
         f"| {r.caches} | {r.num_workers} | {r.decoded:,} "
-        f"| {r.decoded / r.chunks:.2f} | {r.samples_per_s:,.0f} | {r.peak_pss_total_mb:,.0f} "
+        f"| {r.decoded / r.chunks:.2f} | {r.waits:,} | {r.samples_per_s:,.0f} | {r.peak_pss_total_mb:,.0f} "
         f"| {r.peak_rss_main_mb:,.0f} | {r.peak_rss_worker_mb:,.0f} |"
         for r in results
     ]
@@ -583,7 +587,8 @@ def decode_report(paths: DataPaths, results: list[DecodeMeasurement], load: str 
         "### Decode work: each worker's chunk cache against one shared cache\n\n"
         f"One shuffled epoch of (b) ({paths.n_rows:,} rows, batch_size {BATCH_SIZE}, ChunkShuffleSampler's "
         "default window of 4 chunks), counting the chunks of x and y that the zarr backend reads in every "
-        "process. A per-process cache (`chunk_cache_bytes`, 64 MiB by default) is each process's own; the "
+        "process, and the chunks a worker waited for while another one decoded them. A per-process "
+        "cache (`chunk_cache_bytes`, 64 MiB by default) is each process's own; the "
         "shared cache (`shared_cache_bytes`) is one arena in /dev/shm for all of them, asked after the "
         "process's own. Peak PSS sums the proportional set size of the main process and its workers "
         "(sampled every 20 ms): pages they share, the arena included, count once in total. Workers start "
