@@ -165,8 +165,8 @@ class SharedChunkCache:
         A variable of object dtype, or whose chunk is larger than its share of
         ``max_bytes``, is not cached: its chunks are read from the store each time.
     max_bytes
-        Bound of the decoded chunks held, in bytes (the arena also holds 24 bytes per chunk
-        of table). The bound is shared out so that every variable holds about the same
+        Bound of the decoded chunks held, in bytes (the arena also holds a table of 8 bytes
+        per chunk and 16 per slot). The bound is shared out so that every variable holds about the same
         number of rows, and the arena is never larger than the variables' decoded data.
 
     Raises
