@@ -273,3 +273,25 @@ def test_a_path_that_is_not_a_folder_means_no_shared_memory(monkeypatch: pytest.
     monkeypatch.setattr(shared_cache, "SHM_DIR", tmp_path / "nowhere")
     with pytest.raises(InvalidArgumentError, match="needs POSIX shared memory"):
         SharedChunkCache([VAR], 1 << 20)
+
+
+def test_a_reader_that_never_finishes_is_waited_for_a_bounded_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    import storegate.shared_cache as shared_cache
+
+    ctx = mp.get_context("fork")
+    cache = SharedChunkCache([VAR], 1 << 20)
+    started = ctx.Event()
+    proc = ctx.Process(target=_claim_and_hang, args=(cache, started))
+    proc.start()
+    try:
+        assert started.wait(60)
+        monkeypatch.setattr(shared_cache, "WAIT_LIMIT", 0.3)
+        fetch = Counting()
+        np.testing.assert_array_equal(_read(cache, np.arange(N), fetch), DATA)  # alive: waited, then read here
+        assert fetch.chunks == N_CHUNKS
+        assert cache.stats().waits == N_CHUNKS
+        assert cache.stats().takeovers == 0
+    finally:
+        proc.kill()
+        proc.join(30)
+        cache.close()
