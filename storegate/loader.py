@@ -7,10 +7,12 @@
   run of adjacent chunks that the cache does not hold, and scatters them back in order;
   :func:`fetch_chunks` is that run-by-run read, and a :class:`ChunkSource` (the cache shared
   by DataLoader workers, :mod:`storegate.shared_cache`) may stand in for it.
-- :func:`chunk_shuffled_order` and :func:`shard`: the chunk-aware epoch permutation and its
-  split over distributed ranks.
+- :func:`chunk_shuffled_order`, :func:`epoch_order` and :func:`shard`: the chunk-aware
+  epoch permutation (of a phase's rows or a view's items) and its split over distributed ranks.
+- :func:`view_chunk_bounds`: the chunks of a view's items, once sorted by stored row.
 
-Kept apart from the torch module so that it can be tested and used without torch.
+Kept apart from the torch module so that it can be tested and used without torch (the
+TensorFlow path, :mod:`storegate.tensorflow`, orders and reads its epochs with it too).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from typing import Protocol
 import numpy as np
 
 __all__ = [
+    "DEFAULT_CHUNK_CACHE_BYTES",
+    "DEFAULT_WINDOW",
     "ChunkCache",
     "ChunkSource",
     "ChunkedVariable",
@@ -31,9 +35,16 @@ __all__ = [
     "chunk_bounds",
     "chunk_runs",
     "chunk_shuffled_order",
+    "epoch_order",
     "fetch_chunks",
     "shard",
+    "view_chunk_bounds",
 ]
+
+#: Bytes of decoded chunks each process keeps (per dataset) by default.
+DEFAULT_CHUNK_CACHE_BYTES = 64 << 20
+#: Chunks whose rows an epoch's order shuffles together by default.
+DEFAULT_WINDOW = 4
 
 #: ``fetch(phase, var, rows)`` returns the stored rows ``rows`` (a step-1 slice) of ``var``.
 Fetch = Callable[[str, str, slice], np.ndarray]
@@ -248,6 +259,31 @@ def chunk_shuffled_order(bounds: np.ndarray, window: int, rng: np.random.Generat
     rows = np.repeat(shift, lengths) + np.arange(total, dtype=np.int64)
     windows = np.repeat(np.arange(order.shape[0]) // window, lengths)
     return rows[np.lexsort((rng.random(total), windows))]
+
+
+def epoch_order(bounds: np.ndarray, items: np.ndarray | None, seed: int, epoch: int, window: int) -> np.ndarray:
+    """Epoch ``epoch``'s chunk-aware order of a dataset, reproducible from ``seed`` and ``epoch``.
+
+    ``bounds`` are the dataset's chunk bounds; ``items`` its items sorted by stored row
+    (a view's ``chunk_order``), or None when item ``i`` is stored row ``i``.
+    """
+    rng = np.random.default_rng([seed, epoch])
+    order = chunk_shuffled_order(bounds, window, rng)
+    return order if items is None else items[order]
+
+
+def view_chunk_bounds(stored_bounds: np.ndarray, view_rows: np.ndarray) -> np.ndarray:
+    """Chunk bounds of a view's items once sorted by the stored row they read.
+
+    ``stored_bounds`` are the stored rows where chunks start, then the number of stored
+    rows; ``view_rows`` the stored row of each item. The result holds positions in the
+    sorted items (``np.argsort(view_rows, kind="stable")``) where another chunk starts, then
+    the number of items, so that the items of one chunk lie between two bounds.
+    """
+    rows = np.sort(view_rows, kind="stable")
+    chunks = np.searchsorted(stored_bounds, rows, side="right")
+    starts = np.flatnonzero(np.diff(chunks) != 0) + 1
+    return np.concatenate([np.zeros(1, dtype=np.int64), starts, np.array([rows.shape[0]], dtype=np.int64)])
 
 
 def shard(order: np.ndarray, num_replicas: int, rank: int, drop_last: bool) -> np.ndarray:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,26 +34,28 @@ import torch.distributed as dist
 from torch.utils.data import ConcatDataset as TorchConcatDataset
 from torch.utils.data import Dataset, Sampler
 
-from storegate import codecs
-from storegate.backends import Backend, change_count, create_backend
+from storegate.backends import Backend, change_count
 from storegate.engine import GroupEngine
 from storegate.errors import InvalidArgumentError, StoreGateError
 from storegate.gate import StoreGate
 from storegate.indexing import normalize_index, split_selection
 from storegate.loader import (
+    DEFAULT_CHUNK_CACHE_BYTES,
+    DEFAULT_WINDOW,
     ChunkCache,
     ChunkedVariable,
     MemoryVariable,
-    Segment,
-    chunk_shuffled_order,
+    epoch_order,
     shard,
+    view_chunk_bounds,
 )
 from storegate.names import VarNames, parse_var_names
-from storegate.phases import phases_of, resolve_phase
+from storegate.phases import resolve_phase
+from storegate.reading import StoreHandle, Variable, check_source, chunked_variable, memory_variable, read_or_explain
 from storegate.rowmaps import RowMap
 from storegate.rules import check_int, common_length, is_int
 from storegate.shared_cache import SharedChunkCache
-from storegate.views import ConcatView, View
+from storegate.views import View
 
 __all__ = [
     "DEFAULT_CHUNK_CACHE_BYTES",
@@ -63,13 +65,8 @@ __all__ = [
     "StoreGateDataset",
 ]
 
-#: Bytes of decoded chunks each process keeps (per dataset) by default.
-DEFAULT_CHUNK_CACHE_BYTES = 64 << 20
-#: Chunks whose rows the sampler shuffles together by default.
-DEFAULT_WINDOW = 4
-
-Variable = Union[MemoryVariable, ChunkedVariable]
 Callback = Callable[[Any, Any], tuple[Any, Any]]
+_CONCAT_FIX = "make one StoreGateDataset per part and join them with storegate.torch.ConcatDataset([...])."
 
 
 class StoreGateDataset(Dataset[Any]):
@@ -140,9 +137,8 @@ class StoreGateDataset(Dataset[Any]):
         chunk_cache_bytes: int = DEFAULT_CHUNK_CACHE_BYTES,
         shared_cache_bytes: int = 0,
     ) -> None:
-        _check_args(storegate, input_var_names, chunk_cache_bytes, shared_cache_bytes)
-        _refuse_concat_view(phase)
-        view = _check_view(storegate, phase) if isinstance(phase, View) else None
+        view = check_source(storegate, phase, _CONCAT_FIX)
+        _check_args(input_var_names, chunk_cache_bytes, shared_cache_bytes)
         self._phase = resolve_phase(phase) if view is None else view.base_phase
         self._rows: RowMap | None = None if view is None else view.rows
         self._inputs = parse_var_names(input_var_names)
@@ -155,13 +151,13 @@ class StoreGateDataset(Dataset[Any]):
         self._data_id = data_id
         backend = storegate.backend_object
         args = None if preload else backend.reopen_args(mode="r")
-        self._handle = None if args is None else _BackendHandle(backend.name, args)
+        self._handle = None if args is None else StoreHandle(backend.name, args)
         self._location = backend.location
         self._changes = change_count(self._location)
         self._variables: dict[str, Variable] = {
-            var: _memory_variable(storegate, var, self._phase)
+            var: memory_variable(storegate, var, self._phase)
             if self._handle is None
-            else _chunked_variable(GroupEngine(backend, data_id), self._phase, var)
+            else chunked_variable(GroupEngine(backend, data_id), self._phase, var)
             for var in names
         }
         _check_tensor_dtypes(self._variables)
@@ -221,10 +217,7 @@ class StoreGateDataset(Dataset[Any]):
         stored = np.unique(np.concatenate([np.zeros(1, dtype=np.int64), *bounds]))
         if self._rows is None:
             return stored
-        rows = self._view_rows()[self.chunk_order]
-        chunks = np.searchsorted(stored, rows, side="right")
-        starts = np.flatnonzero(np.diff(chunks) != 0) + 1
-        return np.concatenate([np.zeros(1, dtype=np.int64), starts, np.array([rows.shape[0]], dtype=np.int64)])
+        return view_chunk_bounds(stored, self._view_rows())
 
     @property
     def chunk_order(self) -> np.ndarray | None:
@@ -291,7 +284,7 @@ class StoreGateDataset(Dataset[Any]):
         if change_count(self._location) != self._changes:
             self._look_again(backend)
         data_id = self._data_id
-        return lambda phase, var, rows: _read_or_explain(backend, data_id, phase, var, rows)
+        return lambda phase, var, rows: read_or_explain(backend, data_id, phase, var, rows)
 
     def _look_again(self, backend: Backend) -> None:
         """This process changed the store since the dataset was made: drop the cached chunks,
@@ -302,7 +295,7 @@ class StoreGateDataset(Dataset[Any]):
         backend.refresh(self._data_id)
         engine = GroupEngine(backend, self._data_id)
         for var, variable in self._variables.items():
-            now = _chunked_variable(engine, self._phase, var) if engine.has(self._phase, var) else None
+            now = chunked_variable(engine, self._phase, var) if engine.has(self._phase, var) else None
             if now != variable:
                 raise StoreGateError(
                     f"var_name {var!r} of phase {self._phase!r} changed its rows, chunks or dtype since this "
@@ -551,9 +544,7 @@ class ChunkShuffleSampler(Sampler[int]):
 
     def epoch_order(self) -> np.ndarray:
         """The whole epoch's order, before it is split over replicas."""
-        rng = np.random.default_rng([self.seed, self.epoch])
-        order = chunk_shuffled_order(self._bounds, self.window, rng)
-        return order if self._items is None else self._items[order]
+        return epoch_order(self._bounds, self._items, self.seed, self.epoch, self.window)
 
     def __iter__(self) -> Iterator[int]:
         mine = shard(self.epoch_order(), self.num_replicas, self.rank, self.drop_last)
@@ -563,83 +554,7 @@ class ChunkShuffleSampler(Sampler[int]):
         return self.num_samples
 
 
-# --- opening the store in each process ---------------------------------------------------
-
-
-def _read_or_explain(backend: Backend, data_id: str, phase: str, var: str, rows: slice) -> np.ndarray:
-    """A chunk run; a run the store no longer holds (another process shrank or deleted the
-    variable) is a StoreGateError naming the fix, not a bare IndexError."""
-    why = ""
-    try:
-        out = backend.read(data_id, phase, var, rows)
-    except (IndexError, ValueError, KeyError) as exc:
-        why = f"{type(exc).__name__}: {exc}"
-        cause: BaseException | None = exc
-    else:
-        if out.shape[0] == rows.stop - rows.start:
-            return out
-        why, cause = f"{out.shape[0]} of the {rows.stop - rows.start} rows are left", None
-    raise StoreGateError(
-        f"reading rows {rows.start}:{rows.stop} of var_name {var!r} (phase {phase!r}) failed: the store no "
-        f"longer holds the layout this StoreGateDataset was made for ({why}). Another process changed it; "
-        "make a new StoreGateDataset."
-    ) from cause
-
-
-class _BackendHandle:
-    """Picklable reopen arguments of a backend, opened read-only once per process."""
-
-    def __init__(self, backend_name: str, backend_args: dict[str, Any]) -> None:
-        self._name = backend_name
-        self._args = {**backend_args, "mode": "r"}
-        self._origin_pid = os.getpid()
-        self._backend: Backend | None = None
-        self._opened_pid: int | None = None
-
-    @property
-    def location(self) -> str:
-        return str(self._args.get("output_dir"))
-
-    def stale(self) -> bool:
-        """True when this process has not opened the store yet."""
-        return self._backend is None or self._opened_pid != os.getpid()
-
-    def backend(self) -> Backend:
-        """The backend, opened in this process (after a fork, opened anew)."""
-        if self.stale():
-            if os.getpid() != self._origin_pid:
-                _prepare_worker()
-            self._backend = create_backend(self._name, self._args)
-            self._opened_pid = os.getpid()
-        assert self._backend is not None
-        return self._backend
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_backend": None, "_opened_pid": None}
-
-
-def _prepare_worker() -> None:
-    """Set up a worker process before it opens a store."""
-    force = getattr(codecs, "force_default_pipeline", None)
-    if force is not None:  # zarrs may deadlock in a forked worker: use zarr's own pipeline
-        force()
-
-
-# --- building variables ------------------------------------------------------------------
-
-
-def _memory_variable(sg: StoreGate, var: str, phase: str) -> MemoryVariable:
-    return MemoryVariable(np.ascontiguousarray(sg.get_data(var, phase)))
-
-
-def _chunked_variable(engine: GroupEngine, phase: str, var: str) -> ChunkedVariable:
-    layout = engine.layout(var, phases_of(phase))
-    segments, start = [], 0
-    for phase_, shape in layout.parts:
-        chunk_rows = engine.backend.info(engine.data_id, phase_, var).chunk_rows
-        segments.append(Segment(phase_, start, shape[0], chunk_rows or max(1, shape[0])))
-        start += shape[0]
-    return ChunkedVariable(var, tuple(segments), layout.dtype, layout.row_shape)
+# --- checking variables ------------------------------------------------------------------
 
 
 def _check_tensor_dtypes(variables: dict[str, Variable]) -> None:
@@ -683,40 +598,13 @@ def _names_repr(names: VarNames | None) -> str:
 # --- argument checks ---------------------------------------------------------------------
 
 
-def _check_args(
-    storegate: object, input_var_names: object, chunk_cache_bytes: object, shared_cache_bytes: object
-) -> None:
-    if not isinstance(storegate, StoreGate):
-        raise InvalidArgumentError(f"storegate must be a StoreGate. Got {type(storegate).__name__} instead.")
-    if storegate.data_id is None:
-        raise InvalidArgumentError(
-            "storegate must have its data_id set (StoreGate(data_id=...) or set_data_id()). Got None instead."
-        )
+def _check_args(input_var_names: object, chunk_cache_bytes: object, shared_cache_bytes: object) -> None:
     if input_var_names is None:
         raise InvalidArgumentError(
             "input_var_names must be a str, a tuple of str or a list of str naming the inputs. Got None instead."
         )
     check_int("chunk_cache_bytes", chunk_cache_bytes, minimum=0)
     check_int("shared_cache_bytes", shared_cache_bytes, minimum=0)
-
-
-def _refuse_concat_view(phase: object) -> None:
-    if isinstance(phase, ConcatView):
-        raise InvalidArgumentError(
-            "phase must be a phase name or a view of the StoreGate given. Got a concatenation of views of "
-            "several stores or data_ids: make one StoreGateDataset per part and join them with "
-            "storegate.torch.ConcatDataset([...])."
-        )
-
-
-def _check_view(storegate: StoreGate, view: View) -> View:
-    """A view of this StoreGate's backend and data_id."""
-    if view.engine.backend is not storegate.backend_object or view.engine.data_id != storegate.data_id:
-        raise InvalidArgumentError(
-            f"phase must be a phase name or a view of the StoreGate given (its backend and data_id "
-            f"{storegate.data_id!r}). Got {view!r} instead: make the view from the same StoreGate after set_data_id."
-        )
-    return view
 
 
 def _sampler_bounds(dataset: Any, chunk_rows: int | None) -> np.ndarray:

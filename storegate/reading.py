@@ -1,0 +1,319 @@
+"""Reading the rows of a phase, or of a view of rows, in batches: the framework-free half of
+:mod:`storegate.torch` and :mod:`storegate.tensorflow`.
+
+- :class:`StoreHandle`: a store's picklable reopen arguments, opened read-only once per
+  process (again after a fork), so a worker never uses its parent's fsspec client.
+- :func:`chunked_variable` / :func:`memory_variable`: the :mod:`storegate.loader`
+  variable a training loop reads, from the store's layout or from memory.
+- :class:`BatchReader`: the rows of a phase or a view of rows read in batches (each stored
+  chunk once per batch, an LRU cache of decoded chunks), with the chunk layout that
+  :func:`storegate.loader.epoch_order` orders an epoch by, and a check of this process's
+  writes since it was made.
+
+Data that another process cannot reopen from configuration (the backend's
+:meth:`~storegate.backends.Backend.reopen_args` is ``None``: the numpy backend, the hybrid
+backend in mode 'numpy', a zarr ``MemoryStore``) are read into memory when the reader is
+made (multiml's ``preload``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any, Union
+
+import numpy as np
+
+from storegate import codecs
+from storegate.backends import Backend, change_count, create_backend
+from storegate.engine import GroupEngine
+from storegate.errors import InvalidArgumentError, StoreGateError
+from storegate.gate import StoreGate
+from storegate.loader import (
+    ChunkCache,
+    ChunkedVariable,
+    MemoryVariable,
+    Segment,
+    view_chunk_bounds,
+)
+from storegate.phases import phases_of, resolve_phase
+from storegate.rowmaps import RowMap
+from storegate.rules import check_int, common_length
+from storegate.views import ConcatView, View
+
+__all__ = [
+    "BatchReader",
+    "StoreHandle",
+    "Variable",
+    "check_source",
+    "chunked_variable",
+    "memory_variable",
+    "read_or_explain",
+]
+
+Variable = Union[MemoryVariable, ChunkedVariable]
+
+
+class StoreHandle:
+    """Picklable reopen arguments of a backend, opened read-only once per process."""
+
+    def __init__(self, backend_name: str, backend_args: dict[str, Any]) -> None:
+        self._name = backend_name
+        self._args = {**backend_args, "mode": "r"}
+        self._origin_pid = os.getpid()
+        self._backend: Backend | None = None
+        self._opened_pid: int | None = None
+
+    @property
+    def location(self) -> str:
+        """Where the store lives (its ``output_dir``), for messages."""
+        return str(self._args.get("output_dir"))
+
+    def stale(self) -> bool:
+        """True when this process has not opened the store yet."""
+        return self._backend is None or self._opened_pid != os.getpid()
+
+    def backend(self) -> Backend:
+        """The backend, opened in this process (after a fork, opened anew)."""
+        if self.stale():
+            if os.getpid() != self._origin_pid:
+                _prepare_worker()
+            self._backend = create_backend(self._name, self._args)
+            self._opened_pid = os.getpid()
+        assert self._backend is not None
+        return self._backend
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_backend": None, "_opened_pid": None}
+
+
+def _prepare_worker() -> None:
+    """Set up a worker process before it opens a store."""
+    force = getattr(codecs, "force_default_pipeline", None)
+    if force is not None:  # zarrs may deadlock in a forked worker: use zarr's own pipeline
+        force()
+
+
+def read_or_explain(backend: Backend, data_id: str, phase: str, var: str, rows: slice) -> np.ndarray:
+    """A chunk run; a run the store no longer holds (another process shrank or deleted the
+    variable) is a StoreGateError naming the fix, not a bare IndexError."""
+    why = ""
+    try:
+        out = backend.read(data_id, phase, var, rows)
+    except (IndexError, ValueError, KeyError) as exc:
+        why = f"{type(exc).__name__}: {exc}"
+        cause: BaseException | None = exc
+    else:
+        if out.shape[0] == rows.stop - rows.start:
+            return out
+        why, cause = f"{out.shape[0]} of the {rows.stop - rows.start} rows are left", None
+    raise StoreGateError(
+        f"reading rows {rows.start}:{rows.stop} of var_name {var!r} (phase {phase!r}) failed: the store no "
+        f"longer holds the layout this dataset was made for ({why}). Another process changed it; "
+        "make a new dataset."
+    ) from cause
+
+
+def memory_variable(sg: StoreGate, var: str, phase: str) -> MemoryVariable:
+    """A variable of ``phase`` read into memory now."""
+    return MemoryVariable(np.ascontiguousarray(sg.get_data(var, phase)))
+
+
+def chunked_variable(engine: GroupEngine, phase: str, var: str) -> ChunkedVariable:
+    """A stored variable of ``phase`` (``'all'``: one segment per phase), read by chunks."""
+    layout = engine.layout(var, phases_of(phase))
+    segments, start = [], 0
+    for phase_, shape in layout.parts:
+        chunk_rows = engine.backend.info(engine.data_id, phase_, var).chunk_rows
+        segments.append(Segment(phase_, start, shape[0], chunk_rows or max(1, shape[0])))
+        start += shape[0]
+    return ChunkedVariable(var, tuple(segments), layout.dtype, layout.row_shape)
+
+
+def check_source(storegate: object, phase: object, concat_fix: str) -> View | None:
+    """Check a dataset's StoreGate and phase; the view of rows when ``phase`` is one.
+
+    ``concat_fix`` tells how to read a :class:`ConcatView` (several stores) instead.
+
+    Raises
+    ------
+    InvalidArgumentError
+        If ``storegate`` is not a StoreGate with a data_id, or ``phase`` is a view of
+        another StoreGate or data_id, or a concatenation of views.
+    """
+    if not isinstance(storegate, StoreGate):
+        raise InvalidArgumentError(f"storegate must be a StoreGate. Got {type(storegate).__name__} instead.")
+    if storegate.data_id is None:
+        raise InvalidArgumentError(
+            "storegate must have its data_id set (StoreGate(data_id=...) or set_data_id()). Got None instead."
+        )
+    if isinstance(phase, ConcatView):
+        raise InvalidArgumentError(
+            "phase must be a phase name or a view of the StoreGate given. Got a concatenation of views of "
+            f"several stores or data_ids: {concat_fix}"
+        )
+    if not isinstance(phase, View):
+        return None
+    if phase.engine.backend is not storegate.backend_object or phase.engine.data_id != storegate.data_id:
+        raise InvalidArgumentError(
+            f"phase must be a phase name or a view of the StoreGate given (its backend and data_id "
+            f"{storegate.data_id!r}). Got {phase!r} instead: make the view from the same StoreGate after set_data_id."
+        )
+    return phase
+
+
+class BatchReader:
+    """The rows of one phase, or of a view of rows, of a StoreGate, read in batches.
+
+    Parameters
+    ----------
+    storegate
+        The StoreGate, with its data_id set (checked by :func:`check_source`).
+    phase
+        A phase name (``'all'`` too) or a :class:`~storegate.views.View` of ``storegate``:
+        item ``i`` is then the view's row ``i``, read from the stored rows.
+    names
+        The variables read.
+    preload
+        Read the variables into memory now instead of by chunks.
+    chunk_cache_bytes
+        Bound of the LRU cache of decoded chunks (per process); 0 disables it.
+
+    Notes
+    -----
+    Made for the layout (rows, chunks, dtype) the store has when it is made; after a write
+    through a StoreGate of this process it drops its cached chunks and raises StoreGateError
+    if the layout changed. It pickles to its configuration (never an open store or cached
+    chunks), and each process opens the store read-only on its first read.
+    """
+
+    def __init__(
+        self,
+        storegate: StoreGate,
+        phase: str | View,
+        names: Sequence[str],
+        *,
+        preload: bool = False,
+        chunk_cache_bytes: int,
+    ) -> None:
+        check_int("chunk_cache_bytes", chunk_cache_bytes, minimum=0)
+        view = phase if isinstance(phase, View) else None
+        self._phase = resolve_phase(phase) if view is None else view.base_phase
+        self._rows: RowMap | None = None if view is None else view.rows
+        self._names = tuple(sorted(set(names)))
+        data_id = storegate.data_id
+        assert data_id is not None  # checked by check_source
+        self._data_id = data_id
+        backend = storegate.backend_object
+        args = None if preload else backend.reopen_args(mode="r")
+        self._handle = None if args is None else StoreHandle(backend.name, args)
+        self._location = backend.location
+        self._changes = change_count(self._location)
+        engine = GroupEngine(backend, data_id)
+        every = sorted({*self._names, *(self._rows.label_vars() if self._rows else ())})
+        self.variables: dict[str, Variable] = {
+            var: memory_variable(storegate, var, self._phase)
+            if self._handle is None
+            else chunked_variable(engine, self._phase, var)
+            for var in every
+        }
+        lengths = {var: int(variable.bounds[-1]) for var, variable in self.variables.items()}
+        self._stored_size = common_length(lengths, f"every variable read by the dataset in phase {self._phase!r}")
+        self._cache = ChunkCache(chunk_cache_bytes)
+        self._size = self._stored_size if self._rows is None else int(self._view_rows().shape[0])
+
+    def __len__(self) -> int:
+        return self._size
+
+    @property
+    def phase(self) -> str:
+        """The phase read."""
+        return self._phase
+
+    @property
+    def view(self) -> RowMap | None:
+        """The rows of the view read, or None for a whole phase."""
+        return self._rows
+
+    @property
+    def source(self) -> str:
+        """Where the rows are read from: the store's location, or ``'memory'``."""
+        return "memory" if self._handle is None else self._handle.location
+
+    @property
+    def cache(self) -> ChunkCache:
+        """This process's cache of decoded chunks."""
+        return self._cache
+
+    def layout(self, var: str) -> tuple[np.dtype, tuple[int, ...]]:
+        """The dtype and row shape of a variable read."""
+        variable = self.variables[var]
+        if isinstance(variable, MemoryVariable):
+            return variable.array.dtype, variable.array.shape[1:]
+        return variable.dtype, variable.row_shape
+
+    @property
+    def chunk_bounds(self) -> np.ndarray:
+        """Item offsets where a stored chunk of any variable read starts, then ``len(self)``.
+
+        Over a view, the offsets are positions in :attr:`chunk_order` (see
+        :func:`storegate.loader.view_chunk_bounds`).
+        """
+        bounds = [self.variables[var].bounds for var in self._names]
+        stored = np.unique(np.concatenate([np.zeros(1, dtype=np.int64), *bounds]))
+        if self._rows is None:
+            return stored
+        return view_chunk_bounds(stored, self._view_rows())
+
+    @property
+    def chunk_order(self) -> np.ndarray | None:
+        """The items sorted by the stored row they read (over a view); None otherwise."""
+        if self._rows is None:
+            return None
+        return np.argsort(self._view_rows(), kind="stable")
+
+    def read(self, items: np.ndarray) -> dict[str, np.ndarray]:
+        """The rows of ``items`` (int64 positions in ``[0, len(self))``, any order) of every name."""
+        stored = items if self._rows is None else self._view_rows()[items]
+        return {var: self._read(var, stored) for var in self._names}
+
+    def _read(self, var: str, rows: np.ndarray) -> np.ndarray:
+        variable = self.variables[var]
+        if isinstance(variable, MemoryVariable):
+            return variable.read(rows, None, self._cache)
+        return variable.read(rows, self._fetch(), self._cache)
+
+    def _view_rows(self) -> np.ndarray:
+        """The stored rows of the view's items (worked out once per process, labels read here)."""
+        assert self._rows is not None
+        return self._rows.rows(lambda var: self._read(var, np.arange(self._stored_size, dtype=np.int64)))
+
+    def _fetch(self) -> Callable[[str, str, slice], np.ndarray]:
+        assert self._handle is not None
+        if self._handle.stale():
+            self._cache.clear()  # another process's chunks: each process keeps its own
+        backend = self._handle.backend()
+        if change_count(self._location) != self._changes:
+            self._look_again(backend)
+        data_id = self._data_id
+        return lambda phase, var, rows: read_or_explain(backend, data_id, phase, var, rows)
+
+    def _look_again(self, backend: Backend) -> None:
+        """This process changed the store since the reader was made: drop the cached chunks,
+        and go on only if every variable still has the layout the reader was made for."""
+        self._cache.clear()
+        backend.refresh(self._data_id)
+        engine = GroupEngine(backend, self._data_id)
+        for var, variable in self.variables.items():
+            now = chunked_variable(engine, self._phase, var) if engine.has(self._phase, var) else None
+            if now != variable:
+                raise StoreGateError(
+                    f"var_name {var!r} of phase {self._phase!r} changed its rows, chunks or dtype since this "
+                    "dataset was made (a dataset is made for one layout). Make a new dataset."
+                )
+        self._changes = change_count(self._location)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_cache"] = ChunkCache(self._cache.max_bytes)  # decoded chunks stay home
+        return state
