@@ -1,4 +1,4 @@
-"""Torch-free machinery behind :mod:`storegate.torch`.
+"""Framework-free machinery behind :mod:`storegate.torch` and :mod:`storegate.tensorflow`.
 
 - :class:`Segment` and :func:`chunk_bounds`: where the stored chunks of a variable lie
   among the rows of a dataset (one segment per phase; phase ``'all'`` has several).
