@@ -26,7 +26,8 @@ import click
 from storegate.errors import NotFoundError, StoreGateError
 from storegate.gate import StoreGate
 from storegate.info import collect, render_text
-from storegate.migrate import convert_to_v3
+from storegate.locations import inspect_root, resolve_location
+from storegate.migrate import add_dimension_names, convert_to_v3
 from storegate.phases import PHASES
 from storegate.transfer import copy_store
 
@@ -224,12 +225,17 @@ def verify(
 @click.option("--progress/--no-progress", default=None, help="A progress bar (default: on a terminal).")
 @_store_options
 def migrate(store: str, progress: bool | None, **kw: Any) -> None:
-    """Convert the zarr v2 store STORE (multiml's) to zarr v3, in place, checking every array."""
+    """Bring STORE up to date: zarr v2 (multiml's) to v3, checked, and zarr v3 dimension_names for xarray."""
 
     def action() -> None:
         options = _options(kw["option"], kw["storage_options"], "--storage-options")
-        convert_to_v3(store, options, progress=sys.stderr.isatty() if progress is None else progress)
-        click.echo(f"converted {store} to zarr v3")
+        root = inspect_root(resolve_location(store, options).make_store(read_only=True))
+        if root.formats == (2,):
+            convert_to_v3(store, options, progress=sys.stderr.isatty() if progress is None else progress)
+            click.echo(f"converted {store} to zarr v3 (with dimension_names)")
+            return
+        named = add_dimension_names(store, options)
+        click.echo(f"named the dimensions of {named} array(s) of {store}" if named else f"{store} is up to date")
 
     _run(action)
 

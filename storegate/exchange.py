@@ -37,6 +37,7 @@ from storegate.engine import GroupEngine
 from storegate.errors import InvalidArgumentError, NotFoundError, StorageError, ValidationError
 from storegate.names import parse_var_names
 from storegate.phases import ALL, phases_of
+from storegate.rules import optional_module
 from storegate.splits import SplitSpec
 
 __all__ = ["FORMATS", "Source", "export_file", "file_format", "import_file", "parse", "read_source"]
@@ -188,13 +189,7 @@ _READERS = {"npy": _npy, "npz": _npz, "hdf5": _hdf5, "csv": _table(","), "tsv": 
 
 
 def _h5py() -> Any:
-    try:
-        import h5py
-    except ImportError as exc:  # an optional dependency
-        raise InvalidArgumentError(
-            "HDF5 files need h5py, which is not installed. Install it: pip install h5py"
-        ) from exc
-    return h5py
+    return optional_module("h5py", "reading and writing HDF5 files", "pip install h5py")
 
 
 # --- importing -----------------------------------------------------------------------

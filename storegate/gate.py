@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from storegate import exchange, info, moves, transforms, verify
+from storegate import exchange, info, interop, moves, transforms, verify
 from storegate.backends import Backend, Finding, TieredBackend, create_backend
 from storegate.codecs import resolve_compressor
 from storegate.engine import GroupEngine
@@ -353,6 +353,33 @@ class StoreGate:
         return exchange.export_file(
             self._engine(), destination, names, resolve_phase(phase), storage_options, check_bool("progress", progress)
         )
+
+    def to_dask(self, var_names: Any, phase: Any = "train") -> Any:
+        """Variables as lazy ``dask.array`` objects over the stored chunks (nothing read now).
+
+        The forms of :meth:`get_data`: a str gives one array ``(N, ...)``, a tuple one array
+        ``(N, M, ...)`` stacked on axis 1, a list a list of arrays. Each block is one stored
+        chunk of rows, read through storegate (at the last commit) when dask computes it, so
+        a statistic over a phase never holds more than a few chunks in memory. Needs dask.
+
+        Raises
+        ------
+        NotFoundError
+            If a variable does not exist in the phase.
+        InvalidArgumentError
+            If dask is not installed (with the command that installs it).
+        """
+        return interop.to_dask(self._engine(), parse_var_names(var_names), resolve_phase(phase))
+
+    def to_xarray(self, phase: Any = "train", var_names: Any = None) -> Any:
+        """A lazy ``xarray.Dataset`` of a phase's variables (every one, or ``var_names``), dask-backed.
+
+        Dimensions are those storegate writes as zarr v3 ``dimension_names``: ``row`` (shared
+        by the phase) and ``'<var_name>_dim_<n>'``; attributes ``data_id`` and ``phase``.
+        Needs xarray and dask.
+        """
+        names = None if var_names is None else parse_var_names(var_names)
+        return interop.to_xarray(self._engine(), resolve_phase(phase), names)
 
     def get_sources(self) -> dict[str, list[dict[str, Any]]]:
         """Where the variables of the data_id came from, by ``'<phase>/<var_name>'``.

@@ -34,6 +34,7 @@ from zarr.core.sync import sync
 from zarr.errors import ZarrUserWarning
 from zarr.metadata.migrate_v3 import migrate_to_v3, remove_metadata
 
+from storegate.backends import create_backend
 from storegate.errors import InvalidArgumentError, NotFoundError, StorageError, StoreGateError, ValidationError
 from storegate.locations import (
     ZARR_JSON,
@@ -46,9 +47,11 @@ from storegate.locations import (
     inspect_root,
     resolve_location,
 )
+from storegate.names import dimension_names
+from storegate.phases import PHASES
 from storegate.settle import settle_requests
 
-__all__ = ["convert_to_v3"]
+__all__ = ["add_dimension_names", "convert_to_v3"]
 
 Node = zarr.Array[Any] | zarr.Group
 
@@ -63,7 +66,8 @@ def convert_to_v3(
 
     Every group and array gets zarr v3 metadata (zarr-python's own migration; the chunks
     stay as they are), every array is read back both ways and compared, and then the v2
-    metadata is removed. When anything fails, the store is left exactly as it was.
+    metadata is removed. Last, the variables get storegate's ``dimension_names``
+    (:func:`add_dimension_names`). When anything fails, the store is left exactly as it was.
 
     Parameters
     ----------
@@ -121,6 +125,54 @@ def convert_to_v3(
             f"converting the store at {location.describe()} to zarr v3 failed ({type(exc).__name__}: {exc}). "
             "It was left as it was (zarr v2); run convert_to_v3 again once the cause is fixed."
         ) from exc
+    add_dimension_names(output_dir, storage_options)  # xarray.open_zarr needs them; a valid v3 store without them
+
+
+def add_dimension_names(
+    output_dir: str | os.PathLike[str] | Store, storage_options: dict[str, Any] | None = None
+) -> int:
+    """Give every variable of a zarr v3 store the ``dimension_names`` storegate writes today.
+
+    Stores written before storegate named the axes (and stores converted from zarr v2) then
+    open with ``xarray.open_zarr(path, group='<data_id>/<phase>')``. Only each array's
+    ``zarr.json`` is rewritten (one atomic object write each, under its data_id's write lock);
+    arrays that have names keep them. Returns the number of arrays named.
+
+    Raises
+    ------
+    NotFoundError
+        If there is no store at ``output_dir``.
+    InvalidArgumentError
+        If the store is zarr v2 (convert it with :func:`convert_to_v3` first, which names them).
+    """
+    backend = create_backend("zarr", {"output_dir": output_dir, "storage_options": storage_options, "mode": "a"})
+    if getattr(backend, "zarr_format", 3) != 3:
+        raise InvalidArgumentError(
+            "output_dir must hold a zarr v3 store to name its dimensions. Got a zarr v2 store: convert it with "
+            "convert_to_v3 (storegate migrate), which names them too."
+        )
+    store = resolve_location(output_dir, storage_options).make_store(read_only=False)
+    named = 0
+    for data_id in backend.data_ids():
+        with backend.writing(data_id):
+            keys = [f"{data_id}/{p}/{var}/{ZARR_JSON}" for p in PHASES for var in backend.var_names(data_id, p)]
+            named += sync(_name_dimensions(store, keys))
+        backend.refresh(data_id)
+    return named
+
+
+async def _name_dimensions(store: Store, keys: list[str]) -> int:
+    prototype, named = default_buffer_prototype(), 0
+    for key in keys:
+        found = await store.get(key, prototype)
+        document = json.loads(found.to_bytes()) if found is not None else None
+        if not isinstance(document, dict) or document.get("node_type") != "array" or document.get("dimension_names"):
+            continue
+        var = key.rsplit("/", 2)[-2]
+        document["dimension_names"] = list(dimension_names(var, len(document.get("shape", []))))
+        await store.set(key, prototype.buffer.from_bytes(json.dumps(document, indent=2).encode()))
+        named += 1
+    return named
 
 
 def _check_v2(location: Location) -> None:

@@ -12,7 +12,16 @@ from storegate.errors import InvalidArgumentError
 from storegate.phases import PHASE_WORDS
 from storegate.rules import as_array, common_length, with_rows
 
-__all__ = ["MAX_NAME_BYTES", "ZARR_KEYS", "VarNames", "check_data_id", "check_name", "parse_var_names"]
+__all__ = [
+    "MAX_NAME_BYTES",
+    "ROW_DIMENSION",
+    "ZARR_KEYS",
+    "VarNames",
+    "check_data_id",
+    "check_name",
+    "dimension_names",
+    "parse_var_names",
+]
 
 Form = Literal["str", "tuple", "list"]
 
@@ -163,3 +172,17 @@ def _check_stackable(names: tuple[str, ...], arrays: Sequence[np.ndarray]) -> No
             "var_names given as a tuple are stacked and must share one shape; use a list "
             f"to read variables of different shapes. Got shapes {shapes} instead."
         )
+
+
+#: The name of the first axis of every variable: the rows, shared by the variables of a phase.
+ROW_DIMENSION = "row"
+
+
+def dimension_names(var: str, ndim: int) -> tuple[str, ...]:
+    """The dimension names of a variable of ``ndim`` axes, as written in zarr v3 and given to xarray.
+
+    The rows share one name (:data:`ROW_DIMENSION`) so that ``xarray.open_zarr`` aligns the
+    variables of a phase; the other axes are ``'<var>_dim_1'``, ``'<var>_dim_2'``... (xarray's
+    own ``dim_<n>`` names, made unique per variable, since row shapes differ between them).
+    """
+    return (ROW_DIMENSION, *(f"{var}_dim_{axis}" for axis in range(1, ndim)))

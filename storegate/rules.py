@@ -7,6 +7,7 @@ error with the same message for the same fault.
 
 from __future__ import annotations
 
+import importlib
 import math
 import sys
 import warnings
@@ -33,6 +34,7 @@ __all__ = [
     "convert",
     "is_int",
     "is_tensor",
+    "optional_module",
     "with_rows",
 ]
 
@@ -546,3 +548,11 @@ def check_dtype(dtype: Any) -> np.dtype:
     except (TypeError, ValueError) as exc:
         raise InvalidArgumentError(f"dtype must be a numpy dtype or its name. Got {dtype!r} instead.") from exc
     return check_storable(parsed, "dtype")
+
+
+def optional_module(name: str, needed_by: str, install: str) -> Any:
+    """Import an optional dependency, or raise an InvalidArgumentError naming the command that installs it."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise InvalidArgumentError(f"{needed_by} needs {name}, which is not installed. Install it: {install}") from exc

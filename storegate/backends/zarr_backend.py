@@ -57,7 +57,7 @@ from storegate.errors import ConflictError, InvalidArgumentError, StorageError, 
 from storegate.indexing import Selection, clip_rows
 from storegate.locations import DEFAULT_REMOTE_CONCURRENCY, METADATA_KEYS, concurrency_scope, resolve_location
 from storegate.locks import DEFAULT_LOCK_TIMEOUT, WriteLock, holding
-from storegate.names import check_data_id, parse_var_names
+from storegate.names import check_data_id, dimension_names, parse_var_names
 from storegate.phases import PHASES
 from storegate.rules import check_positive, check_timeout
 from storegate.settle import settle_requests
@@ -1122,6 +1122,8 @@ class ZarrBackend(Backend):
         group = self._group(data_id, phase, create=True)
         assert group is not None  # create=True always returns a group
         self._check_free(group, data_id, phase, var)
+        # zarr v3 names the axes, so xarray.open_zarr can open a phase (v2 has no such field).
+        dims = None if self.zarr_format == 2 else dimension_names(var, len(shape))
         with pipeline_scope(self._pipeline):
             array = group.create_array(
                 var,
@@ -1130,6 +1132,7 @@ class ZarrBackend(Backend):
                 chunks=chunks,
                 fill_value=np.zeros((), dtype=dtype)[()],
                 overwrite=True,
+                dimension_names=dims,
                 **encoding,
             )
         self._arrays[(data_id, phase, var)] = array
