@@ -1,7 +1,8 @@
-"""notebooks/quickstart.ipynb runs top to bottom in a kernel of this virtualenv.
+"""The notebooks run top to bottom in a kernel of this virtualenv.
 
-The notebook is stored without outputs; this test executes a copy with nbclient and checks
-that no cell failed and that the store showed itself as the HTML info table.
+Each notebook is stored without outputs; these tests execute a copy with nbclient and check
+that no cell failed; for quickstart.ipynb that the store showed itself as the HTML info
+table, for explore.ipynb that every plot cell drew a picture.
 """
 
 from __future__ import annotations
@@ -16,18 +17,29 @@ from nbclient import NotebookClient
 
 pytestmark = pytest.mark.timeout(300)
 
-NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "quickstart.ipynb"
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+NOTEBOOK = NOTEBOOKS / "quickstart.ipynb"
+EXPLORE = NOTEBOOKS / "explore.ipynb"
 # Appended to the executed copy: where the kernel's Python lives.
 _PROBE = "import sys\nprint(sys.prefix)"
 
 
-def _read() -> Any:
-    return nbformat.read(NOTEBOOK, as_version=4)
+def _read(path: Path = NOTEBOOK) -> Any:
+    return nbformat.read(path, as_version=4)
 
 
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    nb = _read()
+    return _execute(NOTEBOOK, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def explored(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    return _execute(EXPLORE, tmp_path_factory)
+
+
+def _execute(path: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    nb = _read(path)
     nb.cells.append(nbformat.v4.new_code_cell(_PROBE))
     workdir = tmp_path_factory.mktemp("notebook")
     # kernel_name 'python3' is ipykernel's spec, whose argv starts with "python": jupyter_client
@@ -46,8 +58,9 @@ def _outputs(nb: Any) -> list[Any]:
     return [out for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs]
 
 
-def test_notebook_is_stored_without_outputs() -> None:
-    nb = _read()
+@pytest.mark.parametrize("path", [NOTEBOOK, EXPLORE], ids=lambda p: p.name)
+def test_notebook_is_stored_without_outputs(path: Path) -> None:
+    nb = _read(path)
     nbformat.validate(nb)
     code = [cell for cell in nb.cells if cell.cell_type == "code"]
     assert code, "the notebook has no code cells"
@@ -89,3 +102,16 @@ def test_printed_table_and_read_back_values(executed: Any) -> None:
     streams = "".join(out.get("text", "") for out in _outputs(executed) if out.output_type == "stream")
     assert "phase  backend  var_name" in streams  # show_info()
     assert "refused:" in streams  # the read-only store refused a write
+
+
+def test_explore_notebook_runs_and_draws_every_plot(explored: Any) -> None:
+    code = [cell for cell in explored.cells if cell.cell_type == "code"]
+    assert all(cell.execution_count is not None for cell in code)
+    assert [out for out in _outputs(explored) if out.output_type == "error"] == []
+    plotting = [cell for cell in code if "plt.show()" in cell.source]
+    assert len(plotting) == 5
+    for cell in plotting:  # each plot cell drew a picture (a PNG), not just text
+        assert any(out.output_type == "display_data" and "image/png" in out.data for out in cell.outputs), cell.source
+    streams = "".join(out.get("text", "") for out in _outputs(explored) if out.output_type == "stream")
+    assert "{'train': " in streams  # rows per phase, printed beside the bars
+    assert "rows: " in streams  # the oversampled view grew train
