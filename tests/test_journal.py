@@ -398,3 +398,81 @@ def test_a_damaged_journal_is_an_error_never_a_torn_read(tmp_path: Path, damage:
     stored = StoreGate("zarr", {**args, "mode": "r"}, data_id="d")
     with pytest.raises(StoreGateError, match=expected):  # still refused, not read as committed
         stored.get_data("y", "train")
+
+
+@pytest.mark.parametrize(
+    ("call", "failing"),
+    [
+        (lambda sg: sg.update_data("x", np.ones(6)), "train/x"),
+        (lambda sg: sg.update_data(["x", "y"], [np.ones(6), np.ones(6)]), "train/y"),
+        (lambda sg: sg.shuffle("train", seed=1), "train/x"),
+        (lambda sg: sg.astype("y", np.float32), "train/y"),
+    ],
+)
+def test_after_a_failed_rewrite_the_next_writes_and_readers_go_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, call: Callable[[StoreGate], None], failing: str
+) -> None:
+    """The put-back of a failed rewrite is the last commit again, not a failed commit that landed:
+    the next write must not put the flagged record back and call its (cleared) journal damaged."""
+    import zarr.storage
+
+    sg = StoreGate("zarr", {"output_dir": str(tmp_path / "s.zarr")}, data_id="d")
+    sg.add_data(["x", "y"], [np.arange(6.0), np.arange(6.0) + 10])
+    original, hits = zarr.storage.LocalStore.set, []
+
+    async def one_chunk_write_fails(self: Any, key: str, value: Any) -> None:
+        if key.endswith(f"{failing}/c/0"):
+            hits.append(key)
+            if len(hits) == 1:
+                raise OSError("simulated disk error")
+        await original(self, key, value)
+
+    monkeypatch.setattr(zarr.storage.LocalStore, "set", one_chunk_write_fails)
+    with pytest.raises(StoreGateError, match="simulated disk error"):
+        call(sg)
+    monkeypatch.undo()
+    assert hits
+    np.testing.assert_array_equal(sg.get_data("x"), np.arange(6.0))  # as last committed
+    np.testing.assert_array_equal(sg.get_data("y"), np.arange(6.0) + 10)
+    assert sg.verify().ok
+    sg.update_data("x", np.arange(6.0) * 2)  # the next write goes on
+    sg.add_data(["x", "y"], [np.ones(2), np.ones(2)])
+    other = StoreGate("zarr", {"output_dir": str(tmp_path / "s.zarr"), "mode": "r"}, data_id="d")
+    np.testing.assert_array_equal(other.get_data("x"), [*(np.arange(6.0) * 2), 1, 1])
+
+
+def test_a_failed_first_call_on_a_store_without_a_commit_record_keeps_its_leftovers_unseen(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store written before commit records: the first call commits what is stored, then fails
+    and cannot undo its append. The next call must cut those rows off, not commit them."""
+    import zarr
+    import zarr.storage
+
+    path = tmp_path / "s.zarr"
+    sg = StoreGate("zarr", {"output_dir": str(path)}, data_id="d")
+    sg.add_data(["x", "y"], [np.arange(4.0), np.arange(4.0)])
+    (path / ".storegate" / "commits" / "d.json").unlink()  # as stores were before commit records
+    sg = StoreGate("zarr", {"output_dir": str(path)}, data_id="d")
+    original = zarr.storage.LocalStore.set
+    failing, x_metadata = {"on": True}, []
+
+    async def y_fails_then_x_cannot_be_undone(self: Any, key: str, value: Any) -> None:
+        if failing["on"] and key == "d/train/y/zarr.json":
+            raise OSError("simulated disk error")  # y's append fails...
+        if failing["on"] and key == "d/train/x/zarr.json":
+            x_metadata.append(key)
+            if len(x_metadata) > 1:
+                raise OSError("simulated disk error")  # ... and x's undo cannot shrink it back
+        await original(self, key, value)
+
+    monkeypatch.setattr(zarr.storage.LocalStore, "set", y_fails_then_x_cannot_be_undone)
+    with pytest.raises(StoreGateError):
+        sg.add_data(["x", "y"], [np.ones(3), np.ones(3)])
+    failing["on"] = False
+    assert zarr.open_array(str(path / "d" / "train" / "x"), mode="r").shape == (7,)  # left past the commit
+    sg.add_data("z", np.zeros(4))  # the next call: what the failed one left stays unseen
+    np.testing.assert_array_equal(sg.get_data("x"), np.arange(4.0))
+    np.testing.assert_array_equal(sg.get_data("y"), np.arange(4.0))
+    again = StoreGate("zarr", {"output_dir": str(path), "mode": "r"}, data_id="d")
+    np.testing.assert_array_equal(again.get_data("x"), np.arange(4.0))

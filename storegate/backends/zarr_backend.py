@@ -611,6 +611,7 @@ class ZarrBackend(Backend):
             # until its own commit.
             rows = self._stored_rows(data_id)
             raw = self._commits.write(self._root.store, data_id, rows)
+            self._commits.committed(data_id)  # the last commit now, whatever becomes of this call
         else:
             rows = record.rows
         self._raw[data_id] = raw
@@ -635,6 +636,9 @@ class ZarrBackend(Backend):
             self._arrays.pop((data_id, entry.phase, entry.var), None)
         rows, epoch = self._committed.get(data_id) or {}, self._epochs.get(data_id, 0)
         self._raw[data_id] = self._commits.write(self._root.store, data_id, rows, self._raw.get(data_id), epoch=epoch)
+        # That record is the last commit again, not a failed call's commit: the next call must
+        # not take it for one that landed and put the flagged record (and its journal) back.
+        self._commits.committed(data_id)
         self._loaded[data_id] = self._commits.token_of(data_id)
         self._journal.clear(data_id, call)
         return [
