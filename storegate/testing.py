@@ -105,6 +105,13 @@ def assert_same_snapshot(before: dict[str, Any], after: dict[str, Any]) -> None:
     assert after["metadata"] == before["metadata"]
     assert sorted(after["data"]) == sorted(before["data"])
     for key, array in before["data"].items():
+        if isinstance(array, list):  # a ragged variable: a list of rows
+            assert isinstance(after["data"][key], list), key
+            assert len(after["data"][key]) == len(array), key
+            for got, row in zip(after["data"][key], array, strict=True):
+                assert got.dtype == row.dtype, key
+                np.testing.assert_array_equal(got, row, err_msg=str(key))
+            continue
         assert after["data"][key].dtype == array.dtype, key
         np.testing.assert_array_equal(after["data"][key], array, err_msg=str(key))
 
