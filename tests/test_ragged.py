@@ -287,3 +287,12 @@ def test_on_s3_ragged_rows_through_two_workers(s3_server: S3Server, s3_bucket: s
     sg.update_data("audio", ROWS[0], "train", 0)  # an update on S3 too
     _same_rows(sg.get_data("audio", "all"), ROWS)
     _check_two_workers(sg, "fork")
+
+
+def test_verify_reads_both_arrays_and_checks_the_offsets(tmp_path: Path) -> None:
+    sg = _filled(StoreGate("zarr", {"output_dir": str(tmp_path / "s.zarr")}, data_id="d"))
+    assert sg.verify().ok
+    group = zarr.open_group(str(tmp_path / "s.zarr"), mode="a")
+    group["d/train/audio@offsets"][-1] = 99  # another tool broke the offsets
+    sg.refresh()
+    assert any("ragged offsets must rise" in f.what for f in sg.verify().findings)
