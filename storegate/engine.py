@@ -363,9 +363,11 @@ class GroupEngine:
     def _plan_append(self, phase: str, var: str, array: np.ndarray, options: dict[str, Any]) -> Plan:
         if is_rows(array) or rs.is_ragged(self.backend, self.data_id, phase, var):
             self._check_not_fixed(phase, var)
+            self._check_same_kind(phase, var, ragged=True)
             return rs.plan_append(self.backend, self.data_id, phase, var, self._rows(array, var), options)
         plan = Plan()
         if not self.backend.has(self.data_id, phase, var):
+            self._check_same_kind(phase, var, ragged=False)
             if not array.shape[0]:  # multiml creates nothing for a phase that gets no row
                 return plan
             step = steps.create_step(self.backend, self.data_id, phase, var, array, options)
@@ -387,6 +389,17 @@ class GroupEngine:
                 f"data for var_name {var!r} in phase {phase!r} must fit its rows of shape {shape[1:]}. Got ragged rows "
                 "(arrays of different lengths) instead. Pad or crop them to one length, or store them as a new "
                 "(ragged) variable."
+            )
+
+    def _check_same_kind(self, phase: str, var: str, ragged: bool) -> None:
+        """A variable is ragged in every phase that holds it, or in none (phase 'all' reads them as one)."""
+        others = [p for p in PHASES if p != phase and self.has(p, var) and self.is_ragged(p, var) != ragged]
+        if others:
+            kind, fix = ("fixed-shape", "Pad or crop the rows") if ragged else ("ragged", "Pass ragged=True")
+            raise InvalidArgumentError(
+                f"data for var_name {var!r} in phase {phase!r} must be of the kind the variable has in phase(s) "
+                f"{others}: {kind}. Got {'ragged' if ragged else 'fixed-shape'} rows instead. {fix}, or use another "
+                "var_name."
             )
 
     def _rows(self, array: np.ndarray, var: str) -> list[np.ndarray]:
@@ -491,8 +504,10 @@ class GroupEngine:
                 if self.has(p, var):
                     plan.extend(self._plan_index_write(p, var, array, None))
                 elif is_rows(array):
+                    self._check_same_kind(p, var, ragged=True)
                     plan.extend(rs.plan_append(self.backend, self.data_id, p, var, list(array), {}))
                 elif array.shape[0]:  # no row, no variable (multiml)
+                    self._check_same_kind(p, var, ragged=False)
                     step = steps.create_step(self.backend, self.data_id, p, var, array, {})
                     plan.add_change(step, p, var, layout_of(array))
         return plan

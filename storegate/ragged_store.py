@@ -172,6 +172,11 @@ def _fit(rows: Sequence[np.ndarray], inner: tuple[int, ...], dtype: np.dtype, va
     """The rows checked against the stored inner shape and cast to the stored dtype."""
     out = []
     for row in rows:
+        if row.ndim == 0:
+            raise InvalidArgumentError(
+                f"data for the ragged var_name {var!r} in phase {phase!r} must hold rows of shape (L, *{inner}). Got "
+                "a 0-d value instead: give each row as an array."
+            )
         check_row_shape(var, phase, inner, row.shape[1:])
         out.append(cast(row, dtype, var))
     return out

@@ -285,6 +285,11 @@ class View:
         if not isinstance(var, str):
             raise InvalidArgumentError(f"var must be the name of a label variable (a str). Got {var!r} instead.")
         self.engine.require(self._phase(), var)
+        if self.engine.is_ragged(self._phase(), var):
+            raise InvalidArgumentError(
+                f"var must name a label variable with one value per row. Got the ragged variable {var!r} (rows of "
+                "different lengths) instead: filter or oversample by a label variable."
+            )
 
     def _check_no_rows(self, what: str) -> None:
         if self.rows is not None:

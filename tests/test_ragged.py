@@ -117,6 +117,7 @@ def test_append_rows_of_any_length_and_fixed_rows(sg: StoreGate) -> None:
 def test_bad_input_is_refused_and_changes_nothing(sg: StoreGate) -> None:
     _filled(sg)
     sg.add_data("fixed", np.zeros((5, 3, 2)), phase="train")
+    sg.add_data("solo", [np.zeros((i, 2)) for i in range(5)], phase="train")
     before = snapshot(sg)
     cases: list[tuple[Any, str]] = [
         (lambda: sg.add_data("bad", [np.zeros((2, 3)), np.zeros((3, 4))]), "one inner shape"),
@@ -129,6 +130,10 @@ def test_bad_input_is_refused_and_changes_nothing(sg: StoreGate) -> None:
         (lambda: sg.get_data(("audio", "y"), "train"), "tuple are stacked"),
         (lambda: sg.astype("audio", "f8"), "ragged variable"),
         (lambda: sg.add_data(("a", "b"), np.zeros((2, 2)), ragged=True), "ragged=True needs var_names"),
+        (lambda: sg.add_data("solo", np.zeros((2, 3, 2)), phase="valid"), "Pass ragged=True"),
+        (lambda: sg.add_data("fixed", [np.zeros((2, 2)), np.zeros((1, 2))], phase="valid"), "Pad or crop"),
+        (lambda: sg.update_data("audio", 5.0, "train", 0), "0-d value"),
+        (lambda: len(sg["train"].filter("audio", keep=[1])), "one value per row"),
     ]
     for call, match in cases:
         with pytest.raises(InvalidArgumentError, match=match):
