@@ -301,3 +301,38 @@ def test_verify_reads_both_arrays_and_checks_the_offsets(tmp_path: Path) -> None
     group["d/train/audio@offsets"][-1] = 99  # another tool broke the offsets
     sg.refresh()
     assert any("ragged offsets must rise" in f.what for f in sg.verify().findings)
+
+
+def _fail_on_call(monkeypatch: pytest.MonkeyPatch, backend: Any, method: str, n: int) -> None:
+    """Make ``backend.method`` raise OSError on its n-th call."""
+    calls: list[Any] = []
+    original = getattr(backend, method)
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args[:3])
+        if len(calls) == n:
+            raise OSError(f"simulated I/O error in {method}")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(backend, method, flaky)
+
+
+@pytest.mark.parametrize(
+    ("method", "call"),
+    [
+        ("append", lambda sg: sg.add_data("audio", [np.ones((3, 2))], phase="test")),  # offsets after values
+        ("write", lambda sg: sg.update_data("audio", [np.ones((9, 2))], "train", [1])),  # offsets after new values
+        ("detach", lambda sg: sg.delete_data("audio", "train")),  # the second array of two
+    ],
+)
+def test_a_failed_write_leaves_both_arrays_as_they_were(
+    sg: StoreGate, monkeypatch: pytest.MonkeyPatch, method: str, call: Any
+) -> None:
+    _filled(sg)
+    sg.compile()
+    before = snapshot(sg)
+    _fail_on_call(monkeypatch, sg.backend_object, method, 2 if method != "write" else 1)
+    with pytest.raises(OSError, match="simulated"):
+        call(sg)
+    monkeypatch.undo()
+    assert_same_snapshot(before, snapshot(sg))
