@@ -240,8 +240,16 @@ class GroupEngine:
         if scalar:  # one row of a 1-D variable is a numpy scalar, as numpy indexing gives
             arrays = [a[()] if a.ndim == 0 else a for a in arrays]
         if not rows_wanted:
-            arrays = [batch(list(a), mode, args) if is_rows(a) else a for a in arrays]
+            arrays = [
+                batch(list(a), mode, args, None if len(a) else self._no_rows(phase, var)) if is_rows(a) else a
+                for var, a in zip(names.names, arrays, strict=True)
+            ]
         return names.join(arrays, scalar=scalar)
+
+    def _no_rows(self, phase: str, var: str) -> np.ndarray:
+        """An empty ``(0, *inner)`` array of a ragged variable's values: the form of a batch of no row."""
+        values = self.layout(rs.values_name(var), phases_of(phase))
+        return np.empty((0, *values.row_shape), dtype=values.dtype)
 
     def _read_unchanged(self, names: VarNames, phase: str, index: Any) -> list[np.ndarray]:
         """Read each variable, again when another writer began a rewrite in place meanwhile.

@@ -178,7 +178,7 @@ def check_batch_mode(batch_mode: object, batch_args: object) -> tuple[str, dict[
     return mode, args
 
 
-def batch(rows: Sequence[np.ndarray], mode: str, args: dict[str, Any]) -> Any:
+def batch(rows: Sequence[np.ndarray], mode: str, args: dict[str, Any], empty: np.ndarray | None = None) -> Any:
     """Rows read together, in the form of ``mode`` (parsed by :func:`check_batch_mode`).
 
     - ``'list'``: a list of arrays ``(L_i, *inner)``;
@@ -188,6 +188,9 @@ def batch(rows: Sequence[np.ndarray], mode: str, args: dict[str, Any]) -> Any:
       ``np.arange(length) < lengths[:, None]``;
     - ``'crop'``: ``(n, length, *inner)``, each row's first ``length`` values, ``length``
       the shortest row unless given.
+
+    ``empty``, an array ``(0, *inner)`` of the values' dtype, gives a batch of no row its
+    inner shape and dtype.
 
     Raises
     ------
@@ -202,7 +205,7 @@ def batch(rows: Sequence[np.ndarray], mode: str, args: dict[str, Any]) -> Any:
     if mode == "crop":
         length = (int(lengths.min()) if lengths.size else 0) if given is None else int(given)
         _check_fits(lengths, length, lambda n: n < length, "shorter", "pad")
-        return _stack([row[:length] for row in rows], length)
+        return _stack([row[:length] for row in rows], length, empty)
     length = (int(lengths.max()) if lengths.size else 0) if given is None else int(given)
     _check_fits(lengths, length, lambda n: n > length, "longer", "crop")
     try:
@@ -212,12 +215,14 @@ def batch(rows: Sequence[np.ndarray], mode: str, args: dict[str, Any]) -> Any:
             f"batch_args for batch_mode 'pad' must be np.pad's keyword arguments (mode, constant_values, ...) "
             f"and 'length'. Got {sorted(args)}, which np.pad refuses ({exc}). Fix the arguments."
         ) from None
-    return _stack(padded, length), lengths
+    return _stack(padded, length, empty), lengths
 
 
-def _stack(rows: list[np.ndarray], length: int) -> np.ndarray:
-    # No row: nothing tells the inner shape or dtype, so an empty (0, length) float64 batch.
-    return np.stack(rows) if rows else np.empty((0, length), dtype=np.float64)
+def _stack(rows: list[np.ndarray], length: int, empty: np.ndarray | None) -> np.ndarray:
+    if rows:
+        return np.stack(rows)
+    template = np.empty((0,), dtype=np.float64) if empty is None else empty
+    return np.empty((0, length, *template.shape[1:]), dtype=template.dtype)
 
 
 def _check_fits(lengths: np.ndarray, length: int, bad: Any, word: str, fix: str) -> None:

@@ -86,6 +86,8 @@ def test_pad_and_crop_are_chosen_per_read(sg: StoreGate) -> None:
     assert sg.get_data("audio", "train", [1, 4], batch_mode="crop", batch_args={"length": 3}).shape == (2, 3, 2)
     np.testing.assert_array_equal(sg.get_data("audio", "train", 1, batch_mode="pad"), ROWS[1])  # one row: itself
     np.testing.assert_array_equal(sg.get_data("y", "train", batch_mode="pad"), np.arange(5))  # fixed: unchanged
+    none, no_lengths = sg.get_data("audio", "train", [], batch_mode="pad", batch_args={"length": 3})
+    assert (none.shape, none.dtype, no_lengths.shape) == ((0, 3, 2), np.float32, (0,))  # no row: still its form
 
 
 @pytest.mark.parametrize(
@@ -182,6 +184,8 @@ def test_views_of_rows_over_a_ragged_variable(sg: StoreGate) -> None:
     rows = view.row_numbers()
     assert sorted(rows.tolist()) == [1, 2, 3]
     _same_rows(view["audio"][:], [ROWS[i] for i in rows])
+    odd = sg["all"].filter("y", keep=[1, 3, 5, 7])  # a label variable beside the ragged one
+    _same_rows(odd["audio"][:], [ROWS[1], ROWS[3], ROWS[5], ROWS[7]])
     both = view + sg["valid"].subset(0, 1)
     _same_rows(both["audio"][:], [*(ROWS[i] for i in rows), ROWS[5]])
 
