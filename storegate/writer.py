@@ -261,10 +261,10 @@ class Writer:
         buffers = {}
         check_names(arrays)
         for name, array in arrays.items():
-            if self._engine.is_ragged(self._phase, name):
+            if self._engine.is_ragged("all", name):  # in any phase: a variable has one kind in all
                 raise InvalidArgumentError(
                     f"batch must not hold the ragged var_name {name!r}: the writer appends rows of one shape. "
-                    f"Got it in phase {self._phase!r}. Append ragged rows with add_data."
+                    f"Got it for phase {self._phase!r}. Append ragged rows with add_data."
                 )
             if self._db.has(self._data_id, self._phase, name):
                 shape = self._db.shape(self._data_id, self._phase, name)

@@ -340,3 +340,10 @@ def test_a_failed_write_leaves_both_arrays_as_they_were(
         call(sg)
     monkeypatch.undo()
     assert_same_snapshot(before, snapshot(sg))
+
+
+def test_the_streaming_writer_refuses_a_ragged_variable() -> None:
+    sg = _filled(StoreGate("numpy", data_id="d"))
+    with pytest.raises(InvalidArgumentError, match="writer appends rows of one shape"), sg.writer("test") as w:
+        w.add({"audio": np.zeros((2, 3, 2)), "y": [0, 1]})
+    _same_rows(sg.get_data("audio", "all"), ROWS)
