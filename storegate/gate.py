@@ -22,7 +22,7 @@ from storegate.errors import InvalidArgumentError, NotFoundError
 from storegate.moves import Callback
 from storegate.names import check_data_id, parse_var_names
 from storegate.phases import DEFAULT_SHUFFLE_SEED, permutation, resolve_phase
-from storegate.ragged import BATCH_MODES, check_batch_mode
+from storegate.ragged import check_batch_mode
 from storegate.rules import check_bool, check_dtype, check_int, check_seed, check_shape, convert
 from storegate.splits import parse_split, reorder
 from storegate.verify import Report
@@ -235,8 +235,8 @@ class StoreGate:
             For a bad ``batch_mode`` / ``batch_args``, a ``length`` a row does not fit, or a
             ragged variable among var_names given as a tuple (stacked).
         """
-        engine = self._engine()
-        return engine.get(parse_var_names(var_names), resolve_phase(phase), index, *_batch_args(batch_mode, batch_args))
+        mode, args = check_batch_mode(batch_mode, batch_args)  # refuses the engine's own 'rows'
+        return self._engine().get(parse_var_names(var_names), resolve_phase(phase), index, mode, args)
 
     def delete_data(self, var_names: Any, phase: Any = "train", do_compile: bool = True) -> None:
         """Delete variables; a variable that does not exist is ignored (multiml)."""
@@ -510,13 +510,6 @@ def _shuffled(arrays: list[np.ndarray], shuffle: bool | int) -> tuple[list[np.nd
         return arrays, None
     order = permutation(arrays[0].shape[0], seed)
     return [a[order] for a in arrays], order  # fancy indexing copies: the caller's array is untouched
-
-
-def _batch_args(batch_mode: Any, batch_args: Any) -> tuple[Any, Any]:
-    """``batch_mode`` / ``batch_args`` of a read, parsed; 'rows' is the engine's own (copies)."""
-    if batch_mode == "rows":
-        raise InvalidArgumentError(f"batch_mode must be one of {list(BATCH_MODES)} or None. Got 'rows' instead.")
-    return check_batch_mode(batch_mode, batch_args)
 
 
 def _codec_options(compressor: Any) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from storegate.errors import InvalidArgumentError, NotFoundError
 from storegate.indexing import normalize_index
 from storegate.names import VarNames, parse_var_names
 from storegate.phases import ALL, PHASE_WORDS, PHASES, closest_phase, resolve_phase
+from storegate.ragged import check_batch_mode
 from storegate.rowmaps import (
     Concat,
     Filter,
@@ -85,6 +86,18 @@ class View:
                 self._refuse_misspelt_phase(item)
             return View(self.engine, self.phase, item, self.rows)
         return self._read(self._names(), item)
+
+    def get(self, index: Any = None, batch_mode: Any = None, batch_args: Any = None) -> Any:
+        """The rows ``index`` of the chosen var_names, as ``view[index]`` gives them, with
+        :meth:`StoreGate.get_data`'s ``batch_mode`` / ``batch_args`` for ragged variables
+        (``sg['train']['audio'].get([0, 5], batch_mode='pad')`` gives ``(padded, lengths)``).
+
+        Raises
+        ------
+        InvalidArgumentError
+            If no var_names were chosen, or for a bad ``batch_mode`` / ``batch_args``.
+        """
+        return self._read(self._names(), index, batch_mode, batch_args)
 
     # --- views of rows ---------------------------------------------------------------
 
@@ -264,11 +277,13 @@ class View:
     def _names(self) -> VarNames:
         return parse_var_names(self._names_arg())
 
-    def _read(self, names: VarNames, index: Any) -> Any:
+    def _read(self, names: VarNames, index: Any, batch_mode: Any = None, batch_args: Any = None) -> Any:
+        batch_mode, batch_args = check_batch_mode(batch_mode, batch_args)  # refuses the engine's own 'rows'
         if self.rows is None:
-            return self.engine.get(names, self._phase(), index)
+            return self.engine.get(names, self._phase(), index, batch_mode, batch_args)
         rows = self.row_numbers()
-        return self.engine.get(names, self._phase(), _as_index(rows[normalize_index(index, rows.shape[0])]))
+        selected = _as_index(rows[normalize_index(index, rows.shape[0])])
+        return self.engine.get(names, self._phase(), selected, batch_mode, batch_args)
 
     def _labels(self, var: str) -> np.ndarray:
         return np.asarray(self.engine.get(VarNames((var,), "str"), self._phase(), None))

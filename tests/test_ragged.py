@@ -188,6 +188,9 @@ def test_views_of_rows_over_a_ragged_variable(sg: StoreGate) -> None:
     _same_rows(odd["audio"][:], [ROWS[1], ROWS[3], ROWS[5], ROWS[7]])
     both = view + sg["valid"].subset(0, 1)
     _same_rows(both["audio"][:], [*(ROWS[i] for i in rows), ROWS[5]])
+    padded, lengths = both["audio"].get(None, batch_mode="pad")  # a view reads padded too
+    assert lengths.tolist() == [LENGTHS[i] for i in (*rows, 5)]
+    np.testing.assert_array_equal(padded[-1][: LENGTHS[5]], ROWS[5])
 
 
 def test_hybrid_moves_keep_a_ragged_variable(tmp_path: Path) -> None:
