@@ -248,8 +248,12 @@ class GroupEngine:
 
     def _no_rows(self, phase: str, var: str) -> np.ndarray:
         """An empty ``(0, *inner)`` array of a ragged variable's values: the form of a batch of no row."""
-        values = self.layout(rs.values_name(var), phases_of(phase))
+        values = self._values_layout(phase, var)
         return np.empty((0, *values.row_shape), dtype=values.dtype)
+
+    def _values_layout(self, phase: str, var: str) -> VarLayout:
+        """The layout of a ragged variable's values over the phases that hold it."""
+        return self.layout(rs.values_name(var), tuple(self._ragged_phases(phase, var)))
 
     def _read_unchanged(self, names: VarNames, phase: str, index: Any) -> list[np.ndarray]:
         """Read each variable, again when another writer began a rewrite in place meanwhile.
@@ -306,9 +310,14 @@ class GroupEngine:
         if phase != ALL:
             selection = normalize_index(index, self.shape(phase, var)[0])
             return rs.read_rows(self.backend, self.data_id, phase, var, selection)
-        # Every phase that holds rows must hold it, and the values one inner shape and dtype.
-        self.layout(rs.offsets_name(var))
-        dtype = self.layout(rs.values_name(var)).dtype
+        lacking = [p for p in PHASES if p not in phases and self._holds_rows(p)]
+        if lacking:  # read as one list it would not line up with those phases' rows
+            raise NotFoundError(
+                f"var_name {var!r} of data_id {self.data_id!r} is missing from phase(s) {lacking}, which hold rows: "
+                f"read as one list it would not line up with them. Read the phases that hold it ({phases}), or "
+                f"add it to {lacking}."
+            )
+        dtype = self._values_layout(phase, var).dtype  # one inner shape, and the dtype every phase's values fit
         sizes = [self.shape(p, var)[0] if p in phases else 0 for p in PHASES]
         selection = normalize_index(index, sum(sizes))
         pieces = split_selection(selection, sizes)

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch.utils.data import DataLoader
 
-from storegate import InvalidArgumentError, StoreGate
+from storegate import InvalidArgumentError, NotFoundError, StoreGate
 from storegate.testing import BACKEND_KINDS, assert_same_snapshot, make_gate, snapshot
 from storegate.torch import StoreGateDataset
 from tests.conftest import S3Server
@@ -343,6 +343,15 @@ def test_a_failed_write_leaves_both_arrays_as_they_were(
         call(sg)
     monkeypatch.undo()
     assert_same_snapshot(before, snapshot(sg))
+
+
+def test_phase_all_needs_the_variable_in_every_phase_that_holds_rows() -> None:
+    sg = StoreGate("numpy", data_id="d")
+    sg.add_data(["audio", "y"], [ROWS[:3], [0, 1, 2]], phase="train")
+    sg.add_data("y", [3, 4], phase="valid")
+    with pytest.raises(NotFoundError, match=r"var_name 'audio' .* missing from phase\(s\) \['valid'\]"):
+        sg.get_data("audio", "all")
+    _same_rows(sg.get_data("audio", "train"), ROWS[:3])
 
 
 def test_the_streaming_writer_refuses_a_ragged_variable() -> None:
