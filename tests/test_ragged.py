@@ -248,6 +248,27 @@ def test_round_trips_match_a_list(
         np.testing.assert_array_equal(row[:n], want)
 
 
+@pytest.mark.parametrize("kind", BACKEND_KINDS)
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=rows_strategy.filter(lambda r: len(r) >= 3), data=st.data())
+def test_phase_all_matches_a_list(
+    kind: str, tmp_path_factory: pytest.TempPathFactory, rows: list[np.ndarray], data: Any
+) -> None:
+    sg = make_gate(kind, tmp_path_factory.mktemp("p"))
+    n = len(rows)
+    sg.add_data(["r", "i"], [rows, np.arange(n)], phase=(n - 2, 1, 1))  # every phase holds rows
+    expected = list(rows)
+    picked = data.draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=4, unique=True))
+    new = [np.full((data.draw(st.integers(0, 3)), 2), -k, dtype=np.int32) for k in range(len(picked))]
+    sg.update_data("r", new, "all", picked)  # rows of any phase, of other lengths
+    for k, i in enumerate(picked):
+        expected[i] = new[k]
+    _same_rows(sg.get_data("r", "all"), expected)
+    sg.shuffle("all", seed=data.draw(st.integers(1, 9)))  # each phase's rows keep their labels
+    order = sg.get_data("i", "all")
+    _same_rows(sg.get_data("r", "all"), [expected[i] for i in order])
+
+
 # --- torch -------------------------------------------------------------------------------------
 
 
