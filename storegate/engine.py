@@ -29,12 +29,14 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from storegate import ragged_store as rs
 from storegate import steps
 from storegate.backends import Backend, note_change
 from storegate.errors import ConflictError, InvalidArgumentError, NotFoundError, ValidationError
 from storegate.indexing import is_row, normalize_index, selection_length, split_selection
 from storegate.names import VarNames
 from storegate.phases import ALL, PHASES, phases_of
+from storegate.ragged import batch, check_batch_mode, is_rows, make_rows, rows_or_array
 from storegate.rules import as_array, cast, check_row_shape, common_dtype, common_length, with_rows
 from storegate.splits import PhaseRows, SplitSpec, phase_rows
 from storegate.steps import Layout, Plan, layout_of
@@ -98,14 +100,27 @@ class GroupEngine:
     def var_names(self, phase: str) -> list[str]:
         """Sorted variable names of a phase (of any phase for ``'all'``)."""
         self.backend.refresh_if_changed(self.data_id)
-        return sorted({v for p in phases_of(phase) for v in self.backend.var_names(self.data_id, p)})
+        return sorted({v for p in phases_of(phase) for v in rs.fold(self.backend.var_names(self.data_id, p))})
 
     def has(self, phase: str, var: str) -> bool:
         """True when the variable exists in the phase (in any phase for ``'all'``)."""
-        return any(self.backend.has(self.data_id, p, var) for p in phases_of(phase))
+        return any(
+            self.backend.has(self.data_id, p, var) or rs.is_ragged(self.backend, self.data_id, p, var)
+            for p in phases_of(phase)
+        )
+
+    def is_ragged(self, phase: str, var: str) -> bool:
+        """True when the phase (any phase, for ``'all'``) holds ``var`` as a ragged variable."""
+        return any(rs.is_ragged(self.backend, self.data_id, p, var) for p in phases_of(phase))
 
     def shape(self, phase: str, var: str) -> tuple[int, ...]:
-        """Shape ``(N, ...)`` of a variable; for ``'all'`` the phases' rows added up."""
+        """Shape ``(N, ...)`` of a variable; for ``'all'`` the phases' rows added up.
+
+        A ragged variable's shape is ``(N,)``: its rows differ in length (see :meth:`row_shape`).
+        """
+        if self.is_ragged(phase, var):
+            offsets = rs.offsets_name(var)
+            return (sum(self.backend.shape(self.data_id, p, offsets)[0] for p in self._ragged_phases(phase, var)),)
         if phase != ALL:
             return self.backend.shape(self.data_id, phase, var)
         layout = self.layout(var, promote=False)
@@ -123,8 +138,18 @@ class GroupEngine:
                 f"Stored var_names there: {stored}.{hint}"
             )
 
-    def row_shape(self, phase: str, var: str) -> tuple[int, ...] | None:
-        """The shape of one row of a variable (multiml's ``get_var_shapes``); None when absent."""
+    def _ragged_phases(self, phase: str, var: str) -> list[str]:
+        return [p for p in phases_of(phase) if rs.is_ragged(self.backend, self.data_id, p, var)]
+
+    def row_shape(self, phase: str, var: str) -> tuple[int | None, ...] | None:
+        """The shape of one row of a variable (multiml's ``get_var_shapes``); None when absent.
+
+        A ragged variable's rows are ``(None, *inner)``: None stands for the length that varies.
+        """
+        if self.is_ragged(phase, var):
+            inner = self.row_shape(phase, rs.values_name(var))
+            assert inner is not None
+            return (None, *inner)
         rows = {
             self.backend.shape(self.data_id, p, var)[1:]
             for p in phases_of(phase)
@@ -178,7 +203,8 @@ class GroupEngine:
         return VarLayout(parts, dtype, rows.pop())
 
     def _holds_rows(self, phase: str) -> bool:
-        return any(self.backend.shape(self.data_id, phase, v)[0] for v in self.backend.var_names(self.data_id, phase))
+        stored = rs.counted(self.backend.var_names(self.data_id, phase))
+        return any(self.backend.shape(self.data_id, phase, v)[0] for v in stored)
 
     def phase_length(self, phase: str) -> int:
         """Rows of a phase (all phases added up for ``'all'``).
@@ -193,17 +219,44 @@ class GroupEngine:
 
     def _checked_length(self, phase: str) -> int:
         lengths = {
-            var: self.backend.shape(self.data_id, phase, var)[0] for var in self.backend.var_names(self.data_id, phase)
+            var: self.backend.shape(self.data_id, phase, var)[0]
+            for var in rs.counted(self.backend.var_names(self.data_id, phase))
         }
         return common_length(lengths, f"every variable of phase {phase!r} in data_id {self.data_id!r}")
 
-    def get(self, names: VarNames, phase: str, index: Any) -> Any:
-        """The rows ``index`` of ``names`` in ``phase``, in the form ``names`` asks for."""
+    def get(self, names: VarNames, phase: str, index: Any, batch_mode: Any = None, batch_args: Any = None) -> Any:
+        """The rows ``index`` of ``names`` in ``phase``, in the form ``names`` asks for.
+
+        A batch of a ragged variable comes in the form of ``batch_mode`` (see
+        :func:`storegate.ragged.batch`); ``batch_mode='rows'`` gives the ragged rows
+        themselves (an object array), as copies between tiers need them.
+        """
+        rows_wanted = batch_mode == "rows"
+        mode, args = check_batch_mode(None if rows_wanted else batch_mode, batch_args)
         arrays = self._read_unchanged(names, phase, index)
         scalar = is_row(index)
+        if any(is_rows(a) for a in arrays) and names.form == "tuple":
+            raise InvalidArgumentError(
+                f"var_names given as a tuple are stacked, which ragged rows cannot be. Got {names.names!r} with "
+                "a ragged variable among them. Read them as a list, or read the ragged variable alone."
+            )
         if scalar:  # one row of a 1-D variable is a numpy scalar, as numpy indexing gives
             arrays = [a[()] if a.ndim == 0 else a for a in arrays]
+        if not rows_wanted:
+            arrays = [
+                batch(list(a), mode, args, None if len(a) else self._no_rows(phase, var)) if is_rows(a) else a
+                for var, a in zip(names.names, arrays, strict=True)
+            ]
         return names.join(arrays, scalar=scalar)
+
+    def _no_rows(self, phase: str, var: str) -> np.ndarray:
+        """An empty ``(0, *inner)`` array of a ragged variable's values: the form of a batch of no row."""
+        values = self._values_layout(phase, var)
+        return np.empty((0, *values.row_shape), dtype=values.dtype)
+
+    def _values_layout(self, phase: str, var: str) -> VarLayout:
+        """The layout of a ragged variable's values over the phases that hold it."""
+        return self.layout(rs.values_name(var), tuple(self._ragged_phases(phase, var)))
 
     def _read_unchanged(self, names: VarNames, phase: str, index: Any) -> list[np.ndarray]:
         """Read each variable, again when another writer began a rewrite in place meanwhile.
@@ -233,7 +286,13 @@ class GroupEngine:
         )
 
     def read(self, phase: str, var: str, index: Any) -> np.ndarray:
-        """The rows ``index`` (any accepted index form) of one variable."""
+        """The rows ``index`` (any accepted index form) of one variable.
+
+        A ragged variable gives one row ``(L_i, *inner)`` for an int, else ragged rows (an
+        object array of them, see :mod:`storegate.ragged`).
+        """
+        if self.is_ragged(phase, var):
+            return self._read_ragged(phase, var, index)
         if phase != ALL:
             selection = normalize_index(index, self.backend.shape(self.data_id, phase, var)[0])
             return self.backend.read(self.data_id, phase, var, selection)
@@ -247,6 +306,31 @@ class GroupEngine:
         out = np.empty((selection_length(selection) or 0, *layout.row_shape), dtype=layout.dtype)
         for piece in split_selection(selection, layout.sizes):
             out[piece.positions] = self.backend.read(self.data_id, PHASES[piece.part], var, piece.local)
+        return out
+
+    def _read_ragged(self, phase: str, var: str, index: Any) -> np.ndarray:
+        phases = self._ragged_phases(phase, var)
+        if phase != ALL:
+            selection = normalize_index(index, self.shape(phase, var)[0])
+            return rs.read_rows(self.backend, self.data_id, phase, var, selection)
+        lacking = [p for p in PHASES if p not in phases and self._holds_rows(p)]
+        if lacking:  # read as one list it would not line up with those phases' rows
+            raise NotFoundError(
+                f"var_name {var!r} of data_id {self.data_id!r} is missing from phase(s) {lacking}, which hold rows: "
+                f"read as one list it would not line up with them. Read the phases that hold it ({phases}), or "
+                f"add it to {lacking}."
+            )
+        dtype = self._values_layout(phase, var).dtype  # one inner shape, and the dtype every phase's values fit
+        sizes = [self.shape(p, var)[0] if p in phases else 0 for p in PHASES]
+        selection = normalize_index(index, sum(sizes))
+        pieces = split_selection(selection, sizes)
+        if isinstance(selection, int):
+            piece = next(pieces)
+            return rs.read_rows(self.backend, self.data_id, PHASES[piece.part], var, piece.local).astype(dtype)
+        out = np.empty(selection_length(selection) or 0, dtype=object)
+        for piece in pieces:
+            part = rs.read_rows(self.backend, self.data_id, PHASES[piece.part], var, piece.local)
+            out[piece.positions] = make_rows([row.astype(dtype, copy=False) for row in part])
         return out
 
     # --- planning writes -------------------------------------------------------------
@@ -289,6 +373,7 @@ class GroupEngine:
     ) -> Plan:
         """Append ``arrays`` (one per name) to their variables, creating missing ones."""
         self.backend.check_writable()
+        rs.check_names(names.names)
         plan = Plan()
         for p, pieces in self.split(arrays, phase, names).items():
             for var, array in zip(names.names, pieces, strict=True):
@@ -296,8 +381,13 @@ class GroupEngine:
         return plan
 
     def _plan_append(self, phase: str, var: str, array: np.ndarray, options: dict[str, Any]) -> Plan:
+        if is_rows(array) or rs.is_ragged(self.backend, self.data_id, phase, var):
+            self._check_not_fixed(phase, var)
+            self._check_same_kind(phase, var, ragged=True)
+            return rs.plan_append(self.backend, self.data_id, phase, var, self._rows(array, var), options)
         plan = Plan()
         if not self.backend.has(self.data_id, phase, var):
+            self._check_same_kind(phase, var, ragged=False)
             if not array.shape[0]:  # multiml creates nothing for a phase that gets no row
                 return plan
             step = steps.create_step(self.backend, self.data_id, phase, var, array, options)
@@ -311,6 +401,38 @@ class GroupEngine:
             plan.add_change(step, phase, var, layout_of(rows, shape[0] + rows.shape[0]))
         return plan
 
+    def _check_not_fixed(self, phase: str, var: str) -> None:
+        """Ragged rows may not go into a fixed-shape variable."""
+        if self.backend.has(self.data_id, phase, var):
+            shape = self.backend.shape(self.data_id, phase, var)
+            raise InvalidArgumentError(
+                f"data for var_name {var!r} in phase {phase!r} must fit its rows of shape {shape[1:]}. Got ragged rows "
+                "(arrays of different lengths) instead. Pad or crop them to one length, or store them as a new "
+                "(ragged) variable."
+            )
+
+    def _check_same_kind(self, phase: str, var: str, ragged: bool) -> None:
+        """A variable is ragged in every phase that holds it, or in none (phase 'all' reads them as one)."""
+        others = [p for p in PHASES if p != phase and self.has(p, var) and self.is_ragged(p, var) != ragged]
+        if others:
+            kind, fix = ("fixed-shape", "Pad or crop the rows") if ragged else ("ragged", "Pass ragged=True")
+            raise InvalidArgumentError(
+                f"data for var_name {var!r} in phase {phase!r} must be of the kind the variable has in phase(s) "
+                f"{others}: {kind}. Got {'ragged' if ragged else 'fixed-shape'} rows instead. {fix}, or use another "
+                "var_name."
+            )
+
+    def _rows(self, array: np.ndarray, var: str) -> list[np.ndarray]:
+        """The rows to write to a ragged variable: ragged rows, or the rows of ``(n, L, ...)``."""
+        if is_rows(array):
+            return list(array)
+        if array.ndim < 2:
+            raise InvalidArgumentError(
+                f"data for the ragged var_name {var!r} must hold rows of shape (L, ...). Got shape {array.shape} "
+                "instead: give a list of arrays, one per row."
+            )
+        return list(array)
+
     def plan_update(self, names: VarNames, data: Any, phase: str | SplitSpec, index: Any) -> Plan:
         """Write rows of existing variables (every row when ``index`` is None); add missing ones.
 
@@ -320,12 +442,15 @@ class GroupEngine:
         gets rows writes them, or creates the variable where it is missing.
         """
         self.backend.check_writable()
+        rs.check_names(names.names)
         if not isinstance(phase, str) or (phase == ALL and index is None):
             if index is not None:
                 raise InvalidArgumentError(f"index must be None when phase is a split. Got {index!r} instead.")
             return self._plan_split_write(names, names.split(data), phase)
         plan = Plan()
         for var, array in zip(names.names, _split_for_index(names, data, is_row(index)), strict=True):
+            if names.form != "str" and is_row(index) and self.is_ragged(phase, var):
+                array = array[0]  # one row of a ragged variable is its own array: no row axis added
             plan.extend(self._plan_var_update(phase, var, array, index))
         return plan
 
@@ -340,6 +465,10 @@ class GroupEngine:
         return self._plan_index_write(phase, var, array, index)
 
     def _plan_index_write(self, phase: str, var: str, array: np.ndarray, index: Any) -> Plan:
+        if self.is_ragged(phase, var):
+            return self._plan_ragged_write(phase, var, array, index)
+        if is_rows(array):
+            self._check_not_fixed(phase, var)
         shape = self.shape(phase, var)
         selection = normalize_index(index, shape[0])
         if isinstance(selection, int):  # a one-row slice, so the write keeps the row axis
@@ -362,14 +491,43 @@ class GroupEngine:
             plan.add(steps.write_step(self.backend, self.data_id, p, var, piece.local, values))
         return plan
 
+    def _plan_ragged_write(self, phase: str, var: str, array: np.ndarray, index: Any) -> Plan:
+        """Write whole rows of a ragged variable; one row (an int index) is given as one array."""
+        n = self.shape(phase, var)[0]
+        selection = normalize_index(index, n)
+        if isinstance(selection, int):  # one row, given as its array
+            rows = list(array) if is_rows(array) else [array]
+            selection = np.array([selection], dtype=np.int64)
+        else:
+            rows = self._rows(array, var)
+        count = selection_length(selection) or 0
+        if len(rows) != count:
+            raise InvalidArgumentError(
+                f"data for the ragged var_name {var!r} must hold one row per selected row ({count}). Got {len(rows)} "
+                "rows instead. Give a list of arrays, one per selected row."
+            )
+        plan = Plan()
+        pieces = split_selection(selection, [self.shape(p, var)[0] if self.has(p, var) else 0 for p in PHASES])
+        for piece in pieces if phase == ALL else [None]:
+            p = phase if piece is None else PHASES[piece.part]
+            local = selection if piece is None else piece.local
+            mine = rows if piece is None else [rows[i] for i in np.arange(count)[piece.positions].tolist()]
+            assert not isinstance(local, int)
+            plan.extend(rs.plan_write(self.backend, self.data_id, p, var, local, mine))
+        return plan
+
     def _plan_split_write(self, names: VarNames, arrays: list[np.ndarray], phase: str | SplitSpec) -> Plan:
         """Write every row of the variables of each phase a split gives rows; create missing ones."""
         plan = Plan()
         for p, pieces in self.split(arrays, phase, names).items():
             for var, array in zip(names.names, pieces, strict=True):
-                if self.backend.has(self.data_id, p, var):
+                if self.has(p, var):
                     plan.extend(self._plan_index_write(p, var, array, None))
+                elif is_rows(array):
+                    self._check_same_kind(p, var, ragged=True)
+                    plan.extend(rs.plan_append(self.backend, self.data_id, p, var, list(array), {}))
                 elif array.shape[0]:  # no row, no variable (multiml)
+                    self._check_same_kind(p, var, ragged=False)
                     step = steps.create_step(self.backend, self.data_id, p, var, array, {})
                     plan.add_change(step, p, var, layout_of(array))
         return plan
@@ -381,7 +539,10 @@ class GroupEngine:
         deleted = []
         for p in phases_of(phase):
             for var in names.names:
-                if self.backend.has(self.data_id, p, var):
+                if rs.is_ragged(self.backend, self.data_id, p, var):
+                    plan.extend(rs.plan_delete(self.backend, self.data_id, p, var))
+                    deleted.append(f"{p}/{var}")
+                elif self.backend.has(self.data_id, p, var):
                     plan.add_change(steps.delete_step(self.backend, self.data_id, p, var), p, var, None)
                     deleted.append(f"{p}/{var}")
         if any(key in self.sources() for key in deleted):  # a deleted variable's sources go with it
@@ -419,6 +580,7 @@ class GroupEngine:
             too: zeros would silently replace its data).
         """
         self.backend.check_writable()
+        rs.check_names(names.names)
         if isinstance(phase, str) and phase != ALL:
             rows = {phase: shape[0]} if shape[0] else {}  # no row, no variable (multiml)
         else:
@@ -427,7 +589,7 @@ class GroupEngine:
         plan = Plan()
         for var in names.names:
             for p, n in rows.items():
-                if self.backend.has(self.data_id, p, var):
+                if self.has(p, var):
                     raise InvalidArgumentError(
                         f"var_name {var!r} already exists in phase {p!r} of data_id {self.data_id!r}; create_empty "
                         "does not replace a variable (as in multiml). Delete it first, or write it with update_data."
@@ -442,6 +604,9 @@ class GroupEngine:
         self.backend.check_writable()
         plan = Plan()
         for phase, var, array in results:
+            if is_rows(array):  # a ragged variable: shuffled rows
+                plan.extend(rs.plan_replace(self.backend, self.data_id, phase, var, list(array)))
+                continue
             plan.add_change(
                 steps.replace_step(self.backend, self.data_id, phase, var, array), phase, var, layout_of(array)
             )
@@ -661,7 +826,7 @@ def _changed(fingerprint: Fingerprint, layouts: dict[tuple[str, str], Layout | N
 
 
 def _phase_size(variables: dict[str, Layout]) -> int | None:
-    lengths = {v[0] for v in variables.values()}
+    lengths = {v[0] for name, v in variables.items() if name in rs.counted([name])}
     if len(lengths) > 1:
         return None
     return lengths.pop() if lengths else 0
@@ -674,7 +839,10 @@ def validate(fingerprint: Fingerprint) -> dict[str, int]:
     dtype and row shape across phases.
     """
     sizes = {
-        phase: common_length({var: v[0] for var, v in variables.items()}, f"every variable of phase {phase!r}")
+        phase: common_length(
+            {var: v[0] for var, v in variables.items() if var in rs.counted([var])},
+            f"every variable of phase {phase!r}",
+        )
         for phase, variables in fingerprint.items()
     }
     layouts: dict[str, set[tuple[str, tuple[int, ...]]]] = {}
@@ -696,7 +864,7 @@ def _part_size(part: slice | np.ndarray) -> int:
 def _split_for_index(names: VarNames, data: Any, scalar: bool) -> list[np.ndarray]:
     """Split update data; for a single-row index, data have no row axis (one is added)."""
     if names.form == "str":
-        return [as_array(data, "data")]  # numpy assignment: any shape that broadcasts to the rows
+        return [rows_or_array(data, "data")]  # numpy assignment: any shape that broadcasts to the rows
     if not scalar:
         return names.split(data)
     if names.form == "list":

@@ -24,6 +24,7 @@ from storegate.errors import InvalidArgumentError, NotFoundError
 from storegate.moves import Callback
 from storegate.names import check_data_id, parse_var_names
 from storegate.phases import DEFAULT_SHUFFLE_SEED, permutation, resolve_phase
+from storegate.ragged import check_batch_mode
 from storegate.rules import check_bool, check_dtype, check_int, check_seed, check_shape, convert
 from storegate.splits import parse_split, reorder
 from storegate.verify import Report
@@ -151,6 +152,7 @@ class StoreGate:
         do_compile: bool = False,
         compressor: Any = None,
         progress: bool = False,
+        ragged: bool = False,
     ) -> None:
         """Add data, appending when a variable already exists (multiml).
 
@@ -173,15 +175,21 @@ class StoreGate:
             Codec of the variables this call creates (:func:`storegate.codecs.resolve_compressor`).
         progress
             A tqdm bar of the writes (one per variable and phase), for large data.
+        ragged
+            Store the rows as a ragged variable even when they all have one length. A list
+            of arrays ``(L_i, *inner)`` whose ``L_i`` differ is ragged anyway (see
+            :mod:`storegate.ragged_store` for the layout); rows appended to a ragged variable
+            are its rows whatever their lengths.
 
         Raises
         ------
         InvalidArgumentError
             For malformed arguments, a row shape that differs from the stored one or a
-            dtype that numpy's ``same_kind`` rule does not allow to cast.
+            dtype that numpy's ``same_kind`` rule does not allow to cast; for ragged rows
+            whose inner shapes differ, or given to a variable stored with a fixed shape.
         """
         names, phase_, options = parse_var_names(var_names), parse_split(phase), _codec_options(compressor)
-        arrays, order = _shuffled(names.split(data), shuffle)
+        arrays, order = _shuffled(names.split(data, check_bool("ragged", ragged)), shuffle)
         phase_ = phase_ if order is None else reorder(phase_, order)  # labels given by array follow their rows
         engine, compile_ = self._engine(), check_bool("do_compile", do_compile)
         bar = "add_data" if check_bool("progress", progress) else None
@@ -201,7 +209,9 @@ class StoreGate:
         compile_ = check_bool("do_compile", do_compile)
         engine.apply(lambda: engine.plan_update(names, data, phase_, index), compile=compile_)
 
-    def get_data(self, var_names: Any, phase: Any = "train", index: Any = None) -> Any:
+    def get_data(
+        self, var_names: Any, phase: Any = "train", index: Any = None, batch_mode: Any = None, batch_args: Any = None
+    ) -> Any:
         """Read data (multiml's return shapes).
 
         Parameters
@@ -214,13 +224,25 @@ class StoreGate:
         index
             ``None`` (all rows), an int (drops the row axis), a slice, ``(start, stop)``,
             a list / array / tensor of ints or a boolean mask.
+        batch_mode, batch_args
+            How several rows of a ragged variable come back (lardon's ``batch_mode``): ``None``
+            or ``'list'``, a list of arrays ``(L_i, *inner)``; ``'pad'``, a tuple ``(padded
+            (n, length, *inner), lengths int64 (n,))`` padded at the end by ``np.pad`` with
+            ``batch_args`` (e.g. ``{'constant_values': -1}``, ``{'mode': 'edge'}``) up to
+            ``batch_args['length']`` (default: the longest row); ``'crop'``, ``(n, length,
+            *inner)`` of each row's first ``length`` values (default: the shortest row).
+            One row (an int index) is its own array; fixed-shape variables ignore them.
 
         Raises
         ------
         NotFoundError
             If a variable does not exist in the phase.
+        InvalidArgumentError
+            For a bad ``batch_mode`` / ``batch_args``, a ``length`` a row does not fit, or a
+            ragged variable among var_names given as a tuple (stacked).
         """
-        return self._engine().get(parse_var_names(var_names), resolve_phase(phase), index)
+        mode, args = check_batch_mode(batch_mode, batch_args)  # refuses the engine's own 'rows'
+        return self._engine().get(parse_var_names(var_names), resolve_phase(phase), index, mode, args)
 
     def delete_data(self, var_names: Any, phase: Any = "train", do_compile: bool = True) -> None:
         """Delete variables; a variable that does not exist is ignored (multiml)."""

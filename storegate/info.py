@@ -14,10 +14,22 @@ from dataclasses import dataclass, field
 from storegate.backends import Backend, TieredBackend
 from storegate.engine import GroupEngine
 from storegate.phases import PHASES
+from storegate.ragged_store import fold, is_ragged, lengths, offsets_name, values_name
 
 __all__ = ["HEADERS", "OTHERS_TITLE", "Table", "collect", "render_html", "render_text"]
 
-HEADERS = ("phase", "backend", "var_name", "dtype", "row shape", "rows", "chunk rows", "stored bytes", "codec")
+HEADERS = (
+    "phase",
+    "backend",
+    "var_name",
+    "dtype",
+    "row shape",
+    "rows",
+    "chunk rows",
+    "stored bytes",
+    "codec",
+    "lengths",
+)
 #: Columns holding numbers: right-aligned, so magnitudes line up.
 _NUMERIC = frozenset({"rows", "chunk rows", "stored bytes"})
 _MISSING = "-"
@@ -59,7 +71,7 @@ def collect(backend_name: str, backend: Backend, data_id: str | None) -> Table:
         _row(phase, tier, tier_backend, data_id, var)
         for phase in PHASES
         for tier, tier_backend in tiers.items()
-        for var in tier_backend.var_names(data_id, phase)
+        for var in fold(tier_backend.var_names(data_id, phase))
     ]
     return Table(title, HEADERS, rows, _others(backend, data_id))
 
@@ -69,6 +81,8 @@ def _others(backend: Backend, data_id: str | None) -> list[str]:
 
 
 def _row(phase: str, tier: str, backend: Backend, data_id: str, var: str) -> tuple[str, ...]:
+    if is_ragged(backend, data_id, phase, var):
+        return _ragged_row(phase, tier, backend, data_id, var)
     info = backend.info(data_id, phase, var)
     return (
         phase,
@@ -80,6 +94,28 @@ def _row(phase: str, tier: str, backend: Backend, data_id: str, var: str) -> tup
         _MISSING if info.chunk_rows is None else str(info.chunk_rows),
         _MISSING if info.stored_bytes is None else human_bytes(info.stored_bytes),
         info.codec or _MISSING,
+        _MISSING,
+    )
+
+
+def _ragged_row(phase: str, tier: str, backend: Backend, data_id: str, var: str) -> tuple[str, ...]:
+    """A ragged variable: its values' dtype and codec, rows ``(None, *inner)``, both arrays' bytes,
+    and the min / mean / max row length (read from the offsets)."""
+    values, offsets = backend.info(data_id, phase, values_name(var)), backend.info(data_id, phase, offsets_name(var))
+    stored = None if values.stored_bytes is None else values.stored_bytes + (offsets.stored_bytes or 0)
+    sizes = lengths(backend, data_id, phase, var)
+    spread = f"{sizes.min()} / {sizes.mean():.1f} / {sizes.max()}" if sizes.size else _MISSING
+    return (
+        phase,
+        tier,
+        var,
+        str(values.dtype),
+        str((None, *values.shape[1:])),
+        str(offsets.shape[0]),
+        _MISSING if offsets.chunk_rows is None else str(offsets.chunk_rows),
+        _MISSING if stored is None else human_bytes(stored),
+        values.codec or _MISSING,
+        spread,
     )
 
 

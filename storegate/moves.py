@@ -105,9 +105,9 @@ def _plan_phase(
     phase's rows, so a transfer never leaves a phase whose variables disagree in length.
     """
     if callback is None:  # read in the form the names are written in: a list stays a list
-        data = src.get(VarNames(names.names, parse_var_names(out_arg).form), phase, None)
-    else:
-        data = src.get(names, phase, None)
+        data = src.get(VarNames(names.names, parse_var_names(out_arg).form), phase, None, batch_mode="rows")
+    else:  # ragged variables as ragged rows (object arrays), so they stay ragged whatever their lengths
+        data = src.get(names, phase, None, batch_mode="rows")
     if callback is not None:
         result = callback(out_arg, data)
         if not (isinstance(result, tuple) and len(result) == 2):

@@ -10,6 +10,7 @@ import numpy as np
 
 from storegate.errors import InvalidArgumentError
 from storegate.phases import PHASE_WORDS
+from storegate.ragged import rows_or_array
 from storegate.rules import as_array, common_length, with_rows
 
 __all__ = [
@@ -38,13 +39,22 @@ class VarNames:
     names: tuple[str, ...]
     form: Form
 
-    def split(self, data: object) -> list[np.ndarray]:
-        """Split caller data into one array per name (no copy: callers copy on store)."""
+    def split(self, data: object, ragged: bool = False) -> list[np.ndarray]:
+        """Split caller data into one array per name (no copy: callers copy on store).
+
+        A list of arrays whose first axes differ (or any list of rows, with ``ragged``) is
+        ragged rows (:func:`storegate.ragged.rows_or_array`), for the str and list forms.
+        """
         if self.form == "str":
-            return [with_rows(as_array(data, "data"), "data")]
+            return [with_rows(rows_or_array(data, "data", ragged), "data")]
         if self.form == "tuple":
+            if ragged:
+                raise InvalidArgumentError(
+                    "ragged=True needs var_names as a str or a list: a tuple stacks its variables. "
+                    f"Got {self.names!r} instead."
+                )
             return self._split_tuple(data)
-        return self._split_list(data)
+        return self._split_list(data, ragged)
 
     def join(self, arrays: Sequence[np.ndarray], scalar: bool) -> Any:
         """Join arrays read per name into the shape this form returns."""
@@ -65,7 +75,7 @@ class VarNames:
         # One strided view per variable: vectorised, no loop over rows.
         return [array[:, i] for i in range(m)]
 
-    def _split_list(self, data: object) -> list[np.ndarray]:
+    def _split_list(self, data: object, ragged: bool = False) -> list[np.ndarray]:
         m = len(self.names)
         if isinstance(data, np.ndarray) or not isinstance(data, (list, tuple)):
             raise InvalidArgumentError(
@@ -75,7 +85,7 @@ class VarNames:
             raise InvalidArgumentError(
                 f"data for var_names {list(self.names)} must hold {m} arrays. Got {len(data)} instead."
             )
-        arrays = [with_rows(as_array(d, f"data[{i}]"), f"data[{i}]") for i, d in enumerate(data)]
+        arrays = [with_rows(rows_or_array(d, f"data[{i}]", ragged), f"data[{i}]") for i, d in enumerate(data)]
         lengths = {name: a.shape[0] for name, a in zip(self.names, arrays, strict=True)}
         common_length(lengths, "data for a list of var_names", InvalidArgumentError)
         return arrays

@@ -65,6 +65,7 @@ __all__ = [
     "INDEX_FORMS",
     "MIXINS",
     "BackendConformance",
+    "RaggedTests",
     "assert_same_snapshot",
     "make_gate",
     "numpy_index",
@@ -105,6 +106,13 @@ def assert_same_snapshot(before: dict[str, Any], after: dict[str, Any]) -> None:
     assert after["metadata"] == before["metadata"]
     assert sorted(after["data"]) == sorted(before["data"])
     for key, array in before["data"].items():
+        if isinstance(array, list):  # a ragged variable: a list of rows
+            assert isinstance(after["data"][key], list), key
+            assert len(after["data"][key]) == len(array), key
+            for got, row in zip(after["data"][key], array, strict=True):
+                assert got.dtype == row.dtype, key
+                np.testing.assert_array_equal(got, row, err_msg=str(key))
+            continue
         assert after["data"][key].dtype == array.dtype, key
         np.testing.assert_array_equal(after["data"][key], array, err_msg=str(key))
 
@@ -997,6 +1005,43 @@ class ShowInfoTests:
         assert "int64" in html
 
 
+def _ragged(lengths: tuple[int, ...]) -> list[np.ndarray]:
+    return [np.arange(n * 2, dtype=np.int64).reshape(n, 2) + 100 * i for i, n in enumerate(lengths)]
+
+
+def _assert_rows(got: Any, expected: list[np.ndarray]) -> None:
+    assert isinstance(got, list)
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected, strict=True):
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b)
+
+
+class RaggedTests:
+    """Ragged variables (rows of different lengths): stored as two plain arrays, so every backend holds them."""
+
+    def test_ragged_round_trip(self, sg: StoreGate) -> None:
+        rows = _ragged((3, 0, 5, 1))
+        sg.add_data(["r", "y"], [rows, np.arange(4)], phase=(2, 1, 1))
+        assert sg.get_var_names("train") == ["r", "y"]
+        assert sg.get_var_shapes("r") == (None, 2)
+        np.testing.assert_array_equal(sg.get_data("r", "train", 0), rows[0])
+        _assert_rows(sg.get_data("r", "all"), rows)
+        padded, lengths = sg.get_data("r", "all", [2, 3], batch_mode="pad")
+        np.testing.assert_array_equal(lengths, [5, 1])
+        np.testing.assert_array_equal(padded[1], np.pad(rows[3], ((0, 4), (0, 0))))
+
+    def test_ragged_append_update_delete(self, sg: StoreGate) -> None:
+        rows = _ragged((2, 4))
+        sg.add_data("r", rows)
+        sg.add_data("r", _ragged((1,)))
+        sg.update_data("r", np.zeros((6, 2), np.int64), "train", 0)  # another length
+        _assert_rows(sg.get_data("r"), [np.zeros((6, 2), np.int64), rows[1], _ragged((1,))[0]])
+        assert sg.get_metadata()["sizes"]["train"] == 3
+        sg.delete_data("r")
+        assert sg.get_var_names() == []
+
+
 #: Every mixin of the suite, one per operation; a backend that runs a subset picks from here.
 MIXINS: tuple[type, ...] = (
     AddDataTests,
@@ -1010,6 +1055,7 @@ MIXINS: tuple[type, ...] = (
     CompileTests,
     ItemSyntaxTests,
     ShowInfoTests,
+    RaggedTests,
 )
 
 

@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Union
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import ConcatDataset as TorchConcatDataset
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset, Sampler, default_collate
 
 from storegate.backends import Backend, change_count
 from storegate.engine import GroupEngine
@@ -50,8 +51,10 @@ from storegate.loader import (
     view_chunk_bounds,
 )
 from storegate.names import VarNames, parse_var_names
-from storegate.phases import resolve_phase
-from storegate.reading import StoreHandle, Variable, check_source, chunked_variable, memory_variable, read_or_explain
+from storegate.phases import phases_of, resolve_phase
+from storegate.ragged import batch, check_batch_mode, is_rows
+from storegate.ragged_store import offsets_name, values_name
+from storegate.reading import StoreHandle, check_source, chunked_variable, memory_variable, read_or_explain
 from storegate.rowmaps import RowMap
 from storegate.rules import check_int, common_length, is_int
 from storegate.shared_cache import SharedChunkCache
@@ -62,11 +65,68 @@ __all__ = [
     "DEFAULT_WINDOW",
     "ChunkShuffleSampler",
     "ConcatDataset",
+    "RaggedCollate",
+    "RaggedVariable",
     "StoreGateDataset",
 ]
 
 Callback = Callable[[Any, Any], tuple[Any, Any]]
 _CONCAT_FIX = "make one StoreGateDataset per part and join them with storegate.torch.ConcatDataset([...])."
+
+
+@dataclass(frozen=True)
+class RaggedVariable:
+    """A ragged variable read by the dataset: each row its own array ``(L_i, *inner)``.
+
+    Stored data are read through the engine (offsets of the rows first, then one span of
+    values per run of consecutive rows, see :func:`storegate.ragged_store.read_rows`);
+    data carried in memory are the rows themselves.
+
+    Attributes
+    ----------
+    var, phase
+        The variable and the phase read (``'all'``: the phases in order).
+    dtype, inner
+        The values' dtype and the rows' inner shape.
+    chunk_starts
+        The dataset rows where a chunk of the offsets starts, then the number of rows.
+    rows
+        The rows, when they are carried in memory (an object array); ``None`` for stored data.
+    """
+
+    var: str
+    phase: str
+    dtype: np.dtype
+    inner: tuple[int, ...]
+    chunk_starts: tuple[int, ...]
+    rows: np.ndarray | None = None
+
+    @property
+    def bounds(self) -> np.ndarray:
+        """Chunk starts over the dataset's rows (of the offsets), then the number of rows."""
+        return np.asarray(self.chunk_starts, dtype=np.int64)
+
+    def read(self, rows: np.ndarray, engine: GroupEngine | None) -> np.ndarray:
+        """Rows ``rows`` in that order, as ragged rows (an object array)."""
+        if self.rows is not None:
+            return np.asarray(self.rows[rows])
+        assert engine is not None
+        return engine.read(self.phase, self.var, rows)
+
+    def __eq__(self, other: object) -> bool:  # the rows are an object array: compare the layout only
+        return isinstance(other, RaggedVariable) and (
+            self.var,
+            self.phase,
+            self.dtype,
+            self.inner,
+            self.chunk_starts,
+        ) == (other.var, other.phase, other.dtype, other.inner, other.chunk_starts)
+
+    def __hash__(self) -> int:
+        return hash((self.var, self.phase, self.inner, self.chunk_starts))
+
+
+Variable = Union[MemoryVariable, ChunkedVariable, RaggedVariable]
 
 
 class StoreGateDataset(Dataset[Any]):
@@ -119,6 +179,11 @@ class StoreGateDataset(Dataset[Any]):
     so a ``DataLoader(dataset, sampler=BatchSampler(...), batch_size=None)`` skips
     collation. ``__getitems__`` serves a DataLoader batch with one read per chunk run.
 
+    A ragged variable (rows of different lengths) gives each sample's row as its own
+    tensor ``(L_i, *inner)``, and a batch a list of them; collate them with
+    :meth:`collate_fn` (padded with lengths, cropped, or kept as a list). It cannot be
+    among var_names given as a tuple (stacked).
+
     Raises
     ------
     InvalidArgumentError
@@ -154,12 +219,16 @@ class StoreGateDataset(Dataset[Any]):
         self._handle = None if args is None else StoreHandle(backend.name, args)
         self._location = backend.location
         self._changes = change_count(self._location)
+        engine = GroupEngine(backend, data_id)
         self._variables: dict[str, Variable] = {
-            var: memory_variable(storegate, var, self._phase)
+            var: _ragged_variable(engine, self._phase, var, self._handle is None)
+            if engine.is_ragged(self._phase, var)
+            else memory_variable(storegate, var, self._phase)
             if self._handle is None
-            else chunked_variable(GroupEngine(backend, data_id), self._phase, var)
+            else chunked_variable(engine, self._phase, var)
             for var in names
         }
+        _check_ragged_forms(self._variables, self._inputs, self._targets)
         _check_tensor_dtypes(self._variables)
         lengths = {var: int(variable.bounds[-1]) for var, variable in self._variables.items()}
         self._stored_size = common_length(lengths, f"every variable read by the dataset in phase {self._phase!r}")
@@ -247,6 +316,18 @@ class StoreGateDataset(Dataset[Any]):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def collate_fn(self, batch_mode: str = "pad", **batch_args: Any) -> RaggedCollate:
+        """A DataLoader ``collate_fn`` for this dataset's samples (see :class:`RaggedCollate`).
+
+        ``batch_mode`` and ``batch_args`` are those of :meth:`StoreGate.get_data` (lardon's
+        ``batch_mode``): ``'pad'`` gives ``(padded, lengths)`` for each ragged variable,
+        ``'crop'`` one tensor, ``'list'`` a list of tensors; fixed variables are stacked.
+        """
+        ragged = {var for var, v in self._variables.items() if isinstance(v, RaggedVariable)}
+        inputs = _ragged_layout(self._inputs, ragged)
+        layout = inputs if self._targets is None else (inputs, _ragged_layout(self._targets, ragged))
+        return RaggedCollate(layout, batch_mode, **batch_args)
+
     # --- reading -------------------------------------------------------------------------
 
     def _samples(self, rows: np.ndarray) -> list[Any]:
@@ -267,6 +348,9 @@ class StoreGateDataset(Dataset[Any]):
 
     def _read(self, var: str, rows: np.ndarray) -> np.ndarray:
         variable = self._variables[var]
+        if isinstance(variable, RaggedVariable):
+            engine = None if variable.rows is not None else GroupEngine(self._open(), self._data_id)
+            return variable.read(rows, engine)
         if isinstance(variable, MemoryVariable):
             return variable.read(rows, None, self._cache)
         return variable.read(rows, self._fetch(), self._cache, self._shared)
@@ -277,14 +361,19 @@ class StoreGateDataset(Dataset[Any]):
         return self._rows.rows(lambda var: self._read(var, np.arange(self._stored_size, dtype=np.int64)))
 
     def _fetch(self) -> Callable[[str, str, slice], np.ndarray]:
+        backend = self._open()
+        data_id = self._data_id
+        return lambda phase, var, rows: read_or_explain(backend, data_id, phase, var, rows)
+
+    def _open(self) -> Backend:
+        """The store, opened in this process, with the cache checked against this process's writes."""
         assert self._handle is not None
         if self._handle.stale():
             self._cache.clear()  # another process's chunks: each worker keeps its own
         backend = self._handle.backend()
         if change_count(self._location) != self._changes:
             self._look_again(backend)
-        data_id = self._data_id
-        return lambda phase, var, rows: read_or_explain(backend, data_id, phase, var, rows)
+        return backend
 
     def _look_again(self, backend: Backend) -> None:
         """This process changed the store since the dataset was made: drop the cached chunks,
@@ -295,7 +384,7 @@ class StoreGateDataset(Dataset[Any]):
         backend.refresh(self._data_id)
         engine = GroupEngine(backend, self._data_id)
         for var, variable in self._variables.items():
-            now = chunked_variable(engine, self._phase, var) if engine.has(self._phase, var) else None
+            now = _variable_now(engine, self._phase, var, variable)
             if now != variable:
                 raise StoreGateError(
                     f"var_name {var!r} of phase {self._phase!r} changed its rows, chunks or dtype since this "
@@ -449,10 +538,13 @@ def _check_same_layout(parts: list[StoreGateDataset]) -> None:
                 )
 
 
-def _variable_layout(dataset: StoreGateDataset, var: str) -> tuple[np.dtype, tuple[int, ...]]:
+def _variable_layout(dataset: StoreGateDataset, var: str) -> tuple[np.dtype, tuple[int | None, ...]]:
+    """Dtype and row shape (``None`` first for a ragged variable's rows of any length)."""
     variable = dataset._variables[var]
     if isinstance(variable, MemoryVariable):
         return variable.array.dtype, variable.array.shape[1:]
+    if isinstance(variable, RaggedVariable):
+        return variable.dtype, (None, *variable.inner)
     return variable.dtype, variable.row_shape
 
 
@@ -472,10 +564,16 @@ def _gather(pieces: list[tuple[np.ndarray, Any]], n: int) -> Any:
     """One batch of ``n`` rows from parts' batches of the same structure, each row at its position."""
     first = pieces[0][1]
     if isinstance(first, tuple):
-        return tuple(_gather([(p, batch[i]) for p, batch in pieces], n) for i in range(len(first)))
+        return tuple(_gather([(p, part[i]) for p, part in pieces], n) for i in range(len(first)))
+    if isinstance(first, list):  # a ragged variable's rows: one tensor each
+        rows: list[Any] = [None] * n
+        for positions, part in pieces:
+            for position, row in zip(positions.tolist(), part, strict=True):
+                rows[position] = row
+        return rows
     out = first.new_empty((n, *first.shape[1:]))
-    for positions, batch in pieces:
-        out[torch.from_numpy(positions)] = batch
+    for positions, part in pieces:
+        out[torch.from_numpy(positions)] = part
     return out
 
 
@@ -557,6 +655,36 @@ class ChunkShuffleSampler(Sampler[int]):
 # --- checking variables ------------------------------------------------------------------
 
 
+def _ragged_variable(engine: GroupEngine, phase: str, var: str, in_memory: bool) -> RaggedVariable:
+    offsets = chunked_variable(engine, phase, offsets_name(var))
+    values = engine.layout(values_name(var), phases_of(phase))
+    rows = engine.read(phase, var, None) if in_memory else None
+    starts = tuple(int(b) for b in offsets.bounds)
+    return RaggedVariable(var, phase, values.dtype, values.row_shape, starts, rows)
+
+
+def _variable_now(engine: GroupEngine, phase: str, var: str, before: Variable) -> Variable | None:
+    """The layout the variable has now, to compare with the one the dataset was made for."""
+    if not engine.has(phase, var):
+        return None
+    if isinstance(before, RaggedVariable):
+        return _ragged_variable(engine, phase, var, False) if engine.is_ragged(phase, var) else None
+    return None if engine.is_ragged(phase, var) else chunked_variable(engine, phase, var)
+
+
+def _check_ragged_forms(variables: dict[str, Variable], inputs: VarNames, targets: VarNames | None) -> None:
+    """A ragged variable cannot be stacked with others (var_names given as a tuple)."""
+    for names in (inputs, targets):
+        if names is None or names.form != "tuple":
+            continue
+        ragged = [v for v in names.names if isinstance(variables[v], RaggedVariable)]
+        if ragged:
+            raise InvalidArgumentError(
+                f"var_names given as a tuple are stacked, which the ragged variable(s) {ragged} cannot be. Got "
+                f"{names.names!r} instead. Give them as a list."
+            )
+
+
 def _check_tensor_dtypes(variables: dict[str, Variable]) -> None:
     """torch tensors hold numbers and bools only: a str, bytes or date variable is refused up front."""
     for var, variable in variables.items():
@@ -572,19 +700,87 @@ def _check_tensor_dtypes(variables: dict[str, Variable]) -> None:
 
 
 def _join(arrays: dict[str, np.ndarray], names: VarNames) -> Any:
-    """A batch in the form of ``names``: a tensor, a stacked tensor or a tuple of tensors."""
+    """A batch in the form of ``names``: a tensor, a stacked tensor or a tuple of tensors.
+
+    A ragged variable's batch is a list of tensors, one per row.
+    """
     if names.form == "str":
-        return torch.from_numpy(arrays[names.names[0]])
+        return _tensors(arrays[names.names[0]])
     if names.form == "tuple":
         return torch.from_numpy(np.stack([arrays[v] for v in names.names], axis=1))
-    return tuple(torch.from_numpy(arrays[v]) for v in names.names)
+    return tuple(_tensors(arrays[v]) for v in names.names)
+
+
+def _tensors(array: np.ndarray) -> Any:
+    if is_rows(array):
+        return [torch.from_numpy(np.ascontiguousarray(row)) for row in array]
+    return torch.from_numpy(array)
 
 
 def _unbatch(batch: Any, names: VarNames, n: int) -> list[Any]:
     """Per-sample views of a batch (no copy)."""
     if names.form != "list":
-        return list(batch.unbind(0))
-    return list(zip(*(t.unbind(0) for t in batch), strict=True)) if n else []
+        return list(batch) if isinstance(batch, list) else list(batch.unbind(0))
+    parts = (t if isinstance(t, list) else t.unbind(0) for t in batch)
+    return list(zip(*parts, strict=True)) if n else []
+
+
+# --- collating ragged samples ------------------------------------------------------------
+
+#: Which parts of a sample are ragged: a bool for a tensor, a tuple for a tuple of parts.
+Layout = Union[bool, tuple[Any, ...]]
+
+
+def _ragged_layout(names: VarNames, ragged: set[str]) -> Layout:
+    if names.form == "list":
+        return tuple(v in ragged for v in names.names)
+    return names.form == "str" and names.names[0] in ragged
+
+
+class RaggedCollate:
+    """A DataLoader ``collate_fn`` for samples that hold ragged rows beside fixed ones.
+
+    Made by :meth:`StoreGateDataset.collate_fn`, which knows which parts of a sample are
+    ragged, so a batch whose rows happen to share one length has the same form as any
+    other. Picklable (DataLoader workers with any start method).
+
+    Parameters
+    ----------
+    layout
+        Which parts of a sample are ragged (a bool per tensor, nested as the sample).
+    batch_mode, batch_args
+        As in :meth:`StoreGate.get_data`: ``'pad'`` turns each ragged part into
+        ``(padded (B, length, *inner), lengths int64 (B,))`` (``np.pad`` arguments such as
+        ``constant_values``, and ``length``), ``'crop'`` into ``(B, length, *inner)``,
+        ``'list'`` into a list of tensors. Fixed parts go through torch's ``default_collate``.
+
+    Raises
+    ------
+    InvalidArgumentError
+        For a bad ``batch_mode`` / ``batch_args``, or a row a given ``length`` does not fit.
+    """
+
+    def __init__(self, layout: Layout, batch_mode: str = "pad", **batch_args: Any) -> None:
+        self.layout = layout
+        self.batch_mode, self.batch_args = check_batch_mode(batch_mode, batch_args)
+
+    def __call__(self, samples: Sequence[Any]) -> Any:
+        return self._collate(list(samples), self.layout)
+
+    def _collate(self, parts: list[Any], layout: Layout) -> Any:
+        if isinstance(layout, tuple):
+            return tuple(self._collate([p[i] for p in parts], sub) for i, sub in enumerate(layout))
+        if not layout:
+            return default_collate(parts)
+        out = batch([np.asarray(t) for t in parts], self.batch_mode, self.batch_args)
+        if self.batch_mode == "list":
+            return list(parts)
+        if self.batch_mode == "pad":
+            return torch.from_numpy(out[0]), torch.from_numpy(out[1])
+        return torch.from_numpy(out)
+
+    def __repr__(self) -> str:
+        return f"RaggedCollate(layout={self.layout!r}, batch_mode={self.batch_mode!r}, batch_args={self.batch_args!r})"
 
 
 def _names_repr(names: VarNames | None) -> str:

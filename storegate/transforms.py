@@ -34,6 +34,13 @@ def apply(engine: GroupEngine, names: VarNames, phase: str, fn: Callable[[np.nda
         for var in names.names:
             engine.require(phase, var)
         targets = [(p, var) for p in phases_of(phase) for var in names.names if engine.has(p, var)]
+        for p, var in targets:
+            if engine.is_ragged(p, var):  # its rows differ in length: an axis of the variable means nothing
+                raise InvalidArgumentError(
+                    f"var_name {var!r} of phase {p!r} must have rows of one shape for astype / onehot / argmax. "
+                    "Got a ragged variable (rows of different lengths) instead; nothing was written. Read its rows "
+                    "(get_data), convert them, and store them again with update_data."
+                )
         try:
             results = [(p, var, fn(engine.read(p, var, None), var)) for p, var in targets]
         except MemoryError as exc:  # e.g. onehot into 10**9 classes

@@ -18,6 +18,7 @@ from storegate.backends import Finding, note_change
 from storegate.engine import GroupEngine, validate
 from storegate.errors import ValidationError
 from storegate.phases import PHASES
+from storegate.ragged_store import is_ragged, lengths, values_name
 
 __all__ = ["BLOCK_BYTES", "Report", "repair", "verify"]
 
@@ -71,13 +72,37 @@ def verify(engine: GroupEngine, read_data: bool = True, progress: bool = False) 
         findings.append(Finding(data_id, str(exc)))
     if read_data:
         findings += _unreadable(engine, progress)
+        findings += _bad_offsets(engine)
     return Report(data_id, tuple(findings))
+
+
+def _bad_offsets(engine: GroupEngine) -> list[Finding]:
+    """Ragged variables whose end offsets do not bound their values (rising, ending at the values' length)."""
+    found = []
+    for phase in PHASES:
+        for var in engine.var_names(phase):
+            if not is_ragged(engine.backend, engine.data_id, phase, var):
+                continue
+            try:
+                sizes = lengths(engine.backend, engine.data_id, phase, var)
+            except Exception:  # unreadable: _unreadable already names it
+                continue
+            total = engine.backend.shape(engine.data_id, phase, values_name(var))[0]
+            if (sizes < 0).any() or int(sizes.sum()) != total:
+                found.append(
+                    Finding(
+                        f"{engine.data_id}/{phase}/{var}",
+                        f"ragged offsets must rise and end at the {total} values. Got row lengths from "
+                        f"{int(sizes.min())} summing to {int(sizes.sum())} instead; rewrite the variable.",
+                    )
+                )
+    return found
 
 
 def _unreadable(engine: GroupEngine, progress: bool) -> list[Finding]:
     """Read every committed row, a block at a time; a variable that fails is one finding."""
     backend, data_id = engine.backend, engine.data_id
-    targets = [(p, v) for p in PHASES for v in engine.var_names(p)]
+    targets = [(p, v) for p in PHASES for v in backend.var_names(data_id, p)]  # both arrays of a ragged one
     found = []
     for phase, var in tqdm(targets, desc="verify", unit="variable", disable=None if progress else True):
         shape, dtype = backend.shape(data_id, phase, var), backend.dtype(data_id, phase, var)

@@ -24,6 +24,7 @@ from storegate.errors import InvalidArgumentError, NotFoundError, ValidationErro
 from storegate.indexing import Selection, normalize_index, selection_length, split_selection
 from storegate.names import VarNames, parse_var_names
 from storegate.phases import ALL, PHASE_WORDS, PHASES, closest_phase, phases_of, resolve_phase
+from storegate.ragged import check_batch_mode
 from storegate.rowmaps import (
     Concat,
     Filter,
@@ -190,6 +191,18 @@ class View(_RowChoices):
             return View(self.engine, self.phase, item, self.rows)
         return self._read(self._names(), item)
 
+    def get(self, index: Any = None, batch_mode: Any = None, batch_args: Any = None) -> Any:
+        """The rows ``index`` of the chosen var_names, as ``view[index]`` gives them, with
+        :meth:`StoreGate.get_data`'s ``batch_mode`` / ``batch_args`` for ragged variables
+        (``sg['train']['audio'].get([0, 5], batch_mode='pad')`` gives ``(padded, lengths)``).
+
+        Raises
+        ------
+        InvalidArgumentError
+            If no var_names were chosen, or for a bad ``batch_mode`` / ``batch_args``.
+        """
+        return self._read(self._names(), index, batch_mode, batch_args)
+
     def row_numbers(self) -> np.ndarray:
         """The rows of :attr:`base_phase` that this view shows, in order: int64 ``(len(self),)``, read-only."""
         return self._row_map().rows(self._labels)
@@ -280,11 +293,13 @@ class View(_RowChoices):
     def _names(self) -> VarNames:
         return parse_var_names(self._names_arg())
 
-    def _read(self, names: VarNames, index: Any) -> Any:
+    def _read(self, names: VarNames, index: Any, batch_mode: Any = None, batch_args: Any = None) -> Any:
+        batch_mode, batch_args = check_batch_mode(batch_mode, batch_args)  # refuses the engine's own 'rows'
         if self.rows is None:
-            return self.engine.get(names, self._phase(), index)
+            return self.engine.get(names, self._phase(), index, batch_mode, batch_args)
         rows = self.row_numbers()
-        return self.engine.get(names, self._phase(), _as_index(rows[normalize_index(index, rows.shape[0])]))
+        selected = _as_index(rows[normalize_index(index, rows.shape[0])])
+        return self.engine.get(names, self._phase(), selected, batch_mode, batch_args)
 
     def _labels(self, var: str) -> np.ndarray:
         return np.asarray(self.engine.get(VarNames((var,), "str"), self._phase(), None))
@@ -306,6 +321,11 @@ class View(_RowChoices):
         if not isinstance(var, str):
             raise InvalidArgumentError(f"var must be the name of a label variable (a str). Got {var!r} instead.")
         self.engine.require(self._phase(), var)
+        if self.engine.is_ragged(self._phase(), var):
+            raise InvalidArgumentError(
+                f"var must name a label variable with one value per row. Got the ragged variable {var!r} (rows of "
+                "different lengths) instead: filter or oversample by a label variable."
+            )
 
     def _check_no_rows(self, what: str) -> None:
         if self.rows is not None:

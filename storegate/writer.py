@@ -36,6 +36,7 @@ from storegate.engine import GroupEngine
 from storegate.errors import InvalidArgumentError, StoreGateError, StoreGateWarning
 from storegate.names import parse_var_names
 from storegate.phases import resolve_phase
+from storegate.ragged_store import check_names
 from storegate.rules import as_array, cast, check_row_shape, common_length, with_rows
 from storegate.transaction import Step, Transaction, deferred_interrupts
 
@@ -258,7 +259,13 @@ class Writer:
     def _plan_buffers(self, arrays: dict[str, np.ndarray]) -> dict[str, _Buffered]:
         """The variables of the first batch: stored layout if they exist, else the batch's."""
         buffers = {}
+        check_names(arrays)
         for name, array in arrays.items():
+            if self._engine.is_ragged("all", name):  # in any phase: a variable has one kind in all
+                raise InvalidArgumentError(
+                    f"batch must not hold the ragged var_name {name!r}: the writer appends rows of one shape. "
+                    f"Got it for phase {self._phase!r}. Append ragged rows with add_data."
+                )
             if self._db.has(self._data_id, self._phase, name):
                 shape = self._db.shape(self._data_id, self._phase, name)
                 dtype = self._db.dtype(self._data_id, self._phase, name)

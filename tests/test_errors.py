@@ -141,7 +141,14 @@ MESSAGE_CASES: list[tuple[str, Call, type[Exception], list[str]]] = [
         InvalidArgumentError,
         ["tuple of 2 var_names", "(N, 2, ...)", "(4, 3)"],
     ),
-    ("ragged", lambda sg: sg.add_data("r", [[1, 2], [3]]), InvalidArgumentError, ["data must be", "inhomogeneous"]),
+    # Rows of different lengths are a ragged variable; rows that differ past their first axis are refused.
+    ("ragged", lambda sg: sg.add_data("r", [[[1, 2]], [[3]]]), InvalidArgumentError, ["data must be", "inhomogeneous"]),
+    (
+        "ragged-inner",
+        lambda sg: sg.add_data("r", [[[1, 2]], [[3], [4]]]),
+        InvalidArgumentError,
+        ["data as ragged rows must hold", "one inner shape"],
+    ),
     (
         "row-shape",
         lambda sg: sg.add_data("x", np.zeros((2, 4), "i8")),

@@ -15,7 +15,18 @@ from storegate.info import OTHERS_TITLE, human_bytes
 
 pytestmark = pytest.mark.timeout(120)
 
-COLUMNS = ["phase", "backend", "var_name", "dtype", "row shape", "rows", "chunk rows", "stored bytes", "codec"]
+COLUMNS = [
+    "phase",
+    "backend",
+    "var_name",
+    "dtype",
+    "row shape",
+    "rows",
+    "chunk rows",
+    "stored bytes",
+    "codec",
+    "lengths",
+]
 SPLIT = (30, 12, 8)
 CHUNK = 16
 UNITS = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
