@@ -131,9 +131,9 @@ def _listing(sg: StoreGate, data_id: str | None, phase: str | None) -> dict[str,
         raise _no_data_id(sg, data_id)
     if phase is None:
         return {p: {"rows": len(sg[p]), "var_names": sg.get_var_names(p)} for p in PHASES}
-    names = sg.get_var_names(phase)
-    info = [sg.backend_object.info(data_id, phase, var) for var in names]
-    return {var: {"dtype": str(i.dtype), "shape": list(i.shape)} for var, i in zip(names, info, strict=True)}
+    table = collect("zarr", sg.backend_object, data_id)
+    rows = [dict(zip(table.headers, r, strict=True)) for r in table.rows if r[0] == phase]
+    return {r["var_name"]: {"dtype": r["dtype"], "rows": int(r["rows"]), "row shape": r["row shape"]} for r in rows}
 
 
 def _text(what: dict[str, Any]) -> str:

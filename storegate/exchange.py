@@ -35,13 +35,26 @@ from tqdm.auto import tqdm
 
 from storegate.engine import GroupEngine
 from storegate.errors import InvalidArgumentError, NotFoundError, StorageError, ValidationError
-from storegate.names import parse_var_names
+from storegate.names import OFFSETS, VALUES, parse_var_names
 from storegate.phases import ALL, phases_of
 from storegate.rules import optional_module
 from storegate.splits import SplitSpec
 
-__all__ = ["FORMATS", "Source", "export_file", "file_format", "import_file", "parse", "read_source"]
+__all__ = [
+    "FOLDER",
+    "FORMATS",
+    "Source",
+    "export_file",
+    "file_format",
+    "import_file",
+    "is_folder",
+    "parse",
+    "read_folder",
+    "read_source",
+]
 
+#: The format of a folder of ``.npy`` files, one row each (a ragged variable).
+FOLDER = "npy-folder"
 #: File formats by suffix.
 FORMATS = {".npy": "npy", ".npz": "npz", ".h5": "hdf5", ".hdf5": "hdf5", ".csv": "csv", ".tsv": "tsv"}
 _READ_BLOCK = 1 << 20
@@ -50,16 +63,14 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 @dataclass(frozen=True)
 class Source:
-    """A file read whole: its bytes, where it came from, its size and SHA-256."""
+    """A file read whole (its bytes), or a folder of ``.npy`` files (its rows): where it came
+    from, its size in bytes and its SHA-256 (a folder's: see :func:`read_folder`)."""
 
     url: str
     data: bytes
     sha256: str
-
-    @property
-    def size(self) -> int:
-        """Bytes read."""
-        return len(self.data)
+    size: int
+    rows: tuple[np.ndarray, ...] = ()
 
 
 def read_source(
@@ -100,7 +111,62 @@ def read_source(
             f"source {text!r} must have the SHA-256 given, {expected}. Got {found} ({out.tell()} bytes) instead: "
             "the file changed or is not the one meant. Nothing was written."
         )
-    return Source(text, out.getvalue(), found)
+    return Source(text, out.getvalue(), found, out.tell())
+
+
+def is_folder(url: str | os.PathLike[str], storage_options: dict[str, Any] | None = None) -> bool:
+    """True when ``url`` names a folder (a local directory or an fsspec prefix holding objects)."""
+    try:
+        fs, path = fsspec.core.url_to_fs(os.fspath(url), **(storage_options or {}))
+        return bool(fs.isdir(path))
+    except (OSError, ValueError):  # unreachable or unknown: read_source says why
+        return False
+
+
+def read_folder(
+    url: str | os.PathLike[str],
+    sha256: str | None = None,
+    storage_options: dict[str, Any] | None = None,
+    progress: bool = False,
+) -> Source:
+    """The ``.npy`` files of a folder, sorted by name, as the rows of one ragged variable (lardon's layout).
+
+    Each file is one row ``(L_i, *inner)``. The folder's SHA-256 is that of its manifest: one
+    line ``'<file name>\t<SHA-256 of the file>\n'`` per file, in name order (``sha256sum``'s
+    hashes, so it can be computed without storegate); a ``sha256`` given is checked against it
+    before anything is written.
+
+    Raises
+    ------
+    NotFoundError
+        If the folder holds no ``.npy`` file.
+    ValidationError
+        If the manifest does not have the SHA-256 given, or a file is no ``.npy`` array.
+    """
+    text = os.fspath(url).rstrip("/")
+    expected = _check_sha256(sha256)
+    fs, path = fsspec.core.url_to_fs(text, **(storage_options or {}))
+    files = sorted(f for f in fs.ls(path, detail=False) if str(f).endswith(".npy"))
+    if not files:
+        raise NotFoundError(
+            f"source must be a folder holding .npy files (one row each). Got {text!r}, which holds none."
+        )
+    manifest, rows, size = hashlib.sha256(), [], 0
+    for name in tqdm(files, desc=f"reading {text}", unit=" files", disable=None if progress else True):
+        data = fs.cat_file(name)
+        size += len(data)
+        manifest.update(f"{Path(str(name)).name}\t{hashlib.sha256(data).hexdigest()}\n".encode())
+        try:
+            rows.append(np.load(io.BytesIO(data), allow_pickle=False))
+        except ValueError as exc:
+            raise ValidationError(f"file {name!r} of source {text!r} must be a .npy array ({exc}).") from exc
+    found = manifest.hexdigest()
+    if expected is not None and found != expected:
+        raise ValidationError(
+            f"source {text!r} must have the SHA-256 given, {expected} (of its manifest: one 'name<TAB>sha256' line per "
+            f".npy file, in name order). Got {found} ({len(files)} files) instead. Nothing was written."
+        )
+    return Source(text, b"", found, size, tuple(rows))
 
 
 def _check_sha256(sha256: object) -> str | None:
@@ -218,7 +284,7 @@ def import_file(
     source: Source,
     format: str,
     var_names: dict[str, str],
-    arrays: dict[str, np.ndarray],
+    arrays: dict[str, Any],
     phase: str | SplitSpec,
 ) -> dict[str, list[dict[str, Any]]]:
     """Add ``arrays`` (by key) as variables (``var_names[key]``) in one transaction with their sources.
@@ -227,7 +293,8 @@ def import_file(
     """
     keys = list(arrays)
     names = parse_var_names([var_names[k] for k in keys])
-    pieces = [arrays[k] for k in keys]
+    # A folder's rows are one ragged variable; a file's arrays are arrays (checked as add_data checks them).
+    pieces = names.split([arrays[k] for k in keys], ragged=format == FOLDER)
     when = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     written: dict[str, list[dict[str, Any]]] = {}
 
@@ -290,15 +357,21 @@ def export_file(
 
 
 def _items(engine: GroupEngine, var_names: Sequence[str] | None, phase: str) -> Iterator[tuple[str, str, str]]:
-    """``(key, phase, var)`` of every variable to export, checked before anything is written."""
-    phases = phases_of(phase)
+    """``(key, phase, stored array)`` of every variable to export, checked before anything is written.
+
+    A ragged variable is written as its two stored arrays, ``'<var>@values'`` and
+    ``'<var>@offsets'`` (each row's end offset), as the store holds them.
+    """
     chosen = list(var_names) if var_names is not None else None
     for var in chosen or []:
         engine.require(phase, var)
-    for p in phases:
-        for var in engine.backend.var_names(engine.data_id, p):
-            if chosen is None or var in chosen:
-                yield (f"{p}/{var}" if phase == ALL else var), p, var
+    for p in phases_of(phase):
+        for var in engine.var_names(p):
+            if chosen is not None and var not in chosen:
+                continue
+            stored = [var + VALUES, var + OFFSETS] if engine.is_ragged(p, var) else [var]
+            for name in stored:
+                yield (f"{p}/{name}" if phase == ALL else name), p, name
 
 
 def _write(path: Path, format: str, items: list[tuple[str, str, str]], read: Any, bar: Any) -> None:

@@ -318,7 +318,9 @@ class StoreGate:
         ----------
         source
             A ``.npy``, ``.npz``, ``.h5`` / ``.hdf5``, ``.csv`` or ``.tsv`` file: a local path
-            or an fsspec URL (``https://...``, ``s3://...``).
+            or an fsspec URL (``https://...``, ``s3://...``); or a folder of ``.npy`` files,
+            one row each, as one ragged variable (lardon's layout; named after the folder,
+            its SHA-256 that of its manifest, see :func:`storegate.exchange.read_folder`).
         var_names
             Names of the variables: None (a ``.npy`` file's stem; else each key, '/' as '_'),
             a str for one array, a list (one per key) or a dict from key to name.
@@ -350,8 +352,15 @@ class StoreGate:
         InvalidArgumentError, StorageError
             For bad arguments, or a source that cannot be read. In every case nothing was written.
         """
+        show = check_bool("progress", progress)
+        if exchange.is_folder(source, storage_options):  # a folder of .npy files: one ragged variable
+            read = exchange.read_folder(source, sha256, storage_options, show)
+            names = exchange.chosen_names(["rows"], var_names, read.url + ".npy", "npy")
+            return exchange.import_file(
+                self._engine(), read, exchange.FOLDER, names, {"rows": list(read.rows)}, parse_split(phase)
+            )
         format_ = exchange.file_format(os.fspath(source), format)  # before a byte is read
-        read = exchange.read_source(source, sha256, storage_options, check_bool("progress", progress))
+        read = exchange.read_source(source, sha256, storage_options, show)
         arrays = exchange.parse(read, format_, None if keys is None else list(keys))
         names = exchange.chosen_names(list(arrays), var_names, read.url, format_)
         return exchange.import_file(self._engine(), read, format_, names, arrays, parse_split(phase))

@@ -5,7 +5,9 @@ chunks (rows), each read through storegate when dask computes it (so every block
 at the last commit, on every backend, and the numpy backend works too). :func:`to_xarray`
 puts the variables of a phase in an ``xarray.Dataset`` whose dimensions are the names
 storegate writes as zarr v3 ``dimension_names`` (:func:`storegate.names.dimension_names`):
-one ``row`` dimension shared by the phase, ``'<var>_dim_<n>'`` for the others. A store
+one ``row`` dimension shared by the phase, ``'<var>_dim_<n>'`` for the others; a ragged
+variable is its two stored arrays, ``'<var>@values'`` (first axis ``'<var>_value'``) and
+``'<var>@offsets'`` (the end offset of each row). A store
 written by storegate also opens with ``xarray.open_zarr(path, group='<data_id>/<phase>')``
 (see the README for what that reads while a writer runs).
 
@@ -20,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from storegate.engine import GroupEngine
-from storegate.names import VarNames, dimension_names
+from storegate.errors import InvalidArgumentError
+from storegate.names import OFFSETS, VALUES, VarNames, dimension_names
 from storegate.phases import phases_of
 from storegate.rules import optional_module
 
@@ -78,6 +81,13 @@ def _chunk_rows(engine: GroupEngine, phase: str, var: str) -> int:
 
 def to_dask(engine: GroupEngine, names: VarNames, phase: str) -> Any:
     """The variables as dask arrays, in the form of ``names`` (str: one, tuple: stacked on axis 1, list)."""
+    for var in names.names:
+        if engine.is_ragged(phase, var):
+            raise InvalidArgumentError(
+                f"var_names must name variables with one row shape for a dask array. Got the ragged variable "
+                f"{var!r} (rows of different lengths): take its stored arrays, to_dask('{var}{VALUES}') (the "
+                f"values, one row after another) and to_dask('{var}{OFFSETS}') (each row's end offset)."
+            )
     arrays = [_variable(engine, phase, var) for var in names.names]
     if names.form == "str":
         return arrays[0]
@@ -92,6 +102,9 @@ def to_xarray(engine: GroupEngine, phase: str, names: VarNames | None = None) ->
     chosen = engine.var_names(phase) if names is None else list(names.names)
     variables = {}
     for var in chosen:
-        array = _variable(engine, phase, var)
-        variables[var] = (dimension_names(var, array.ndim), array)
+        # A ragged variable is its two stored arrays: the values (their own first axis) and the end offsets.
+        stored = [var + VALUES, var + OFFSETS] if engine.is_ragged(phase, var) else [var]
+        for name in stored:
+            array = _variable(engine, phase, name)
+            variables[name] = (dimension_names(name, array.ndim), array)
     return xr.Dataset(variables, attrs={"data_id": engine.data_id, "phase": phase})

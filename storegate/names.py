@@ -15,7 +15,9 @@ from storegate.rules import as_array, common_length, with_rows
 
 __all__ = [
     "MAX_NAME_BYTES",
+    "OFFSETS",
     "ROW_DIMENSION",
+    "VALUES",
     "ZARR_KEYS",
     "VarNames",
     "check_data_id",
@@ -186,13 +188,22 @@ def _check_stackable(names: tuple[str, ...], arrays: Sequence[np.ndarray]) -> No
 
 #: The name of the first axis of every variable: the rows, shared by the variables of a phase.
 ROW_DIMENSION = "row"
+#: Suffixes of the two stored arrays of a ragged variable (:mod:`storegate.ragged_store`): its
+#: values, one row after another, and the end offset of each row.
+VALUES = "@values"
+OFFSETS = "@offsets"
 
 
 def dimension_names(var: str, ndim: int) -> tuple[str, ...]:
-    """The dimension names of a variable of ``ndim`` axes, as written in zarr v3 and given to xarray.
+    """The dimension names of a stored array of ``ndim`` axes, as written in zarr v3 and given to xarray.
 
     The rows share one name (:data:`ROW_DIMENSION`) so that ``xarray.open_zarr`` aligns the
     variables of a phase; the other axes are ``'<var>_dim_1'``, ``'<var>_dim_2'``... (xarray's
-    own ``dim_<n>`` names, made unique per variable, since row shapes differ between them).
+    own ``dim_<n>`` names, made unique per variable, since row shapes differ between them). A
+    ragged variable's values (``'<var>@values'``) are not rows: their first axis is
+    ``'<var>_value'``, the others those of the variable's rows.
     """
+    if var.endswith(VALUES):
+        base = var[: -len(VALUES)]
+        return (f"{base}_value", *(f"{base}_dim_{axis}" for axis in range(1, ndim)))
     return (ROW_DIMENSION, *(f"{var}_dim_{axis}" for axis in range(1, ndim)))

@@ -28,6 +28,7 @@ from storegate import steps
 from storegate.backends import Backend
 from storegate.errors import InvalidArgumentError
 from storegate.indexing import Selection
+from storegate.names import OFFSETS, VALUES
 from storegate.ragged import common_dtype_of, make_rows, pack
 from storegate.rules import cast, check_row_shape
 from storegate.steps import Plan, layout_of
@@ -50,9 +51,6 @@ __all__ = [
     "row_length",
     "values_name",
 ]
-
-VALUES = "@values"
-OFFSETS = "@offsets"
 
 
 def values_name(var: str) -> str:

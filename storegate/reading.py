@@ -162,6 +162,17 @@ def check_source(storegate: object, phase: object, concat_fix: str) -> View | No
     return phase
 
 
+def _refuse_ragged(engine: GroupEngine, phase: str, names: Sequence[str]) -> None:
+    """Batches of one array per variable hold no ragged rows: refused up front, naming the way out."""
+    ragged = [var for var in names if engine.has(phase, var) and engine.is_ragged(phase, var)]
+    if ragged:
+        raise InvalidArgumentError(
+            f"var_names must name variables with one row shape to be read in batches of arrays. Got the ragged "
+            f"variable(s) {ragged} (rows of different lengths): read them with storegate.torch.StoreGateDataset "
+            "and its collate_fn (padded or cropped), or store them padded to one length."
+        )
+
+
 class BatchReader:
     """The rows of one phase, or of a view of rows, of a StoreGate, read in batches.
 
@@ -211,6 +222,7 @@ class BatchReader:
         self._changes = change_count(self._location)
         engine = GroupEngine(backend, data_id)
         every = sorted({*self._names, *(self._rows.label_vars() if self._rows else ())})
+        _refuse_ragged(engine, self._phase, every)
         self.variables: dict[str, Variable] = {
             var: memory_variable(storegate, var, self._phase)
             if self._handle is None

@@ -22,7 +22,7 @@ import numpy as np
 from storegate.engine import GroupEngine
 from storegate.errors import InvalidArgumentError, NotFoundError, ValidationError
 from storegate.indexing import Selection, normalize_index, selection_length, split_selection
-from storegate.names import VarNames, parse_var_names
+from storegate.names import VALUES, VarNames, parse_var_names
 from storegate.phases import ALL, PHASE_WORDS, PHASES, closest_phase, phases_of, resolve_phase
 from storegate.ragged import check_batch_mode
 from storegate.rowmaps import (
@@ -305,9 +305,13 @@ class View(_RowChoices):
         return np.asarray(self.engine.get(VarNames((var,), "str"), self._phase(), None))
 
     def _dtype(self, var: str) -> np.dtype:
-        """The dtype reads of ``var`` give (the common dtype of the phases, for 'all')."""
+        """The dtype reads of ``var`` give (the common dtype of the phases, for 'all'; a ragged variable's values')."""
         self.engine.require(self._phase(), var)
-        return self.engine.layout(var, phases_of(self._phase())).dtype
+        stored = var + VALUES if self._is_ragged(var) else var
+        return self.engine.layout(stored, phases_of(self._phase())).dtype
+
+    def _is_ragged(self, var: str) -> bool:
+        return self.engine.is_ragged(self._phase(), var)
 
     def _row_map(self) -> RowMap:
         if self.rows is not None:
@@ -461,13 +465,23 @@ class ConcatView(_RowChoices):
         else:
             rows = self.row_numbers()
             selection = _as_selection(rows[normalize_index(index, rows.shape[0])])
+        if names.form == "tuple" and any(self._is_ragged(var) for var in names.names):
+            raise InvalidArgumentError(
+                f"var_names given as a tuple are stacked, which ragged variables cannot be. Got {names.names!r}: "
+                "give them as a list."
+            )
         arrays = [self._read_var(var, selection) for var in names.names]
         scalar = isinstance(selection, int)
         if scalar:  # one row of a 1-D variable is a numpy scalar, as numpy indexing gives
             arrays = [a[()] if a.ndim == 0 else a for a in arrays]
         return names.join(arrays, scalar=scalar)
 
-    def _read_var(self, var: str, selection: Selection) -> np.ndarray:
+    def _is_ragged(self, var: str) -> bool:
+        return any(part._is_ragged(var) for part in self.parts)
+
+    def _read_var(self, var: str, selection: Selection) -> Any:
+        if self._is_ragged(var):
+            return self._read_rows(var, selection)
         dtype = self._dtype(var)
         one = VarNames((var,), "str")
         pieces = [
@@ -490,6 +504,31 @@ class ConcatView(_RowChoices):
                 )
             out[piece.positions] = values
         return out
+
+    def _read_rows(self, var: str, selection: Selection) -> Any:
+        """A ragged variable: one row's array, or a list of them (each part's rows in the one dtype)."""
+        if not all(part._is_ragged(var) for part in self.parts):
+            raise ValidationError(
+                f"var_name {var!r} must be ragged in every part of a concatenation, or in none. Got it ragged in "
+                "some parts only: store it one way in every store."
+            )
+        dtype, one = self._dtype(var), VarNames((var,), "str")
+        pieces = [
+            (piece, self.parts[piece.part]._read(one, _local_index(piece.local)))
+            for piece in split_selection(selection, self._sizes())
+        ]
+        if isinstance(selection, int):
+            return np.asarray(pieces[0][1]).astype(dtype, copy=False)
+        rows: list[Any] = [None] * (selection_length(selection) or 0)
+        for piece, values in pieces:
+            positions = (
+                range(piece.positions.start, piece.positions.stop)
+                if isinstance(piece.positions, slice)
+                else piece.positions.tolist()
+            )
+            for position, row in zip(positions, values, strict=True):
+                rows[position] = np.asarray(row).astype(dtype, copy=False)
+        return rows
 
     def _dtype(self, var: str) -> np.dtype:
         """The one dtype that holds ``var`` in every part."""

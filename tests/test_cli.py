@@ -64,7 +64,10 @@ def test_ls_and_info_of_a_folder(tmp_path: Path) -> None:
         "test": {"rows": 5, "var_names": ["x", "y"]},
     }
     variables = json.loads(run("ls", store, "d1", "train", "--json").stdout)
-    assert variables == {"x": {"dtype": "float32", "shape": [10, 3]}, "y": {"dtype": "int64", "shape": [10]}}
+    assert variables == {
+        "x": {"dtype": "float32", "rows": 10, "row shape": "(3,)"},
+        "y": {"dtype": "int64", "rows": 10, "row shape": "()"},
+    }
     info = json.loads(run("info", store, "--json").stdout)
     assert info["d1"]["metadata"]["compiled"] is True
     assert info["d1"]["metadata"]["sizes"]["train"] == 10
