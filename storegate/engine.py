@@ -31,13 +31,28 @@ import numpy as np
 from storegate import steps
 from storegate.backends import Backend, note_change
 from storegate.errors import ConflictError, InvalidArgumentError, NotFoundError, ValidationError
-from storegate.indexing import is_row, normalize_index, selection_length, split_selection
+from storegate.indexing import (
+    Inner,
+    InnerSelection,
+    Selection,
+    as_row_index,
+    inner_shape,
+    is_row,
+    no_draw,
+    normalize_index,
+    normalize_inner,
+    parse_index,
+    selection_length,
+    selects_inside,
+    split_selection,
+)
 from storegate.names import VarNames
 from storegate.phases import ALL, PHASES, phases_of
 from storegate.rules import as_array, cast, check_row_shape, common_dtype, common_length, with_rows
 from storegate.splits import PhaseRows, SplitSpec, phase_rows
 from storegate.steps import Layout, Plan, layout_of
 from storegate.transaction import Step, Transaction
+from storegate.windows import RandomWindow
 
 __all__ = ["ACTIVE", "Fingerprint", "GroupEngine", "VarLayout", "fit_rows", "validate"]
 
@@ -194,15 +209,33 @@ class GroupEngine:
         }
         return common_length(lengths, f"every variable of phase {phase!r} in data_id {self.data_id!r}")
 
-    def get(self, names: VarNames, phase: str, index: Any) -> Any:
-        """The rows ``index`` of ``names`` in ``phase``, in the form ``names`` asks for."""
-        arrays = self._read_unchanged(names, phase, index)
-        scalar = is_row(index)
+    def get(self, names: VarNames, phase: str, index: Any, rows: np.ndarray | None = None) -> Any:
+        """The rows ``index`` of ``names`` in ``phase``, in the form ``names`` asks for.
+
+        ``index`` may select inside rows too (see :mod:`storegate.indexing`). ``rows``: the
+        phase rows of a view; the row index then picks positions among them.
+        """
+        arrays = self._read_unchanged(names, phase, index, rows)
+        scalar = self._scalar_row(names, phase, index)
         if scalar:  # one row of a 1-D variable is a numpy scalar, as numpy indexing gives
             arrays = [a[()] if a.ndim == 0 else a for a in arrays]
         return names.join(arrays, scalar=scalar)
 
-    def _read_unchanged(self, names: VarNames, phase: str, index: Any) -> list[np.ndarray]:
+    def _scalar_row(self, names: VarNames, phase: str, index: Any) -> bool:
+        """True when the index takes one row (its row axis dropped), for every variable read."""
+        if not selects_inside(index):
+            return is_row(index)
+        scalar = {is_row(parse_index(index, len(self.shape(phase, var))).rows) for var in names.names}
+        if len(scalar) > 1:  # a leading Ellipsis over variables of different ranks
+            raise InvalidArgumentError(
+                f"index must take the rows the same way for every var_name read. Got {index!r:.80}, whose leading "
+                f"Ellipsis covers the row axis of some of {list(names.names)} only: give the row item first."
+            )
+        return scalar.pop()
+
+    def _read_unchanged(
+        self, names: VarNames, phase: str, index: Any, rows: np.ndarray | None = None
+    ) -> list[np.ndarray]:
         """Read each variable, again when another writer began a rewrite in place meanwhile.
 
         The last try of a writable store holds the write lock, so no writer can start
@@ -215,7 +248,7 @@ class GroupEngine:
                 self.backend.refresh_if_changed(self.data_id)  # each read sees the newest commit
                 self.backend.start_read(self.data_id)
                 try:
-                    arrays = [self.read(phase, var, index) for var in names.names]
+                    arrays = [self.read(phase, var, index, rows) for var in names.names]
                 except Exception:
                     if self.backend.unchanged(self.data_id):
                         raise
@@ -229,21 +262,57 @@ class GroupEngine:
             "place (update, shuffle, astype, delete...). Retry, or read while nobody rewrites it."
         )
 
-    def read(self, phase: str, var: str, index: Any) -> np.ndarray:
-        """The rows ``index`` (any accepted index form) of one variable."""
-        if phase != ALL:
+    def read(self, phase: str, var: str, index: Any, rows: np.ndarray | None = None) -> np.ndarray:
+        """The rows ``index`` (any accepted index form, inside rows too) of one variable.
+
+        ``rows``: the phase rows of a view, among which the row index picks positions.
+        """
+        if not selects_inside(index) and rows is None and phase != ALL:  # the hot path: one plain row read
             selection = normalize_index(index, self.backend.shape(self.data_id, phase, var)[0])
             return self.backend.read(self.data_id, phase, var, selection)
+        shape = self.shape(phase, var)
+        parsed = parse_index(index, len(shape))
+        if rows is None:
+            selection = normalize_index(parsed.rows, shape[0])
+        else:
+            selection = normalize_index(as_row_index(rows[normalize_index(parsed.rows, rows.shape[0])]), shape[0])
+        if parsed.inner is None:
+            return self._read_part(phase, var, selection, ())
+        inner = normalize_inner(parsed.inner, shape[1:])
+        if inner.windows:
+            return self._read_windows(phase, var, selection, inner, shape[1:])
+        return inner.reverse(
+            self._read_part(phase, var, selection, inner.resolve(shape[1:], no_draw)), _has_rows(selection)
+        )
+
+    def _read_windows(
+        self, phase: str, var: str, selection: Selection, inner: InnerSelection, row_shape: tuple[int, ...]
+    ) -> np.ndarray:
+        """One row at a time, each with windows of its own (lardon draws one per item)."""
+        if isinstance(selection, int):
+            part = inner.resolve(row_shape, RandomWindow.draw)
+            return inner.reverse(self._read_part(phase, var, selection, part), False)
+        numbers = np.arange(selection.start, selection.stop) if isinstance(selection, slice) else selection
+        parts = [self._read_windows(phase, var, int(r), inner, row_shape) for r in numbers]
+        if parts:
+            return np.stack(parts)
+        dtype = self._read_part(phase, var, slice(0, 0, 1), ()).dtype
+        return np.zeros((0, *inner.window_shape(row_shape)), dtype=dtype)
+
+    def _read_part(self, phase: str, var: str, selection: Selection, inner: Inner) -> np.ndarray:
+        """Normalised rows and a resolved inner selection (``()``: whole rows) of one variable."""
+        if phase != ALL:
+            return self.backend.read_inner(self.data_id, phase, var, selection, inner)
         layout = self.layout(var)
-        selection = normalize_index(index, sum(layout.sizes))
         if isinstance(selection, int):
             piece = next(split_selection(selection, layout.sizes))
             # One row of 'all' has the dtype of the whole concatenation, not of its phase.
-            row = self.backend.read(self.data_id, PHASES[piece.part], var, piece.local)
+            row = self.backend.read_inner(self.data_id, PHASES[piece.part], var, piece.local, inner)
             return row.astype(layout.dtype, copy=False)
-        out = np.empty((selection_length(selection) or 0, *layout.row_shape), dtype=layout.dtype)
+        shape = inner_shape(inner, layout.row_shape) if inner else layout.row_shape
+        out = np.empty((selection_length(selection) or 0, *shape), dtype=layout.dtype)
         for piece in split_selection(selection, layout.sizes):
-            out[piece.positions] = self.backend.read(self.data_id, PHASES[piece.part], var, piece.local)
+            out[piece.positions] = self.backend.read_inner(self.data_id, PHASES[piece.part], var, piece.local, inner)
         return out
 
     # --- planning writes -------------------------------------------------------------
@@ -317,6 +386,12 @@ class GroupEngine:
         gets rows writes them, or creates the variable where it is missing.
         """
         self.backend.check_writable()
+        if selects_inside(index):
+            raise InvalidArgumentError(
+                f"index of a write must select whole rows. Got {index!r:.80}, which selects inside rows (a "
+                "numpy-style tuple): writes inside rows are not supported. Read the rows, change them and write "
+                "them back: r = sg['train']['x'][3]; r[:, 1:2] = v; sg['train']['x'][3] = r."
+            )
         if not isinstance(phase, str) or (phase == ALL and index is None):
             if index is not None:
                 raise InvalidArgumentError(f"index must be None when phase is a split. Got {index!r} instead.")
@@ -624,6 +699,11 @@ def validate(fingerprint: Fingerprint) -> dict[str, int]:
                 f"var_name {var!r} must have one dtype and row shape across phases. Got {sorted(seen)} instead."
             )
     return sizes
+
+
+def _has_rows(selection: Selection) -> bool:
+    """True when a read of ``selection`` keeps the row axis (not one int row)."""
+    return not isinstance(selection, int)
 
 
 def _part_size(part: slice | np.ndarray) -> int:

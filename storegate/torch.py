@@ -25,7 +25,7 @@ when the dataset is made, and that copy travels to the workers (shared copy-on-w
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Union
 
 import numpy as np
@@ -38,7 +38,7 @@ from storegate.backends import Backend, change_count, create_backend
 from storegate.engine import GroupEngine
 from storegate.errors import InvalidArgumentError, StoreGateError
 from storegate.gate import StoreGate
-from storegate.indexing import normalize_index
+from storegate.indexing import InnerSelection, normalize_index, normalize_inner, parse_index
 from storegate.loader import (
     ChunkCache,
     ChunkedVariable,
@@ -52,6 +52,7 @@ from storegate.phases import phases_of, resolve_phase
 from storegate.rowmaps import RowMap
 from storegate.rules import check_int, common_length, is_int
 from storegate.views import View
+from storegate.windows import RandomWindow
 
 __all__ = ["DEFAULT_CHUNK_CACHE_BYTES", "DEFAULT_WINDOW", "ChunkShuffleSampler", "StoreGateDataset"]
 
@@ -92,6 +93,17 @@ class StoreGateDataset(Dataset[Any]):
         Functions ``f(data, target) -> (data, target)`` applied to each sample, in order.
     chunk_cache_bytes
         Bound of each process's LRU cache of decoded chunks; 0 disables it.
+    inner
+        What to read inside the rows of some variables, ``{var_name: index}``: the index
+        selects along the axes of one row as item syntax does after its row item, with
+        ints, slices, an Ellipsis, :func:`~storegate.randslice` windows or a tuple of them
+        (``{'audio': (slice(None), randslice(16000))}``; a single item takes the first axis
+        of a row). A randslice draws a new window at every read of a sample (one per
+        sample, as lardon draws one per item), from a generator of this process seeded
+        with ``torch.initial_seed()`` and the randslice's seed: each DataLoader worker
+        draws its own windows, reproducible under ``torch.manual_seed``, and variables
+        whose windows have the same seeds get the same windows where their axes have the
+        same length. Whole rows are read (through the chunk cache), then cut in memory.
 
     Notes
     -----
@@ -116,6 +128,7 @@ class StoreGateDataset(Dataset[Any]):
         preload: bool = False,
         callbacks: Sequence[Callback] | None = None,
         chunk_cache_bytes: int = DEFAULT_CHUNK_CACHE_BYTES,
+        inner: Mapping[str, Any] | None = None,
     ) -> None:
         _check_args(storegate, input_var_names, chunk_cache_bytes)
         view = _check_view(storegate, phase) if isinstance(phase, View) else None
@@ -143,6 +156,9 @@ class StoreGateDataset(Dataset[Any]):
         _check_tensor_dtypes(self._variables)
         lengths = {var: int(variable.bounds[-1]) for var, variable in self._variables.items()}
         self._stored_size = common_length(lengths, f"every variable read by the dataset in phase {self._phase!r}")
+        self._inner = _check_inner(inner, self._variables, self._read_names)
+        self._rngs: dict[str, np.random.Generator] = {}
+        self._rng_key: tuple[int, int] | None = None
         self._cache = ChunkCache(chunk_cache_bytes)
         self._size = self._stored_size if self._rows is None else int(self._view_rows().shape[0])
 
@@ -225,7 +241,7 @@ class StoreGateDataset(Dataset[Any]):
 
     def _batch(self, rows: np.ndarray) -> tuple[Any, Any]:
         stored = rows if self._rows is None else self._view_rows()[rows]
-        arrays = {var: self._read(var, stored) for var in self._read_names}
+        arrays = {var: self._select(var, self._read(var, stored)) for var in self._read_names}
         data = _join(arrays, self._inputs)
         target = None if self._targets is None else _join(arrays, self._targets)
         return data, target
@@ -235,6 +251,24 @@ class StoreGateDataset(Dataset[Any]):
         if isinstance(variable, MemoryVariable):
             return variable.read(rows, None, self._cache)
         return variable.read(rows, self._fetch(), self._cache)
+
+    def _select(self, var: str, rows: np.ndarray) -> np.ndarray:
+        """What ``inner`` selects inside each row read of ``var`` (every row: ``rows`` as they are)."""
+        selection = self._inner.get(var)
+        if selection is None:
+            return rows
+        return np.ascontiguousarray(selection.take(rows, lambda window, n: window.window(n, self._rng(var))))
+
+    def _rng(self, var: str) -> np.random.Generator:
+        """The windows' generator of ``var`` in this process, from torch's seed of the process (a worker's own)."""
+        key = (os.getpid(), torch.initial_seed())
+        if key != self._rng_key:
+            self._rngs, self._rng_key = {}, key
+        rng = self._rngs.get(var)
+        if rng is None:
+            seeds = [w.seed or 0 for w in self._inner[var].items if isinstance(w, RandomWindow)]
+            rng = self._rngs[var] = np.random.default_rng([key[1], *seeds])
+        return rng
 
     def _view_rows(self) -> np.ndarray:
         """The stored rows of the view's items (worked out once per process, labels read here)."""
@@ -269,6 +303,7 @@ class StoreGateDataset(Dataset[Any]):
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_cache"] = ChunkCache(self._cache.max_bytes)  # decoded chunks stay home
+        state["_rngs"], state["_rng_key"] = {}, None  # a worker seeds its own windows
         return state
 
     def __repr__(self) -> str:
@@ -489,6 +524,28 @@ def _check_args(storegate: object, input_var_names: object, chunk_cache_bytes: o
             "input_var_names must be a str, a tuple of str or a list of str naming the inputs. Got None instead."
         )
     check_int("chunk_cache_bytes", chunk_cache_bytes, minimum=0)
+
+
+def _check_inner(
+    inner: Mapping[str, Any] | None, variables: dict[str, Variable], read: list[str]
+) -> dict[str, InnerSelection]:
+    """``inner``'s index of each variable, checked against its row shape."""
+    if inner is None:
+        return {}
+    if not isinstance(inner, Mapping) or not all(isinstance(var, str) and var in read for var in inner):
+        raise InvalidArgumentError(
+            f"inner must be a dict {{var_name: index inside a row}} over the var_names read ({read}). Got "
+            f"{inner!r:.80} instead: e.g. inner={{'audio': (slice(None), randslice(16000))}}."
+        )
+    checked = {}
+    for var, index in inner.items():
+        variable = variables[var]
+        row_shape = variable.array.shape[1:] if isinstance(variable, MemoryVariable) else variable.row_shape
+        items = index if isinstance(index, tuple) else (index,)
+        parsed = parse_index((slice(None), *items), 1 + len(row_shape))
+        if parsed.inner is not None:
+            checked[var] = normalize_inner(parsed.inner, tuple(row_shape))
+    return checked
 
 
 def _check_view(storegate: StoreGate, view: View) -> View:

@@ -21,7 +21,6 @@ import numpy as np
 
 from storegate.engine import GroupEngine
 from storegate.errors import InvalidArgumentError, NotFoundError
-from storegate.indexing import normalize_index
 from storegate.names import VarNames, parse_var_names
 from storegate.phases import ALL, PHASE_WORDS, PHASES, closest_phase, resolve_phase
 from storegate.rowmaps import (
@@ -267,8 +266,7 @@ class View:
     def _read(self, names: VarNames, index: Any) -> Any:
         if self.rows is None:
             return self.engine.get(names, self._phase(), index)
-        rows = self.row_numbers()
-        return self.engine.get(names, self._phase(), _as_index(rows[normalize_index(index, rows.shape[0])]))
+        return self.engine.get(names, self._phase(), index, self.row_numbers())
 
     def _labels(self, var: str) -> np.ndarray:
         return np.asarray(self.engine.get(VarNames((var,), "str"), self._phase(), None))
@@ -338,12 +336,3 @@ def _in_all(view: View) -> RowMap:
     lengths = [view.engine.phase_length(p) for p in PHASES]
     i = PHASES.index(view.base_phase)
     return Window(view._row_map(), sum(lengths[:i]), lengths[i])
-
-
-def _as_index(rows: Any) -> Any:
-    """Rows to read: an int, a run of rows as a slice (one contiguous read), or the row numbers."""
-    if np.ndim(rows) == 0:
-        return int(rows)
-    if rows.shape[0] and rows[-1] - rows[0] == rows.shape[0] - 1 and bool(np.all(np.diff(rows) == 1)):
-        return slice(int(rows[0]), int(rows[-1]) + 1)
-    return rows

@@ -11,7 +11,7 @@ import numpy as np
 
 from storegate.backends.base import Backend, Checkpoint
 from storegate.errors import StorageError
-from storegate.indexing import Selection
+from storegate.indexing import Inner, Selection
 
 __all__ = ["NumpyBackend"]
 
@@ -79,6 +79,12 @@ class NumpyBackend(Backend):
         out = self._get(data_id, phase, var)[selection]
         # A basic slice is a view: copy so callers never alias the store.
         return np.array(out, copy=True)
+
+    @_in_memory
+    def read_inner(self, data_id: str, phase: str, var: str, selection: Selection, inner: Inner) -> np.ndarray:
+        # One numpy index: only the selected part is copied. An int row array and ints inside
+        # the row give numpy's orthogonal result here, as the array comes first.
+        return np.array(self._get(data_id, phase, var)[(selection, *inner)], copy=True)
 
     @_in_memory
     def write(self, data_id: str, phase: str, var: str, selection: Selection, data: np.ndarray) -> None:

@@ -55,7 +55,7 @@ from storegate.codecs import (
     v2_compressor,
 )
 from storegate.errors import ConflictError, InvalidArgumentError, StorageError, StoreGateError, StoreGateWarning
-from storegate.indexing import Selection, clip_rows
+from storegate.indexing import Inner, Selection, clip_rows, inner_shape
 from storegate.locations import DEFAULT_REMOTE_CONCURRENCY, METADATA_KEYS, concurrency_scope, resolve_location
 from storegate.locks import DEFAULT_LOCK_TIMEOUT, WriteLock, holding
 from storegate.names import check_data_id, parse_var_names
@@ -422,6 +422,10 @@ class ZarrBackend(Backend):
         self._array(data_id, phase, var).append(data, axis=0)
 
     def read(self, data_id: str, phase: str, var: str, selection: Selection) -> np.ndarray:
+        return self.read_inner(data_id, phase, var, selection, ())
+
+    def read_inner(self, data_id: str, phase: str, var: str, selection: Selection, inner: Inner) -> np.ndarray:
+        # docstring inherited: one zarr selection, so only the chunks that hold it are read.
         if self._flagged and data_id in self._flagged:
             self._wait_for_rewrite(data_id)
         array = self._array(data_id, phase, var)
@@ -432,7 +436,9 @@ class ZarrBackend(Backend):
         try:
             with self._io(writes_metadata=False):  # the hot path: one row per DataLoader sample
                 out = (
-                    _read_rows(array, selection) if isinstance(selection, np.ndarray) else np.asarray(array[selection])
+                    _read_rows(array, selection, inner)
+                    if isinstance(selection, np.ndarray)
+                    else np.asarray(array[(selection, *inner)] if inner else array[selection])
                 )
         except RuntimeError as exc:  # numcodecs' "Zstd decompression error" and its kin: a damaged chunk
             raise StoreGateError(
@@ -1583,14 +1589,15 @@ def _stored_bytes(array: zarr.Array[Any]) -> int:
     return int(sync(store_path.store.getsize_prefix(store_path.path.rstrip("/") + "/")))
 
 
-def _read_rows(array: zarr.Array[Any], rows: np.ndarray) -> np.ndarray:
+def _read_rows(array: zarr.Array[Any], rows: np.ndarray, inner: Inner = ()) -> np.ndarray:
     if rows.size == 0:
-        return np.zeros((0, *array.shape[1:]), dtype=array.dtype)
+        row = inner_shape(inner, array.shape[1:]) if inner else array.shape[1:]
+        return np.zeros((0, *row), dtype=array.dtype)
     unique, inverse = np.unique(rows, return_inverse=True)
     if unique[-1] - unique[0] + 1 == unique.size:  # contiguous: one slice read
-        block = np.asarray(array[int(unique[0]) : int(unique[-1]) + 1])
+        block = np.asarray(array[(slice(int(unique[0]), int(unique[-1]) + 1), *inner)])
     else:
-        block = np.asarray(array.get_orthogonal_selection((unique,)))
+        block = np.asarray(array.get_orthogonal_selection((unique, *inner)))
     return block[inverse.reshape(-1)]
 
 
