@@ -84,6 +84,11 @@ class VarLayout:
     row_shape: tuple[int, ...]
 
     @property
+    def shape(self) -> tuple[int, ...]:
+        """The shape of the phases read as one array: their rows added up, then the row shape."""
+        return (sum(self.sizes), *self.row_shape)
+
+    @property
     def sizes(self) -> list[int]:
         """Rows of each of train, valid and test (0 where the variable is absent)."""
         shapes = dict(self.parts)
@@ -267,53 +272,63 @@ class GroupEngine:
 
         ``rows``: the phase rows of a view, among which the row index picks positions.
         """
-        if not selects_inside(index) and rows is None and phase != ALL:  # the hot path: one plain row read
-            selection = normalize_index(index, self.backend.shape(self.data_id, phase, var)[0])
-            return self.backend.read(self.data_id, phase, var, selection)
-        shape = self.shape(phase, var)
+        layout = self.layout(var) if phase == ALL else None
+        shape = self.backend.shape(self.data_id, phase, var) if layout is None else layout.shape
+        if not selects_inside(index) and rows is None:  # the hot path: one plain row read
+            return self._read_part(phase, var, normalize_index(index, shape[0]), (), layout)
         parsed = parse_index(index, len(shape))
         if rows is None:
             selection = normalize_index(parsed.rows, shape[0])
         else:
             selection = normalize_index(as_row_index(rows[normalize_index(parsed.rows, rows.shape[0])]), shape[0])
         if parsed.inner is None:
-            return self._read_part(phase, var, selection, ())
+            return self._read_part(phase, var, selection, (), layout)
         inner = normalize_inner(parsed.inner, shape[1:])
         if inner.windows:
-            return self._read_windows(phase, var, selection, inner, shape[1:])
-        return inner.reverse(
-            self._read_part(phase, var, selection, inner.resolve(shape[1:], no_draw)), _has_rows(selection)
-        )
+            return self._read_windows(phase, var, selection, inner, shape[1:], layout)
+        part = self._read_part(phase, var, selection, inner.resolve(shape[1:], no_draw), layout)
+        return inner.reverse(part, _has_rows(selection))
 
     def _read_windows(
-        self, phase: str, var: str, selection: Selection, inner: InnerSelection, row_shape: tuple[int, ...]
+        self,
+        phase: str,
+        var: str,
+        selection: Selection,
+        inner: InnerSelection,
+        row_shape: tuple[int, ...],
+        layout: VarLayout | None,
     ) -> np.ndarray:
         """One row at a time, each with windows of its own (lardon draws one per item)."""
         if isinstance(selection, int):
-            part = inner.resolve(row_shape, RandomWindow.draw)
-            return inner.reverse(self._read_part(phase, var, selection, part), False)
+            part = self._read_part(phase, var, selection, inner.resolve(row_shape, RandomWindow.draw), layout)
+            return inner.reverse(part, False)
         numbers = np.arange(selection.start, selection.stop) if isinstance(selection, slice) else selection
-        parts = [self._read_windows(phase, var, int(r), inner, row_shape) for r in numbers]
+        parts = [self._read_windows(phase, var, int(r), inner, row_shape, layout) for r in numbers]
         if parts:
             return np.stack(parts)
-        dtype = self._read_part(phase, var, slice(0, 0, 1), ()).dtype
+        dtype = self._read_part(phase, var, slice(0, 0, 1), (), layout).dtype
         return np.zeros((0, *inner.window_shape(row_shape)), dtype=dtype)
 
-    def _read_part(self, phase: str, var: str, selection: Selection, inner: Inner) -> np.ndarray:
-        """Normalised rows and a resolved inner selection (``()``: whole rows) of one variable."""
-        if phase != ALL:
-            return self.backend.read_inner(self.data_id, phase, var, selection, inner)
-        layout = self.layout(var)
+    def _read_part(
+        self, phase: str, var: str, selection: Selection, inner: Inner, layout: VarLayout | None
+    ) -> np.ndarray:
+        """Normalised rows and a resolved inner selection (``()``: whole rows); ``layout`` for 'all'."""
+        if layout is None:
+            return self._read_stored(phase, var, selection, inner)
         if isinstance(selection, int):
             piece = next(split_selection(selection, layout.sizes))
             # One row of 'all' has the dtype of the whole concatenation, not of its phase.
-            row = self.backend.read_inner(self.data_id, PHASES[piece.part], var, piece.local, inner)
-            return row.astype(layout.dtype, copy=False)
+            return self._read_stored(PHASES[piece.part], var, piece.local, inner).astype(layout.dtype, copy=False)
         shape = inner_shape(inner, layout.row_shape) if inner else layout.row_shape
         out = np.empty((selection_length(selection) or 0, *shape), dtype=layout.dtype)
         for piece in split_selection(selection, layout.sizes):
-            out[piece.positions] = self.backend.read_inner(self.data_id, PHASES[piece.part], var, piece.local, inner)
+            out[piece.positions] = self._read_stored(PHASES[piece.part], var, piece.local, inner)
         return out
+
+    def _read_stored(self, phase: str, var: str, selection: Selection, inner: Inner) -> np.ndarray:
+        if not inner:
+            return self.backend.read(self.data_id, phase, var, selection)
+        return self.backend.read_inner(self.data_id, phase, var, selection, inner)
 
     # --- planning writes -------------------------------------------------------------
 
@@ -386,6 +401,11 @@ class GroupEngine:
         gets rows writes them, or creates the variable where it is missing.
         """
         self.backend.check_writable()
+        if isinstance(index, RandomWindow):
+            raise InvalidArgumentError(
+                f"index of a write must choose its rows. Got {index!r}, a random window: a write to rows drawn at "
+                "random is refused. Give the rows (an int, a slice, a list...)."
+            )
         if selects_inside(index):
             raise InvalidArgumentError(
                 f"index of a write must select whole rows. Got {index!r:.80}, which selects inside rows (a "

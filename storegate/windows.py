@@ -62,20 +62,20 @@ class RandomWindow:
         begin = lo + int(rng.integers(room))
         return slice(begin, begin + self.length, 1)
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_rng", np.random.default_rng(self.seed))
+        object.__setattr__(self, "_lock", threading.Lock())
+
     def draw(self, axis_length: int) -> slice:
         """:meth:`window` drawn from this object's own generator (item syntax and ``get_data``)."""
-        if self._lock is None:
-            object.__setattr__(self, "_lock", threading.Lock())
         with self._lock:  # threads of one process share the generator: one draw at a time
-            if self._rng is None:
-                object.__setattr__(self, "_rng", np.random.default_rng(self.seed))
             return self.window(axis_length, self._rng)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_lock": None}
+        return {k: v for k, v in self.__dict__.items() if k != "_lock"}  # the generator travels, with its state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
+        self.__dict__.update(state, _lock=threading.Lock())
 
 
 def randslice(

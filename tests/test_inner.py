@@ -83,6 +83,11 @@ def test_a_selection_is_numpy_indexing_of_the_whole_array(gate: StoreGate, data:
     np.testing.assert_array_equal(gate.get_data("x", phase, index=index), _numpy(x, index))
     one_d = data.draw(_tuples(y.shape), "index y")
     np.testing.assert_array_equal(gate[phase]["y"][one_d], _numpy(y, one_d))
+    # A view of rows (shuffled train, then valid from its row 1): numpy's indexing of its rows.
+    view = gate["train"].shuffled(5) + gate["valid"].subset(1)
+    rows = np.concatenate([TRAIN[np.random.default_rng(5).permutation(6)], VALID[1:]])
+    in_view = data.draw(_tuples(rows.shape), "index view")
+    np.testing.assert_array_equal(view["x"][in_view], _numpy(rows, in_view))
 
 
 def test_forms_of_var_names_and_views(gate: StoreGate) -> None:
@@ -137,6 +142,8 @@ def test_writes_inside_rows_are_refused_and_change_nothing(gate: StoreGate) -> N
     assert "sg['train']['x'][3] = r" in str(info.value)
     with pytest.raises(InvalidArgumentError, match="must select whole rows"):
         gate.update_data("x", np.zeros((4, 5)), "train", index=(3, ...))
+    with pytest.raises(InvalidArgumentError, match="a random window"):
+        gate.update_data("x", 0, "train", index=randslice(2))
     np.testing.assert_array_equal(gate.get_data("x", "train"), before)
 
 
