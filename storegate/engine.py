@@ -401,23 +401,14 @@ class GroupEngine:
         gets rows writes them, or creates the variable where it is missing.
         """
         self.backend.check_writable()
-        if isinstance(index, RandomWindow):
-            raise InvalidArgumentError(
-                f"index of a write must choose its rows. Got {index!r}, a random window: a write to rows drawn at "
-                "random is refused. Give the rows (an int, a slice, a list...)."
-            )
-        if selects_inside(index):
-            raise InvalidArgumentError(
-                f"index of a write must select whole rows. Got {index!r:.80}, which selects inside rows (a "
-                "numpy-style tuple): writes inside rows are not supported. Read the rows, change them and write "
-                "them back: r = sg['train']['x'][3]; r[:, 1:2] = v; sg['train']['x'][3] = r."
-            )
+        _refuse_windows(index)
         if not isinstance(phase, str) or (phase == ALL and index is None):
             if index is not None:
                 raise InvalidArgumentError(f"index must be None when phase is a split. Got {index!r} instead.")
             return self._plan_split_write(names, names.split(data), phase)
         plan = Plan()
-        for var, array in zip(names.names, _split_for_index(names, data, is_row(index)), strict=True):
+        scalar = self._scalar_row(names, phase, index) if selects_inside(index) else is_row(index)
+        for var, array in zip(names.names, _split_for_index(names, data, scalar), strict=True):
             plan.extend(self._plan_var_update(phase, var, array, index))
         return plan
 
@@ -429,7 +420,40 @@ class GroupEngine:
                     f"cannot be updated by index. Got index {index!r}; pass index=None to add it."
                 )
             return self._plan_split_write(VarNames((var,), "str"), [with_rows(array, "data")], phase)
+        if selects_inside(index):
+            return self._plan_inner_write(phase, var, array, index)
         return self._plan_index_write(phase, var, array, index)
+
+    def _plan_inner_write(self, phase: str, var: str, array: np.ndarray, index: tuple[Any, ...]) -> Plan:
+        """A write inside rows (``x[3, :, 1:2] = v``): the rows read, changed as numpy assigns, written whole.
+
+        The rows are planned as any row write, so the write transaction saves and puts
+        back exactly those rows when the call fails.
+        """
+        shape = self.shape(phase, var)
+        parsed = parse_index(index, len(shape))
+        _refuse_windows(parsed.rows)
+        if parsed.inner is None:  # (rows, ...): whole rows
+            return self._plan_index_write(phase, var, array, parsed.rows)
+        if normalize_inner(parsed.inner, shape[1:]).windows:
+            _refuse_windows(next(i for i in parsed.inner if isinstance(i, RandomWindow)))
+        selection = normalize_index(parsed.rows, shape[0])
+        rows: Any = slice(selection, selection + 1) if isinstance(selection, int) else selection
+        block = self.read(phase, var, rows)
+        values = cast(as_array(array, "data"), block.dtype, var)
+        where: tuple[Any, ...] = (slice(None), *parsed.inner)
+        try:
+            block[where] = values
+        except ValueError:
+            one = isinstance(selection, int)  # one row: say the shapes without its axis
+            target, given = block[where].shape[one:], values.shape
+            if one and len(given) > len(target) and given[0] == 1:
+                given = given[1:]  # the row axis the var_names forms add to one row's data
+            raise InvalidArgumentError(
+                f"data for var_name {var!r} must broadcast to the part of the rows index {index!r:.60} selects, "
+                f"shape {target} (numpy's assignment rules). Got shape {given} instead."
+            ) from None
+        return self._plan_index_write(phase, var, block, rows)
 
     def _plan_index_write(self, phase: str, var: str, array: np.ndarray, index: Any) -> Plan:
         shape = self.shape(phase, var)
@@ -719,6 +743,15 @@ def validate(fingerprint: Fingerprint) -> dict[str, int]:
                 f"var_name {var!r} must have one dtype and row shape across phases. Got {sorted(seen)} instead."
             )
     return sizes
+
+
+def _refuse_windows(index: object) -> None:
+    """A write never goes to a random window: the rows or positions it changes must be chosen."""
+    if isinstance(index, RandomWindow):
+        raise InvalidArgumentError(
+            f"index of a write must choose what it writes. Got {index!r}, a random window: a write to positions "
+            "drawn at random is refused. Give ints or slices."
+        )
 
 
 def _has_rows(selection: Selection) -> bool:

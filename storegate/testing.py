@@ -527,7 +527,7 @@ class GetDataTests:
         np.testing.assert_array_equal(sg.get_data("x"), _x())
 
     def test_reads_inside_rows_are_numpy_indexing(self, sg: StoreGate) -> None:
-        """A tuple (rows, *inner) reads as numpy indexes the whole array (Backend.read_inner)."""
+        """A tuple (rows, *inner) reads as numpy indexes the whole array (Backend.read_inner), writes as it assigns."""
         data = np.arange(10 * 3 * 4).reshape(10, 3, 4)
         sg.add_data("v", data, phase=(0.7, 0.2, 0.1))
         indexes: list[Any] = [
@@ -543,8 +543,11 @@ class GetDataTests:
                 out = sg.get_data("v", phase, index)
                 assert np.shape(out) == array[index].shape, index
                 np.testing.assert_array_equal(out, array[index])
-        with pytest.raises(InvalidArgumentError, match="inside rows"):
-            sg.update_data("v", 0, "train", index=(0, slice(1, 2)))
+        sg.update_data("v", -1, "all", index=(slice(5, 9), 0, slice(None, None, -2)))
+        data[5:9, 0, ::-2] = -1
+        np.testing.assert_array_equal(sg.get_data("v", "all"), data)
+        with pytest.raises(InvalidArgumentError, match="must broadcast"):
+            sg.update_data("v", [1, 2, 3], "train", index=(0, 1, slice(1, 3)))
         np.testing.assert_array_equal(sg.get_data("v", "all"), data)
 
 

@@ -135,16 +135,78 @@ def test_bad_items_name_what_was_given(gate: StoreGate, index: Any, error: type[
     assert "Got" in str(info.value)
 
 
-def test_writes_inside_rows_are_refused_and_change_nothing(gate: StoreGate) -> None:
-    before = gate.get_data("x", "train")
-    with pytest.raises(InvalidArgumentError, match="writes inside rows are not supported") as info:
-        gate["train"]["x"][3, :, 1:2] = 0
-    assert "sg['train']['x'][3] = r" in str(info.value)
-    with pytest.raises(InvalidArgumentError, match="must select whole rows"):
-        gate.update_data("x", np.zeros((4, 5)), "train", index=(3, ...))
+@pytest.fixture(scope="module", params=BACKEND_KINDS)
+def written(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[StoreGate, dict[str, Any]]:
+    """A store that the write property changes, and its numpy model."""
+    sg = _fill(make_gate(request.param, tmp_path_factory.mktemp(request.param)))
+    return sg, {"train": TRAIN.copy(), "valid": VALID.copy()}
+
+
+def _model_index(index: tuple[Any, ...]) -> Any:
+    if len(index) == 2 and all(isinstance(i, int) for i in index):
+        return slice(index[0], index[1])
+    return index
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.data())
+def test_a_write_inside_rows_is_numpy_assignment(
+    written: tuple[StoreGate, dict[str, Any]], data: st.DataObject
+) -> None:
+    sg, model = written
+    phase = data.draw(st.sampled_from(["train", "valid", "all"]), "phase")
+    whole = np.concatenate([model["train"], model["valid"]]) if phase == "all" else model[phase].copy()
+    index = data.draw(_tuples(whole.shape), "index")
+    target = whole[_model_index(index)]
+    values = data.draw(
+        st.integers(-1000, 1000) | st.just(np.arange(target.size, dtype=np.int32).reshape(target.shape) * 7), "data"
+    )
+    sg[phase]["x"][index] = values
+    whole[_model_index(index)] = values
+    if phase == "all":
+        model["train"], model["valid"] = whole[:6], whole[6:]
+    else:
+        model[phase] = whole
+    np.testing.assert_array_equal(sg.get_data("x", "train"), model["train"])
+    np.testing.assert_array_equal(sg.get_data("x", "valid"), model["valid"])
+
+
+def test_a_failed_write_inside_rows_changes_nothing(gate: StoreGate) -> None:
+    before = gate.get_data("x", "all")
+    with pytest.raises(InvalidArgumentError, match="must broadcast to the part") as info:
+        gate["train"]["x"][3, :, 1:3] = np.zeros((4, 3), dtype=np.int32)
+    assert "shape (4, 2)" in str(info.value)
+    assert "Got shape (4, 3)" in str(info.value)
+    with pytest.raises(InvalidArgumentError, match="castable"):
+        gate.update_data("x", 0.5, "all", index=(slice(4, 8), 0, 0))
     with pytest.raises(InvalidArgumentError, match="a random window"):
         gate.update_data("x", 0, "train", index=randslice(2))
-    np.testing.assert_array_equal(gate.get_data("x", "train"), before)
+    with pytest.raises(InvalidArgumentError, match="a random window"):
+        gate["train"]["x"][0, randslice(2)] = 0
+    with pytest.raises(IndexOutOfRangeError, match="index item 2"):
+        gate["valid"]["x"][0, 0, 7] = 1
+    np.testing.assert_array_equal(gate.get_data("x", "all"), before)
+
+
+def test_writes_inside_rows_forms(tmp_path: Path) -> None:
+    sg = _fill(make_gate("zarr-dir", tmp_path))
+    sg.add_data("w", TRAIN * 0, "train")
+    sg.update_data(["x", "w"], [np.full(4, -1), 99], "train", index=(2, slice(None), 0))
+    expected = TRAIN.copy()
+    expected[2, :, 0] = -1
+    np.testing.assert_array_equal(sg.get_data("x", "train"), expected)
+    assert sg.get_data("w", "train", index=(2, slice(None), 0)).tolist() == [99] * 4
+    sg.update_data(("x", "w"), np.stack([np.full(3, 5), np.full(3, 6)]), "train", index=(0, 1, slice(2, None)))
+    expected[0, 1, 2:] = 5
+    assert sg.get_data("w", "train", index=(0, 1, slice(None))).tolist() == [0, 0, 6, 6, 6]
+    np.testing.assert_array_equal(sg.get_data("x", "train"), expected)
+    with pytest.raises(InvalidArgumentError, match="at most one item per axis"):  # y has no axis inside its rows
+        sg.update_data(["x", "y"], [0, 0], "train", index=(2, slice(None), 0))
+    sg["train"]["x"][[5, 1], ..., ::-2] = [[[1, 2, 3]], [[4, 5, 6]]]
+    expected[[5, 1], ..., ::-2] = [[[1, 2, 3]], [[4, 5, 6]]]
+    np.testing.assert_array_equal(sg.get_data("x", "train"), expected)
 
 
 class _CountingStore(WrapperStore[Any]):
@@ -189,6 +251,36 @@ def test_zarr_reads_only_the_chunks_that_hold_the_selection() -> None:
     store.keys.clear()
     sg["train"]["x"][4]  # a whole row: its chunks along the row, no other row's
     assert _chunk_keys(store.keys) == [f"d/train/x/c/2/{i}/{j}" for i in (0, 1) for j in (0, 1)]
+
+
+def test_row_chunks_store_chunks_inside_rows_and_reads_fetch_only_those_that_hold_the_selection() -> None:
+    memory = MemoryStore()
+    store = _CountingStore(memory)
+    args = {"output_dir": store, "chunk": 2, "row_chunks": {"x": (None, 2)}}
+    sg = _fill(StoreGate("zarr", args, data_id="d"))  # x: rows of (4, 5) in chunks of 2 rows x 4 x 2
+    assert zarr.open_array(memory, path="d/train/x").chunks == (2, 4, 2)
+    assert zarr.open_array(memory, path="d/train/y").chunks == (2,)  # other variables: whole rows
+    store.keys.clear()
+    np.testing.assert_array_equal(sg["train"]["x"][3, 1:3, 4], TRAIN[3, 1:3, 4])
+    assert _chunk_keys(store.keys) == ["d/train/x/c/1/0/2"]
+    sg.add_data(["x", "y"], [TRAIN[:3], Y_TRAIN[:3]], "train")  # appends, updates and rewrites keep the layout
+    sg.update_data("x", TRAIN[:2] * 2, "train", index=slice(7, 9))
+    sg.astype("x", "i8", "train")
+    expected = np.concatenate([TRAIN, TRAIN[:1], TRAIN[:2] * 2])
+    np.testing.assert_array_equal(sg.get_data("x", "train"), expected)
+    assert zarr.open_array(memory, path="d/train/x").chunks == (2, 4, 2)
+    store.keys.clear()
+    np.testing.assert_array_equal(sg["train"]["x"][[8, 0], :, 0:2], expected[[8, 0], :, 0:2])
+    assert _chunk_keys(store.keys) == ["d/train/x/c/0/0/0", "d/train/x/c/4/0/0"]
+
+
+@pytest.mark.parametrize(
+    ("row_chunks", "words"),
+    [({"x": (None, 0)}, "each an int >= 1 or None"), (["x"], "must be a dict"), ({"x": (2,)}, "one length")],
+)
+def test_bad_row_chunks_are_refused(row_chunks: Any, words: str) -> None:
+    with pytest.raises(InvalidArgumentError, match=words):
+        _fill(StoreGate("zarr", {"output_dir": MemoryStore(), "row_chunks": row_chunks}, data_id="d"))
 
 
 def test_a_read_inside_rows_during_a_rewrite_sees_the_last_commit(
