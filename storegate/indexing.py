@@ -7,8 +7,8 @@ An index may also select inside rows, numpy-style: a tuple ``(rows, *inner)`` wh
 item chooses rows (any accepted row form) and whose other items choose along the axes of a
 row (ints, slices of any step, one Ellipsis, random windows of :mod:`storegate.windows`).
 One tuple keeps multiml's meaning instead: two ints (or None), ``(start, stop)``, are the
-rows ``start:stop``. So ``x[3, 5]`` is rows 3 to 5; write ``x[3, 5:6]`` or ``x[3][5]`` for
-one element. :func:`parse_index` splits such a tuple, :func:`normalize_inner` checks its
+rows ``start:stop``. So ``x[3, 5]`` is rows 3 and 4 (``x[3:5]``); write ``x[3, 5:6]`` or
+``x[3][5]`` for one element. :func:`parse_index` splits such a tuple, :func:`normalize_inner` checks its
 inner items against a row's shape (an :class:`InnerSelection`).
 """
 
@@ -226,7 +226,6 @@ def _inner_item(item: object, axis: int, n: int) -> tuple[int | slice | RandomWi
             )
         return value + n if value < 0 else value, False
     if isinstance(item, slice):
-        step = item.step
         _check_slice(item, f"index item {axis}")
         start, stop, step = item.indices(n)
         if step > 0:
