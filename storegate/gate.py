@@ -187,7 +187,8 @@ class StoreGate:
         """Replace data; variables that do not exist are added (multiml).
 
         ``index`` is ``None`` (every row) or any index form of :meth:`get_data`, and
-        ``data`` then holds the rows of that selection; the other arguments are those of
+        ``data`` then holds the rows of that selection (a tuple that selects inside rows
+        writes as numpy assigns; randslice windows are refused); the other arguments are those of
         :meth:`add_data`. With ``do_compile`` the result must pass compile()'s checks or
         nothing is written.
         """
@@ -207,12 +208,20 @@ class StoreGate:
             ``'train'``, ``'valid'``, ``'test'`` or ``'all'`` / ``None`` (concatenated).
         index
             ``None`` (all rows), an int (drops the row axis), a slice, ``(start, stop)``,
-            a list / array / tensor of ints or a boolean mask.
+            a list / array / tensor of ints or a boolean mask; or a numpy-style tuple
+            ``(rows, *inner)`` that selects inside rows too, with ints, slices, one Ellipsis
+            and :func:`~storegate.randslice` windows (lardon's), e.g.
+            ``(slice(0, 8), Ellipsis, slice(100, 200))``; only the chunks that hold the
+            selection are read. A tuple of two ints stays multiml's ``(start, stop)``.
+            See :mod:`storegate.indexing`.
 
         Raises
         ------
         NotFoundError
             If a variable does not exist in the phase.
+        InvalidArgumentError, IndexOutOfRangeError
+            If the index has a form not accepted, or an item lies outside its axis (the
+            message names the item); a randslice that does not fit its axis.
         """
         return self._engine().get(parse_var_names(var_names), resolve_phase(phase), index)
 

@@ -85,7 +85,9 @@ def randslice(
 
     ``sg['train']['audio'][0:8, :, randslice(16000)]`` reads, for each of the 8 rows, a
     window of 16000 consecutive positions of the last axis at a random place (one window
-    per row, as lardon draws one per item); the next read draws new windows.
+    per row, as lardon draws one per item); the next read draws new windows. Read with
+    several var_names at once, each variable draws its own windows from the same generator
+    (StoreGateDataset's ``inner`` can give variables the same windows).
 
     Parameters
     ----------
