@@ -354,10 +354,14 @@ def _normalize_int(index: int, n_rows: int) -> int:
 def _check_slice(index: slice, what: str = "index as a slice") -> None:
     if index.step == 0:  # slice.indices would raise a bare ValueError
         raise InvalidArgumentError(f"{what} must have a non-zero step. Got {index!r} instead.")
-    for bound in (index.start, index.stop, index.step):
+    bounds = (index.start, index.stop, index.step)
+    if any(isinstance(b, (bool, np.bool_)) for b in bounds):
         # slice(True, 3) would be slice(1, 3): a bool is refused as a bound, as it is as an index.
-        if bound is not None and not is_row(bound):
-            raise InvalidArgumentError(f"{what} must have int (or None) start, stop and step. Got {index!r} instead.")
+        raise InvalidArgumentError(
+            f"{what} must have int (or None) start, stop and step, not bools. Got {index!r} instead."
+        )
+    if any(b is not None and not is_row(b) for b in bounds):  # slice(0, 1.5), slice('a', 2)
+        raise InvalidArgumentError(f"{what} must have int (or None) start, stop and step. Got {index!r} instead.")
 
 
 def _normalize_slice(index: slice, n_rows: int) -> Selection:
