@@ -283,7 +283,7 @@ class GroupEngine:
             selection = normalize_index(as_row_index(rows[normalize_index(parsed.rows, rows.shape[0])]), shape[0])
         if parsed.inner is None:
             return self._read_part(phase, var, selection, (), layout)
-        inner = normalize_inner(parsed.inner, shape[1:])
+        inner = normalize_inner(parsed.inner, shape[1:], parsed.rows)
         if inner.windows:
             return self._read_windows(phase, var, selection, inner, shape[1:], layout)
         part = self._read_part(phase, var, selection, inner.resolve(shape[1:], no_draw), layout)
@@ -435,13 +435,16 @@ class GroupEngine:
         _refuse_windows(parsed.rows)
         if parsed.inner is None:  # (rows, ...): whole rows
             return self._plan_index_write(phase, var, array, parsed.rows)
-        if normalize_inner(parsed.inner, shape[1:]).windows:
+        inner = normalize_inner(parsed.inner, shape[1:], parsed.rows)
+        if inner.windows:
             _refuse_windows(next(i for i in parsed.inner if isinstance(i, RandomWindow)))
         selection = normalize_index(parsed.rows, shape[0])
         rows: Any = slice(selection, selection + 1) if isinstance(selection, int) else selection
         block = self.read(phase, var, rows)
         values = cast(as_array(array, "data"), block.dtype, var)
-        where: tuple[Any, ...] = (slice(None), *parsed.inner)
+        # The items as given (numpy takes negative steps itself), lists as their checked positions.
+        items = (n if isinstance(n, np.ndarray) else raw for raw, n in zip(parsed.inner, inner.items, strict=True))
+        where: tuple[Any, ...] = (slice(None), *items)
         try:
             block[where] = values
         except ValueError:

@@ -5,7 +5,9 @@ start, stop and step 1, or a 1-D ``int64`` array of in-range row numbers.
 
 An index may also select inside rows, numpy-style: a tuple ``(rows, *inner)`` whose first
 item chooses rows (any accepted row form) and whose other items choose along the axes of a
-row (ints, slices of any step, one Ellipsis, random windows of :mod:`storegate.windows`).
+row (ints, slices of any step, one Ellipsis, random windows of :mod:`storegate.windows`,
+and a list / array / mask of positions on one axis when no other item is an int or a list,
+so that numpy's result is the orthogonal one).
 One tuple keeps multiml's meaning instead: two ints (or None), ``(start, stop)``, are the
 rows ``start:stop``. So ``x[3, 5]`` is rows 3 and 4 (``x[3:5]``); write ``x[3, 5:6]`` or
 ``x[3][5]`` for one element. :func:`parse_index` splits such a tuple, :func:`normalize_inner` checks its
@@ -32,6 +34,7 @@ __all__ = [
     "Selection",
     "as_row_index",
     "clip_rows",
+    "has_list",
     "inner_shape",
     "is_row",
     "no_draw",
@@ -46,8 +49,9 @@ __all__ = [
 
 Selection = Union[int, slice, np.ndarray]
 #: A selection inside rows, one item per axis of a row: an in-range int (the axis is
-#: dropped) or a slice with ``0 <= start <= stop`` and ``step >= 1``. What backends read.
-Inner = tuple[Union[int, slice], ...]
+#: dropped), a slice with ``0 <= start <= stop`` and ``step >= 1``, or (on one axis at most,
+#: and then with no int item) a 1-D int64 array of in-range positions. What backends read.
+Inner = tuple[Union[int, slice, np.ndarray], ...]
 
 
 def normalize_index(index: object, n_rows: int) -> Selection:
@@ -156,7 +160,7 @@ class InnerSelection:
     selected by a slice of negative step, read forwards by the backend then reversed.
     """
 
-    items: tuple[int | slice | RandomWindow, ...]
+    items: tuple[int | slice | np.ndarray | RandomWindow, ...]
     flips: tuple[bool, ...]
 
     @property
@@ -199,25 +203,49 @@ def no_draw(window: RandomWindow, axis_length: int) -> slice:
     raise AssertionError(f"a selection without windows has nothing to draw. Got {window!r}")  # pragma: no cover
 
 
-def normalize_inner(items: tuple[object, ...], row_shape: tuple[int, ...]) -> InnerSelection:
+def normalize_inner(items: tuple[object, ...], row_shape: tuple[int, ...], rows: object = None) -> InnerSelection:
     """Check the inner items of a :class:`ParsedIndex` against the shape of a row.
+
+    ``rows`` is the row item of the index: a list inside a row is accepted only with rows
+    chosen by a slice (or all rows) and no int item, where numpy's result is orthogonal.
 
     Raises
     ------
     IndexOutOfRangeError
-        If an int lies outside its axis.
+        If an int or a listed position lies outside its axis.
     InvalidArgumentError
-        If an item is neither an int, a slice nor a random window (floats, bools, None,
-        lists and arrays inside a row are refused), or a slice has a zero step or non-int
-        bounds.
+        If an item is neither an int, a slice, a random window nor a 1-D list / array /
+        mask of positions (floats, bools, None are refused), a slice has a zero step or
+        non-int bounds, or a list inside a row comes with an int or another list.
     """
     normalised = [_inner_item(item, axis + 1, n) for axis, (item, n) in enumerate(zip(items, row_shape, strict=True))]
-    return InnerSelection(tuple(i for i, _ in normalised), tuple(f for _, f in normalised))
+    selection = InnerSelection(tuple(i for i, _ in normalised), tuple(f for _, f in normalised))
+    _check_one_list(selection.items, rows, items)
+    return selection
 
 
-def _inner_item(item: object, axis: int, n: int) -> tuple[int | slice | RandomWindow, bool]:
+def _check_one_list(items: tuple[object, ...], rows: object, given: tuple[object, ...]) -> None:
+    """numpy pairs lists up, and moves their axis first beside ints: only one list, alone, is orthogonal."""
+    lists = sum(isinstance(i, np.ndarray) for i in items)
+    if not lists:
+        return
+    rows_basic = rows is None or isinstance(rows, (slice, RandomWindow))
+    if lists > 1 or not rows_basic or any(isinstance(i, int) for i in items):
+        raise InvalidArgumentError(
+            "index may hold a list / array inside a row on one axis only, with the rows chosen by a slice and no "
+            f"int item (numpy would pair the lists up or move their axis first). Got rows {rows!r:.40} and inner "
+            f"items {given!r:.80} instead: read in two steps, e.g. x[rows][:, [0, 2]], or use slices."
+        )
+
+
+def _inner_item(item: object, axis: int, n: int) -> tuple[int | slice | np.ndarray | RandomWindow, bool]:
     if isinstance(item, RandomWindow):
         return item, False
+    if isinstance(item, (list, np.ndarray)) or (hasattr(item, "ndim") and getattr(item, "ndim", 0) == 1):
+        try:
+            return _normalize_array(item, n), False
+        except (InvalidArgumentError, IndexOutOfRangeError) as exc:  # its message says rows: say which axis
+            raise type(exc)(f"index item {axis} (positions along axis {axis} of {n}): {exc}") from None
     if is_row(item):
         value = operator.index(item)  # type: ignore[arg-type]
         if not -n <= value < n:
@@ -235,15 +263,24 @@ def _inner_item(item: object, axis: int, n: int) -> tuple[int | slice | RandomWi
             return slice(0, 0, 1), False
         return slice(positions[-1], positions[0] + 1, -step), True
     raise InvalidArgumentError(
-        f"index item {axis} (axis {axis}, inside a row) must be an int, a slice, an Ellipsis or a randslice. Got "
-        f"{type(item).__name__} {item!r:.60} instead. Lists, arrays, masks and None inside a row are not accepted: "
-        "read the rows, then index the numpy array."
+        f"index item {axis} (axis {axis}, inside a row) must be an int, a slice, an Ellipsis, a randslice or a 1-D "
+        f"list / array / mask of positions. Got {type(item).__name__} {item!r:.60} instead (None / np.newaxis, "
+        "floats and bools are not accepted)."
     )
 
 
 def inner_shape(inner: Inner, row_shape: tuple[int, ...]) -> tuple[int, ...]:
     """The shape of one row as ``inner`` (resolved) selects it."""
-    return tuple(len(range(*i.indices(n))) for i, n in zip(inner, row_shape, strict=True) if isinstance(i, slice))
+    return tuple(
+        len(i) if isinstance(i, np.ndarray) else len(range(*i.indices(n)))
+        for i, n in zip(inner, row_shape, strict=True)
+        if not isinstance(i, int)
+    )
+
+
+def has_list(inner: Inner) -> bool:
+    """True when an axis of ``inner`` is chosen by an array of positions (an orthogonal read)."""
+    return any(isinstance(i, np.ndarray) for i in inner)
 
 
 def as_row_index(rows: np.ndarray) -> int | slice | np.ndarray:

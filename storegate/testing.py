@@ -537,6 +537,8 @@ class GetDataTests:
             (np.array([], dtype=np.int64), 0),
             (slice(None, None, 3), -1, slice(-1, None, -3)),
             (5, ...),
+            (slice(1, 9, 2), [2, 0, 2], slice(None)),
+            (slice(None), ..., np.array([True, False, False, True])),
         ]
         for index in indexes:
             for phase, array in (("all", data), ("train", data[:7])):

@@ -544,7 +544,7 @@ def _check_inner(
         items = index if isinstance(index, tuple) else (index,)
         parsed = parse_index((slice(None), *items), 1 + len(row_shape))
         if parsed.inner is not None:
-            checked[var] = normalize_inner(parsed.inner, tuple(row_shape))
+            checked[var] = normalize_inner(parsed.inner, tuple(row_shape), parsed.rows)
     return checked
 
 

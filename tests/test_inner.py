@@ -72,13 +72,28 @@ def _tuples(draw: st.DrawFn, shape: tuple[int, ...]) -> tuple[Any, ...]:
     return tuple(items)
 
 
+@st.composite
+def _list_tuples(draw: st.DrawFn, shape: tuple[int, ...]) -> tuple[Any, ...]:
+    """Rows by a slice, a list (or a mask) of positions on one axis of a row, slices elsewhere."""
+    if len(shape) < 2:
+        return (draw(_slices(shape[0])),)
+    axis = draw(st.integers(1, len(shape) - 1))
+    size = shape[axis]
+    listed = draw(
+        st.lists(st.integers(-size, size - 1), max_size=4) | st.lists(st.booleans(), min_size=size, max_size=size)
+    )
+    items = [draw(_slices(n)) for n in shape]
+    items[axis] = np.array(listed, dtype=bool) if listed and isinstance(listed[0], bool) else listed
+    return tuple(items)
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.data())
 def test_a_selection_is_numpy_indexing_of_the_whole_array(gate: StoreGate, data: st.DataObject) -> None:
     phase = data.draw(st.sampled_from(["train", "valid", "all"]), "phase")
     x = {"train": TRAIN, "valid": VALID, "all": ALL}[phase]
     y = {"train": Y_TRAIN, "valid": Y_VALID, "all": np.concatenate([Y_TRAIN, Y_VALID])}[phase]
-    index = data.draw(_tuples(x.shape), "index x")
+    index = data.draw(_tuples(x.shape) | _list_tuples(x.shape), "index x")
     np.testing.assert_array_equal(gate[phase]["x"][index], _numpy(x, index))
     np.testing.assert_array_equal(gate.get_data("x", phase, index=index), _numpy(x, index))
     one_d = data.draw(_tuples(y.shape), "index y")
@@ -86,7 +101,7 @@ def test_a_selection_is_numpy_indexing_of_the_whole_array(gate: StoreGate, data:
     # A view of rows (shuffled train, then valid from its row 1): numpy's indexing of its rows.
     view = gate["train"].shuffled(5) + gate["valid"].subset(1)
     rows = np.concatenate([TRAIN[np.random.default_rng(5).permutation(6)], VALID[1:]])
-    in_view = data.draw(_tuples(rows.shape), "index view")
+    in_view = data.draw(_tuples(rows.shape) | _list_tuples(rows.shape), "index view")
     np.testing.assert_array_equal(view["x"][in_view], _numpy(rows, in_view))
 
 
@@ -120,7 +135,12 @@ def test_start_stop_pair_keeps_multiml_meaning(gate: StoreGate) -> None:
         ((0, slice(None), -6), IndexOutOfRangeError, "index item 2 must be in [-5, 5)"),
         ((0, 1.0), InvalidArgumentError, "index item 1"),
         ((0, True, 1), InvalidArgumentError, "index item 1"),
-        ((0, [0, 1]), InvalidArgumentError, "Lists, arrays, masks and None inside a row"),
+        ((0, [0, 1]), InvalidArgumentError, "on one axis only, with the rows chosen by a slice and no int"),
+        (([0, 1], [0, 1]), InvalidArgumentError, "numpy would pair the lists up"),
+        ((slice(None), [0], 1), InvalidArgumentError, "no int item"),
+        ((slice(None), [0], [1]), InvalidArgumentError, "on one axis only"),
+        ((slice(None), [0, 4]), IndexOutOfRangeError, "index item 1 (positions along axis 1 of 4)"),
+        ((slice(None), np.ones(3, bool)), InvalidArgumentError, "one entry per row (4)"),
         ((0, slice(None), None), InvalidArgumentError, "index item 2"),
         ((0, slice(0, 2, 0)), InvalidArgumentError, "non-zero step"),
         ((0, slice(0.5, 2)), InvalidArgumentError, "int (or None) start"),
@@ -158,7 +178,7 @@ def test_a_write_inside_rows_is_numpy_assignment(
     sg, model = written
     phase = data.draw(st.sampled_from(["train", "valid", "all"]), "phase")
     whole = np.concatenate([model["train"], model["valid"]]) if phase == "all" else model[phase].copy()
-    index = data.draw(_tuples(whole.shape), "index")
+    index = data.draw(_tuples(whole.shape) | _list_tuples(whole.shape), "index")
     target = whole[_model_index(index)]
     values = data.draw(
         st.integers(-1000, 1000) | st.just(np.arange(target.size, dtype=np.int32).reshape(target.shape) * 7), "data"
@@ -243,6 +263,7 @@ def test_zarr_reads_only_the_chunks_that_hold_the_selection() -> None:
         ((slice(0, 4), 5, slice(None, 4)), ["d/train/x/c/0/1/0", "d/train/x/c/1/1/0"]),
         (([5, 0], slice(4, 8), -1), ["d/train/x/c/0/1/1", "d/train/x/c/2/1/1"]),
         ((slice(None), 0, 0), ["d/train/x/c/0/0/0", "d/train/x/c/1/0/0", "d/train/x/c/2/0/0"]),
+        ((slice(0, 2), [6, 0, 6], slice(0, 2)), ["d/train/x/c/0/0/0", "d/train/x/c/0/1/0"]),
     ]
     for index, chunks in cases:
         store.keys.clear()

@@ -47,6 +47,8 @@ def test_inner_selects_inside_each_sample(kind: str, tmp_path: Path) -> None:
     dataset = StoreGateDataset(sg, "train", "x", "id", inner={"x": (1, slice(None, None, -3))})
     x, _ = dataset[5]
     np.testing.assert_array_equal(x.numpy(), X[5, 1, ::-3])
+    channels = StoreGateDataset(sg, "train", "x", inner={"x": ([1, 0, 1], slice(2, 4))})
+    np.testing.assert_array_equal(channels[[7, 2]].numpy(), X[[7, 2]][:, [1, 0, 1], 2:4])
     batch, _ = dataset[[3, 0]]
     np.testing.assert_array_equal(batch.numpy(), X[[3, 0], 1, ::-3])
     torch.manual_seed(0)
@@ -99,7 +101,8 @@ def test_two_workers_draw_their_own_windows_reproducibly(context: str, tmp_path:
         ({"y": randslice(2)}, "over the var_names read"),
         ({"x": (0, 0, 0)}, "at most one item per axis"),
         ({"x": (slice(None), 25)}, "index item 2 must be in [-20, 20)"),
-        ({"x": [0, 1]}, "inside a row"),
+        ({"x": ([0, 1], 0)}, "no int item"),
+        ({"x": 0.5}, "index item 1"),
         (["x"], "inner must be a dict"),
     ],
 )

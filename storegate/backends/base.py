@@ -212,9 +212,12 @@ class Backend(ABC):
     def read_inner(self, data_id: str, phase: str, var: str, selection: Selection, inner: Inner) -> np.ndarray:
         """Rows of a normalised selection and, inside each row, what ``inner`` selects, as a new array.
 
-        ``inner`` holds one item per axis of a row: an in-range int (the axis is dropped) or
-        a slice with ``0 <= start <= stop`` and ``step >= 1``; the result is
-        ``rows[:, *inner]`` (``row[*inner]`` for an int selection), as numpy gives it.
+        ``inner`` holds one item per axis of a row: an in-range int (the axis is dropped), a
+        slice with ``0 <= start <= stop`` and ``step >= 1``, or, on one axis at most and then
+        with no int item and a slice or array ``selection``, a 1-D int64 array of in-range
+        positions (any order, repeats allowed). The result is the orthogonal selection:
+        ``rows[:, *inner]`` (``row[*inner]`` for an int selection) as numpy gives it, the
+        rows read first when both ``selection`` and an item are arrays.
 
         Note for implementers: the default reads whole rows, then selects inside them in
         memory (right for any backend); a chunked store should read only the chunks that

@@ -11,7 +11,7 @@ import numpy as np
 
 from storegate.backends.base import Backend, Checkpoint
 from storegate.errors import StorageError
-from storegate.indexing import Inner, Selection
+from storegate.indexing import Inner, Selection, has_list
 
 __all__ = ["NumpyBackend"]
 
@@ -84,7 +84,10 @@ class NumpyBackend(Backend):
     def read_inner(self, data_id: str, phase: str, var: str, selection: Selection, inner: Inner) -> np.ndarray:
         # One numpy index: only the selected part is copied. An int row array and ints inside
         # the row give numpy's orthogonal result here, as the array comes first.
-        return np.array(self._get(data_id, phase, var)[(selection, *inner)], copy=True)
+        array = self._get(data_id, phase, var)
+        if isinstance(selection, np.ndarray) and has_list(inner):  # two arrays would be paired up: rows first
+            return np.array(array[selection][(slice(None), *inner)], copy=True)
+        return np.array(array[(selection, *inner)], copy=True)
 
     @_in_memory
     def write(self, data_id: str, phase: str, var: str, selection: Selection, data: np.ndarray) -> None:

@@ -449,7 +449,9 @@ class ZarrBackend(Backend):
                 out = (
                     _read_rows(array, selection, inner)
                     if isinstance(selection, np.ndarray)
-                    else np.asarray(array[(selection, *inner)] if inner else array[selection])
+                    else _select(array, (selection, *inner))
+                    if inner
+                    else np.asarray(array[selection])
                 )
         except RuntimeError as exc:  # numcodecs' "Zstd decompression error" and its kin: a damaged chunk
             raise StoreGateError(
@@ -1638,10 +1640,17 @@ def _read_rows(array: zarr.Array[Any], rows: np.ndarray, inner: Inner = ()) -> n
         return np.zeros((0, *row), dtype=array.dtype)
     unique, inverse = np.unique(rows, return_inverse=True)
     if unique[-1] - unique[0] + 1 == unique.size:  # contiguous: one slice read
-        block = np.asarray(array[(slice(int(unique[0]), int(unique[-1]) + 1), *inner)])
+        block = _select(array, (slice(int(unique[0]), int(unique[-1]) + 1), *inner))
     else:
         block = np.asarray(array.get_orthogonal_selection((unique, *inner)))
     return block[inverse.reshape(-1)]
+
+
+def _select(array: zarr.Array[Any], selection: tuple[Any, ...]) -> np.ndarray:
+    """A basic selection, or an orthogonal one when an axis is chosen by an array of positions."""
+    if any(isinstance(i, np.ndarray) for i in selection):
+        return np.asarray(array.get_orthogonal_selection(selection))
+    return np.asarray(array[selection])
 
 
 def _write_rows(array: zarr.Array[Any], rows: np.ndarray, data: np.ndarray) -> None:
