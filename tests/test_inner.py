@@ -364,6 +364,14 @@ def test_randslice_windows_are_reproducible_per_row_and_new_at_each_read(gate: S
     np.testing.assert_array_equal(one, VALID[2, s : s + 3, 0])
 
 
+def test_randslice_beside_a_list_inside_rows(gate: StoreGate) -> None:
+    got = gate["train"]["x"][1:4, randslice(2, seed=6), [4, 0, 1]]
+    rng = np.random.default_rng(6)
+    starts = [int(rng.integers(3)) for _ in range(3)]
+    expected = np.stack([TRAIN[1 + i, s : s + 2][:, [4, 0, 1]] for i, s in enumerate(starts)])
+    np.testing.assert_array_equal(got, expected)
+
+
 def test_randslice_on_the_row_axis_is_a_random_run_of_rows(gate: StoreGate) -> None:
     rows = gate["train"]["y"][randslice(3, seed=2)]
     s = int(np.random.default_rng(2).integers(4))

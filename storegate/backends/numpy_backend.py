@@ -85,8 +85,10 @@ class NumpyBackend(Backend):
         # One numpy index: only the selected part is copied. An int row array and ints inside
         # the row give numpy's orthogonal result here, as the array comes first.
         array = self._get(data_id, phase, var)
-        if isinstance(selection, np.ndarray) and has_list(inner):  # two arrays would be paired up: rows first
-            return np.array(array[selection][(slice(None), *inner)], copy=True)
+        if has_list(inner) and not isinstance(selection, slice):
+            # numpy pairs two arrays up, and moves an array beside an int row first: rows first.
+            lead = () if isinstance(selection, int) else (slice(None),)
+            return np.array(array[selection][(*lead, *inner)], copy=True)
         return np.array(array[(selection, *inner)], copy=True)
 
     @_in_memory
