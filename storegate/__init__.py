@@ -23,6 +23,7 @@ from storegate.gate import StoreGate
 from storegate.migrate import convert_to_v3
 from storegate.phases import PHASES
 from storegate.splits import KFold, StratifiedSplit
+from storegate.windows import RandomWindow, randslice
 
 __all__ = [
     "PHASES",
@@ -32,6 +33,7 @@ __all__ = [
     "InvalidArgumentError",
     "KFold",
     "NotFoundError",
+    "RandomWindow",
     "ReadOnlyError",
     "StorageError",
     "StoreGate",
@@ -42,6 +44,7 @@ __all__ = [
     "VarInfo",
     "available_backends",
     "convert_to_v3",
+    "randslice",
     "register_backend",
 ]
 

@@ -33,7 +33,21 @@ from storegate import ragged_store as rs
 from storegate import steps
 from storegate.backends import Backend, note_change
 from storegate.errors import ConflictError, InvalidArgumentError, NotFoundError, ValidationError
-from storegate.indexing import is_row, normalize_index, selection_length, split_selection
+from storegate.indexing import (
+    Inner,
+    InnerSelection,
+    Selection,
+    as_row_index,
+    inner_shape,
+    is_row,
+    no_draw,
+    normalize_index,
+    normalize_inner,
+    parse_index,
+    selection_length,
+    selects_inside,
+    split_selection,
+)
 from storegate.names import VarNames
 from storegate.phases import ALL, PHASES, phases_of
 from storegate.ragged import batch, check_batch_mode, is_rows, make_rows, rows_or_array
@@ -41,6 +55,7 @@ from storegate.rules import as_array, cast, check_row_shape, common_dtype, commo
 from storegate.splits import PhaseRows, SplitSpec, phase_rows
 from storegate.steps import Layout, Plan, layout_of
 from storegate.transaction import Step, Transaction
+from storegate.windows import RandomWindow
 
 __all__ = ["ACTIVE", "SOURCES", "Fingerprint", "GroupEngine", "VarLayout", "fit_rows", "validate"]
 
@@ -72,6 +87,11 @@ class VarLayout:
     parts: tuple[tuple[str, tuple[int, ...]], ...]
     dtype: np.dtype
     row_shape: tuple[int, ...]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The shape of the phases read as one array: their rows added up, then the row shape."""
+        return (sum(self.sizes), *self.row_shape)
 
     @property
     def sizes(self) -> list[int]:
@@ -224,17 +244,28 @@ class GroupEngine:
         }
         return common_length(lengths, f"every variable of phase {phase!r} in data_id {self.data_id!r}")
 
-    def get(self, names: VarNames, phase: str, index: Any, batch_mode: Any = None, batch_args: Any = None) -> Any:
+    def get(
+        self,
+        names: VarNames,
+        phase: str,
+        index: Any,
+        batch_mode: Any = None,
+        batch_args: Any = None,
+        *,
+        rows: np.ndarray | None = None,
+    ) -> Any:
         """The rows ``index`` of ``names`` in ``phase``, in the form ``names`` asks for.
 
-        A batch of a ragged variable comes in the form of ``batch_mode`` (see
-        :func:`storegate.ragged.batch`); ``batch_mode='rows'`` gives the ragged rows
-        themselves (an object array), as copies between tiers need them.
+        ``index`` may select inside rows too (see :mod:`storegate.indexing`). ``rows``: the
+        phase rows of a view; the row index then picks positions among them. A batch of a
+        ragged variable comes in the form of ``batch_mode`` (see :func:`storegate.ragged.batch`);
+        ``batch_mode='rows'`` gives the ragged rows themselves (an object array), as copies
+        between tiers need them.
         """
         rows_wanted = batch_mode == "rows"
         mode, args = check_batch_mode(None if rows_wanted else batch_mode, batch_args)
-        arrays = self._read_unchanged(names, phase, index)
-        scalar = is_row(index)
+        arrays = self._read_unchanged(names, phase, index, rows)
+        scalar = self._scalar_row(names, phase, index)
         if any(is_rows(a) for a in arrays) and names.form == "tuple":
             raise InvalidArgumentError(
                 f"var_names given as a tuple are stacked, which ragged rows cannot be. Got {names.names!r} with "
@@ -258,7 +289,27 @@ class GroupEngine:
         """The layout of a ragged variable's values over the phases that hold it."""
         return self.layout(rs.values_name(var), tuple(self._ragged_phases(phase, var)))
 
-    def _read_unchanged(self, names: VarNames, phase: str, index: Any) -> list[np.ndarray]:
+    def _ndim(self, phase: str, var: str) -> int:
+        """Axes of the variable, rows included (a ragged one: rows, each row's length, then its inner axes)."""
+        if self.is_ragged(phase, var):
+            return 2 + len(self._values_layout(phase, var).row_shape)
+        return len(self.shape(phase, var))
+
+    def _scalar_row(self, names: VarNames, phase: str, index: Any) -> bool:
+        """True when the index takes one row (its row axis dropped), for every variable read."""
+        if not selects_inside(index):
+            return is_row(index)
+        scalar = {is_row(parse_index(index, self._ndim(phase, var)).rows) for var in names.names}
+        if len(scalar) > 1:  # a leading Ellipsis over variables of different ranks
+            raise InvalidArgumentError(
+                f"index must take the rows the same way for every var_name read. Got {index!r:.80}, whose leading "
+                f"Ellipsis covers the row axis of some of {list(names.names)} only: give the row item first."
+            )
+        return scalar.pop()
+
+    def _read_unchanged(
+        self, names: VarNames, phase: str, index: Any, rows: np.ndarray | None = None
+    ) -> list[np.ndarray]:
         """Read each variable, again when another writer began a rewrite in place meanwhile.
 
         The last try of a writable store holds the write lock, so no writer can start
@@ -271,7 +322,7 @@ class GroupEngine:
                 self.backend.refresh_if_changed(self.data_id)  # each read sees the newest commit
                 self.backend.start_read(self.data_id)
                 try:
-                    arrays = [self.read(phase, var, index) for var in names.names]
+                    arrays = [self.read(phase, var, index, rows) for var in names.names]
                 except Exception:
                     if self.backend.unchanged(self.data_id):
                         raise
@@ -285,27 +336,87 @@ class GroupEngine:
             "place (update, shuffle, astype, delete...). Retry, or read while nobody rewrites it."
         )
 
-    def read(self, phase: str, var: str, index: Any) -> np.ndarray:
-        """The rows ``index`` (any accepted index form) of one variable.
+    def read(self, phase: str, var: str, index: Any, rows: np.ndarray | None = None) -> np.ndarray:
+        """The rows ``index`` (any accepted index form, inside rows too) of one variable.
 
-        A ragged variable gives one row ``(L_i, *inner)`` for an int, else ragged rows (an
+        ``rows``: the phase rows of a view, among which the row index picks positions. A
+        ragged variable gives one row ``(L_i, *inner)`` for an int, else ragged rows (an
         object array of them, see :mod:`storegate.ragged`).
         """
         if self.is_ragged(phase, var):
-            return self._read_ragged(phase, var, index)
-        if phase != ALL:
-            selection = normalize_index(index, self.backend.shape(self.data_id, phase, var)[0])
-            return self.backend.read(self.data_id, phase, var, selection)
-        layout = self.layout(var)
-        selection = normalize_index(index, sum(layout.sizes))
+            return self._read_ragged_index(phase, var, index, rows)
+        layout = self.layout(var) if phase == ALL else None
+        shape = self.backend.shape(self.data_id, phase, var) if layout is None else layout.shape
+        if not selects_inside(index) and rows is None:  # the hot path: one plain row read
+            return self._read_part(phase, var, normalize_index(index, shape[0]), (), layout)
+        parsed = parse_index(index, len(shape))
+        if rows is None:
+            selection = normalize_index(parsed.rows, shape[0])
+        else:
+            selection = normalize_index(as_row_index(rows[normalize_index(parsed.rows, rows.shape[0])]), shape[0])
+        if parsed.inner is None:
+            return self._read_part(phase, var, selection, (), layout)
+        inner = normalize_inner(parsed.inner, shape[1:], parsed.rows)
+        if inner.windows:
+            return self._read_windows(phase, var, selection, inner, shape[1:], layout)
+        part = self._read_part(phase, var, selection, inner.resolve(shape[1:], no_draw), layout)
+        return inner.reverse(part, _has_rows(selection))
+
+    def _read_ragged_index(self, phase: str, var: str, index: Any, rows: np.ndarray | None) -> np.ndarray:
+        """Rows of a ragged variable, then inside each row what the index selects (windows drawn per row).
+
+        The rows are read whole, then cut in memory: each has its own length.
+        """
+        parsed = parse_index(index, self._ndim(phase, var))
+        row_index = parsed.rows
+        if rows is not None:
+            row_index = as_row_index(rows[normalize_index(parsed.rows, rows.shape[0])])
+        got = self._read_ragged(phase, var, row_index)
+        if parsed.inner is None:
+            return got
+
+        def cut(row: np.ndarray) -> np.ndarray:
+            inner = normalize_inner(parsed.inner or (), tuple(row.shape), parsed.rows)
+            return inner.reverse(row[inner.resolve(tuple(row.shape), RandomWindow.draw)], False)
+
+        if not is_rows(got):
+            return cut(got)
+        return make_rows([cut(row) for row in got])
+
+    def _read_windows(
+        self,
+        phase: str,
+        var: str,
+        selection: Selection,
+        inner: InnerSelection,
+        row_shape: tuple[int, ...],
+        layout: VarLayout | None,
+    ) -> np.ndarray:
+        """One row at a time, each with windows of its own (lardon draws one per item)."""
+        if isinstance(selection, int):
+            part = self._read_part(phase, var, selection, inner.resolve(row_shape, RandomWindow.draw), layout)
+            return inner.reverse(part, False)
+        numbers = np.arange(selection.start, selection.stop) if isinstance(selection, slice) else selection
+        parts = [self._read_windows(phase, var, int(r), inner, row_shape, layout) for r in numbers]
+        if parts:
+            return np.stack(parts)
+        dtype = self._read_part(phase, var, slice(0, 0, 1), (), layout).dtype
+        return np.zeros((0, *inner.window_shape(row_shape)), dtype=dtype)
+
+    def _read_part(
+        self, phase: str, var: str, selection: Selection, inner: Inner, layout: VarLayout | None
+    ) -> np.ndarray:
+        """Normalised rows and a resolved inner selection (``()``: whole rows); ``layout`` for 'all'."""
+        if layout is None:
+            return self._read_stored(phase, var, selection, inner)
         if isinstance(selection, int):
             piece = next(split_selection(selection, layout.sizes))
             # One row of 'all' has the dtype of the whole concatenation, not of its phase.
-            row = self.backend.read(self.data_id, PHASES[piece.part], var, piece.local)
-            return row.astype(layout.dtype, copy=False)
-        out = np.empty((selection_length(selection) or 0, *layout.row_shape), dtype=layout.dtype)
+            return self._read_stored(PHASES[piece.part], var, piece.local, inner).astype(layout.dtype, copy=False)
+        shape = inner_shape(inner, layout.row_shape) if inner else layout.row_shape
+        out = np.empty((selection_length(selection) or 0, *shape), dtype=layout.dtype)
         for piece in split_selection(selection, layout.sizes):
-            out[piece.positions] = self.backend.read(self.data_id, PHASES[piece.part], var, piece.local)
+            out[piece.positions] = self._read_stored(PHASES[piece.part], var, piece.local, inner)
         return out
 
     def _read_ragged(self, phase: str, var: str, index: Any) -> np.ndarray:
@@ -332,6 +443,11 @@ class GroupEngine:
             part = rs.read_rows(self.backend, self.data_id, PHASES[piece.part], var, piece.local)
             out[piece.positions] = make_rows([row.astype(dtype, copy=False) for row in part])
         return out
+
+    def _read_stored(self, phase: str, var: str, selection: Selection, inner: Inner) -> np.ndarray:
+        if not inner:
+            return self.backend.read(self.data_id, phase, var, selection)
+        return self.backend.read_inner(self.data_id, phase, var, selection, inner)
 
     # --- planning writes -------------------------------------------------------------
 
@@ -443,13 +559,15 @@ class GroupEngine:
         """
         self.backend.check_writable()
         rs.check_names(names.names)
+        _refuse_windows(index)
         if not isinstance(phase, str) or (phase == ALL and index is None):
             if index is not None:
                 raise InvalidArgumentError(f"index must be None when phase is a split. Got {index!r} instead.")
             return self._plan_split_write(names, names.split(data), phase)
         plan = Plan()
-        for var, array in zip(names.names, _split_for_index(names, data, is_row(index)), strict=True):
-            if names.form != "str" and is_row(index) and self.is_ragged(phase, var):
+        scalar = self._scalar_row(names, phase, index) if selects_inside(index) else is_row(index)
+        for var, array in zip(names.names, _split_for_index(names, data, scalar), strict=True):
+            if names.form != "str" and scalar and self.is_ragged(phase, var):
                 array = array[0]  # one row of a ragged variable is its own array: no row axis added
             plan.extend(self._plan_var_update(phase, var, array, index))
         return plan
@@ -462,7 +580,43 @@ class GroupEngine:
                     f"cannot be updated by index. Got index {index!r}; pass index=None to add it."
                 )
             return self._plan_split_write(VarNames((var,), "str"), [with_rows(array, "data")], phase)
+        if selects_inside(index):
+            return self._plan_inner_write(phase, var, array, index)
         return self._plan_index_write(phase, var, array, index)
+
+    def _plan_inner_write(self, phase: str, var: str, array: np.ndarray, index: tuple[Any, ...]) -> Plan:
+        """A write inside rows (``x[3, :, 1:2] = v``): the rows read, changed as numpy assigns, written whole.
+
+        The rows are planned as any row write, so the write transaction saves and puts
+        back exactly those rows when the call fails.
+        """
+        shape = self.shape(phase, var)
+        parsed = parse_index(index, len(shape))
+        _refuse_windows(parsed.rows)
+        if parsed.inner is None:  # (rows, ...): whole rows
+            return self._plan_index_write(phase, var, array, parsed.rows)
+        inner = normalize_inner(parsed.inner, shape[1:], parsed.rows)
+        if inner.windows:
+            _refuse_windows(next(i for i in parsed.inner if isinstance(i, RandomWindow)))
+        selection = normalize_index(parsed.rows, shape[0])
+        rows: Any = slice(selection, selection + 1) if isinstance(selection, int) else selection
+        block = self.read(phase, var, rows)
+        values = cast(as_array(array, "data"), block.dtype, var)
+        # The items as given (numpy takes negative steps itself), lists as their checked positions.
+        items = (n if isinstance(n, np.ndarray) else raw for raw, n in zip(parsed.inner, inner.items, strict=True))
+        where: tuple[Any, ...] = (slice(None), *items)
+        try:
+            block[where] = values
+        except ValueError:
+            one = isinstance(selection, int)  # one row: say the shapes without its axis
+            target, given = block[where].shape[one:], values.shape
+            if one and len(given) > len(target) and given[0] == 1:
+                given = given[1:]  # the row axis the var_names forms add to one row's data
+            raise InvalidArgumentError(
+                f"data for var_name {var!r} must broadcast to the part of the rows index {index!r:.60} selects, "
+                f"shape {target} (numpy's assignment rules). Got shape {given} instead."
+            ) from None
+        return self._plan_index_write(phase, var, block, rows)
 
     def _plan_index_write(self, phase: str, var: str, array: np.ndarray, index: Any) -> Plan:
         if self.is_ragged(phase, var):
@@ -855,6 +1009,20 @@ def validate(fingerprint: Fingerprint) -> dict[str, int]:
                 f"var_name {var!r} must have one dtype and row shape across phases. Got {sorted(seen)} instead."
             )
     return sizes
+
+
+def _refuse_windows(index: object) -> None:
+    """A write never goes to a random window: the rows or positions it changes must be chosen."""
+    if isinstance(index, RandomWindow):
+        raise InvalidArgumentError(
+            f"index of a write must choose what it writes. Got {index!r}, a random window: a write to positions "
+            "drawn at random is refused. Give ints or slices."
+        )
+
+
+def _has_rows(selection: Selection) -> bool:
+    """True when a read of ``selection`` keeps the row axis (not one int row)."""
+    return not isinstance(selection, int)
 
 
 def _part_size(part: slice | np.ndarray) -> int:

@@ -201,7 +201,8 @@ class StoreGate:
         """Replace data; variables that do not exist are added (multiml).
 
         ``index`` is ``None`` (every row) or any index form of :meth:`get_data`, and
-        ``data`` then holds the rows of that selection; the other arguments are those of
+        ``data`` then holds the rows of that selection (a tuple that selects inside rows
+        writes as numpy assigns; randslice windows are refused); the other arguments are those of
         :meth:`add_data`. With ``do_compile`` the result must pass compile()'s checks or
         nothing is written.
         """
@@ -223,7 +224,12 @@ class StoreGate:
             ``'train'``, ``'valid'``, ``'test'`` or ``'all'`` / ``None`` (concatenated).
         index
             ``None`` (all rows), an int (drops the row axis), a slice, ``(start, stop)``,
-            a list / array / tensor of ints or a boolean mask.
+            a list / array / tensor of ints or a boolean mask; or a numpy-style tuple
+            ``(rows, *inner)`` that selects inside rows too, with ints, slices, one Ellipsis
+            and :func:`~storegate.randslice` windows (lardon's), e.g.
+            ``(slice(0, 8), Ellipsis, slice(100, 200))``; only the chunks that hold the
+            selection are read. A tuple of two ints stays multiml's ``(start, stop)``.
+            See :mod:`storegate.indexing`.
         batch_mode, batch_args
             How several rows of a ragged variable come back (lardon's ``batch_mode``): ``None``
             or ``'list'``, a list of arrays ``(L_i, *inner)``; ``'pad'``, a tuple ``(padded
@@ -240,6 +246,9 @@ class StoreGate:
         InvalidArgumentError
             For a bad ``batch_mode`` / ``batch_args``, a ``length`` a row does not fit, or a
             ragged variable among var_names given as a tuple (stacked).
+        InvalidArgumentError, IndexOutOfRangeError
+            If the index has a form not accepted, or an item lies outside its axis (the
+            message names the item); a randslice that does not fit its axis.
         """
         mode, args = check_batch_mode(batch_mode, batch_args)  # refuses the engine's own 'rows'
         return self._engine().get(parse_var_names(var_names), resolve_phase(phase), index, mode, args)

@@ -534,6 +534,32 @@ class GetDataTests:
         out[:] = -1
         np.testing.assert_array_equal(sg.get_data("x"), _x())
 
+    def test_reads_inside_rows_are_numpy_indexing(self, sg: StoreGate) -> None:
+        """A tuple (rows, *inner) reads as numpy indexes the whole array (Backend.read_inner), writes as it assigns."""
+        data = np.arange(10 * 3 * 4).reshape(10, 3, 4)
+        sg.add_data("v", data, phase=(0.7, 0.2, 0.1))
+        indexes: list[Any] = [
+            (2, 1, slice(1, 3)),
+            (slice(1, 9), ..., 3),
+            ([6, 0, 6], slice(None, None, -2), 0),
+            (np.array([], dtype=np.int64), 0),
+            (slice(None, None, 3), -1, slice(-1, None, -3)),
+            (5, ...),
+            (slice(1, 9, 2), [2, 0, 2], slice(None)),
+            (slice(None), ..., np.array([True, False, False, True])),
+        ]
+        for index in indexes:
+            for phase, array in (("all", data), ("train", data[:7])):
+                out = sg.get_data("v", phase, index)
+                assert np.shape(out) == array[index].shape, index
+                np.testing.assert_array_equal(out, array[index])
+        sg.update_data("v", -1, "all", index=(slice(5, 9), 0, slice(None, None, -2)))
+        data[5:9, 0, ::-2] = -1
+        np.testing.assert_array_equal(sg.get_data("v", "all"), data)
+        with pytest.raises(InvalidArgumentError, match="must broadcast"):
+            sg.update_data("v", [1, 2, 3], "train", index=(0, 1, slice(1, 3)))
+        np.testing.assert_array_equal(sg.get_data("v", "all"), data)
+
 
 class DeleteTests:
     """delete_data and clear_data."""

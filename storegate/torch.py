@@ -25,7 +25,7 @@ when the dataset is made, and that copy travels to the workers (shared copy-on-w
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Union
 
@@ -39,7 +39,7 @@ from storegate.backends import Backend, change_count
 from storegate.engine import GroupEngine
 from storegate.errors import InvalidArgumentError, StoreGateError
 from storegate.gate import StoreGate
-from storegate.indexing import normalize_index, split_selection
+from storegate.indexing import InnerSelection, normalize_index, normalize_inner, parse_index, split_selection
 from storegate.loader import (
     DEFAULT_CHUNK_CACHE_BYTES,
     DEFAULT_WINDOW,
@@ -59,6 +59,7 @@ from storegate.rowmaps import RowMap
 from storegate.rules import check_int, common_length, is_int
 from storegate.shared_cache import SharedChunkCache
 from storegate.views import View
+from storegate.windows import RandomWindow
 
 __all__ = [
     "DEFAULT_CHUNK_CACHE_BYTES",
@@ -166,6 +167,17 @@ class StoreGateDataset(Dataset[Any]):
         is still asked first; set that to 0 to keep one decoded copy in memory. Released by
         :meth:`close`, or when the dataset is garbage-collected. Data in memory are not
         decoded: no shared cache is made for them (:attr:`shared_cache` is None).
+    inner
+        What to read inside the rows of some variables, ``{var_name: index}``: the index
+        selects along the axes of one row as item syntax does after its row item, with
+        ints, slices, an Ellipsis, :func:`~storegate.randslice` windows or a tuple of them
+        (``{'audio': (slice(None), randslice(16000))}``; a single item takes the first axis
+        of a row). A randslice draws a new window at every read of a sample (one per
+        sample, as lardon draws one per item), from a generator of this process seeded
+        with ``torch.initial_seed()`` and the randslice's seed: each DataLoader worker
+        draws its own windows, reproducible under ``torch.manual_seed``, and variables
+        whose windows have the same seeds get the same windows where their axes have the
+        same length. Whole rows are read (through the chunk cache), then cut in memory.
 
     Notes
     -----
@@ -201,6 +213,7 @@ class StoreGateDataset(Dataset[Any]):
         callbacks: Sequence[Callback] | None = None,
         chunk_cache_bytes: int = DEFAULT_CHUNK_CACHE_BYTES,
         shared_cache_bytes: int = 0,
+        inner: Mapping[str, Any] | None = None,
     ) -> None:
         view = check_source(storegate, phase, _CONCAT_FIX)
         _check_args(input_var_names, chunk_cache_bytes, shared_cache_bytes)
@@ -232,6 +245,9 @@ class StoreGateDataset(Dataset[Any]):
         _check_tensor_dtypes(self._variables)
         lengths = {var: int(variable.bounds[-1]) for var, variable in self._variables.items()}
         self._stored_size = common_length(lengths, f"every variable read by the dataset in phase {self._phase!r}")
+        self._inner = _check_inner(inner, self._variables, self._read_names)
+        self._rngs: dict[str, np.random.Generator] = {}
+        self._rng_key: tuple[int, int] | None = None
         self._cache = ChunkCache(chunk_cache_bytes)
         chunked = [v for v in self._variables.values() if isinstance(v, ChunkedVariable)]
         self._shared = SharedChunkCache(chunked, int(shared_cache_bytes)) if shared_cache_bytes and chunked else None
@@ -341,7 +357,7 @@ class StoreGateDataset(Dataset[Any]):
 
     def _batch(self, rows: np.ndarray) -> tuple[Any, Any]:
         stored = rows if self._rows is None else self._view_rows()[rows]
-        arrays = {var: self._read(var, stored) for var in self._read_names}
+        arrays = {var: self._select(var, self._read(var, stored)) for var in self._read_names}
         data = _join(arrays, self._inputs)
         target = None if self._targets is None else _join(arrays, self._targets)
         return data, target
@@ -354,6 +370,36 @@ class StoreGateDataset(Dataset[Any]):
         if isinstance(variable, MemoryVariable):
             return variable.read(rows, None, self._cache)
         return variable.read(rows, self._fetch(), self._cache, self._shared)
+
+    def _select(self, var: str, rows: np.ndarray) -> np.ndarray:
+        """What ``inner`` selects inside each row read of ``var`` (every row: ``rows`` as they are)."""
+        selection = self._inner.get(var)
+        if selection is None:
+            return rows
+
+        def draw(window: RandomWindow, n: int) -> slice:
+            return window.window(n, self._rng(var))
+
+        if isinstance(selection, tuple):  # a ragged variable: each row selected with its own shape
+            out = np.empty(len(rows), dtype=object)
+            for i, row in enumerate(rows):
+                inner = normalize_inner(selection, tuple(row.shape), slice(None))
+                out[i] = np.ascontiguousarray(inner.reverse(row[inner.resolve(tuple(row.shape), draw)], False))
+            return out
+        return np.ascontiguousarray(selection.take(rows, draw))
+
+    def _rng(self, var: str) -> np.random.Generator:
+        """The windows' generator of ``var`` in this process, from torch's seed of the process (a worker's own)."""
+        key = (os.getpid(), torch.initial_seed())
+        if key != self._rng_key:
+            self._rngs, self._rng_key = {}, key
+        rng = self._rngs.get(var)
+        if rng is None:
+            selection = self._inner[var]
+            items = selection if isinstance(selection, tuple) else selection.items
+            seeds = [w.seed or 0 for w in items if isinstance(w, RandomWindow)]
+            rng = self._rngs[var] = np.random.default_rng([key[1], *seeds])
+        return rng
 
     def _view_rows(self) -> np.ndarray:
         """The stored rows of the view's items (worked out once per process, labels read here)."""
@@ -396,6 +442,7 @@ class StoreGateDataset(Dataset[Any]):
         state = self.__dict__.copy()
         state["_cache"] = ChunkCache(self._cache.max_bytes)  # decoded chunks stay home
         state["_pickled_by"] = os.getpid()
+        state["_rngs"], state["_rng_key"] = {}, None  # a worker seeds its own windows
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -801,6 +848,35 @@ def _check_args(input_var_names: object, chunk_cache_bytes: object, shared_cache
         )
     check_int("chunk_cache_bytes", chunk_cache_bytes, minimum=0)
     check_int("shared_cache_bytes", shared_cache_bytes, minimum=0)
+
+
+def _check_inner(
+    inner: Mapping[str, Any] | None, variables: dict[str, Variable], read: list[str]
+) -> dict[str, InnerSelection | tuple[object, ...]]:
+    """``inner``'s index of each variable, checked against its row shape (a ragged variable's items
+    against its inner shape, its rows' lengths when read)."""
+    if inner is None:
+        return {}
+    if not isinstance(inner, Mapping) or not all(isinstance(var, str) and var in read for var in inner):
+        raise InvalidArgumentError(
+            f"inner must be a dict {{var_name: index inside a row}} over the var_names read ({read}). Got "
+            f"{inner!r:.80} instead: e.g. inner={{'audio': (slice(None), randslice(16000))}}."
+        )
+    checked: dict[str, InnerSelection | tuple[object, ...]] = {}
+    for var, index in inner.items():
+        variable = variables[var]
+        items = index if isinstance(index, tuple) else (index,)
+        if isinstance(variable, RaggedVariable):  # each row has its own length: checked per row when read
+            parsed = parse_index((slice(None), *items), 2 + len(variable.inner))
+            if parsed.inner is not None:
+                normalize_inner(parsed.inner, (1 << 62, *variable.inner), parsed.rows)  # bad items fail now
+                checked[var] = parsed.inner
+            continue
+        row_shape = variable.array.shape[1:] if isinstance(variable, MemoryVariable) else variable.row_shape
+        parsed = parse_index((slice(None), *items), 1 + len(row_shape))
+        if parsed.inner is not None:
+            checked[var] = normalize_inner(parsed.inner, tuple(row_shape), parsed.rows)
+    return checked
 
 
 def _sampler_bounds(dataset: Any, chunk_rows: int | None) -> np.ndarray:

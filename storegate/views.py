@@ -21,7 +21,7 @@ import numpy as np
 
 from storegate.engine import GroupEngine
 from storegate.errors import InvalidArgumentError, NotFoundError, ValidationError
-from storegate.indexing import Selection, normalize_index, selection_length, split_selection
+from storegate.indexing import Selection, as_row_index, normalize_index, selection_length, split_selection
 from storegate.names import VALUES, VarNames, parse_var_names
 from storegate.phases import ALL, PHASE_WORDS, PHASES, closest_phase, phases_of, resolve_phase
 from storegate.ragged import check_batch_mode
@@ -297,9 +297,7 @@ class View(_RowChoices):
         batch_mode, batch_args = check_batch_mode(batch_mode, batch_args)  # refuses the engine's own 'rows'
         if self.rows is None:
             return self.engine.get(names, self._phase(), index, batch_mode, batch_args)
-        rows = self.row_numbers()
-        selected = _as_index(rows[normalize_index(index, rows.shape[0])])
-        return self.engine.get(names, self._phase(), selected, batch_mode, batch_args)
+        return self.engine.get(names, self._phase(), index, batch_mode, batch_args, rows=self.row_numbers())
 
     def _labels(self, var: str) -> np.ndarray:
         return np.asarray(self.engine.get(VarNames((var,), "str"), self._phase(), None))
@@ -557,7 +555,7 @@ class ConcatView(_RowChoices):
 
 def _local_index(local: Selection) -> Any:
     """A piece's rows as an index of its part: slices and ints as they are, arrays as runs when they are."""
-    return local if isinstance(local, (int, slice)) else _as_index(local)
+    return local if isinstance(local, (int, slice)) else as_row_index(local)
 
 
 def _as_selection(rows: Any) -> Selection:
@@ -574,12 +572,3 @@ def _in_all(view: View) -> RowMap:
     lengths = [view.engine.phase_length(p) for p in PHASES]
     i = PHASES.index(view.base_phase)
     return Window(view._row_map(), sum(lengths[:i]), lengths[i])
-
-
-def _as_index(rows: Any) -> Any:
-    """Rows to read: an int, a run of rows as a slice (one contiguous read), or the row numbers."""
-    if np.ndim(rows) == 0:
-        return int(rows)
-    if rows.shape[0] and rows[-1] - rows[0] == rows.shape[0] - 1 and bool(np.all(np.diff(rows) == 1)):
-        return slice(int(rows[0]), int(rows[-1]) + 1)
-    return rows

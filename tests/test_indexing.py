@@ -120,12 +120,20 @@ def test_mask_of_wrong_length(length: int) -> None:
 
 @pytest.mark.parametrize(
     "index",
-    [1.5, "3", [1.0, 2.0], np.array([[1, 2]]), object(), (1, 2, 3), (1.0, 2), True, b"x", {"a": 1}],
+    [1.5, "3", [1.0, 2.0], np.array([[1, 2]]), object(), True, b"x", {"a": 1}],
 )
 def test_unaccepted_forms(index: Any) -> None:
     with pytest.raises(InvalidArgumentError, match="index must be None, an int, a slice") as info:
         normalize_index(index, N)
     assert "Got" in str(info.value)
+
+
+@pytest.mark.parametrize("index", [(1, 2, 3), (1.0, 2), (slice(None), 0), (3,)])
+def test_tuples_other_than_start_stop_are_not_rows(index: Any) -> None:
+    """Any tuple but multiml's (start, stop) selects numpy-style (rows, inner...): not a row index."""
+    with pytest.raises(InvalidArgumentError, match="index must select whole rows here") as info:
+        normalize_index(index, N)
+    assert "only reads accept" in str(info.value)
 
 
 def test_bool_scalar_is_not_an_int() -> None:

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from storegate import InvalidArgumentError, NotFoundError, StoreGate, ValidationError
+from storegate import IndexOutOfRangeError, InvalidArgumentError, NotFoundError, StoreGate, ValidationError
 from storegate.testing import BACKEND_KINDS, assert_same_snapshot, make_gate, snapshot
 
 pytestmark = pytest.mark.timeout(300)
@@ -142,3 +142,52 @@ def test_the_command_line_lists_a_ragged_variable(tmp_path: Path) -> None:
     listed = subprocess.run([cli, "ls", str(tmp_path / "s.zarr"), "d", "train"], capture_output=True, text=True)
     assert listed.returncode == 0, listed.stderr
     assert "audio\tdtype=float32  rows=5  row shape=(None, 2)" in listed.stdout
+
+
+@pytest.mark.parametrize("kind", BACKEND_KINDS)
+def test_reads_inside_ragged_rows_and_random_windows_on_them(kind: str, tmp_path: Path) -> None:
+    from storegate import randslice
+
+    sg = make_gate(kind, tmp_path)
+    sg.add_data(["audio", "y"], [ROWS, np.arange(5)], phase=(3, 1, 1))
+    np.testing.assert_array_equal(sg["train"]["audio"][1, 2:5], ROWS[1][2:5])  # inside one row
+    _same_rows(sg.get_data("audio", "all", index=(slice(None), slice(1, 3), 1)), [r[1:3, 1] for r in ROWS])
+    _same_rows(sg["all"]["audio"][[4, 0], ::-1], [ROWS[4][::-1], ROWS[0][::-1]])
+    windows = sg.get_data("audio", "all", index=(slice(None), randslice(2, seed=3)))
+    for row, window in zip(ROWS, windows, strict=True):  # one window per row, inside that row
+        start = int(window[0, 0] - row[0, 0]) // 2
+        np.testing.assert_array_equal(window, row[start : start + 2])
+    again = sg.get_data("audio", "all", index=(slice(None), randslice(2, seed=3)))
+    _same_rows(again, list(windows))  # reproducible by seed
+    padded, lengths = sg.get_data("audio", "all", index=(slice(None), slice(0, 4)), batch_mode="pad")
+    assert padded.shape == (5, 4, 2)
+    assert lengths.tolist() == [min(n, 4) for n in LENGTHS]
+    with pytest.raises(InvalidArgumentError, match=r"must fit its axis: it needs 3 positions"):
+        sg.get_data("audio", "all", index=(slice(None), randslice(3)))  # a row of 2 cannot hold a window of 3
+
+
+def test_the_dataset_draws_windows_on_ragged_rows_in_two_workers(tmp_path: Path) -> None:
+    import torch
+    from torch.utils.data import DataLoader
+
+    from storegate import randslice
+    from storegate.torch import StoreGateDataset
+
+    sg = StoreGate("zarr", {"output_dir": str(tmp_path / "s.zarr")}, data_id="d")
+    sg.add_data(["audio", "y"], [ROWS, np.arange(5)])
+    dataset = StoreGateDataset(sg, "train", "audio", "y", inner={"audio": (randslice(2, seed=1), 0)})
+    crop, label = dataset[1]
+    assert crop.shape == (2,)
+    torch.manual_seed(0)
+    loader = DataLoader(dataset, batch_size=2, num_workers=2, multiprocessing_context="spawn", timeout=90)
+    seen = []
+    for crops, labels in loader:
+        assert crops.shape[1:] == (2,)  # equal windows: the default collate stacks them
+        for crop, label in zip(crops, labels, strict=True):
+            row = ROWS[int(label)][:, 0]
+            start = int(np.flatnonzero(row == float(crop[0]))[0])
+            np.testing.assert_array_equal(crop.numpy(), row[start : start + 2])
+            seen.append(int(label))
+    assert sorted(seen) == list(range(5))
+    with pytest.raises(IndexOutOfRangeError, match="Got 5 instead"):
+        StoreGateDataset(sg, "train", "audio", "y", inner={"audio": (slice(None), 5)})  # no position 5 on axis 2

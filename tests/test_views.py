@@ -150,7 +150,7 @@ def test_views_read_nothing_until_used_and_a_filter_reads_its_labels_only(
     read: list[str] = []
     original = GroupEngine.read
     monkeypatch.setattr(
-        GroupEngine, "read", lambda self, phase, var, index: read.append(var) or original(self, phase, var, index)
+        GroupEngine, "read", lambda self, phase, var, *rest: read.append(var) or original(self, phase, var, *rest)
     )
     view = gates["zarr-dir"]["train"].filter("y", keep=[1, 2]).subset(0.5).repeat(2).shuffled(4)
     view = view + gates["zarr-dir"]["test"].filter("y", drop=[0])

@@ -33,7 +33,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import numpy as np
 
 from storegate.errors import ConflictError, NotFoundError, ReadOnlyError
-from storegate.indexing import Selection, clip_rows
+from storegate.indexing import Inner, Selection, clip_rows
 from storegate.locks import DEFAULT_LOCK_TIMEOUT, ProcessLock, holding
 from storegate.transaction import to_completion
 
@@ -208,6 +208,24 @@ class Backend(ABC):
     @abstractmethod
     def read(self, data_id: str, phase: str, var: str, selection: Selection) -> np.ndarray:
         """Rows of a normalised selection, as a new array."""
+
+    def read_inner(self, data_id: str, phase: str, var: str, selection: Selection, inner: Inner) -> np.ndarray:
+        """Rows of a normalised selection and, inside each row, what ``inner`` selects, as a new array.
+
+        ``inner`` holds one item per axis of a row: an in-range int (the axis is dropped), a
+        slice with ``0 <= start <= stop`` and ``step >= 1``, or, on one axis at most and then
+        with no int item and a slice or array ``selection``, a 1-D int64 array of in-range
+        positions (any order, repeats allowed). The result is the orthogonal selection:
+        ``rows[:, *inner]`` (``row[*inner]`` for an int selection) as numpy gives it, the
+        rows read first when both ``selection`` and an item are arrays.
+
+        Note for implementers: the default reads whole rows, then selects inside them in
+        memory (right for any backend); a chunked store should read only the chunks that
+        hold the selection.
+        """
+        rows = self.read(data_id, phase, var, selection)
+        lead = () if isinstance(selection, int) else (slice(None),)
+        return np.array(rows[(*lead, *inner)], copy=True)
 
     @abstractmethod
     def write(self, data_id: str, phase: str, var: str, selection: Selection, data: np.ndarray) -> None:

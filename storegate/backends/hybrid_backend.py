@@ -18,7 +18,7 @@ from storegate.backends.base import Backend, Checkpoint, Finding, OtherObject, V
 from storegate.backends.numpy_backend import NumpyBackend
 from storegate.backends.zarr_backend import ZarrBackend
 from storegate.errors import InvalidArgumentError
-from storegate.indexing import Selection
+from storegate.indexing import Inner, Selection
 
 __all__ = ["HybridBackend"]
 
@@ -115,6 +115,9 @@ class HybridBackend(Backend):
 
     def read(self, data_id: str, phase: str, var: str, selection: Selection) -> np.ndarray:
         return self.current.read(data_id, phase, var, selection)
+
+    def read_inner(self, data_id: str, phase: str, var: str, selection: Selection, inner: Inner) -> np.ndarray:
+        return self.current.read_inner(data_id, phase, var, selection, inner)
 
     def write(self, data_id: str, phase: str, var: str, selection: Selection, data: np.ndarray) -> None:
         self.current.write(data_id, phase, var, selection, data)

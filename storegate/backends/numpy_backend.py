@@ -11,7 +11,7 @@ import numpy as np
 
 from storegate.backends.base import Backend, Checkpoint, VarInfo
 from storegate.errors import StorageError
-from storegate.indexing import Selection
+from storegate.indexing import Inner, Selection, has_list
 
 __all__ = ["NumpyBackend"]
 
@@ -84,6 +84,17 @@ class NumpyBackend(Backend):
         out = self._get(data_id, phase, var)[selection]
         # A basic slice is a view: copy so callers never alias the store.
         return np.array(out, copy=True)
+
+    @_in_memory
+    def read_inner(self, data_id: str, phase: str, var: str, selection: Selection, inner: Inner) -> np.ndarray:
+        # One numpy index: only the selected part is copied. An int row array and ints inside
+        # the row give numpy's orthogonal result here, as the array comes first.
+        array = self._get(data_id, phase, var)
+        if has_list(inner) and not isinstance(selection, slice):
+            # numpy pairs two arrays up, and moves an array beside an int row first: rows first.
+            lead = () if isinstance(selection, int) else (slice(None),)
+            return np.array(array[selection][(*lead, *inner)], copy=True)
+        return np.array(array[(selection, *inner)], copy=True)
 
     @_in_memory
     def write(self, data_id: str, phase: str, var: str, selection: Selection, data: np.ndarray) -> None:

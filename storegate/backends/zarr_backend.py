@@ -54,12 +54,12 @@ from storegate.codecs import (
     v2_compressor,
 )
 from storegate.errors import ConflictError, InvalidArgumentError, StorageError, StoreGateError, StoreGateWarning
-from storegate.indexing import Selection, clip_rows
+from storegate.indexing import Inner, Selection, clip_rows, inner_shape
 from storegate.locations import DEFAULT_REMOTE_CONCURRENCY, METADATA_KEYS, concurrency_scope, resolve_location
 from storegate.locks import DEFAULT_LOCK_TIMEOUT, WriteLock, holding
 from storegate.names import check_data_id, dimension_names, parse_var_names
 from storegate.phases import PHASES
-from storegate.rules import check_positive, check_timeout
+from storegate.rules import check_positive, check_timeout, is_int
 from storegate.settle import settle_requests
 from storegate.transaction import to_completion
 
@@ -111,6 +111,13 @@ class ZarrBackend(Backend):
         When given, chunks are stored as inner chunks of zarr v3 shards of about this many
         uncompressed bytes (whole chunks per shard): few, large objects on an object store,
         while a random row read still fetches only its inner chunk.
+    row_chunks
+        Chunks inside the rows of some variables, ``{var_name: length per axis of a row}``
+        (``None``: the whole axis): ``{'audio': (None, 16000)}`` stores a variable of shape
+        ``(N, 2, T)`` in chunks of 16000 positions of both channels, so that a read inside
+        rows (``sg['train']['audio'][3, :, 1000:2000]``) fetches only the chunks that hold
+        it; ``chunk`` / ``chunk_bytes`` then set the rows of such a chunk. Other variables
+        are chunked by whole rows.
     codec_pipeline
         ``'default'`` (zarr's configured pipeline) or ``'zarrs'`` (the Rust pipeline of the
         ``zarrs`` extra, for this store's arrays only), see :mod:`storegate.codecs`.
@@ -161,6 +168,7 @@ class ZarrBackend(Backend):
         shard_bytes: int | None = None,
         codec_pipeline: str = DEFAULT_PIPELINE,
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+        row_chunks: dict[str, tuple[int | None, ...]] | None = None,
     ) -> None:
         _check_size("chunk", chunk, allow_none=True)
         _check_size("chunk_bytes", chunk_bytes, allow_none=False)
@@ -170,7 +178,10 @@ class ZarrBackend(Backend):
         _check_chunks_per_shard(chunk, chunk_bytes, shard_bytes)
         self._compressors = resolve_compressor(compressor)
         self._chunk, self._chunk_bytes, self._shard_bytes = chunk, chunk_bytes, shard_bytes
+        self._row_chunks = _check_row_chunks(row_chunks)
         self._layout_args = _layout_args(chunk, chunk_bytes, compressor, shard_bytes)
+        if self._row_chunks:
+            self._layout_args["row_chunks"] = self._row_chunks
         self._pipeline = check_pipeline(codec_pipeline)
         self._mode: Literal["w", "a", "r"] = mode
         _check_positive("concurrency", concurrency, allow_none=True)
@@ -422,6 +433,10 @@ class ZarrBackend(Backend):
         self._array(data_id, phase, var).append(data, axis=0)
 
     def read(self, data_id: str, phase: str, var: str, selection: Selection) -> np.ndarray:
+        return self.read_inner(data_id, phase, var, selection, ())
+
+    def read_inner(self, data_id: str, phase: str, var: str, selection: Selection, inner: Inner) -> np.ndarray:
+        # docstring inherited: one zarr selection, so only the chunks that hold it are read.
         if self._flagged and data_id in self._flagged:
             self._wait_for_rewrite(data_id)
         array = self._array(data_id, phase, var)
@@ -432,7 +447,11 @@ class ZarrBackend(Backend):
         try:
             with self._io(writes_metadata=False):  # the hot path: one row per DataLoader sample
                 out = (
-                    _read_rows(array, selection) if isinstance(selection, np.ndarray) else np.asarray(array[selection])
+                    _read_rows(array, selection, inner)
+                    if isinstance(selection, np.ndarray)
+                    else _select(array, (selection, *inner))
+                    if inner
+                    else np.asarray(array[selection])
                 )
         except RuntimeError as exc:  # numcodecs' "Zstd decompression error" and its kin: a damaged chunk
             raise StoreGateError(
@@ -1120,7 +1139,7 @@ class ZarrBackend(Backend):
         compressors = self._compressors
         if options.get("compressor") is not None:  # None: the store's compressor
             compressors = resolve_compressor(options["compressor"])
-        chunks = self._chunks(shape, np.dtype(dtype), options.get("chunk_rows"))
+        chunks = self._chunks(shape, np.dtype(dtype), options.get("chunk_rows"), var)
         self._check_layout(var, chunks, np.dtype(dtype), from_chunk=not options.get("chunk_rows"))
         encoding = self._encoding(chunks, np.dtype(dtype), compressors)  # refuses before anything is written
         group = self._group(data_id, phase, create=True)
@@ -1194,9 +1213,22 @@ class ZarrBackend(Backend):
                     "(chunk or chunk_bytes)."
                 )
 
-    def _chunks(self, shape: tuple[int, ...], dtype: np.dtype, rows: int | None = None) -> tuple[int, ...]:
-        """Whole rows per chunk: ``rows``, else ``chunk`` rows, else as many as fit in ``chunk_bytes``."""
+    def _chunks(
+        self, shape: tuple[int, ...], dtype: np.dtype, rows: int | None = None, var: str | None = None
+    ) -> tuple[int, ...]:
+        """Rows per chunk: ``rows``, else ``chunk`` rows, else as many as fit in ``chunk_bytes``.
+
+        Each chunk holds whole rows, or the part of them ``row_chunks`` gives for ``var``.
+        """
         row_shape = tuple(max(1, d) for d in shape[1:])
+        inside = self._row_chunks.get(var or "")
+        if inside is not None:
+            if len(inside) != len(row_shape):
+                raise InvalidArgumentError(
+                    f"row_chunks must give one length (or None) per axis of a row of var_name {var!r}: "
+                    f"{len(row_shape)} for rows of shape {tuple(shape[1:])}. Got {inside} instead."
+                )
+            row_shape = tuple(d if n is None else min(n, d) for n, d in zip(inside, row_shape, strict=True))
         rows = rows or self._chunk
         if rows is None:
             rows = max(1, self._chunk_bytes // _nbytes(row_shape, dtype))
@@ -1531,6 +1563,25 @@ async def _set_many(store: Store, objects: dict[str, Buffer | None]) -> None:
     await asyncio.gather(*(put(k, v) for k, v in objects.items()))
 
 
+def _check_row_chunks(row_chunks: object) -> dict[str, tuple[int | None, ...]]:
+    """``row_chunks`` as ``{var_name: tuple of positive ints or None}``."""
+    if row_chunks is None:
+        return {}
+    valid = isinstance(row_chunks, dict) and all(
+        isinstance(var, str)
+        and isinstance(lengths, (tuple, list))
+        and all(n is None or (is_int(n) and n >= 1) for n in lengths)
+        for var, lengths in row_chunks.items()
+    )
+    if not valid:
+        raise InvalidArgumentError(
+            "row_chunks must be a dict {var_name: chunk length per axis of a row, each an int >= 1 or None}. Got "
+            f"{row_chunks!r:.80} instead: e.g. row_chunks={{'audio': (None, 16000)}}."
+        )
+    assert isinstance(row_chunks, dict)
+    return {var: tuple(None if n is None else int(n) for n in lengths) for var, lengths in row_chunks.items()}
+
+
 def _layout_args(chunk: int | None, chunk_bytes: int, compressor: object, shard_bytes: int | None) -> dict[str, Any]:
     """The chunk and codec options that differ from the defaults, for reopen_args(mode='a')."""
     given = {"chunk": chunk, "chunk_bytes": chunk_bytes, "compressor": compressor, "shard_bytes": shard_bytes}
@@ -1562,15 +1613,23 @@ def _stored_bytes(array: zarr.Array[Any]) -> int:
     return int(sync(store_path.store.getsize_prefix(store_path.path.rstrip("/") + "/")))
 
 
-def _read_rows(array: zarr.Array[Any], rows: np.ndarray) -> np.ndarray:
+def _read_rows(array: zarr.Array[Any], rows: np.ndarray, inner: Inner = ()) -> np.ndarray:
     if rows.size == 0:
-        return np.zeros((0, *array.shape[1:]), dtype=array.dtype)
+        row = inner_shape(inner, array.shape[1:]) if inner else array.shape[1:]
+        return np.zeros((0, *row), dtype=array.dtype)
     unique, inverse = np.unique(rows, return_inverse=True)
     if unique[-1] - unique[0] + 1 == unique.size:  # contiguous: one slice read
-        block = np.asarray(array[int(unique[0]) : int(unique[-1]) + 1])
+        block = _select(array, (slice(int(unique[0]), int(unique[-1]) + 1), *inner))
     else:
-        block = np.asarray(array.get_orthogonal_selection((unique,)))
+        block = np.asarray(array.get_orthogonal_selection((unique, *inner)))
     return block[inverse.reshape(-1)]
+
+
+def _select(array: zarr.Array[Any], selection: tuple[Any, ...]) -> np.ndarray:
+    """A basic selection, or an orthogonal one when an axis is chosen by an array of positions."""
+    if any(isinstance(i, np.ndarray) for i in selection):
+        return np.asarray(array.get_orthogonal_selection(selection))
+    return np.asarray(array[selection])
 
 
 def _write_rows(array: zarr.Array[Any], rows: np.ndarray, data: np.ndarray) -> None:
