@@ -220,6 +220,7 @@ class BatchReader:
         self._handle = None if args is None else StoreHandle(backend.name, args)
         self._location = backend.location
         self._changes = change_count(self._location)
+        self._version = backend.data_version(data_id)
         engine = GroupEngine(backend, data_id)
         every = sorted({*self._names, *(self._rows.label_vars() if self._rows else ())})
         _refuse_ragged(engine, self._phase, every)
@@ -305,8 +306,10 @@ class BatchReader:
         if self._handle.stale():
             self._cache.clear()  # another process's chunks: each process keeps its own
         backend = self._handle.backend()
-        if change_count(self._location) != self._changes:
+        version = backend.data_version(self._data_id)  # other processes' commits too (persistent workers)
+        if change_count(self._location) != self._changes or version != self._version:
             self._look_again(backend)
+            self._version = version
         data_id = self._data_id
         return lambda phase, var, rows: read_or_explain(backend, data_id, phase, var, rows)
 

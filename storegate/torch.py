@@ -182,11 +182,12 @@ class StoreGateDataset(Dataset[Any]):
     Notes
     -----
     The dataset is made for the layout (rows, chunks, dtype) the store has when it is made.
-    After a write through a StoreGate of this process it drops its cached chunks, so it
-    reads the new values, and raises StoreGateError if the layout changed (rows added or
-    deleted: make a new dataset). Data held in memory (the numpy backend, ``preload``) are
-    a copy taken when it is made. Another process's writes are not tracked: chunks this
-    process has cached stay as they were. ``dataset[i]`` gives one sample; ``dataset[index]`` with
+    Before each batch every process (DataLoader workers included, persistent ones too)
+    reads the store's commit record (one small read): after a commit of any process, or a
+    write through a StoreGate of this process, it drops its cached chunks (the shared ones
+    too), so it reads the new values, and raises StoreGateError if the layout changed (rows
+    added or deleted: make a new dataset). Data held in memory (the numpy backend,
+    ``preload``) are a copy taken when it is made. ``dataset[i]`` gives one sample; ``dataset[index]`` with
     a slice, list, array or tensor gives the batch as tensors with a leading batch axis,
     so a ``DataLoader(dataset, sampler=BatchSampler(...), batch_size=None)`` skips
     collation. ``__getitems__`` serves a DataLoader batch with one read per chunk run.
@@ -232,6 +233,7 @@ class StoreGateDataset(Dataset[Any]):
         self._handle = None if args is None else StoreHandle(backend.name, args)
         self._location = backend.location
         self._changes = change_count(self._location)
+        self._version = backend.data_version(data_id)
         engine = GroupEngine(backend, data_id)
         self._variables: dict[str, Variable] = {
             var: _ragged_variable(engine, self._phase, var, self._handle is None)
@@ -417,8 +419,10 @@ class StoreGateDataset(Dataset[Any]):
         if self._handle.stale():
             self._cache.clear()  # another process's chunks: each worker keeps its own
         backend = self._handle.backend()
-        if change_count(self._location) != self._changes:
+        version = backend.data_version(self._data_id)  # other processes' commits too (persistent workers)
+        if change_count(self._location) != self._changes or version != self._version:
             self._look_again(backend)
+            self._version = version
         return backend
 
     def _look_again(self, backend: Backend) -> None:

@@ -265,3 +265,29 @@ def test_no_segment_and_no_resource_tracker_warning_is_left(tmp_path: Path, cont
     assert done.stdout.split("\n")[:3] == ["worker killed: True", "held: True", "left: []"], done.stdout
     assert "resource_tracker" not in done.stderr, done.stderr
     assert "leaked" not in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize(("context", "shared"), [("fork", SHARED), ("spawn", SHARED), ("fork", 0), ("spawn", 0)])
+def test_persistent_workers_read_what_a_write_between_epochs_committed(
+    tmp_path: Path, context: str, shared: int
+) -> None:
+    """Workers that live across epochs (persistent_workers=True) keep their chunk caches: after
+    a write of the parent (or any process), the next epoch must read the new values."""
+    sg = _zarr(tmp_path)
+    dataset = StoreGateDataset(sg, "train", "x", "id", shared_cache_bytes=shared, chunk_cache_bytes=1 << 20)
+    loader = DataLoader(
+        dataset, batch_size=16, num_workers=2, persistent_workers=True, multiprocessing_context=context, timeout=90
+    )
+    try:
+        first = {int(i): float(x[0]) for xs, ids in loader for x, i in zip(xs, ids, strict=True)}
+        assert first == {i: float(i) for i in range(160)}
+        sg.update_data("x", -X[:160], "train")  # same layout, new values
+        other = StoreGate("zarr", {"output_dir": str(tmp_path / "s.zarr")}, data_id="d")
+        second = {int(i): float(x[0]) for xs, ids in loader for x, i in zip(xs, ids, strict=True)}
+        assert second == {i: -float(i) for i in range(160)}
+        other.update_data("x", X[:160] * 2, "train")  # another handle (another process alike) writes
+        third = {int(i): float(x[0]) for xs, ids in loader for x, i in zip(xs, ids, strict=True)}
+        assert third == {i: 2.0 * i for i in range(160)}
+    finally:
+        dataset.close()
+        del loader

@@ -292,6 +292,16 @@ class Backend(ABC):
         for implementers: the default does nothing (nothing cached, or nothing to compare).
         """
 
+    def data_version(self, data_id: str) -> str | None:
+        """A text that changes whenever a commit of ``data_id`` changes its data, read now.
+
+        Readers that keep what they read (a DataLoader's chunk caches, in every worker)
+        compare it between batches, so they see other processes' commits too. Note for
+        implementers: the default is ``None`` (unknown: a reader then only sees the writes
+        of its own process); a backend with a commit point returns something of it.
+        """
+        return None
+
     def start_read(self, data_id: str) -> None:  # noqa: B027 (an optional hook)
         """Mark the start of a read that :meth:`unchanged` checks afterwards (after :meth:`refresh_if_changed`)."""
 

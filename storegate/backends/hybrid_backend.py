@@ -107,6 +107,9 @@ class HybridBackend(Backend):
     def info(self, data_id: str, phase: str, var: str) -> VarInfo:
         return self.current.info(data_id, phase, var)
 
+    def data_version(self, data_id: str) -> str | None:
+        return self.current.data_version(data_id)
+
     def create(self, data_id: str, phase: str, var: str, data: np.ndarray, **options: Any) -> None:
         self.current.create(data_id, phase, var, data, **options)
 

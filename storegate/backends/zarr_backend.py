@@ -998,6 +998,11 @@ class ZarrBackend(Backend):
         else:
             self._raw[data_id] = raw
 
+    def data_version(self, data_id: str) -> str | None:
+        # docstring inherited: the commit record itself (a new token each commit), one small read.
+        with self._io(writes_metadata=False):
+            return self._commits.read_raw(self._root.store, data_id)
+
     def start_read(self, data_id: str) -> None:
         # docstring inherited
         self._reading.rows = []  # the committed rows each read of this thread goes by, until unchanged()
