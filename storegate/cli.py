@@ -16,14 +16,16 @@ a problem found; 2 a bad command line. Built on click.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import click
+import fsspec
 
-from storegate.errors import NotFoundError, StoreGateError
+from storegate.errors import NotFoundError, StoreGateError, ValidationError
 from storegate.gate import StoreGate
 from storegate.info import collect, render_text
 from storegate.locations import inspect_root, resolve_location
@@ -116,7 +118,7 @@ def ls(store: str, data_id: str | None, phase: str | None, as_json: bool, **kw: 
         sg = _open(store, kw["option"], kw["storage_options"], data_id)
         listing = _listing(sg, data_id, phase)
         if as_json:
-            click.echo(json.dumps(listing, indent=2))
+            click.echo(json.dumps(list(listing) if data_id is None else listing, indent=2))
         else:
             for name, what in listing.items():
                 click.echo(name if what is None else f"{name}\t{_text(what)}")
@@ -130,13 +132,40 @@ def _listing(sg: StoreGate, data_id: str | None, phase: str | None) -> dict[str,
     if data_id not in sg.get_data_ids():
         raise _no_data_id(sg, data_id)
     if phase is None:
-        return {p: {"rows": len(sg[p]), "var_names": sg.get_var_names(p)} for p in PHASES}
+        return {p: {"rows": _rows(sg, p), "var_names": sg.get_var_names(p)} for p in PHASES}
     table = collect("zarr", sg.backend_object, data_id)
     rows = [dict(zip(table.headers, r, strict=True)) for r in table.rows if r[0] == phase]
-    return {r["var_name"]: {"dtype": r["dtype"], "rows": int(r["rows"]), "row shape": r["row shape"]} for r in rows}
+    return {
+        r["var_name"]: {"dtype": r["dtype"], "rows": int(r["rows"]), "row shape": _shape(r["row shape"])} for r in rows
+    }
+
+
+def _json_row(row: dict[str, str]) -> dict[str, Any]:
+    """A show_info row for scripts: numbers as numbers, the row shape as a list, '-' as null."""
+    out: dict[str, Any] = {k: None if v == "-" else v for k, v in row.items()}
+    out["row shape"] = _shape(row["row shape"])
+    for key in ("rows", "chunk rows"):
+        out[key] = None if row[key] == "-" else int(row[key])
+    return out
+
+
+def _rows(sg: StoreGate, phase: str) -> int | None:
+    """The rows of a phase; None when its variables disagree (``storegate ls ... <phase>`` shows each)."""
+    try:
+        return len(sg[phase])
+    except ValidationError:
+        return None
+
+
+def _shape(text: str) -> list[int | None]:
+    """A row shape as show_info prints it, ``'(None, 2)'``, as a JSON list."""
+    inside = text.strip("()").replace(" ", "")
+    return [None if part == "None" else int(part) for part in inside.split(",") if part]
 
 
 def _text(what: dict[str, Any]) -> str:
+    if "row shape" in what:
+        what = {**what, "row shape": tuple(what["row shape"])}
     return "  ".join(f"{key}={value}" for key, value in what.items())
 
 
@@ -168,7 +197,7 @@ def info(store: str, data_id: str | None, as_json: bool, **kw: Any) -> None:
             out = {
                 one: {
                     "metadata": meta,
-                    "variables": [dict(zip(t.headers, r, strict=True)) for r in t.rows],
+                    "variables": [_json_row(dict(zip(t.headers, r, strict=True))) for r in t.rows],
                     "sources": sources,
                 }
                 for one, t, meta, sources in tables
@@ -284,6 +313,33 @@ def cp(
     _run(action)
 
 
+@contextlib.contextmanager
+def _undone_if_failed(args: dict[str, Any], data_id: str) -> Iterator[None]:
+    """A failed import leaves no store and no data_id that it made (the import itself writes nothing)."""
+    existed = _data_ids(args)
+    try:
+        yield
+    except BaseException:
+        if existed is None:  # there was no store: remove the one opening it made
+            with contextlib.suppress(Exception):
+                fs, path = fsspec.core.url_to_fs(str(args["output_dir"]), **(args["storage_options"] or {}))
+                fs.rm(path, recursive=True)
+        elif data_id not in existed:
+            with contextlib.suppress(Exception):
+                sg = StoreGate("zarr", {**args, "mode": "a"})
+                if data_id in sg.get_data_ids() and not sg.backend_object.var_names(data_id, "train"):
+                    sg.backend_object.delete_data_id(data_id)
+        raise
+
+
+def _data_ids(args: dict[str, Any]) -> list[str] | None:
+    """The store's data_ids, or None when there is no store."""
+    try:
+        return StoreGate("zarr", {**args, "mode": "r"}).get_data_ids()
+    except NotFoundError:
+        return None
+
+
 def _phase(text: str) -> Any:
     """A phase name, or three fractions / counts separated by commas (``0.8,0.1,0.1``)."""
     if "," not in text:
@@ -316,6 +372,10 @@ def import_(store: str, data_id: str, source: str, var_names: tuple[str, ...], k
 
     def action() -> None:
         args = {"output_dir": store, "storage_options": _options(kw["option"], kw["storage_options"], "-o")}
+        with _undone_if_failed(args, data_id):
+            _import(args, data_id)
+
+    def _import(args: dict[str, Any], data_id: str) -> None:
         sg = StoreGate("zarr", {**args, "mode": "a"}, data_id=data_id)
         written = sg.import_file(
             source,

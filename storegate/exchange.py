@@ -35,10 +35,11 @@ from tqdm.auto import tqdm
 
 from storegate.engine import GroupEngine
 from storegate.errors import InvalidArgumentError, NotFoundError, StorageError, ValidationError
-from storegate.names import OFFSETS, VALUES, parse_var_names
-from storegate.phases import ALL, phases_of
-from storegate.rules import optional_module
+from storegate.names import OFFSETS, VALUES, VarNames, parse_var_names
+from storegate.phases import ALL, PHASES, phases_of
+from storegate.rules import common_length, optional_module
 from storegate.splits import SplitSpec
+from storegate.steps import Plan
 
 __all__ = [
     "FOLDER",
@@ -92,7 +93,7 @@ def read_source(
     StorageError
         If the file cannot be read.
     """
-    text = os.fspath(url)
+    text = _where(url)
     expected = _check_sha256(sha256)
     digest, out = hashlib.sha256(), io.BytesIO()
     try:
@@ -143,7 +144,7 @@ def read_folder(
     ValidationError
         If the manifest does not have the SHA-256 given, or a file is no ``.npy`` array.
     """
-    text = os.fspath(url).rstrip("/")
+    text = _where(url).rstrip("/")
     expected = _check_sha256(sha256)
     fs, path = fsspec.core.url_to_fs(text, **(storage_options or {}))
     files = sorted(f for f in fs.ls(path, detail=False) if str(f).endswith(".npy"))
@@ -167,6 +168,12 @@ def read_folder(
             f".npy file, in name order). Got {found} ({len(files)} files) instead. Nothing was written."
         )
     return Source(text, b"", found, size, tuple(rows))
+
+
+def _where(url: str | os.PathLike[str]) -> str:
+    """A URL as given; a local path made absolute (the sources record it for later)."""
+    text = os.fspath(url)
+    return text if "://" in text else os.path.abspath(text)
 
 
 def _check_sha256(sha256: object) -> str | None:
@@ -210,12 +217,18 @@ def parse(source: Source, format: str, keys: Sequence[str] | None) -> dict[str, 
             f"source {source.url!r} must be a valid {format} file. Got one that cannot be read "
             f"({type(exc).__name__}: {exc})."
         ) from exc
-    if keys is None:
-        return found
-    missing = [k for k in keys if k not in found]
-    if missing:
-        raise NotFoundError(f"keys {missing} must be in source {source.url!r}. It holds {sorted(found)}.")
-    return {k: found[k] for k in keys}
+    if keys is not None:
+        missing = [k for k in keys if k not in found]
+        if missing:
+            raise NotFoundError(f"keys {missing} must be in source {source.url!r}. It holds {sorted(found)}.")
+        found = {k: found[k] for k in keys}
+    scalars = [k for k, v in found.items() if v.ndim == 0]
+    if scalars:  # a sample rate, a version: no rows to add
+        raise InvalidArgumentError(
+            f"every array imported must have rows (a leading axis). Got 0-d arrays {scalars} in source "
+            f"{source.url!r}: leave them out with keys=[...] (the others: {sorted(set(found) - set(scalars))})."
+        )
+    return found
 
 
 def _npy(data: bytes) -> dict[str, np.ndarray]:
@@ -233,8 +246,8 @@ def _hdf5(data: bytes) -> dict[str, np.ndarray]:
     with h5py.File(io.BytesIO(data), "r") as f:
 
         def visit(name: str, node: Any) -> None:
-            if isinstance(node, h5py.Dataset) and node.ndim >= 1:
-                found[name] = node[()]
+            if isinstance(node, h5py.Dataset):
+                found[name] = np.asarray(node[()])
 
         f.visititems(visit)
     return found
@@ -246,9 +259,25 @@ def _table(delimiter: str) -> Any:
             io.BytesIO(data), delimiter=delimiter, names=True, dtype=None, encoding="utf-8", deletechars=""
         )
         names = table.dtype.names or ()
+        numeric = [n for n in names if _is_number(n)]
+        if names and len(numeric) == len(names):  # genfromtxt took the first data row for the header
+            raise ValueError(
+                f"its first row must name the columns. Got numbers {list(names)[:5]}: add a header row "
+                "(one name per column)"
+            )
+        if not names or table.size == 0:
+            raise ValueError("it must hold a header row and at least one row of data. Got none")
         return {name: np.atleast_1d(table[name]).copy() for name in names}
 
     return read
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 _READERS = {"npy": _npy, "npz": _npz, "hdf5": _hdf5, "csv": _table(","), "tsv": _table("\t")}
@@ -261,21 +290,49 @@ def _h5py() -> Any:
 # --- importing -----------------------------------------------------------------------
 
 
+def exported_layout(arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Arrays as :func:`export_file` wrote them, back to variables: each ragged pair
+    ``'<var>@values'`` / ``'<var>@offsets'`` folded into the variable's rows (keys keep their
+    ``'<phase>/'``)."""
+    out: dict[str, Any] = {}
+    for key, array in arrays.items():
+        if key.endswith(OFFSETS) and key[: -len(OFFSETS)] + VALUES in arrays:
+            continue
+        if key.endswith(VALUES) and key[: -len(VALUES)] + OFFSETS in arrays:
+            base, ends = key[: -len(VALUES)], arrays[key[: -len(VALUES)] + OFFSETS]
+            if ends.ndim != 1 or (ends.size and (np.any(np.diff(ends) < 0) or ends[-1] != array.shape[0])):
+                raise ValidationError(
+                    f"{base + OFFSETS!r} must hold the end offset of each row of {key!r} (non-decreasing, the last "
+                    f"one {array.shape[0]}). Got {ends[:5]!r}... instead: the file is no storegate export."
+                )
+            out[base] = [array[a:b] for a, b in zip(np.r_[0, ends[:-1]], ends, strict=True)]
+            continue
+        out[key] = array
+    return out
+
+
+def phase_of_key(key: str) -> tuple[str | None, str]:
+    """``('train', 'x')`` for ``'train/x'`` (an export of every phase), ``(None, key)`` otherwise."""
+    head, sep, rest = key.partition("/")
+    return (head, rest) if sep and head in PHASES else (None, key)
+
+
 def chosen_names(keys: list[str], var_names: object, url: str, format: str) -> dict[str, str]:
     """The var_name of each key: ``var_names`` as a str (one key), a list (one per key), a dict
-    (key -> name), or None: the file's stem for ``.npy``, else the key with '/' as '_'."""
+    (key -> name), or None: the file's stem for ``.npy``, the name after its phase for a key
+    ``'<phase>/<name>'``, else the key with '/' as '_'."""
     if var_names is None:
         stem = Path(url.split("?", 1)[0]).stem
-        return {k: stem if format == "npy" else k.replace("/", "_") for k in keys}
+        return {k: stem if format == "npy" else phase_of_key(k)[1].replace("/", "_") for k in keys}
     if isinstance(var_names, str) and len(keys) == 1:
         return {keys[0]: var_names}
     if isinstance(var_names, (list, tuple)) and len(var_names) == len(keys):
         return dict(zip(keys, var_names, strict=True))
-    if isinstance(var_names, dict) and set(var_names) == set(keys):
-        return {k: var_names[k] for k in keys}
+    if isinstance(var_names, dict) and set(var_names) <= set(keys):
+        return {k: var_names.get(k, chosen_names([k], None, url, format)[k]) for k in keys}
     raise InvalidArgumentError(
-        f"var_names must be None, a str (for one array), a list of {len(keys)} names or a dict from each of the keys "
-        f"imported {keys} to a name. Got {var_names!r:.120} instead."
+        f"var_names must be None, a str (for one array), a list of {len(keys)} names or a dict from some of the "
+        f"keys imported {keys} to a name. Got {var_names!r:.120} instead."
     )
 
 
@@ -285,27 +342,47 @@ def import_file(
     format: str,
     var_names: dict[str, str],
     arrays: dict[str, Any],
-    phase: str | SplitSpec,
+    phase: str | SplitSpec | None,
 ) -> dict[str, list[dict[str, Any]]]:
     """Add ``arrays`` (by key) as variables (``var_names[key]``) in one transaction with their sources.
 
-    Returns the source records written, by ``'<phase>/<var>'``.
+    Keys ``'<phase>/<name>'`` (an export of every phase) go to their phase; ``phase`` (None:
+    ``'train'``) takes the others. Returns the source records written, by ``'<phase>/<var>'``.
     """
-    keys = list(arrays)
-    names = parse_var_names([var_names[k] for k in keys])
-    # A folder's rows are one ragged variable; a file's arrays are arrays (checked as add_data checks them).
-    pieces = names.split([arrays[k] for k in keys], ragged=format == FOLDER)
+    groups: dict[str | SplitSpec, list[str]] = {}
+    for key in arrays:
+        own = phase_of_key(key)[0]
+        if own is not None and phase is not None:
+            raise InvalidArgumentError(
+                f"phase must be left out for a file whose keys name their phase (an export of every phase). Got "
+                f"phase={phase!r} and key {key!r}: leave phase out, or pick keys=[...] without a phase."
+            )
+        groups.setdefault(own if own is not None else (phase if phase is not None else "train"), []).append(key)
     when = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    record = {"source": source.url, "bytes": source.size, "sha256": source.sha256, "format": format}
+    parts = []
+    for spec, keys in groups.items():
+        names = parse_var_names([var_names[k] for k in keys])
+        # A folder's rows, or an exported ragged variable (a list of rows), are ragged rows; arrays are
+        # checked as add_data checks them, and the variables of a phase must have one number of rows.
+        pieces = [
+            VarNames((var,), "str").split(arrays[k], ragged=format == FOLDER or isinstance(arrays[k], list))[0]
+            for k, var in zip(keys, names.names, strict=True)
+        ]
+        lengths = {var: p.shape[0] for var, p in zip(names.names, pieces, strict=True)}
+        common_length(lengths, f"the arrays of {source.url!r} imported into one phase")
+        parts.append((spec, keys, names, pieces))
     written: dict[str, list[dict[str, Any]]] = {}
 
     def make_plan() -> Any:
-        plan = engine.plan_add(names, pieces, phase, {})
+        plan = Plan()
         written.clear()
-        for p, parts in engine.split(pieces, phase, names).items():
-            for key, var, part in zip(keys, names.names, parts, strict=True):
-                if part.shape[0]:
-                    record = {"source": source.url, "bytes": source.size, "sha256": source.sha256, "format": format}
-                    written[f"{p}/{var}"] = [{**record, "key": key, "rows": int(part.shape[0]), "imported": when}]
+        for spec, keys, names, pieces in parts:
+            plan.extend(engine.plan_add(names, pieces, spec, {}))
+            for p, split in engine.split(pieces, spec, names).items():
+                for key, var, part in zip(keys, names.names, split, strict=True):
+                    if part.shape[0]:
+                        written[f"{p}/{var}"] = [{**record, "key": key, "rows": int(part.shape[0]), "imported": when}]
         if written:
             plan.add(engine.sources_step(lambda now: _added(now, written)))
         return plan

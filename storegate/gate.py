@@ -313,7 +313,7 @@ class StoreGate:
         self,
         source: str | os.PathLike[str],
         var_names: Any = None,
-        phase: Any = "train",
+        phase: Any = None,
         *,
         keys: Sequence[str] | None = None,
         sha256: str | None = None,
@@ -331,10 +331,14 @@ class StoreGate:
             one row each, as one ragged variable (lardon's layout; named after the folder,
             its SHA-256 that of its manifest, see :func:`storegate.exchange.read_folder`).
         var_names
-            Names of the variables: None (a ``.npy`` file's stem; else each key, '/' as '_'),
-            a str for one array, a list (one per key) or a dict from key to name.
+            Names of the variables: None (a ``.npy`` file's stem; else each key, '/' as '_',
+            its phase left out), a str for one array, a list (one per key) or a dict from
+            some keys to their names. An exported ragged variable (``'<var>@values'`` and
+            ``'<var>@offsets'``) is one key, ``'<var>'``.
         phase
-            As in :meth:`add_data`: a phase, fractions, counts or a split object.
+            As in :meth:`add_data`: a phase, fractions, counts or a split object; ``None``
+            (the default) is ``'train'``, or for a file that :meth:`export_file` wrote from
+            every phase (keys ``'<phase>/<var_name>'``), each key's own phase.
         keys
             What to import: npz members, HDF5 dataset paths or CSV / TSV columns (default:
             every one; a ``.npy`` file holds one array, key ``'data'``).
@@ -361,18 +365,20 @@ class StoreGate:
         InvalidArgumentError, StorageError
             For bad arguments, or a source that cannot be read. In every case nothing was written.
         """
-        show = check_bool("progress", progress)
+        show, phase_ = check_bool("progress", progress), None if phase is None else parse_split(phase)
         if exchange.is_folder(source, storage_options):  # a folder of .npy files: one ragged variable
+            if keys is not None:
+                raise InvalidArgumentError(
+                    f"keys must be left out for a folder of .npy files (its files are the rows). Got keys={keys!r}."
+                )
             read = exchange.read_folder(source, sha256, storage_options, show)
             names = exchange.chosen_names(["rows"], var_names, read.url + ".npy", "npy")
-            return exchange.import_file(
-                self._engine(), read, exchange.FOLDER, names, {"rows": list(read.rows)}, parse_split(phase)
-            )
+            return exchange.import_file(self._engine(), read, exchange.FOLDER, names, {"rows": list(read.rows)}, phase_)
         format_ = exchange.file_format(os.fspath(source), format)  # before a byte is read
         read = exchange.read_source(source, sha256, storage_options, show)
-        arrays = exchange.parse(read, format_, None if keys is None else list(keys))
+        arrays = exchange.exported_layout(exchange.parse(read, format_, None if keys is None else list(keys)))
         names = exchange.chosen_names(list(arrays), var_names, read.url, format_)
-        return exchange.import_file(self._engine(), read, format_, names, arrays, parse_split(phase))
+        return exchange.import_file(self._engine(), read, format_, names, arrays, phase_)
 
     def export_file(
         self,

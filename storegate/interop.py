@@ -17,12 +17,14 @@ the package to install.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import numpy as np
 
+from storegate.backends import TieredBackend
 from storegate.engine import GroupEngine
-from storegate.errors import InvalidArgumentError
+from storegate.errors import InvalidArgumentError, StoreGateError
 from storegate.names import OFFSETS, VALUES, VarNames, dimension_names
 from storegate.phases import phases_of
 from storegate.rules import optional_module
@@ -40,12 +42,29 @@ class _Rows:
         self.ndim = len(self.shape)
 
     def __getitem__(self, key: Any) -> np.ndarray:
+        self._check_layout()
         key = key if isinstance(key, tuple) else (key,)
         rows, inner = key[0], key[1:]
         if not isinstance(rows, slice) or rows.step not in (None, 1):  # dask asks for blocks: slices
             rows = np.arange(self.shape[0])[rows]
         block = self.engine.read(self.phase, self.var, rows)
         return block[(slice(None), *inner)] if inner else block
+
+    def _check_layout(self) -> None:
+        """The variable still has the shape and dtype the dask array was made for (else its blocks would lie)."""
+        self.engine.backend.refresh_if_changed(self.engine.data_id)
+        now = (
+            (self.engine.shape(self.phase, self.var), self.engine.layout(self.var, phases_of(self.phase)).dtype)
+            if self.engine.has(self.phase, self.var)
+            else None
+        )
+        if now != (self.shape, self.dtype):
+            raise StoreGateError(
+                f"var_name {self.var!r} of phase {self.phase!r} must keep the shape and dtype "
+                f"{self.shape} {self.dtype} its dask array was made for. Got "
+                f"{'no such variable' if now is None else f'{now[0]} {now[1]}'} now (written since): make the "
+                "array again with to_dask / to_xarray."
+            )
 
 
 def _dask_array() -> Any:
@@ -63,9 +82,10 @@ def _variable(engine: GroupEngine, phase: str, var: str) -> Any:
     rows = _Rows(engine, phase, var)
     chunk = _chunk_rows(engine, phase, var)
     chunks = (chunk, *rows.shape[1:]) if rows.shape[0] else rows.shape
-    return da.from_array(
-        rows, chunks=chunks, asarray=False, fancy=False, name=f"storegate-{engine.data_id}-{phase}-{var}"
-    )
+    # A name of its own: dask merges graphs by name, and two stores (or the same one before and
+    # after a write) must never share the blocks of another.
+    name = f"storegate-{engine.data_id}-{phase}-{var}-{uuid.uuid4().hex}"
+    return da.from_array(rows, chunks=chunks, asarray=False, fancy=False, name=name)
 
 
 def _chunk_rows(engine: GroupEngine, phase: str, var: str) -> int:
@@ -79,8 +99,17 @@ def _chunk_rows(engine: GroupEngine, phase: str, var: str) -> int:
     return max(1, found[0] if found else engine.shape(phase, var)[0])
 
 
+def _bound(engine: GroupEngine) -> GroupEngine:
+    """The engine of the tier a hybrid backend reads now: lazy arrays keep reading it after set_mode."""
+    backend = engine.backend
+    if isinstance(backend, TieredBackend):
+        return GroupEngine(backend.tiers()[backend.tier], engine.data_id)
+    return engine
+
+
 def to_dask(engine: GroupEngine, names: VarNames, phase: str) -> Any:
     """The variables as dask arrays, in the form of ``names`` (str: one, tuple: stacked on axis 1, list)."""
+    engine = _bound(engine)
     for var in names.names:
         if engine.is_ragged(phase, var):
             raise InvalidArgumentError(
@@ -99,6 +128,7 @@ def to_dask(engine: GroupEngine, names: VarNames, phase: str) -> Any:
 def to_xarray(engine: GroupEngine, phase: str, names: VarNames | None = None) -> Any:
     """An ``xarray.Dataset`` of the variables of ``phase`` (every one, or ``names``), lazy."""
     xr = _xarray()
+    engine = _bound(engine)
     chosen = engine.var_names(phase) if names is None else list(names.names)
     variables = {}
     for var in chosen:

@@ -541,6 +541,11 @@ class ConcatDataset(TorchConcatDataset[Any]):
                 out[position] = sample
         return out
 
+    def collate_fn(self, batch_mode: str = "pad", **batch_args: Any) -> RaggedCollate:
+        """A DataLoader ``collate_fn`` for ragged variables, as :meth:`StoreGateDataset.collate_fn` (the
+        parts have one layout)."""
+        return self._parts[0].collate_fn(batch_mode, **batch_args)
+
     def _sizes(self) -> list[int]:
         return [len(d) for d in self._parts]
 

@@ -73,6 +73,7 @@ def copy_store(
     StorageError
         If a location cannot be reached or a write fails; the destination is left empty.
     """
+    _refuse_overlap(source, destination)
     backend = _open_source(source, source_options)
     chosen = _chosen(backend, data_ids)
     src_store = resolve_location(source, source_options).make_store(read_only=True)
@@ -93,6 +94,18 @@ def copy_store(
             raise interrupted from exc
         raise
     return chosen
+
+
+def _refuse_overlap(source: str | os.PathLike[str], destination: str | os.PathLike[str]) -> None:
+    """A destination inside the source (or the source inside it) would copy into what it reads."""
+    src, dst = (os.fspath(p).rstrip("/") for p in (source, destination))
+    if "://" not in src and "://" not in dst:
+        src, dst = os.path.realpath(src), os.path.realpath(dst)
+    if src == dst or dst.startswith(src + "/") or src.startswith(dst + "/"):
+        raise InvalidArgumentError(
+            f"destination must lie outside the source store (and hold it not). Got source {src!r} and destination "
+            f"{dst!r}: choose a path beside the store."
+        )
 
 
 def _open_source(source: str | os.PathLike[str], options: dict[str, Any] | None) -> Backend:

@@ -24,7 +24,7 @@ from storegate.errors import InvalidArgumentError, NotFoundError, ValidationErro
 from storegate.indexing import Selection, as_row_index, normalize_index, selection_length, split_selection
 from storegate.names import VALUES, VarNames, parse_var_names
 from storegate.phases import ALL, PHASE_WORDS, PHASES, closest_phase, phases_of, resolve_phase
-from storegate.ragged import check_batch_mode
+from storegate.ragged import batch, check_batch_mode
 from storegate.rowmaps import (
     Concat,
     Filter,
@@ -423,6 +423,26 @@ class ConcatView(_RowChoices):
         if self.var_names is None:
             raise InvalidArgumentError("choose var_names before an index, as in view['x'][0:2]. Got no var_names.")
         return self._read(parse_var_names(self.var_names), item)
+
+    def get(self, index: Any = None, batch_mode: Any = None, batch_args: Any = None) -> Any:
+        """The rows ``index`` of the chosen var_names, as :meth:`View.get` gives them (a ragged
+        variable's batch padded or cropped with ``batch_mode`` / ``batch_args``)."""
+        if self.var_names is None:
+            raise InvalidArgumentError("choose var_names before get(), as in view['x'].get(...). Got no var_names.")
+        names = parse_var_names(self.var_names)
+        mode, args = check_batch_mode(batch_mode, batch_args)
+        got = self._read(names, index)
+        arrays = [got] if names.form == "str" else list(got)
+        out = [batch(a, mode, args, None) if isinstance(a, list) and a else a for a in arrays]
+        return out[0] if names.form == "str" else out
+
+    def __contains__(self, item: object) -> bool:
+        if self.var_names is not None:
+            raise InvalidArgumentError(
+                "'in' asks whether every part holds a variable, as in 'x' in view. Got a view that chose var_names "
+                f"{self.var_names!r} instead."
+            )
+        return isinstance(item, str) and all(item in part for part in self.parts)
 
     def __setitem__(self, item: Any, data: Any) -> None:
         raise InvalidArgumentError(

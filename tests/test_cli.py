@@ -57,6 +57,7 @@ def test_ls_and_info_of_a_folder(tmp_path: Path) -> None:
     _store(tmp_path / "s.zarr")
     store = str(tmp_path / "s.zarr")
     assert run("ls", store).stdout.split() == ["d1", "d2"]
+    assert json.loads(run("ls", store, "--json").stdout) == ["d1", "d2"]
     phases = json.loads(run("ls", store, "d1", "--json").stdout)
     assert phases == {
         "train": {"rows": 10, "var_names": ["x", "y"]},
@@ -65,15 +66,16 @@ def test_ls_and_info_of_a_folder(tmp_path: Path) -> None:
     }
     variables = json.loads(run("ls", store, "d1", "train", "--json").stdout)
     assert variables == {
-        "x": {"dtype": "float32", "rows": 10, "row shape": "(3,)"},
-        "y": {"dtype": "int64", "rows": 10, "row shape": "()"},
+        "x": {"dtype": "float32", "rows": 10, "row shape": [3]},
+        "y": {"dtype": "int64", "rows": 10, "row shape": []},
     }
     info = json.loads(run("info", store, "--json").stdout)
     assert info["d1"]["metadata"]["compiled"] is True
     assert info["d1"]["metadata"]["sizes"]["train"] == 10
     rows = {(r["phase"], r["var_name"]): r for r in info["d1"]["variables"]}
-    assert rows[("train", "x")]["rows"] == "10"
-    assert rows[("train", "x")]["chunk rows"] == "8"
+    assert rows[("train", "x")]["rows"] == 10
+    assert rows[("train", "x")]["chunk rows"] == 8
+    assert rows[("train", "x")]["row shape"] == [3]
     assert [r["var_name"] for r in info["d2"]["variables"]] == ["z"]
     text = run("info", store, "d2").stdout
     assert "data_id='d2'" in text
@@ -196,3 +198,33 @@ def test_a_cp_that_fails_midway_removes_what_it_wrote(tmp_path: Path, monkeypatc
     copy_store(tmp_path / "s.zarr", tmp_path / "dst", progress=False)  # the empty destination takes a copy later
     again = StoreGate("zarr", {"output_dir": str(tmp_path / "dst"), "mode": "r"}, data_id="d1")
     np.testing.assert_array_equal(again.get_data("x", "all"), X)
+
+
+def test_cp_refuses_a_destination_inside_the_source(tmp_path: Path) -> None:
+    _store(tmp_path / "s.zarr")
+    for destination in (tmp_path / "s.zarr", tmp_path / "s.zarr" / "inner"):
+        refused = run("cp", str(tmp_path / "s.zarr"), str(destination))
+        assert refused.returncode == 1
+        assert "must lie outside the source store" in refused.stderr
+    assert run("ls", str(tmp_path / "s.zarr")).stdout.split() == ["d1", "d2"]  # no stray data_id
+
+
+def test_a_failed_import_leaves_no_store_and_no_data_id_behind(tmp_path: Path) -> None:
+    np.save(tmp_path / "x.npy", X)
+    new_store = tmp_path / "new.zarr"
+    failed = run("import", str(new_store), "d", str(tmp_path / "x.npy"), "--sha256", "0" * 64)
+    assert failed.returncode == 1
+    assert not new_store.exists()  # the store it would have created is not there
+    _store(tmp_path / "s.zarr")
+    failed = run("import", str(tmp_path / "s.zarr"), "fresh", str(tmp_path / "missing.npy"))
+    assert failed.returncode == 1
+    assert run("ls", str(tmp_path / "s.zarr")).stdout.split() == ["d1", "d2"]  # no empty data_id 'fresh'
+
+
+def test_ls_of_a_data_id_whose_phase_disagrees_in_length_still_lists(tmp_path: Path) -> None:
+    sg = _store(tmp_path / "s.zarr")
+    sg.set_data_id("d1")
+    sg.add_data("z", np.zeros(3), phase="train")  # train: x, y have 10 rows, z 3
+    listed = run("ls", str(tmp_path / "s.zarr"), "d1", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout)["train"] == {"rows": None, "var_names": ["x", "y", "z"]}

@@ -147,7 +147,7 @@ def test_export_then_import_round_trips(tmp_path: Path) -> None:
         np.testing.assert_array_equal(f["y"][()], Y[8:])
     back = StoreGate("numpy", data_id="back")
     back.import_file(tmp_path / "all.npz", {f"{p}/{v}": f"{p}_{v}" for p in ("train", "valid", "test") for v in "xy"})
-    np.testing.assert_array_equal(back.get_data("test_y"), Y[8:])
+    np.testing.assert_array_equal(back.get_data("test_y", "test"), Y[8:])  # keys with a phase go to it
     with pytest.raises(InvalidArgumentError, match=r"must end in \.npz, \.h5 or \.hdf5"):
         sg.export_file(tmp_path / "x.csv")
     with pytest.raises(NotFoundError, match="'nope'"):
@@ -191,3 +191,50 @@ def test_the_cli_imports_from_http_and_refuses_a_wrong_hash(files: Path, http_ur
         np.testing.assert_array_equal(f["y"][()], Y[:8])
     bad_phase = run("import", store, "d", f"{http_url}/xy.npz", "--phase", "0.8,x")
     assert bad_phase.returncode == 2
+
+
+@pytest.mark.parametrize("kind", BACKEND_KINDS)
+def test_an_export_of_every_phase_imports_back_as_it_was(kind: str, tmp_path: Path) -> None:
+    sg = make_gate(kind, tmp_path / "a")
+    sg.add_data(["x", "y"], [X, Y], phase=(0.6, 0.2, 0.2))
+    sg.add_data("clip", [np.arange(n, dtype=np.float32) for n in (1, 4, 2, 3, 5, 2)], phase="train")
+    sg.add_data("clip", [np.arange(n, dtype=np.float32) for n in (6, 1)], phase="valid")
+    sg.add_data("clip", [np.arange(n, dtype=np.float32) for n in (2, 3)], phase="test")
+    for suffix in ("npz", "h5"):
+        sg.export_file(tmp_path / f"all.{suffix}")
+        back = make_gate(kind, tmp_path / f"b-{suffix}", data_id="back")
+        records = back.import_file(tmp_path / f"all.{suffix}")  # each key to its phase, ragged pairs folded
+        assert sorted(records) == sorted(f"{p}/{v}" for p in ("train", "valid", "test") for v in ("clip", "x", "y"))
+        assert_same_snapshot(snapshot(sg), snapshot(back))
+        with pytest.raises(InvalidArgumentError, match="phase must be left out"):
+            back.import_file(tmp_path / f"all.{suffix}", phase="train")
+    sg.export_file(tmp_path / "train.npz", phase="train")
+    one = make_gate(kind, tmp_path / "c", data_id="one")
+    one.import_file(tmp_path / "train.npz", {"clip": "audio"}, phase="valid")  # rename one key, keep the others
+    assert one.get_var_names("valid") == ["audio", "x", "y"]
+    assert [len(r) for r in one.get_data("audio", "valid")] == [1, 4, 2, 3, 5, 2]
+
+
+def test_files_that_do_not_say_what_they_hold_are_refused(tmp_path: Path) -> None:
+    sg = StoreGate("numpy", data_id="d")
+    (tmp_path / "noheader.csv").write_text("1,2\n3,4\n5,6\n")
+    with pytest.raises(ValidationError, match="first row must name the columns"):
+        sg.import_file(tmp_path / "noheader.csv")
+    (tmp_path / "header-only.csv").write_text("a,b\n")
+    with pytest.raises(ValidationError, match="at least one row of data"):
+        sg.import_file(tmp_path / "header-only.csv")
+    np.savez(tmp_path / "rate.npz", audio=np.zeros((3, 4)), rate=np.array(16000))
+    with pytest.raises(InvalidArgumentError, match=r"0-d arrays \['rate'\].*keys=\[\.\.\.\]"):
+        sg.import_file(tmp_path / "rate.npz")
+    with h5py.File(tmp_path / "rate.h5", "w") as f:
+        f.create_dataset("audio", data=np.zeros((3, 4)))
+        f.create_dataset("rate", data=16000)
+    with pytest.raises(InvalidArgumentError, match=r"0-d arrays \['rate'\]"):
+        sg.import_file(tmp_path / "rate.h5")
+    sg.import_file(tmp_path / "rate.h5", keys=["audio"])  # left out: fine
+    assert sg.get_var_shapes("audio") == (4,)
+    assert sg.get_sources()["train/audio"][0]["source"] == str(tmp_path / "rate.h5")  # an absolute path
+    (tmp_path / "clips").mkdir()
+    np.save(tmp_path / "clips" / "a.npy", np.arange(3))
+    with pytest.raises(InvalidArgumentError, match="keys must be left out for a folder"):
+        sg.import_file(tmp_path / "clips", keys=["a"])

@@ -15,7 +15,7 @@ import pytest
 import xarray as xr
 import zarr
 
-from storegate import InvalidArgumentError, NotFoundError, StoreGate
+from storegate import InvalidArgumentError, NotFoundError, StoreGate, StoreGateError
 from storegate.migrate import add_dimension_names
 from storegate.testing import BACKEND_KINDS, make_gate
 from tests.conftest import S3Server
@@ -142,3 +142,42 @@ def test_xarray_over_the_s3_server(s3_server: S3Server, s3_bucket: str) -> None:
     sg = StoreGate("zarr", {"output_dir": f"s3://{s3_bucket}/s", "storage_options": options, "mode": "r"})
     sg.set_data_id("d")
     np.testing.assert_array_equal(sg.to_xarray("valid")["y"].values, Y[12:16])
+
+
+def test_arrays_of_two_stores_or_two_moments_never_share_blocks(tmp_path: Path) -> None:
+    a = StoreGate("zarr", {"output_dir": str(tmp_path / "a.zarr")}, data_id="d")
+    a.add_data("x", np.zeros(10), phase="train")
+    b = StoreGate("numpy", data_id="d")
+    b.add_data("x", np.ones(10), phase="train")
+    assert dask.compute(a.to_dask("x").sum(), b.to_dask("x").sum()) == (0.0, 10.0)
+    assert float((a.to_dask("x") - b.to_dask("x")).sum().compute()) == -10.0
+    before = a.to_dask("x")
+    a.update_data("x", np.full(10, 2.0))
+    after = a.to_dask("x")
+    assert dask.compute(before.sum(), after.sum()) == (20.0, 20.0)  # values are read at compute time
+
+
+def test_a_dask_array_whose_variable_changed_layout_raises(tmp_path: Path) -> None:
+    sg = StoreGate("zarr", {"output_dir": str(tmp_path / "s.zarr")}, data_id="d")
+    sg.add_data("x", np.arange(40.0).reshape(20, 2), phase="train")
+    stale = sg.to_dask("x")
+    sg.delete_data("x")
+    sg.add_data("x", np.arange(100).reshape(20, 5), phase="train")
+    with pytest.raises(StoreGateError, match=r"must keep the shape and dtype \(20, 2\) float64.*make the array again"):
+        stale.compute()
+    also = sg.to_dask("x")
+    sg.astype("x", np.int8)
+    with pytest.raises(StoreGateError, match="make the array again"):
+        also.sum().compute()
+
+
+def test_hybrid_lazy_arrays_keep_the_tier_they_were_made_on(tmp_path: Path) -> None:
+    hs = StoreGate("hybrid", {"output_dir": str(tmp_path / "h.zarr")}, data_id="d")
+    hs.set_mode("zarr")
+    hs.add_data("p", np.arange(4.0), phase="train")
+    hs.set_mode("numpy")
+    hs.add_data("p", np.zeros(4), phase="train")
+    in_memory = hs.to_dask("p")
+    hs.set_mode("zarr")
+    np.testing.assert_array_equal(in_memory.compute(), np.zeros(4))  # not the zarr tier's values
+    np.testing.assert_array_equal(hs.to_xarray()["p"].values, np.arange(4.0))

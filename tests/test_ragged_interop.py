@@ -191,3 +191,23 @@ def test_the_dataset_draws_windows_on_ragged_rows_in_two_workers(tmp_path: Path)
     assert sorted(seen) == list(range(5))
     with pytest.raises(IndexOutOfRangeError, match="Got 5 instead"):
         StoreGateDataset(sg, "train", "audio", "y", inner={"audio": (slice(None), 5)})  # no position 5 on axis 2
+
+
+def test_a_concat_view_gets_padded_batches_and_answers_in(tmp_path: Path) -> None:
+    from storegate.torch import ConcatDataset, StoreGateDataset
+
+    a = StoreGate("numpy", data_id="a")
+    a.add_data(["audio", "y"], [ROWS[:3], np.arange(3)])
+    b = StoreGate("zarr", {"output_dir": str(tmp_path / "b.zarr")}, data_id="b")
+    b.add_data(["audio", "y"], [ROWS[3:], np.arange(2)])
+    both = a["train"] + b["train"]
+    padded, lengths = both["audio"].get(None, "pad")
+    assert padded.shape == (5, 7, 2)
+    assert lengths.tolist() == LENGTHS
+    assert "audio" in both
+    assert "nope" not in both
+    dataset = ConcatDataset([StoreGateDataset(a, "train", "audio", "y"), StoreGateDataset(b, "train", "audio", "y")])
+    collate = dataset.collate_fn("crop")
+    crops, ys = collate([dataset[i] for i in range(5)])
+    assert tuple(crops.shape) == (5, 2, 2)
+    assert ys.tolist() == [0, 1, 2, 0, 1]
