@@ -31,7 +31,7 @@ from storegate.info import collect, render_text
 from storegate.locations import inspect_root, resolve_location
 from storegate.migrate import add_dimension_names, convert_to_v3
 from storegate.phases import PHASES
-from storegate.transfer import copy_store
+from storegate.transfer import copy_store, unfinished_copy
 
 __all__ = ["main"]
 
@@ -222,7 +222,14 @@ def verify(
     """Check every variable of STORE (or of DATA_IDS): exit status 1 when a problem is found."""
 
     def action() -> int:
+        options = _options(kw["option"], kw["storage_options"], "--storage-options")
         sg = _open(store, kw["option"], kw["storage_options"])
+        unfinished = unfinished_copy(store, options)
+        if unfinished is not None:  # its commit records are copied last: the data_ids would look fine or absent
+            click.echo(
+                f"{store}: an unfinished copy ({unfinished}): storegate cp was stopped; remove it and copy again"
+            )
+            return 1
         chosen = list(data_ids) or sg.get_data_ids()
         reports = []
         for one in chosen:
@@ -258,7 +265,10 @@ def migrate(store: str, progress: bool | None, **kw: Any) -> None:
 
     def action() -> None:
         options = _options(kw["option"], kw["storage_options"], "--storage-options")
-        root = inspect_root(resolve_location(store, options).make_store(read_only=True))
+        try:
+            root = inspect_root(resolve_location(store, options).make_store(read_only=True))
+        except FileNotFoundError:
+            raise NotFoundError(f"STORE must hold a zarr store to migrate. Got {store}, where there is none.") from None
         if root.formats == (2,):
             convert_to_v3(store, options, progress=sys.stderr.isatty() if progress is None else progress)
             click.echo(f"converted {store} to zarr v3 (with dimension_names)")

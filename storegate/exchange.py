@@ -24,12 +24,15 @@ import io
 import os
 import re
 import tempfile
+import zipfile
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import fsspec
+import fsspec.implementations.local
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -212,7 +215,7 @@ def parse(source: Source, format: str, keys: Sequence[str] | None) -> dict[str, 
     """The arrays a file holds, by key (an npz member, an HDF5 dataset, a CSV column, 'data' for npy)."""
     try:
         found: dict[str, np.ndarray] = _READERS[format](source.data)
-    except (ValueError, OSError, KeyError) as exc:
+    except (ValueError, OSError, KeyError, EOFError, IndexError, zipfile.BadZipFile, zlib.error) as exc:
         raise ValidationError(
             f"source {source.url!r} must be a valid {format} file. Got one that cannot be read "
             f"({type(exc).__name__}: {exc})."
@@ -222,6 +225,8 @@ def parse(source: Source, format: str, keys: Sequence[str] | None) -> dict[str, 
         if missing:
             raise NotFoundError(f"keys {missing} must be in source {source.url!r}. It holds {sorted(found)}.")
         found = {k: found[k] for k in keys}
+    if not found:
+        raise ValidationError(f"source {source.url!r} must hold at least one array to import. Got none.")
     scalars = [k for k, v in found.items() if v.ndim == 0]
     if scalars:  # a sample rate, a version: no rows to add
         raise InvalidArgumentError(
@@ -255,8 +260,17 @@ def _hdf5(data: bytes) -> dict[str, np.ndarray]:
 
 def _table(delimiter: str) -> Any:
     def read(data: bytes) -> dict[str, np.ndarray]:
+        text = data.decode("utf-8-sig")  # a byte-order mark is no part of the first name
+        if '"' in text:
+            raise ValueError(
+                "it must hold no quoted fields (numpy's reader splits them at the delimiter). Got quotes: "
+                "convert the file first (e.g. pandas.read_csv(...).to_numpy() per column, then .npy files)"
+            )
+        if not text.strip():
+            raise ValueError("it is empty: it must hold a header row and at least one row of data")
+        no_comments: dict[str, Any] = {"comments": None}  # '#' is data in a CSV, not the start of a comment
         table = np.genfromtxt(
-            io.BytesIO(data), delimiter=delimiter, names=True, dtype=None, encoding="utf-8", deletechars=""
+            io.StringIO(text), delimiter=delimiter, names=True, dtype=None, deletechars="", usemask=True, **no_comments
         )
         names = table.dtype.names or ()
         numeric = [n for n in names if _is_number(n)]
@@ -267,7 +281,13 @@ def _table(delimiter: str) -> Any:
             )
         if not names or table.size == 0:
             raise ValueError("it must hold a header row and at least one row of data. Got none")
-        return {name: np.atleast_1d(table[name]).copy() for name in names}
+        out = {}
+        for name in names:
+            column = np.atleast_1d(table[name])
+            if np.ma.is_masked(column):  # genfromtxt would fill -1 (ints) or nan (floats) without a word
+                raise ValueError(f"column {name!r} must have a value in every row. Got empty fields")
+            out[name] = np.asarray(column.data).copy()
+        return out
 
     return read
 
@@ -416,20 +436,34 @@ def export_file(
     if format not in ("npz", "hdf5"):
         raise InvalidArgumentError(f"destination must end in .npz, .h5 or .hdf5. Got {target!r} instead.")
     items = list(_items(engine, var_names, phase))
-    with tempfile.TemporaryDirectory() as tmp:
-        local = Path(tmp) / Path(target).name
+    try:
+        fs, path = fsspec.core.url_to_fs(target, **(storage_options or {}))
+    except (ValueError, ImportError) as exc:  # an unknown protocol, or its package missing
+        raise InvalidArgumentError(f"destination must be a path or an fsspec URL. Got {target!r} ({exc}).") from exc
+    local = isinstance(fs, fsspec.implementations.local.LocalFileSystem)
+    # Written beside the destination (local) or in a temporary folder (remote), then moved into
+    # place at once: a failed or killed export leaves any earlier file as it was.
+    folder = os.path.dirname(path) if local else None
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+    handle, scratch = tempfile.mkstemp(prefix=".storegate-export-", suffix=Path(path).suffix, dir=folder)
+    os.close(handle)
+    try:
         with tqdm(
             total=len(items), desc=f"exporting to {target}", unit=" variables", disable=None if progress else True
         ) as bar:
-            _write(local, format, items, lambda p, var: engine.read(p, var, None), bar)
-        try:
-            with open(local, "rb") as src, fsspec.open(target, "wb", **(storage_options or {})) as dst:
-                while block := src.read(_READ_BLOCK):
-                    dst.write(block)
-        except OSError as exc:
-            with contextlib.suppress(Exception):
-                fsspec.core.url_to_fs(target, **(storage_options or {}))[0].rm(target)
-            raise StorageError(f"writing {target!r} failed ({type(exc).__name__}: {exc}); nothing was left.") from exc
+            _write(Path(scratch), format, items, lambda p, var: engine.read(p, var, None), bar)
+        if local:
+            os.replace(scratch, path)
+        else:
+            fs.put_file(scratch, path)  # one object write: it appears whole or not at all
+    except (OSError, TypeError, ValueError) as exc:  # TypeError: a dtype HDF5 cannot hold (str, datetime)
+        raise StorageError(
+            f"writing {target!r} failed ({type(exc).__name__}: {exc}); an earlier file there was left as it was."
+        ) from exc
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(scratch)
     return [key for key, _, _ in items]
 
 

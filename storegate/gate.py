@@ -366,6 +366,11 @@ class StoreGate:
             For bad arguments, or a source that cannot be read. In every case nothing was written.
         """
         show, phase_ = check_bool("progress", progress), None if phase is None else parse_split(phase)
+        if keys is not None and (isinstance(keys, str) or len(set(keys)) != len(list(keys))):
+            raise InvalidArgumentError(
+                f"keys must be a list of distinct key names (npz members, HDF5 datasets, CSV columns). Got {keys!r} "
+                "instead: give one key as ['name']."
+            )
         if exchange.is_folder(source, storage_options):  # a folder of .npy files: one ragged variable
             if keys is not None:
                 raise InvalidArgumentError(

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from storegate.errors import InvalidArgumentError
-from storegate.rules import as_array, check_int
+from storegate.errors import InvalidArgumentError, ValidationError
+from storegate.rules import as_array, check_int, common_dtype
 
 __all__ = [
     "BATCH_MODES",
@@ -127,7 +127,11 @@ def common_dtype_of(rows: Sequence[np.ndarray], arg: str) -> np.dtype:
             f"{arg} as ragged rows mixes text with numbers (dtypes {sorted({str(r.dtype) for r in rows})}). "
             "Convert the rows to one dtype first."
         )
-    return dtype
+    try:  # numpy's promotion may lose values (int64 with float16 meet in float64): refused, as reads refuse it
+        return common_dtype([row.dtype for row in rows], f"{arg} as ragged rows")
+    except ValidationError as exc:
+        fix = "Convert the phases to one dtype with astype(), as compile() requires."
+        raise InvalidArgumentError(str(exc).replace(fix, "Convert the rows to one dtype first.")) from None
 
 
 def rows_of(array: np.ndarray) -> list[np.ndarray]:

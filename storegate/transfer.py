@@ -15,6 +15,7 @@ it was. ``verify()`` on the copy then checks it (the CLI does).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -30,8 +31,10 @@ from storegate.errors import InvalidArgumentError, NotFoundError, StoreGateError
 from storegate.locations import ZARR_JSON, ZATTRS, ZGROUP, inspect_root, resolve_location
 from storegate.settle import settle_requests
 
-__all__ = ["copy_store"]
+__all__ = ["UNFINISHED", "copy_store", "unfinished_copy"]
 
+#: The object a copy writes first and removes last: a store holding it is an unfinished copy.
+UNFINISHED = f"{OWN_PREFIX}/unfinished-copy.json"
 #: Objects copied at a time.
 _BATCH = 64
 
@@ -78,8 +81,10 @@ def copy_store(
     chosen = _chosen(backend, data_ids)
     src_store = resolve_location(source, source_options).make_store(read_only=True)
     dst_store = _empty_destination(destination, destination_options)
-    written: list[str] = []
+    written: list[str] = [UNFINISHED]
     try:
+        note = json.dumps({"copy_of": os.fspath(source), "data_ids": chosen}).encode()
+        sync(dst_store.set(UNFINISHED, default_buffer_prototype().buffer.from_bytes(note)))  # first, removed last
         with tqdm(desc="storegate cp", unit=" objects", disable=None if progress else True) as bar:
             sync(_copy(src_store, dst_store, _root_keys(), written, bar))
             for data_id in chosen:
@@ -93,7 +98,15 @@ def copy_store(
         if interrupted is not None:
             raise interrupted from exc
         raise
+    sync(dst_store.delete(UNFINISHED))
     return chosen
+
+
+def unfinished_copy(location: str | os.PathLike[str], storage_options: dict[str, Any] | None = None) -> str | None:
+    """What a :func:`copy_store` into ``location`` that never finished (killed) noted there, or None."""
+    store = resolve_location(location, storage_options).make_store(read_only=True)
+    found = sync(store.get(UNFINISHED, default_buffer_prototype()))
+    return None if found is None else found.to_bytes().decode(errors="replace")
 
 
 def _refuse_overlap(source: str | os.PathLike[str], destination: str | os.PathLike[str]) -> None:

@@ -228,3 +228,15 @@ def test_ls_of_a_data_id_whose_phase_disagrees_in_length_still_lists(tmp_path: P
     listed = run("ls", str(tmp_path / "s.zarr"), "d1", "--json")
     assert listed.returncode == 0, listed.stderr
     assert json.loads(listed.stdout)["train"] == {"rows": None, "var_names": ["x", "y", "z"]}
+
+
+def test_verify_names_an_unfinished_copy(tmp_path: Path) -> None:
+    _store(tmp_path / "s.zarr")
+    assert run("cp", str(tmp_path / "s.zarr"), str(tmp_path / "copy.zarr")).returncode == 0
+    assert not (tmp_path / "copy.zarr" / ".storegate" / "unfinished-copy.json").exists()  # removed once done
+    assert run("verify", str(tmp_path / "copy.zarr")).returncode == 0
+    # What a copy killed midway leaves: its note, written first and removed last.
+    (tmp_path / "copy.zarr" / ".storegate" / "unfinished-copy.json").write_text('{"copy_of": "s.zarr"}')
+    found = run("verify", str(tmp_path / "copy.zarr"))
+    assert found.returncode == 1
+    assert "an unfinished copy" in found.stdout

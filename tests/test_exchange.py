@@ -238,3 +238,61 @@ def test_files_that_do_not_say_what_they_hold_are_refused(tmp_path: Path) -> Non
     np.save(tmp_path / "clips" / "a.npy", np.arange(3))
     with pytest.raises(InvalidArgumentError, match="keys must be left out for a folder"):
         sg.import_file(tmp_path / "clips", keys=["a"])
+
+
+def test_csv_values_are_never_changed_silently(tmp_path: Path) -> None:
+    sg = StoreGate("numpy", data_id="d")
+    cases = {
+        "empty-field.csv": ("a,b\n1,\n,4\n", ValidationError, "must have a value in every row"),
+        "quoted.csv": ('name,n\n"Smith, J",2\n', ValidationError, "no quoted fields"),
+        "empty.csv": ("", ValidationError, "it is empty"),
+    }
+    for name, (text, error, words) in cases.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(error, match=words):
+            sg.import_file(tmp_path / name)
+    (tmp_path / "hash.csv").write_text("\ufefftag,n\n#2,3\nx,4\n")  # a BOM, and '#' as data
+    sg.import_file(tmp_path / "hash.csv")
+    assert sg.get_var_names() == ["n", "tag"]
+    assert sg.get_data("tag").tolist() == ["#2", "x"]
+
+
+def test_broken_files_and_bad_arguments_are_storegate_errors(tmp_path: Path) -> None:
+    sg = StoreGate("numpy", data_id="d")
+    np.savez(tmp_path / "ok.npz", x=X)
+    (tmp_path / "cut.npz").write_bytes((tmp_path / "ok.npz").read_bytes()[:100])
+    (tmp_path / "empty.npy").write_bytes(b"")
+    np.savez(tmp_path / "none.npz")
+    for name, words in (
+        ("cut.npz", "must be a valid npz"),
+        ("empty.npy", "must be a valid npy"),
+        ("none.npz", "at least one array"),
+    ):
+        with pytest.raises(ValidationError, match=words):
+            sg.import_file(tmp_path / name)
+    with pytest.raises(InvalidArgumentError, match="keys must be a list of distinct"):
+        sg.import_file(tmp_path / "ok.npz", keys="x")
+    with pytest.raises(InvalidArgumentError, match="keys must be a list of distinct"):
+        sg.import_file(tmp_path / "ok.npz", keys=["x", "x"])
+    (tmp_path / "mixed").mkdir()
+    np.save(tmp_path / "mixed" / "a.npy", np.array([2**60 + 1]))
+    np.save(tmp_path / "mixed" / "b.npy", np.arange(4, dtype=np.float16))
+    with pytest.raises(InvalidArgumentError, match=r"would lose values.*Convert the rows"):
+        sg.import_file(tmp_path / "mixed")  # int64 and float16 meet in float64: 2**60 + 1 would round
+    assert sg.get_var_names() == []
+    sg.add_data("x", X)
+    with pytest.raises(InvalidArgumentError, match="fsspec URL"):
+        sg.export_file("nosuchproto://a/b.npz")
+
+
+def test_a_failed_export_leaves_an_earlier_file_as_it_was(tmp_path: Path) -> None:
+    sg = StoreGate("numpy", data_id="d")
+    sg.add_data(["x", "when"], [X, np.array(["a"] * 10)])  # HDF5 cannot hold numpy's unicode strings
+    (tmp_path / "out.h5").write_bytes(b"an earlier file")
+    with pytest.raises(StorageError, match="an earlier file there was left as it was"):
+        sg.export_file(tmp_path / "out.h5")
+    assert (tmp_path / "out.h5").read_bytes() == b"an earlier file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.h5"]  # no scratch file left
+    sg.export_file(tmp_path / "out.h5", ["x"])  # replaced whole once it succeeds
+    with h5py.File(tmp_path / "out.h5", "r") as f:
+        np.testing.assert_array_equal(f["train/x"][()], X)
