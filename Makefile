@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+BENCH_STAMP := $(VENV)/.bench-stamp
+# bench_peers' peers; mosaicml-streaming pins numpy<2.2, so it goes in without its pins
+# (the bench extra holds what it imports).
+STREAMING := mosaicml-streaming==0.13.0
 # A CPU build of this torch lies on disk on our machines; an unpinned torch pulls CUDA.
 TORCH  := torch==2.13.0
 
@@ -16,6 +20,11 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet "$(TORCH)" -e ".[dev,bench]"
+	$(BIN)/python -m pip install --quiet --no-deps "$(STREAMING)"
+	touch $(BENCH_STAMP)
 
 demo: venv
 	$(BIN)/python examples/demo.py
@@ -32,7 +41,7 @@ pytest: venv
 
 test: lint typecheck pytest
 
-bench: venv
+bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/run_all.py
 
 clean:
