@@ -507,10 +507,14 @@ class _PeakPss:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+        self._sample()  # a run shorter than one interval still gets a figure
 
     def _run(self) -> None:
         while not self._stop.wait(self.every):
-            self.peak_mb = max(self.peak_mb, sum(_pss_kb(pid) for pid in _self_and_children()) / 1024)
+            self._sample()
+
+    def _sample(self) -> None:
+        self.peak_mb = max(self.peak_mb, sum(_pss_kb(pid) for pid in _self_and_children()) / 1024)
 
 
 def _self_and_children() -> list[int]:

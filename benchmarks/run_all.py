@@ -42,15 +42,25 @@ def machine_notes() -> str:
 def main(names: list[str]) -> None:
     sys.path.insert(0, str(HERE))
     modules = names or sorted(p.stem for p in HERE.glob("bench_*.py"))
-    sections = []
+    sections, failed = [], []
     for name in modules:
         start = time.perf_counter()
         print(f"== {name}", flush=True)
-        section = importlib.import_module(name).main()
+        module = importlib.import_module(name)
+        section = module.main()
+        # A benchmark may finish its report despite failed runs (bench_peers: a peer that hangs),
+        # then list them in FAILURES: the run still ends with a non-zero exit.
+        failed += [f"{name}: {f}" for f in getattr(module, "FAILURES", [])]
         print(section, flush=True)
         sections.append(f"{section}\n\n_{name} took {time.perf_counter() - start:.0f} s._\n")
-    if names:
-        return  # a partial run prints but does not overwrite the full results
+    if not names:  # a partial run prints but does not overwrite the full results
+        write_results(sections)
+    if failed:
+        sys.exit("failed runs:\n" + "\n".join(failed))
+
+
+def write_results(sections: list[str]) -> None:
+    """Rewrite RESULTS.md with the sections of a full run."""
     text = (
         "# Benchmark results\n\n"
         "Produced by `make bench` (`python benchmarks/run_all.py`). Every figure is a ratio "

@@ -1,0 +1,140 @@
+"""The peer benchmark's and the S3 request count's own code works, on tiny data (no timing).
+
+storegate and the memmap always run here; litdata, mosaicml-streaming and webdataset are bench
+dependencies only (``make bench`` installs them, the dev set-up does not), so their cases run
+only where they are installed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections import Counter
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+
+from tests.benchmark_modules import load
+
+pytest.importorskip("torch")
+
+N_ROWS = 300
+PEER_MODULES = {"litdata": "litdata", "mds": "streaming", "webdataset": "webdataset"}
+
+
+@pytest.fixture(scope="module")
+def bench() -> ModuleType:
+    return load("bench_peers")
+
+
+@pytest.fixture(scope="module")
+def local(bench: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> object:
+    place = bench.Place("local", str(tmp_path_factory.mktemp("peers")))
+    writes = bench.write_all(place, ["storegate", "storegate_batches", "memmap"], N_ROWS)
+    assert set(writes) == {"storegate", "memmap"}  # the two storegate readers share one store
+    return place
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("contender", ["storegate", "storegate_batches", "memmap"])
+def test_each_row_arrives_once(bench: ModuleType, local: object, contender: str) -> None:
+    result = bench.measure(contender, local, num_workers=0)
+    assert (result.contender, result.place, result.num_workers) == (contender, "local", 0)
+    assert result.delivered == result.distinct == result.rows == N_ROWS
+    assert result.seconds > 0
+    assert result.peak_pss_total_mb > 0
+
+
+@pytest.mark.timeout(300)
+def test_subprocess_with_forked_workers(bench: ModuleType, local: object) -> None:
+    result = bench.measure_in_subprocess("storegate_batches", local, num_workers=2, timeout=240)
+    assert (result.contender, result.num_workers, result.delivered) == ("storegate_batches", 2, N_ROWS)
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("contender", list(PEER_MODULES))
+def test_a_peer_delivers_each_row_once(bench: ModuleType, tmp_path: Path, contender: str) -> None:
+    if importlib.util.find_spec(PEER_MODULES[contender]) is None:
+        pytest.skip(f"{PEER_MODULES[contender]} is a bench dependency (make bench installs it)")
+    place = bench.Place("local", str(tmp_path))
+    bench.write_all(place, [contender], N_ROWS)
+    result = bench.measure_in_subprocess(contender, place, num_workers=0, timeout=240)
+    assert result.delivered == result.distinct == N_ROWS
+
+
+def test_a_failing_contender_fails_loudly(bench: ModuleType, tmp_path: Path) -> None:
+    place = bench.Place("local", str(tmp_path))
+    (tmp_path / "rows.json").write_text(str(N_ROWS))  # but no data was written
+    with pytest.raises(RuntimeError, match=r"numpy memmap per-sample on local with 0 workers failed"):
+        bench.measure_in_subprocess("memmap", place, num_workers=0, timeout=120)
+
+
+def test_exactly_once_names_missing_and_repeated_rows(bench: ModuleType) -> None:
+    assert bench.exactly_once(np.arange(5)[::-1], 5) == ""
+    assert bench.exactly_once(np.array([0, 1, 1, 3]), 5) == "4 rows arrived for 5: 2 never, 1 more than once"
+    assert bench.exactly_once(np.array([], dtype=np.int64), 2) == "0 rows arrived for 2: 2 never, 0 more than once"
+
+
+def test_features_of_another_row_are_refused(bench: ModuleType) -> None:
+    x, y = bench.make_rows(8)
+    bench.check_features(x, y)
+    with pytest.raises(RuntimeError, match="does not hold the features of its labels"):
+        bench.check_features(x[::-1].copy(), y)
+
+
+def test_batches_as_pairs_or_dicts(bench: ModuleType) -> None:
+    x, y = np.zeros((2, 3)), np.arange(2)
+    for batch in ((x, y), {"x": x, "y": y}):
+        got_x, got_y = bench.as_arrays(batch)
+        assert got_x.shape == (2, 3)
+        np.testing.assert_array_equal(got_y, y)
+
+
+def test_report_has_a_row_per_run(bench: ModuleType) -> None:
+    results = [
+        bench.Measurement(c, p, w, 100, 1.0 + i, 100, 100, 10.0, 20.0)
+        for i, (c, p, w) in enumerate(
+            [("memmap", "local", 0), ("storegate", "local", 0), ("storegate", "s3", 0), ("litdata", "s3", 0)]
+        )
+    ]
+    text = bench.report(100, results, {("local", "storegate"): 1.5}, " Load.")
+    assert text.count("| local |") == 2
+    assert text.count("| s3 |") == 2
+    assert "| 1.5 |" in text  # storegate's write time
+    assert "np.memmap needs a local file" in text
+
+
+# --- bench_s3_requests ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def requests_bench() -> ModuleType:
+    return load("bench_s3_requests")
+
+
+def test_request_kinds(requests_bench: ModuleType) -> None:
+    kind = requests_bench.request_kind
+    assert kind("GET", "http://h/b/k/zarr.json") == "GET"
+    assert kind("GET", "http://h/b?list-type=2&prefix=k%2F") == "LIST"
+    assert kind("get", "http://h/b/?delimiter=%2F") == "LIST"
+    assert kind("PUT", "http://h/b/k") == "PUT"
+    assert kind("HEAD", "http://h/b/k") == "HEAD"
+    assert kind("POST", "http://h/b?delete") == "POST"
+
+
+@pytest.mark.s3
+@pytest.mark.timeout(120)
+def test_requests_are_counted_per_call(requests_bench: ModuleType, s3_server: object) -> None:
+    results, chunk_rows = requests_bench.count_calls(s3_server.endpoint_url, rows=700, append_rows=50)
+    names = [name for name, _ in results]
+    assert names[0] == "open a new store (mode 'w')"
+    assert any(name.startswith("get_data x, whole phase, warm") for name in names)
+    counts = dict(results)
+    write = counts["add_data, new variable x (700 x 784 float32)"]
+    assert write["PUT"] >= -(-700 // chunk_rows)  # one object per chunk at least
+    assert counts["get_data x, whole phase, cold"]["GET"] >= -(-750 // chunk_rows)
+    assert all(set(c) <= set(requests_bench.KINDS) for c in counts.values())
+    text = requests_bench.report(results, 700, chunk_rows)
+    assert text.count("\n| ") == len(results) + 1  # the header and a row per call
+    assert isinstance(write, Counter)
