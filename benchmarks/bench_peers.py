@@ -36,7 +36,6 @@ import importlib
 import importlib.util
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -51,7 +50,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_loader import DataPaths, MemmapDataset, _PeakPss, make_rows  # noqa: E402
+from bench_loader import DataPaths, MemmapDataset, _peak_rss_self_mb, _PeakPss, make_rows  # noqa: E402
 
 N_ROWS = 100_000
 N_FEATURES = 784
@@ -463,14 +462,6 @@ def exactly_once(seen: np.ndarray, n_rows: int) -> str:
     return f"{len(seen):,} rows arrived for {n_rows:,}: {missing:,} never, {repeated:,} more than once"
 
 
-def peak_rss_self_mb() -> float:
-    """This process's peak RSS (VmHWM: unlike ru_maxrss it starts again at exec, not at the parent's peak)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def measure(contender: str, place: Place, num_workers: int) -> Measurement:
     """One epoch of ``contender`` in this process; raises if a row is missing or repeated."""
     n_rows = _n_rows(place)
@@ -490,7 +481,7 @@ def measure(contender: str, place: Place, num_workers: int) -> Measurement:
         delivered=len(seen),
         distinct=len(np.unique(seen)),
         peak_pss_total_mb=pss.peak_mb,
-        peak_rss_main_mb=peak_rss_self_mb(),
+        peak_rss_main_mb=_peak_rss_self_mb(),
     )
 
 
