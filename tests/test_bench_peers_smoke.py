@@ -17,7 +17,6 @@ import pytest
 from tests.benchmark_modules import load
 
 N_ROWS = 300
-PEER_MODULES = {"litdata": "litdata", "mds": "streaming", "webdataset": "webdataset"}
 
 
 @pytest.fixture(scope="module")
