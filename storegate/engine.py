@@ -565,6 +565,13 @@ class GroupEngine:
                 raise InvalidArgumentError(f"index must be None when phase is a split. Got {index!r} instead.")
             return self._plan_split_write(names, names.split(data), phase)
         plan = Plan()
+        ragged = [var for var in names.names if self.is_ragged(phase, var)]
+        if ragged and selects_inside(index):
+            raise InvalidArgumentError(
+                f"index must take whole rows to write ragged variable(s) {ragged}: writes inside a ragged row are "
+                f"not supported. Got {index!r:.80} instead: write whole rows, as in sg[phase][var][1] = new_row or "
+                "update_data(..., index=1)."
+            )
         scalar = self._scalar_row(names, phase, index) if selects_inside(index) else is_row(index)
         for var, array in zip(names.names, _split_for_index(names, data, scalar), strict=True):
             if names.form != "str" and scalar and self.is_ragged(phase, var):

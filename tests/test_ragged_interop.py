@@ -211,3 +211,13 @@ def test_a_concat_view_gets_padded_batches_and_answers_in(tmp_path: Path) -> Non
     crops, ys = collate([dataset[i] for i in range(5)])
     assert tuple(crops.shape) == (5, 2, 2)
     assert ys.tolist() == [0, 1, 2, 0, 1]
+
+
+def test_writes_inside_a_ragged_row_are_refused_naming_whole_rows() -> None:
+    sg = StoreGate("numpy", data_id="d")
+    sg.add_data("r", [np.arange(n, dtype=np.float32) for n in (3, 5, 2)])
+    for index in ((slice(None), 0), (1, slice(0, 2))):
+        with pytest.raises(InvalidArgumentError, match=r"writes inside a ragged row are not supported.*whole rows"):
+            sg["train"]["r"][index] = 9
+    sg["train"]["r"][1] = np.ones(4, dtype=np.float32)  # a whole row, of another length
+    assert [len(r) for r in sg.get_data("r")] == [3, 4, 2]
