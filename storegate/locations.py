@@ -56,6 +56,7 @@ __all__ = [
     "MIN_UPLOAD_RATE",
     "PROBE_TIMEOUT",
     "S3FS_RETRIES",
+    "S3_DEFAULT_OPTIONS",
     "ZARRAY",
     "ZARR_JSON",
     "ZATTRS",
@@ -87,6 +88,11 @@ DEFAULT_S3_CONFIG: dict[str, Any] = {
     "max_pool_connections": 32,
 }
 
+#: s3fs options storegate sets for S3 unless the user's ``storage_options`` give them. s3fs
+#: (2024.12 on) sends a HEAD before each whole-object read when ``max_concurrency`` > 1 (its
+#: default is 10), to split large objects into ranges; zarr already reads many chunks at once,
+#: so that HEAD only doubled the requests of every chunk and metadata read.
+S3_DEFAULT_OPTIONS: dict[str, Any] = {"max_concurrency": 1}
 #: Times s3fs tries a request on top of botocore's attempts (s3fs's own default, 5, made one
 #: request to a silent server last 5 x 3 x 20 s; s3fs takes no option for it). The second
 #: try repeats a read whose body was cut off, which botocore does not retry.
@@ -204,6 +210,7 @@ class Location:
         if self.protocol in S3_PROTOCOLS:
             defaults = {**DEFAULT_S3_CONFIG, "http_session_cls": bounded_http_session()}
             opts["config_kwargs"] = {**defaults, **(opts.get("config_kwargs") or {})}
+            opts = {**S3_DEFAULT_OPTIONS, **opts}
         return opts
 
     def open_group(self, mode: Mode, keep: str | None = None) -> zarr.Group:

@@ -128,3 +128,15 @@ def test_requests_are_counted_per_call(requests_bench: ModuleType, s3_server: ob
     text = requests_bench.report(results, 700, chunk_rows)
     assert text.count("\n| ") == len(results) + 1  # the header and a row per call
     assert isinstance(write, Counter)
+
+
+def test_reads_send_no_head_and_look_up_no_absent_array(requests_bench: ModuleType, s3_server: object) -> None:
+    """Issue 12, item 4: a warm one-row read is the commit record twice and one chunk (no HEAD
+    before each GET, no probe of a ragged variable's arrays for a fixed one)."""
+    results, chunk_rows = requests_bench.count_calls(s3_server.endpoint_url, rows=700, append_rows=50)
+    counts = dict(results)
+    warm = counts["get_data x, one row, warm"]
+    assert warm == Counter({"GET": 3})
+    whole = counts["get_data x, whole phase, warm"]
+    assert whole["HEAD"] == 0
+    assert whole["GET"] == -(-750 // chunk_rows) + 2  # each chunk once, and the commit record twice

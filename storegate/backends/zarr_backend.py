@@ -385,8 +385,21 @@ class ZarrBackend(Backend):
 
     def has(self, data_id: str, phase: str, var: str) -> bool:
         # The base lists the phase group (a directory listing, ~1 ms on local disk, more on S3)
-        # on every call; appends call this once per variable.
+        # on every call; appends call this once per variable. A variable the commit record does
+        # not list is no variable readers see: answered without a request (reads ask whether a
+        # ragged variable's arrays exist on every call: on S3 each miss cost a HEAD and a LIST).
+        if not self._maybe_committed(data_id, phase, var):
+            return False
         return self._find_array(data_id, phase, var) is not None
+
+    def _maybe_committed(self, data_id: str, phase: str, var: str) -> bool:
+        """False when the commit record shows that readers cannot see ``var`` (no store request)."""
+        if (phase, var) in self._touched.get(data_id, ()) or (phase, var) in self._overlays.get(data_id, {}):
+            return True  # this call writes it, or another call rewrites it: ask the store
+        if data_id not in self._committed and not self._writing_here(data_id):
+            self._load_commit(data_id)
+        rows = self._committed.get(data_id)
+        return rows is None or var in rows.get(phase, {})
 
     def shape(self, data_id: str, phase: str, var: str) -> tuple[int, ...]:
         array = self._array(data_id, phase, var)
