@@ -333,7 +333,7 @@ def measure(kind: str, paths: DataPaths, num_workers: int, subset: int | None = 
     """Time one shuffled pass of configuration ``kind`` in this process and check its rows."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}. Got {kind!r} instead.")
-    rss_imports = _peak_rss_self_mb()
+    rss_imports = peak_rss_self_mb()
     loader, rows = make_loader(kind, paths, num_workers, subset)
     seen, seconds = run_epoch(loader, len(rows))
     if not np.array_equal(np.sort(seen), rows):
@@ -346,12 +346,12 @@ def measure(kind: str, paths: DataPaths, num_workers: int, subset: int | None = 
         rows=len(seen),
         seconds=seconds,
         rss_imports_mb=rss_imports,
-        peak_rss_main_mb=_peak_rss_self_mb(),
+        peak_rss_main_mb=peak_rss_self_mb(),
         peak_rss_worker_mb=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 if num_workers else 0.0,
     )
 
 
-def _peak_rss_self_mb() -> float:
+def peak_rss_self_mb() -> float:
     # Linux keeps the largest ru_maxrss across exec, so a fresh interpreter would report its
     # parent's peak; the high-water mark of this process's own memory (VmHWM) has no such carry-over.
     with contextlib.suppress(OSError):
@@ -365,18 +365,28 @@ def measure_in_subprocess(
     kind: str, paths: DataPaths, num_workers: int, subset: int | None = None, timeout: float = 600
 ) -> Measurement:
     """Run :func:`measure` in a fresh interpreter, so peak memory belongs to this configuration."""
-    request = json.dumps({"kind": kind, "paths": asdict(paths), "num_workers": num_workers, "subset": subset})
+    request = {"kind": kind, "paths": asdict(paths), "num_workers": num_workers, "subset": subset}
+    found = run_measurement(Path(__file__), request, RESULT_MARK, timeout, f"{kind} with {num_workers} workers")
+    return Measurement(**found)
+
+
+def run_measurement(script: Path, request: dict[str, Any], mark: str, timeout: float, what: str) -> dict[str, Any]:
+    """Run ``script --measure <request as JSON>`` in a fresh interpreter and return the JSON it
+    printed after ``mark`` (its last such line); a failure raises, naming ``what``."""
     done = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), "--measure", request],
+        [sys.executable, str(script.resolve()), "--measure", json.dumps(request)],
         capture_output=True,
         text=True,
         timeout=timeout,
         check=False,
     )
-    lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT_MARK)]
+    lines = [line for line in done.stdout.splitlines() if line.startswith(mark)]
     if done.returncode != 0 or not lines:
-        raise RuntimeError(f"{kind} with {num_workers} workers failed:\n{done.stdout}\n{done.stderr}")
-    return Measurement(**json.loads(lines[-1].removeprefix(RESULT_MARK)))
+        raise RuntimeError(
+            f"{what} failed (exit code {done.returncode}):\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+        )
+    found: dict[str, Any] = json.loads(lines[-1].removeprefix(mark))
+    return found
 
 
 def _measure_main(request: str) -> None:
@@ -442,7 +452,7 @@ def measure_decodes(paths: DataPaths, num_workers: int, shared_bytes: int, local
     with _counting_decodes(counter, chunk_rows):
         dataset = StoreGateDataset(sg, PHASE, "x", "y", chunk_cache_bytes=local_bytes, shared_cache_bytes=shared_bytes)
         loader = DataLoader(dataset, sampler=ChunkShuffleSampler(dataset, seed=SEED), **options)
-        with _PeakPss() as pss:
+        with PeakPss() as pss:
             seen, seconds = run_epoch(loader, paths.n_rows)
         del loader
         shared = dataset.shared_cache
@@ -462,7 +472,7 @@ def measure_decodes(paths: DataPaths, num_workers: int, shared_bytes: int, local
         chunks=chunks,
         waits=waits,
         peak_pss_total_mb=pss.peak_mb,
-        peak_rss_main_mb=_peak_rss_self_mb(),
+        peak_rss_main_mb=peak_rss_self_mb(),
         peak_rss_worker_mb=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 if num_workers else 0.0,
     )
 
@@ -490,7 +500,7 @@ def _counting_decodes(counter: Any, chunk_rows: dict[str, int]) -> Iterator[None
         ZarrBackend.read = read  # type: ignore[method-assign]
 
 
-class _PeakPss:
+class PeakPss:
     """The peak of the summed PSS of this process and its children, sampled in a thread."""
 
     def __init__(self, every: float = 0.02) -> None:
@@ -500,7 +510,7 @@ class _PeakPss:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> _PeakPss:
+    def __enter__(self) -> PeakPss:
         self._thread.start()
         return self
 

@@ -50,7 +50,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_loader import DataPaths, MemmapDataset, _peak_rss_self_mb, _PeakPss, make_rows  # noqa: E402
+from bench_loader import DataPaths, MemmapDataset, PeakPss, make_rows, peak_rss_self_mb, run_measurement  # noqa: E402
 
 N_ROWS = 100_000
 N_FEATURES = 784
@@ -467,7 +467,7 @@ def measure(contender: str, place: Place, num_workers: int) -> Measurement:
     n_rows = _n_rows(place)
     with peer_env(place):
         loader = make_loader(contender, place, num_workers)
-        with _PeakPss() as pss:
+        with PeakPss() as pss:
             seen, seconds = run_epoch(loader, n_rows)
     problem = exactly_once(seen, n_rows)
     if problem:
@@ -481,27 +481,15 @@ def measure(contender: str, place: Place, num_workers: int) -> Measurement:
         delivered=len(seen),
         distinct=len(np.unique(seen)),
         peak_pss_total_mb=pss.peak_mb,
-        peak_rss_main_mb=_peak_rss_self_mb(),
+        peak_rss_main_mb=peak_rss_self_mb(),
     )
 
 
 def measure_in_subprocess(contender: str, place: Place, num_workers: int, timeout: float = 900) -> Measurement:
     """:func:`measure` in a fresh interpreter (its peak memory is its own); fails loudly."""
-    request = json.dumps({"contender": contender, "place": asdict(place), "num_workers": num_workers})
-    done = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), "--measure", request],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT_MARK)]
-    if done.returncode != 0 or not lines:
-        raise RuntimeError(
-            f"{LABELS[contender]} on {place.name} with {num_workers} workers failed "
-            f"(exit code {done.returncode}):\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
-        )
-    return Measurement(**json.loads(lines[-1].removeprefix(RESULT_MARK)))
+    request = {"contender": contender, "place": asdict(place), "num_workers": num_workers}
+    what = f"{LABELS[contender]} on {place.name} with {num_workers} workers"
+    return Measurement(**run_measurement(Path(__file__), request, RESULT_MARK, timeout, what))
 
 
 def _measure_main(request: str) -> None:

@@ -30,6 +30,7 @@ __all__ = [
     "ChunkCache",
     "ChunkSource",
     "ChunkedVariable",
+    "Fetch",
     "MemoryVariable",
     "Segment",
     "chunk_bounds",

@@ -41,6 +41,12 @@ class VarNames:
     names: tuple[str, ...]
     form: Form
 
+    def given(self) -> str | tuple[str, ...] | list[str]:
+        """The var_names in the form the caller gave them (for messages and reprs)."""
+        if self.form == "str":
+            return self.names[0]
+        return self.names if self.form == "tuple" else list(self.names)
+
     def split(self, data: object, ragged: bool = False) -> list[np.ndarray]:
         """Split caller data into one array per name (no copy: callers copy on store).
 

@@ -19,7 +19,7 @@ made (multiml's ``preload``).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Union
 
 import numpy as np
@@ -32,6 +32,7 @@ from storegate.gate import StoreGate
 from storegate.loader import (
     ChunkCache,
     ChunkedVariable,
+    Fetch,
     MemoryVariable,
     Segment,
     view_chunk_bounds,
@@ -47,6 +48,7 @@ __all__ = [
     "Variable",
     "check_source",
     "chunked_variable",
+    "fetch_from",
     "memory_variable",
     "read_or_explain",
 ]
@@ -92,6 +94,11 @@ def _prepare_worker() -> None:
     force = getattr(codecs, "force_default_pipeline", None)
     if force is not None:  # zarrs may deadlock in a forked worker: use zarr's own pipeline
         force()
+
+
+def fetch_from(backend: Backend, data_id: str) -> Fetch:
+    """The ``fetch`` of :class:`~storegate.loader.ChunkedVariable` over ``backend`` (see :func:`read_or_explain`)."""
+    return lambda phase, var, rows: read_or_explain(backend, data_id, phase, var, rows)
 
 
 def read_or_explain(backend: Backend, data_id: str, phase: str, var: str, rows: slice) -> np.ndarray:
@@ -288,20 +295,21 @@ class BatchReader:
     def read(self, items: np.ndarray) -> dict[str, np.ndarray]:
         """The rows of ``items`` (int64 positions in ``[0, len(self))``, any order) of every name."""
         stored = items if self._rows is None else self._view_rows()[items]
-        return {var: self._read(var, stored) for var in self._names}
+        fetch = None if self._handle is None else self._fetch()  # the commit record checked once per batch
+        return {var: self._read(var, stored, fetch) for var in self._names}
 
-    def _read(self, var: str, rows: np.ndarray) -> np.ndarray:
+    def _read(self, var: str, rows: np.ndarray, fetch: Fetch | None = None) -> np.ndarray:
         variable = self.variables[var]
         if isinstance(variable, MemoryVariable):
             return variable.read(rows, None, self._cache)
-        return variable.read(rows, self._fetch(), self._cache)
+        return variable.read(rows, fetch or self._fetch(), self._cache)
 
     def _view_rows(self) -> np.ndarray:
         """The stored rows of the view's items (worked out once per process, labels read here)."""
         assert self._rows is not None
         return self._rows.rows(lambda var: self._read(var, np.arange(self._stored_size, dtype=np.int64)))
 
-    def _fetch(self) -> Callable[[str, str, slice], np.ndarray]:
+    def _fetch(self) -> Fetch:
         assert self._handle is not None
         if self._handle.stale():
             self._cache.clear()  # another process's chunks: each process keeps its own
@@ -310,8 +318,7 @@ class BatchReader:
         if change_count(self._location) != self._changes or version != self._version:
             self._look_again(backend)
             self._version = version
-        data_id = self._data_id
-        return lambda phase, var, rows: read_or_explain(backend, data_id, phase, var, rows)
+        return fetch_from(backend, self._data_id)
 
     def _look_again(self, backend: Backend) -> None:
         """This process changed the store since the reader was made: drop the cached chunks,

@@ -239,8 +239,9 @@ class StoreGateDataset:
     def __repr__(self) -> str:
         view = "" if self._reader.view is None else f", view={self._reader.view!r}"
         return (
-            f"storegate.tensorflow.StoreGateDataset(phase={self.phase!r}, inputs={_names_repr(self._inputs)}, "
-            f"targets={_names_repr(self._targets)}, rows={len(self)}, batch_size={self.batch_size}, "
+            f"storegate.tensorflow.StoreGateDataset(phase={self.phase!r}, inputs={self._inputs.given()!r}, "
+            f"targets={self._targets and self._targets.given()!r}, "
+            f"rows={len(self)}, batch_size={self.batch_size}, "
             f"shuffle={self.shuffle}, source={self._reader.source!r}{view})"
         )
 
@@ -298,11 +299,3 @@ def _join(arrays: dict[str, np.ndarray], names: VarNames) -> Any:
     """A batch in the form of ``names``: an array, a stacked array or a tuple of arrays."""
     joined = names.join([arrays[v] for v in names.names], scalar=False)
     return tuple(joined) if names.form == "list" else joined
-
-
-def _names_repr(names: VarNames | None) -> str:
-    if names is None:
-        return "None"
-    if names.form == "str":
-        return repr(names.names[0])
-    return repr(names.names if names.form == "tuple" else list(names.names))

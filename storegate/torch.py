@@ -54,7 +54,7 @@ from storegate.names import VarNames, parse_var_names
 from storegate.phases import phases_of, resolve_phase
 from storegate.ragged import batch, check_batch_mode, is_rows
 from storegate.ragged_store import offsets_name, values_name
-from storegate.reading import StoreHandle, check_source, chunked_variable, memory_variable, read_or_explain
+from storegate.reading import StoreHandle, check_source, chunked_variable, fetch_from, memory_variable
 from storegate.rowmaps import RowMap
 from storegate.rules import check_int, common_length, is_int
 from storegate.shared_cache import SharedChunkCache
@@ -359,19 +359,24 @@ class StoreGateDataset(Dataset[Any]):
 
     def _batch(self, rows: np.ndarray) -> tuple[Any, Any]:
         stored = rows if self._rows is None else self._view_rows()[rows]
-        arrays = {var: self._select(var, self._read(var, stored)) for var in self._read_names}
+        # Opened (and the commit record checked) once per batch, not once per variable.
+        backend = None if self._handle is None else self._open()
+        arrays = {var: self._select(var, self._read(var, stored, backend)) for var in self._read_names}
         data = _join(arrays, self._inputs)
         target = None if self._targets is None else _join(arrays, self._targets)
         return data, target
 
-    def _read(self, var: str, rows: np.ndarray) -> np.ndarray:
+    def _read(self, var: str, rows: np.ndarray, backend: Backend | None = None) -> np.ndarray:
+        """Rows of one variable; ``backend``: the store as :meth:`_open` gave it for this batch."""
         variable = self._variables[var]
-        if isinstance(variable, RaggedVariable):
-            engine = None if variable.rows is not None else GroupEngine(self._open(), self._data_id)
-            return variable.read(rows, engine)
         if isinstance(variable, MemoryVariable):
             return variable.read(rows, None, self._cache)
-        return variable.read(rows, self._fetch(), self._cache, self._shared)
+        if isinstance(variable, RaggedVariable) and variable.rows is not None:
+            return variable.read(rows, None)
+        backend = backend or self._open()
+        if isinstance(variable, RaggedVariable):
+            return variable.read(rows, GroupEngine(backend, self._data_id))
+        return variable.read(rows, fetch_from(backend, self._data_id), self._cache, self._shared)
 
     def _select(self, var: str, rows: np.ndarray) -> np.ndarray:
         """What ``inner`` selects inside each row read of ``var`` (every row: ``rows`` as they are)."""
@@ -407,11 +412,6 @@ class StoreGateDataset(Dataset[Any]):
         """The stored rows of the view's items (worked out once per process, labels read here)."""
         assert self._rows is not None
         return self._rows.rows(lambda var: self._read(var, np.arange(self._stored_size, dtype=np.int64)))
-
-    def _fetch(self) -> Callable[[str, str, slice], np.ndarray]:
-        backend = self._open()
-        data_id = self._data_id
-        return lambda phase, var, rows: read_or_explain(backend, data_id, phase, var, rows)
 
     def _open(self) -> Backend:
         """The store, opened in this process, with the cache checked against this process's writes."""
@@ -463,8 +463,9 @@ class StoreGateDataset(Dataset[Any]):
         source = "memory" if self._handle is None else self._handle.location
         view = "" if self._rows is None else f", view={self._rows!r}"
         return (
-            f"StoreGateDataset(phase={self._phase!r}, inputs={_names_repr(self._inputs)}, "
-            f"targets={_names_repr(self._targets)}, rows={self._size}, source={source!r}{view})"
+            f"StoreGateDataset(phase={self._phase!r}, inputs={self._inputs.given()!r}, "
+            f"targets={self._targets and self._targets.given()!r}, "
+            f"rows={self._size}, source={source!r}{view})"
         )
 
 
@@ -837,14 +838,6 @@ class RaggedCollate:
 
     def __repr__(self) -> str:
         return f"RaggedCollate(layout={self.layout!r}, batch_mode={self.batch_mode!r}, batch_args={self.batch_args!r})"
-
-
-def _names_repr(names: VarNames | None) -> str:
-    if names is None:
-        return "None"
-    if names.form == "str":
-        return repr(names.names[0])
-    return repr(names.names if names.form == "tuple" else list(names.names))
 
 
 # --- argument checks ---------------------------------------------------------------------

@@ -10,7 +10,6 @@ import os
 import pickle
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,8 @@ from hypothesis import strategies as st
 
 from storegate.errors import InvalidArgumentError
 from storegate.loader import ChunkCache, ChunkedVariable, Segment
-from storegate.shared_cache import NAME_PREFIX, SHM_DIR, SharedChunkCache
+from storegate.shared_cache import SHM_DIR, SharedChunkCache
+from tests.shm_segments import no_leak, segments  # noqa: F401 (no_leak: an autouse fixture)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -28,18 +28,6 @@ N, CHUNK = 200, 8
 DATA = np.arange(N * 3, dtype=np.float32).reshape(N, 3)
 VAR = ChunkedVariable("x", (Segment("train", 0, N, CHUNK),), DATA.dtype, (3,))
 N_CHUNKS = N // CHUNK
-
-
-def _segments() -> set[str]:
-    return {p.name for p in SHM_DIR.glob(f"{NAME_PREFIX}*")}
-
-
-@pytest.fixture(autouse=True)
-def no_leak() -> Iterator[None]:
-    before = _segments()
-    yield
-    gc.collect()
-    assert _segments() == before
 
 
 class Counting:

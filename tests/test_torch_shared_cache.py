@@ -5,13 +5,11 @@ resource_tracker warning left behind, even when the loop is left early or a work
 
 from __future__ import annotations
 
-import gc
 import multiprocessing as mp
 import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +19,10 @@ from torch.utils.data import DataLoader
 
 from storegate import InvalidArgumentError, StoreGate
 from storegate.backends.zarr_backend import ZarrBackend
-from storegate.shared_cache import NAME_PREFIX, SHM_DIR
 from storegate.testing import BACKEND_KINDS, make_gate
 from storegate.torch import ChunkShuffleSampler, StoreGateDataset
 from tests.conftest import S3Server
+from tests.shm_segments import no_leak, segments  # noqa: F401 (no_leak: an autouse fixture)
 
 pytestmark = [
     pytest.mark.timeout(300),
@@ -36,18 +34,6 @@ X = np.arange(N, dtype=np.float32)[:, None] * np.ones(3, dtype=np.float32)
 Y = np.arange(N) % 5
 SHARED = 1 << 20  # holds every chunk of these data
 MEMORY_KINDS = {"numpy", "zarr-memory", "hybrid-numpy"}  # carried in memory: nothing to decode
-
-
-def _segments() -> set[str]:
-    return {p.name for p in SHM_DIR.glob(f"{NAME_PREFIX}*")}
-
-
-@pytest.fixture(autouse=True)
-def no_leak() -> Iterator[None]:
-    before = _segments()
-    yield
-    gc.collect()
-    assert _segments() == before
 
 
 def _fill(sg: StoreGate) -> StoreGate:
@@ -182,9 +168,9 @@ def test_close_releases_the_memory_and_reads_go_on(tmp_path: Path) -> None:
     dataset = StoreGateDataset(sg, "train", "x", "id", shared_cache_bytes=SHARED)
     assert dataset.shared_cache is not None
     name = dataset.shared_cache.name
-    assert name in _segments()
+    assert name in segments()
     dataset.close()
-    assert name not in _segments()
+    assert name not in segments()
     np.testing.assert_array_equal(dataset[[3, 150]][0].numpy(), X[[3, 150]])
     assert sorted(_epoch(dataset, workers=2)) == list(range(160))  # workers read the store
 
