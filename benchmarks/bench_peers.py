@@ -65,9 +65,10 @@ BUCKET = "bench-peers"
 KEY, SECRET, REGION = "bench", "bench", "us-east-1"
 RESULT_MARK = "BENCH_PEERS_RESULT "
 RUN_TIMEOUT = 180.0  # seconds one run may take before it counts as failed
-CONTENDERS = ("storegate", "storegate_batches", "litdata", "mds", "webdataset", "memmap")
+CONTENDERS = ("storegate_loader", "storegate", "storegate_batches", "litdata", "mds", "webdataset", "memmap")
 PEER_CONTENDERS = frozenset({"litdata", "mds", "webdataset"})
 LABELS = {
+    "storegate_loader": "storegate: StoreGateDataLoader (the README's first call)",
     "storegate": "storegate: StoreGateDataset + ChunkShuffleSampler, per-sample collate",
     "storegate_batches": "storegate: whole batches (BatchSampler, batch_size=None)",
     "litdata": "litdata: StreamingDataset + StreamingDataLoader",
@@ -76,7 +77,7 @@ LABELS = {
     "memmap": "numpy memmap per-sample",
 }
 #: The format each contender reads (the two storegate readers share one store).
-FORMAT = {"storegate_batches": "storegate"}
+FORMAT = {"storegate_batches": "storegate", "storegate_loader": "storegate"}
 #: Contenders that cannot read from S3, and why (said in the report, not silently dropped).
 NOT_ON_S3 = {"memmap": "np.memmap needs a local file"}
 
@@ -314,19 +315,21 @@ def _loader_options(num_workers: int) -> dict[str, Any]:
     return options
 
 
-def _storegate(place: Place, num_workers: int, whole_batches: bool) -> Iterable[Any]:
+def _storegate(place: Place, num_workers: int, whole_batches: bool, loader: bool = False) -> Iterable[Any]:
     from torch.utils.data import BatchSampler, DataLoader
 
     from storegate import StoreGate
-    from storegate.torch import ChunkShuffleSampler, StoreGateDataset
+    from storegate.torch import ChunkShuffleSampler, StoreGateDataLoader, StoreGateDataset
 
     args: dict[str, Any] = {"output_dir": place.url("storegate.zarr"), "mode": "r"}
     if place.endpoint:
         args["storage_options"] = place.storage_options()
     sg = StoreGate(backend="zarr", backend_args=args, data_id=DATA_ID)
     dataset = StoreGateDataset(sg, PHASE, input_var_names="x", true_var_names="y")
-    sampler = ChunkShuffleSampler(dataset, seed=SEED)
     options = _loader_options(num_workers)
+    if loader:
+        return StoreGateDataLoader(dataset, batch_size=BATCH_SIZE, shuffle=True, seed=SEED, **options)
+    sampler = ChunkShuffleSampler(dataset, seed=SEED)
     if whole_batches:
         return DataLoader(
             dataset, sampler=BatchSampler(sampler, BATCH_SIZE, drop_last=False), batch_size=None, **options
@@ -384,8 +387,8 @@ def _webdataset(place: Place, num_workers: int) -> Iterable[Any]:
 
 def make_loader(contender: str, place: Place, num_workers: int) -> Iterable[Any]:
     """The loader of one contender over the data at ``place``."""
-    if contender in ("storegate", "storegate_batches"):
-        return _storegate(place, num_workers, whole_batches=contender == "storegate_batches")
+    if contender in ("storegate", "storegate_batches", "storegate_loader"):
+        return _storegate(place, num_workers, contender == "storegate_batches", contender == "storegate_loader")
     readers: dict[str, Callable[[Place, int], Iterable[Any]]] = {
         "memmap": _memmap,
         "litdata": _litdata,
@@ -603,6 +606,34 @@ def format_table(results: list[Measurement], writes: dict[tuple[str, str], float
     return header + "\n".join(lines)
 
 
+#: storegate's readers and the least each should reach against the fastest peer (issue 12, item 2).
+GOALS = {"storegate_loader": 1.3, "storegate_batches": 1.3, "storegate": 1.0}
+
+
+def goals_table(results: list[Measurement]) -> str:
+    """storegate's readers against the fastest peer of each place and worker count (same run)."""
+    lines = [
+        "| place | workers | fastest peer (samples/s) | "
+        + " | ".join(f"{LABELS[c].split(': ', 1)[1]}: x peer (goal {g})" for c, g in GOALS.items())
+        + " |",
+        "|---|---:|---|" + "---:|" * len(GOALS),
+    ]
+    for place in dict.fromkeys(r.place for r in results):
+        for workers in dict.fromkeys(r.num_workers for r in results):
+            here = {r.contender: r for r in results if r.place == place and r.num_workers == workers}
+            peers = [r for c, r in here.items() if c in PEER_CONTENDERS]
+            if not peers:
+                continue
+            best = max(peers, key=lambda r: r.samples_per_s)
+            cells = []
+            for c, goal in GOALS.items():
+                ratio = here[c].samples_per_s / best.samples_per_s if c in here else None
+                cells.append("n/a" if ratio is None else f"{ratio:.2f} {'met' if ratio >= goal else '**not met**'}")
+            label = LABELS[best.contender].split(":", 1)[0]
+            lines.append(f"| {place} | {workers} | {label} ({best.samples_per_s:,.0f}) | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _ratio(result: Measurement, base: Measurement | None) -> str:
     return "n/a" if base is None else f"{result.samples_per_s / base.samples_per_s:.2f}"
 
@@ -632,6 +663,10 @@ def report(
         "read it through its own S3 client from moto's server in its own process. Not on S3: "
         f"{not_on_s3}.{skipped} Versions: {versions()}.{notes}\n\n"
         + format_table(results, writes)
+        + "\n\nGoals (issue 12): the default path (`StoreGateDataLoader`, which reads whole batches) and the "
+        "whole-batch path at least 1.3 x the fastest peer of the same place and worker count, the ordinary "
+        "per-sample `DataLoader` at least 1.0 x (a peer that failed has no figure, so it is not the fastest).\n\n"
+        + goals_table(results)
         + _failed(failures)
         + f"\n\n{PEER_NOTES}"
     )

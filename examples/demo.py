@@ -166,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
     from train import MIN_ACCURACY, train
 
-    print("\nTraining a small CNN from the store (StoreGateDataset + ChunkShuffleSampler):")
+    print("\nTraining a small CNN from the store (StoreGateDataset + StoreGateDataLoader):")
     accuracy = train(output_dir, data_id=DATA_ID).test_accuracy
     if accuracy < MIN_ACCURACY:
         print(f"\nTraining FAILED: test accuracy {accuracy:.3f} < {MIN_ACCURACY}.", file=sys.stderr)

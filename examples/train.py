@@ -1,7 +1,8 @@
 """Train a small MLP on the digits zarr store that ``examples/demo.py`` writes.
 
-The training loop (a small CNN) reads the store itself through :class:`storegate.torch.StoreGateDataset`,
-ordered by :class:`storegate.torch.ChunkShuffleSampler`, and prints the loss of each epoch
+The training loop (a small CNN) reads the store itself through :class:`storegate.torch.StoreGateDataset`
+and :class:`storegate.torch.StoreGateDataLoader` (whole batches in a chunk-aware shuffled order,
+a new one each epoch), and prints the loss of each epoch
 (with a tqdm progress bar), the validation accuracy and, at the end, the test accuracy.
 Everything is seeded, so two runs print the same numbers.
 
@@ -20,11 +21,10 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from storegate import StoreGate
-from storegate.torch import ChunkShuffleSampler, StoreGateDataset
+from storegate.torch import StoreGateDataLoader, StoreGateDataset
 
 DATA_ID = "digits"
 IMAGES, LABELS = "images", "labels"
@@ -88,15 +88,14 @@ def _train(
     sg = StoreGate("zarr", {"output_dir": str(store), "mode": "r"}, data_id=data_id)
     train_set = StoreGateDataset(sg, "train", IMAGES, LABELS)
     valid_set = StoreGateDataset(sg, "valid", IMAGES, LABELS)
-    sampler = ChunkShuffleSampler(train_set, seed=seed)
-    loader = DataLoader(train_set, batch_size=batch_size, sampler=sampler, num_workers=num_workers)
+    # Each pass over the loader is the next epoch's order, reproducible from the seed.
+    loader = StoreGateDataLoader(train_set, batch_size, shuffle=True, seed=seed, num_workers=num_workers)
     model = make_model()
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)  # settle at the end
     losses: list[float] = []
     valid_accuracies: list[float] = []
     for epoch in range(epochs):
-        sampler.set_epoch(epoch)  # a new order every epoch, reproducible from the seed
         losses.append(_train_epoch(model, optimizer, loader, f"epoch {epoch + 1}/{epochs}", progress))
         schedule.step()
         valid_accuracies.append(evaluate(model, valid_set))
@@ -107,7 +106,7 @@ def _train(
 
 
 def _train_epoch(
-    model: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader, desc: str, progress: bool
+    model: nn.Module, optimizer: torch.optim.Optimizer, loader: StoreGateDataLoader, desc: str, progress: bool
 ) -> float:
     model.train()
     total, count = 0.0, 0
@@ -126,7 +125,7 @@ def evaluate(model: nn.Module, dataset: StoreGateDataset) -> float:
     """Accuracy of ``model`` on a dataset of (image, label) items."""
     model.eval()
     correct = 0
-    for images, labels in DataLoader(dataset, batch_size=256):
+    for images, labels in StoreGateDataLoader(dataset, batch_size=256):
         correct += int((model(_scale(images)).argmax(dim=1) == labels).sum())
     return correct / max(len(dataset), 1)
 

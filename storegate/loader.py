@@ -17,8 +17,11 @@ TensorFlow path, :mod:`storegate.tensorflow`, orders and reads its epochs with i
 
 from __future__ import annotations
 
+import os
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -27,6 +30,7 @@ import numpy as np
 __all__ = [
     "DEFAULT_CHUNK_CACHE_BYTES",
     "DEFAULT_WINDOW",
+    "READ_THREADS",
     "ChunkCache",
     "ChunkSource",
     "ChunkedVariable",
@@ -47,7 +51,13 @@ DEFAULT_CHUNK_CACHE_BYTES = 64 << 20
 #: Chunks whose rows an epoch's order shuffles together by default.
 DEFAULT_WINDOW = 4
 
+#: Threads with which each process reads the chunk runs of one batch at once, when its
+#: ``fetch`` allows it (a ``concurrent`` attribute that is true): zarr decodes (zstd, Blosc)
+#: outside the GIL, so a batch's chunks decode on every core, and on S3 their requests overlap.
+READ_THREADS = 8
+
 #: ``fetch(phase, var, rows)`` returns the stored rows ``rows`` (a step-1 slice) of ``var``.
+#: A fetch with a true ``concurrent`` attribute may be called from several threads at once.
 Fetch = Callable[[str, str, slice], np.ndarray]
 
 
@@ -90,6 +100,9 @@ class ChunkCache:
     def __len__(self) -> int:
         return len(self._items)
 
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._items
+
     def get(self, key: Hashable) -> np.ndarray | None:
         """The cached chunk, marked as most recently used, or None."""
         item = self._items.get(key)
@@ -127,14 +140,41 @@ def chunk_runs(ids: np.ndarray) -> list[tuple[int, int]]:
 
 
 def fetch_chunks(var: str, segment: Segment, ids: Sequence[int], fetch: Fetch) -> dict[int, np.ndarray]:
-    """Decoded chunks ``ids`` (sorted, unique) of one segment of ``var``: one ``fetch`` per run of adjacent ids."""
+    """Decoded chunks ``ids`` (sorted, unique) of one segment of ``var``: one ``fetch`` per run of adjacent ids.
+
+    The runs are read at once, in :data:`READ_THREADS` threads, when ``fetch`` allows it.
+    """
     found: dict[int, np.ndarray] = {}
     size = segment.chunk_rows
-    for first, last in chunk_runs(np.asarray(ids, dtype=np.int64)):
-        block = fetch(segment.phase, var, slice(first * size, min((last + 1) * size, segment.rows), 1))
+    runs = chunk_runs(np.asarray(ids, dtype=np.int64))
+    blocks = _read_runs(
+        fetch, segment.phase, var, [slice(a * size, min((b + 1) * size, segment.rows), 1) for a, b in runs]
+    )
+    for (first, last), block in zip(runs, blocks, strict=True):
         for cid in range(first, last + 1):
             found[cid] = block[(cid - first) * size : (cid - first + 1) * size]
     return found
+
+
+def _read_runs(fetch: Fetch, phase: str, var: str, runs: list[slice]) -> list[np.ndarray]:
+    if len(runs) < 2 or not getattr(fetch, "concurrent", False):
+        return [fetch(phase, var, rows) for rows in runs]
+    return list(_pool().map(lambda rows: fetch(phase, var, rows), runs))
+
+
+_pools: dict[int, ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    """This process's reader threads (a forked DataLoader worker makes its own: threads do not survive a fork)."""
+    pid = os.getpid()
+    with _pools_lock:
+        pool = _pools.get(pid)
+        if pool is None:
+            _pools.clear()  # a parent's pool, copied by fork without its threads
+            pool = _pools[pid] = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="storegate-read")
+        return pool
 
 
 class ChunkSource(Protocol):
@@ -179,6 +219,15 @@ class ChunkedVariable:
     def bounds(self) -> np.ndarray:
         """Chunk starts over the dataset's rows, then the number of rows."""
         return chunk_bounds(self.segments)
+
+    def cached(self, rows: np.ndarray, cache: ChunkCache) -> bool:
+        """Whether ``cache`` holds every chunk that rows ``rows`` lie in (a read of them would not touch the store)."""
+        for segment in self.segments:
+            local = rows[(rows >= segment.start) & (rows < segment.start + segment.rows)] - segment.start
+            ids = np.unique(local // segment.chunk_rows).tolist()
+            if any((self.var, segment.phase, cid) not in cache for cid in ids):
+                return False
+        return True
 
     def read(
         self, rows: np.ndarray, fetch: Fetch | None, cache: ChunkCache, source: ChunkSource | None = None

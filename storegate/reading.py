@@ -96,9 +96,20 @@ def _prepare_worker() -> None:
         force()
 
 
+class _BackendFetch:
+    """The ``fetch`` of :class:`~storegate.loader.ChunkedVariable` over one backend and data_id."""
+
+    def __init__(self, backend: Backend, data_id: str) -> None:
+        self.backend, self.data_id = backend, data_id
+        self.concurrent = backend.concurrent_reads  # the loader may then read a batch's chunk runs in threads
+
+    def __call__(self, phase: str, var: str, rows: slice) -> np.ndarray:
+        return read_or_explain(self.backend, self.data_id, phase, var, rows)
+
+
 def fetch_from(backend: Backend, data_id: str) -> Fetch:
     """The ``fetch`` of :class:`~storegate.loader.ChunkedVariable` over ``backend`` (see :func:`read_or_explain`)."""
-    return lambda phase, var, rows: read_or_explain(backend, data_id, phase, var, rows)
+    return _BackendFetch(backend, data_id)
 
 
 def read_or_explain(backend: Backend, data_id: str, phase: str, var: str, rows: slice) -> np.ndarray:

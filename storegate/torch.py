@@ -32,8 +32,8 @@ from typing import Any, Union
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, default_collate
 from torch.utils.data import ConcatDataset as TorchConcatDataset
-from torch.utils.data import Dataset, Sampler, default_collate
 
 from storegate.backends import Backend, change_count
 from storegate.engine import GroupEngine
@@ -66,8 +66,10 @@ __all__ = [
     "DEFAULT_WINDOW",
     "ChunkShuffleSampler",
     "ConcatDataset",
+    "LoaderBatch",
     "RaggedCollate",
     "RaggedVariable",
+    "StoreGateDataLoader",
     "StoreGateDataset",
 ]
 
@@ -186,8 +188,12 @@ class StoreGateDataset(Dataset[Any]):
     reads the store's commit record (one small read): after a commit of any process, or a
     write through a StoreGate of this process, it drops its cached chunks (the shared ones
     too), so it reads the new values, and raises StoreGateError if the layout changed (rows
-    added or deleted: make a new dataset). Data held in memory (the numpy backend,
-    ``preload``) are a copy taken when it is made. ``dataset[i]`` gives one sample; ``dataset[index]`` with
+    added or deleted: make a new dataset). Under a :class:`StoreGateDataLoader`, a process
+    reads the record at its first batch of each iteration (epoch) and before each batch that
+    reads chunks from the store, not before a batch its cache serves whole: such a batch
+    has the values committed when its chunks were read, earlier in the same epoch. Data held
+    in memory (the numpy backend, ``preload``) are a copy taken when it is made.
+    ``dataset[i]`` gives one sample; ``dataset[index]`` with
     a slice, list, array or tensor gives the batch as tensors with a leading batch axis,
     so a ``DataLoader(dataset, sampler=BatchSampler(...), batch_size=None)`` skips
     collation. ``__getitems__`` serves a DataLoader batch with one read per chunk run.
@@ -250,6 +256,7 @@ class StoreGateDataset(Dataset[Any]):
         self._inner = _check_inner(inner, self._variables, self._read_names)
         self._rngs: dict[str, np.random.Generator] = {}
         self._rng_key: tuple[int, int] | None = None
+        self._checked: int | None = None  # the StoreGateDataLoader iteration whose commit record was read
         self._cache = ChunkCache(chunk_cache_bytes)
         chunked = [v for v in self._variables.values() if isinstance(v, ChunkedVariable)]
         self._shared = SharedChunkCache(chunked, int(shared_cache_bytes)) if shared_cache_bytes and chunked else None
@@ -271,7 +278,7 @@ class StoreGateDataset(Dataset[Any]):
                 f"Got {type(index).__name__} instead."
             )
         rows = np.arange(selection.start, selection.stop) if isinstance(selection, slice) else selection
-        data, target = self._batch(rows)
+        data, target = self._batch(rows, index.iteration if isinstance(index, LoaderBatch) else None)
         return data if self._targets is None else (data, target)
 
     def __getitems__(self, indices: Sequence[int]) -> list[Any]:
@@ -357,10 +364,11 @@ class StoreGateDataset(Dataset[Any]):
             samples = [callback(*s) if self._targets is not None else callback(s, None)[0] for s in samples]
         return samples
 
-    def _batch(self, rows: np.ndarray) -> tuple[Any, Any]:
+    def _batch(self, rows: np.ndarray, iteration: int | None = None) -> tuple[Any, Any]:
+        """``iteration``: the StoreGateDataLoader iteration the batch belongs to (see :meth:`_open`)."""
         stored = rows if self._rows is None else self._view_rows()[rows]
-        # Opened (and the commit record checked) once per batch, not once per variable.
-        backend = None if self._handle is None else self._open()
+        # Opened (and the commit record checked) once per batch at most, not once per variable.
+        backend = None if self._handle is None else self._open(iteration, stored)
         arrays = {var: self._select(var, self._read(var, stored, backend)) for var in self._read_names}
         data = _join(arrays, self._inputs)
         target = None if self._targets is None else _join(arrays, self._targets)
@@ -413,17 +421,37 @@ class StoreGateDataset(Dataset[Any]):
         assert self._rows is not None
         return self._rows.rows(lambda var: self._read(var, np.arange(self._stored_size, dtype=np.int64)))
 
-    def _open(self) -> Backend:
-        """The store, opened in this process, with the cache checked against this process's writes."""
+    def _open(self, iteration: int | None = None, stored: np.ndarray | None = None) -> Backend:
+        """The store, opened in this process, with the cache checked against every process's commits.
+
+        The commit record is read before each batch, except for a batch of a
+        :class:`StoreGateDataLoader` iteration whose commit record this process already
+        read and whose chunks the cache holds (read since then): its values are those
+        committed when they were read, and the record is read again at the next iteration.
+        """
         assert self._handle is not None
         if self._handle.stale():
             self._cache.clear()  # another process's chunks: each worker keeps its own
         backend = self._handle.backend()
+        changed_here = change_count(self._location) != self._changes
+        if iteration is not None and iteration == self._checked and not changed_here and self._cached(stored):
+            return backend
         version = backend.data_version(self._data_id)  # other processes' commits too (persistent workers)
-        if change_count(self._location) != self._changes or version != self._version:
+        if changed_here or version != self._version:
             self._look_again(backend)
             self._version = version
+        self._checked = iteration
         return backend
+
+    def _cached(self, stored: np.ndarray | None) -> bool:
+        """Whether this process's cache holds every chunk the stored rows ``stored`` need."""
+        if stored is None:
+            return False
+        variables = [self._variables[var] for var in self._read_names]
+        return all(
+            isinstance(v, MemoryVariable) or (isinstance(v, ChunkedVariable) and v.cached(stored, self._cache))
+            for v in variables
+        )
 
     def _look_again(self, backend: Backend) -> None:
         """This process changed the store since the dataset was made: drop the cached chunks,
@@ -447,6 +475,7 @@ class StoreGateDataset(Dataset[Any]):
         state["_cache"] = ChunkCache(self._cache.max_bytes)  # decoded chunks stay home
         state["_pickled_by"] = os.getpid()
         state["_rngs"], state["_rng_key"] = {}, None  # a worker seeds its own windows
+        state["_checked"] = None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -522,8 +551,9 @@ class ConcatDataset(TorchConcatDataset[Any]):
         if isinstance(selection, int):
             piece = next(split_selection(selection, self._sizes()))
             return self._parts[piece.part][piece.local]
+        iteration = index.iteration if isinstance(index, LoaderBatch) else None
         pieces = [
-            (_as_positions(piece.positions), self._parts[piece.part][_as_local(piece.local)])
+            (_as_positions(piece.positions), self._parts[piece.part][_local_batch(piece.local, iteration)])
             for piece in split_selection(selection, self._sizes())
         ]
         n = len(range(selection.start, selection.stop)) if isinstance(selection, slice) else selection.shape[0]
@@ -611,6 +641,11 @@ def _as_positions(positions: slice | np.ndarray) -> np.ndarray:
     return positions
 
 
+def _local_batch(local: object, iteration: int | None) -> Any:
+    rows = _as_local(local)
+    return rows if iteration is None else LoaderBatch(rows.tolist(), iteration)
+
+
 def _as_local(local: object) -> np.ndarray:
     if isinstance(local, slice):
         return np.arange(local.start, local.stop, dtype=np.int64)
@@ -663,6 +698,9 @@ class ChunkShuffleSampler(Sampler[int]):
         cache of about ``window`` chunks per variable.
     chunk_rows
         Rows per chunk, overriding the dataset's ``chunk_bounds``.
+    shuffle
+        False gives the items in order (``0 .. len - 1``, split over replicas the same
+        way): for evaluation.
 
     Notes
     -----
@@ -680,14 +718,16 @@ class ChunkShuffleSampler(Sampler[int]):
         *,
         window: int = DEFAULT_WINDOW,
         chunk_rows: int | None = None,
+        shuffle: bool = True,
     ) -> None:
         check_int("seed", seed, minimum=0)
         check_int("window", window, minimum=1)
+        _check_bool("shuffle", shuffle)
         self._bounds = _sampler_bounds(dataset, chunk_rows)
         order = None if chunk_rows is not None else getattr(dataset, "chunk_order", None)
         self._items = None if order is None else np.asarray(order, dtype=np.int64)
         self.num_replicas, self.rank = _replicas(num_replicas, rank)
-        self.seed, self.window, self.drop_last = int(seed), window, bool(drop_last)
+        self.seed, self.window, self.drop_last, self.shuffle = int(seed), window, bool(drop_last), shuffle
         self.epoch = 0
         n = int(self._bounds[-1])
         self.num_samples = n // self.num_replicas if self.drop_last else -(-n // self.num_replicas)
@@ -699,6 +739,8 @@ class ChunkShuffleSampler(Sampler[int]):
 
     def epoch_order(self) -> np.ndarray:
         """The whole epoch's order, before it is split over replicas."""
+        if not self.shuffle:
+            return np.arange(int(self._bounds[-1]), dtype=np.int64)
         return epoch_order(self._bounds, self._items, self.seed, self.epoch, self.window)
 
     def __iter__(self) -> Iterator[int]:
@@ -707,6 +749,125 @@ class ChunkShuffleSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.num_samples
+
+
+class LoaderBatch(list[int]):
+    """The items of one :class:`StoreGateDataLoader` batch, tagged with the loader's iteration.
+
+    The tag travels with the items to the worker that reads them, so that each process
+    reads the commit record once per iteration (and whenever it reads chunks), not before
+    every batch.
+    """
+
+    def __init__(self, items: Sequence[int], iteration: int) -> None:
+        super().__init__(items)
+        self.iteration = iteration
+
+
+class _LoaderBatches(Sampler[LoaderBatch]):
+    """``BatchSampler(sampler, batch_size, drop_last)``, each batch tagged with a new number per iteration."""
+
+    def __init__(self, sampler: ChunkShuffleSampler, batch_size: int, drop_last: bool) -> None:
+        self._batches = BatchSampler(sampler, batch_size, drop_last)
+        self._iteration = -1
+
+    def __iter__(self) -> Iterator[LoaderBatch]:
+        self._iteration += 1
+        iteration = self._iteration
+        return (LoaderBatch(items, iteration) for items in self._batches)
+
+    def __len__(self) -> int:
+        return len(self._batches)
+
+
+class StoreGateDataLoader(DataLoader[Any]):
+    """The fast way to iterate a :class:`StoreGateDataset`: a torch ``DataLoader`` of whole batches.
+
+    litdata's ``StreamingDataLoader`` in role: one call that builds what a fast epoch needs.
+    Each batch is read with one ``dataset[rows]`` (each needed chunk read once, the chunks
+    of a batch in parallel threads) and comes as tensors with a leading batch axis, with no
+    per-sample split and re-stack (``torch.utils.data.default_collate``). The order is
+    :class:`ChunkShuffleSampler`'s (shuffled, chunk-aware, split over DDP ranks), and each
+    ``for batch in loader`` is a new epoch (epoch 0, 1, ...; :meth:`set_epoch` chooses the
+    next one, as DistributedSampler's idiom does).
+
+    Parameters
+    ----------
+    dataset
+        A :class:`StoreGateDataset` or :class:`ConcatDataset`.
+    batch_size
+        Rows per batch.
+    shuffle
+        A new chunk-aware random order each epoch (``seed``, epoch); False: the items in order.
+    seed, window, num_replicas, rank, drop_last
+        As in :class:`ChunkShuffleSampler` (``drop_last`` also drops a last short batch).
+    **kwargs
+        Other ``torch.utils.data.DataLoader`` arguments (``num_workers``, ``pin_memory``,
+        ``persistent_workers``, ``multiprocessing_context``, ``prefetch_factor``, ...).
+        With a ``collate_fn``, ``callbacks`` on the dataset or a ragged variable among its
+        var_names, batches are collated from samples as torch does (``collate_fn``, else
+        the dataset's :meth:`~StoreGateDataset.collate_fn` padding ragged rows).
+
+    Raises
+    ------
+    InvalidArgumentError
+        ``dataset`` is not a StoreGateDataset or ConcatDataset, an argument is invalid,
+        or ``sampler`` / ``batch_sampler`` is given (this loader makes them: use
+        ``torch.utils.data.DataLoader`` for your own).
+
+    Notes
+    -----
+    Commits of other processes: every process (each worker) reads the commit record at its
+    first batch of each iteration and before every batch that reads chunks from the store
+    (about once per ``window`` chunks with shuffle), rather than before every batch: a
+    batch that its process's chunk cache serves whole has the values committed when those
+    chunks were read, earlier in the same epoch; a commit made while an epoch runs shows in
+    the batches that read chunks after it, and in the whole next epoch. On S3 this halves
+    the requests of an epoch.
+
+    Examples
+    --------
+    >>> loader = StoreGateDataLoader(dataset, batch_size=256, shuffle=True, num_workers=2)  # doctest: +SKIP
+    >>> for x, y in loader:  # x: (256, ...) tensor  # doctest: +SKIP
+    ...     ...
+    """
+
+    def __init__(
+        self,
+        dataset: StoreGateDataset | ConcatDataset,
+        batch_size: int = 1,
+        shuffle: bool = False,
+        *,
+        seed: int = 0,
+        window: int = DEFAULT_WINDOW,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+        drop_last: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        _check_loader_args(dataset, batch_size, kwargs)
+        _check_bool("drop_last", drop_last)
+        sampler = ChunkShuffleSampler(dataset, seed, num_replicas, rank, drop_last, window=window, shuffle=shuffle)
+        self.chunk_sampler = sampler
+        self._next_epoch = 0
+        if kwargs.get("collate_fn") is None and _whole_batches(dataset):
+            kwargs.pop("collate_fn", None)
+            batches = _LoaderBatches(sampler, batch_size, drop_last)
+            super().__init__(dataset, sampler=batches, batch_size=None, **kwargs)
+        else:
+            if kwargs.get("collate_fn") is None and _has_ragged(dataset):
+                kwargs["collate_fn"] = dataset.collate_fn()
+            super().__init__(dataset, sampler=sampler, batch_size=batch_size, drop_last=drop_last, **kwargs)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next iteration epoch ``epoch`` (later ones follow on from it)."""
+        check_int("epoch", epoch, minimum=0)
+        self._next_epoch = epoch
+
+    def __iter__(self) -> Any:
+        self.chunk_sampler.set_epoch(self._next_epoch)
+        self._next_epoch += 1
+        return super().__iter__()
 
 
 # --- checking variables ------------------------------------------------------------------
@@ -879,6 +1040,40 @@ def _check_inner(
         if parsed.inner is not None:
             checked[var] = normalize_inner(parsed.inner, tuple(row_shape), parsed.rows)
     return checked
+
+
+def _check_bool(name: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise InvalidArgumentError(f"{name} must be True or False. Got {value!r} instead.")
+
+
+def _check_loader_args(dataset: object, batch_size: object, kwargs: dict[str, Any]) -> None:
+    if not isinstance(dataset, (StoreGateDataset, ConcatDataset)):
+        raise InvalidArgumentError(
+            "dataset must be a StoreGateDataset or a storegate.torch.ConcatDataset. "
+            f"Got {type(dataset).__name__} instead. Use torch.utils.data.DataLoader for other datasets."
+        )
+    check_int("batch_size", batch_size, minimum=1)
+    for name in ("sampler", "batch_sampler"):
+        if name in kwargs:
+            raise InvalidArgumentError(
+                f"{name} must not be given to StoreGateDataLoader (it makes a chunk-aware one: use shuffle, "
+                f"seed, window, num_replicas, rank). Got {name}={kwargs[name]!r}. For your own sampler, "
+                "use torch.utils.data.DataLoader(dataset, sampler=...)."
+            )
+
+
+def _parts_of(dataset: StoreGateDataset | ConcatDataset) -> list[StoreGateDataset]:
+    return dataset._parts if isinstance(dataset, ConcatDataset) else [dataset]
+
+
+def _has_ragged(dataset: StoreGateDataset | ConcatDataset) -> bool:
+    return any(isinstance(v, RaggedVariable) for d in _parts_of(dataset) for v in d._variables.values())
+
+
+def _whole_batches(dataset: StoreGateDataset | ConcatDataset) -> bool:
+    """Whether ``dataset[rows]`` gives the loader's batches: no per-sample callbacks, no ragged rows."""
+    return not _has_ragged(dataset) and not any(d._callbacks for d in _parts_of(dataset))
 
 
 def _sampler_bounds(dataset: Any, chunk_rows: int | None) -> np.ndarray:

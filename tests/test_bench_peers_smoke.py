@@ -89,10 +89,21 @@ def test_report_has_a_row_per_run(bench: ModuleType) -> None:
         )
     ]
     text = bench.report(100, results, {("local", "storegate"): 1.5}, " Load.")
-    assert text.count("| local |") == 2
-    assert text.count("| s3 |") == 2
-    assert "| 1.5 |" in text  # storegate's write time
+    table, goals = text.split("Goals (issue 12)")
+    assert table.count("| local |") == 2
+    assert table.count("| s3 |") == 2
+    assert "| 1.5 |" in table  # storegate's write time
     assert "np.memmap needs a local file" in text
+    # s3, 0 workers: litdata (4 s) is the only peer; storegate per-sample took 3 s: 1.33 x
+    assert "| s3 | 0 | litdata (25) | n/a | n/a | 1.33 met |" in goals
+    assert "| local |" not in goals  # no peer ran on local disk
+
+
+def test_goals_name_the_fastest_peer_and_each_shortfall(bench: ModuleType) -> None:
+    runs = [("litdata", 2.0), ("mds", 1.0), ("storegate_loader", 0.9), ("storegate_batches", 0.7), ("storegate", 1.1)]
+    results = [bench.Measurement(c, "local", 2, 100, s, 100, 100, 1.0, 1.0) for c, s in runs]
+    row = bench.goals_table(results).splitlines()[-1]
+    assert row == "| local | 2 | mosaicml-streaming (100) | 1.11 **not met** | 1.43 met | 0.91 **not met** |"
 
 
 # --- bench_s3_requests ---------------------------------------------------------------------------

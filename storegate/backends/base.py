@@ -150,6 +150,9 @@ class Backend(ABC):
     name: ClassVar[str]
     #: Data survive the process (a zarr store); ``False`` for memory.
     persistent: ClassVar[bool] = False
+    #: :meth:`read` may run in several threads of one process at once (the loader then
+    #: reads the chunk runs of a batch concurrently); ``False`` unless a backend says so.
+    concurrent_reads: ClassVar[bool] = False
 
     @property
     def writable(self) -> bool:

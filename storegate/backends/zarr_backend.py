@@ -150,6 +150,7 @@ class ZarrBackend(Backend):
 
     name = "zarr"
     persistent = True
+    concurrent_reads = True  # zarr's sync API and this handle's caches serve several threads
 
     def __init__(
         self,
