@@ -63,13 +63,18 @@ from storegate.rules import check_positive, check_timeout, is_int
 from storegate.settle import settle_requests
 from storegate.transaction import to_completion
 
-__all__ = ["DEFAULT_CHUNK_BYTES", "ZarrBackend"]
+__all__ = ["DEFAULT_CHUNK_BYTES", "DEFAULT_REMOTE_CHUNK_BYTES", "ZarrBackend"]
 
 #: Target uncompressed bytes per chunk when ``chunk`` (rows) is not given. bench_codecs
 #: scores chunk sizes by random single-row reads and full reads on local disk and on S3:
 #: 1 MiB scores best together (256 KiB reads single rows 1.7x faster locally but full
 #: reads from S3 at 0.3x; 4 MiB reads single rows at 0.35x locally and 0.5x on S3).
 DEFAULT_CHUNK_BYTES = 1 << 20
+#: ``chunk_bytes`` on an object store (s3://, gs://...): a request costs there what decoding
+#: does not, and 4 MiB chunks read a phase 2.2x faster from S3 than 1 MiB ones with random
+#: single-row reads as fast (benchmarks/RESULTS.md, bench_codecs (d)); a loader epoch makes a
+#: quarter of the requests.
+DEFAULT_REMOTE_CHUNK_BYTES = 4 << 20
 STATE_KEY = "storegate"
 FORMAT_VERSION = 1
 _MODES: tuple[Literal["w", "a", "r"], ...] = ("w", "a", "r")
@@ -104,7 +109,9 @@ class ZarrBackend(Backend):
     chunk
         Rows per chunk. Default: as many rows as fit in ``chunk_bytes``.
     chunk_bytes
-        Target uncompressed bytes per chunk when ``chunk`` is not given.
+        Target uncompressed bytes per chunk when ``chunk`` is not given. Default: 1 MiB on
+        a local disk, a NAS folder or in memory, 4 MiB on an object store (a remote fsspec
+        URL such as ``s3://``), where fewer, larger requests read faster.
     compressor
         Default codec for new variables, see :func:`storegate.codecs.resolve_compressor`.
     shard_bytes
@@ -156,7 +163,7 @@ class ZarrBackend(Backend):
         self,
         output_dir: str | os.PathLike[str] | Store | None = None,
         chunk: int | None = None,
-        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        chunk_bytes: int | None = None,
         compressor: object = "default",
         mode: str = "a",
         storage_options: dict[str, Any] | None = None,
@@ -172,20 +179,10 @@ class ZarrBackend(Backend):
         row_chunks: dict[str, tuple[int | None, ...]] | None = None,
     ) -> None:
         _check_size("chunk", chunk, allow_none=True)
-        _check_size("chunk_bytes", chunk_bytes, allow_none=False)
+        _check_size("chunk_bytes", chunk_bytes, allow_none=True)
         if mode not in _MODES:
             raise InvalidArgumentError(f"mode must be one of {_MODES}. Got {mode!r} instead.")
         _check_size("shard_bytes", shard_bytes, allow_none=True)
-        _check_chunks_per_shard(chunk, chunk_bytes, shard_bytes)
-        self._compressors = resolve_compressor(compressor)
-        self._chunk, self._chunk_bytes, self._shard_bytes = chunk, chunk_bytes, shard_bytes
-        self._row_chunks = _check_row_chunks(row_chunks)
-        self._layout_args = _layout_args(chunk, chunk_bytes, compressor, shard_bytes)
-        if self._row_chunks:
-            self._layout_args["row_chunks"] = self._row_chunks
-        self._pipeline = check_pipeline(codec_pipeline)
-        self._mode: Literal["w", "a", "r"] = mode
-        _check_positive("concurrency", concurrency, allow_none=True)
         self._output_dir = self._default_dir() if output_dir is None else output_dir
         self._location = resolve_location(
             self._output_dir,
@@ -196,6 +193,18 @@ class ZarrBackend(Backend):
             secure=secure,
             cache_dir=cache_dir,
         )
+        if chunk_bytes is None:
+            chunk_bytes = DEFAULT_REMOTE_CHUNK_BYTES if self._location.remote else DEFAULT_CHUNK_BYTES
+        _check_chunks_per_shard(chunk, chunk_bytes, shard_bytes)
+        self._compressors = resolve_compressor(compressor)
+        self._chunk, self._chunk_bytes, self._shard_bytes = chunk, chunk_bytes, shard_bytes
+        self._row_chunks = _check_row_chunks(row_chunks)
+        self._layout_args = _layout_args(chunk, chunk_bytes, compressor, shard_bytes, self._location.remote)
+        if self._row_chunks:
+            self._layout_args["row_chunks"] = self._row_chunks
+        self._pipeline = check_pipeline(codec_pipeline)
+        self._mode: Literal["w", "a", "r"] = mode
+        _check_positive("concurrency", concurrency, allow_none=True)
         self._concurrency = concurrency
         if concurrency is None and self._location.remote:
             self._concurrency = DEFAULT_REMOTE_CONCURRENCY
@@ -1601,10 +1610,13 @@ def _check_row_chunks(row_chunks: object) -> dict[str, tuple[int | None, ...]]:
     return {var: tuple(None if n is None else int(n) for n in lengths) for var, lengths in row_chunks.items()}
 
 
-def _layout_args(chunk: int | None, chunk_bytes: int, compressor: object, shard_bytes: int | None) -> dict[str, Any]:
+def _layout_args(
+    chunk: int | None, chunk_bytes: int, compressor: object, shard_bytes: int | None, remote: bool
+) -> dict[str, Any]:
     """The chunk and codec options that differ from the defaults, for reopen_args(mode='a')."""
     given = {"chunk": chunk, "chunk_bytes": chunk_bytes, "compressor": compressor, "shard_bytes": shard_bytes}
-    defaults = {"chunk": None, "chunk_bytes": DEFAULT_CHUNK_BYTES, "compressor": "default", "shard_bytes": None}
+    default_bytes = DEFAULT_REMOTE_CHUNK_BYTES if remote else DEFAULT_CHUNK_BYTES
+    defaults = {"chunk": None, "chunk_bytes": default_bytes, "compressor": "default", "shard_bytes": None}
     return {k: v for k, v in given.items() if v is not defaults[k] and v != defaults[k]}
 
 
