@@ -354,7 +354,9 @@ def _litdata(place: Place, num_workers: int) -> Iterable[Any]:
     # litdata copies remote chunks into cache_dir; a local input_dir is read in place.
     extra = {"cache_dir": place.cache("litdata")} if place.endpoint else {}
     dataset = StreamingDataset(place.url("litdata"), shuffle=True, seed=SEED, **extra)
-    return StreamingDataLoader(dataset, batch_size=BATCH_SIZE, num_workers=num_workers)
+    # Forked workers hang on S3 (obstore's runtime, started in the parent, does not survive a fork).
+    context = {"multiprocessing_context": "spawn"} if place.endpoint and num_workers else {}
+    return StreamingDataLoader(dataset, batch_size=BATCH_SIZE, num_workers=num_workers, **context)
 
 
 def _mds(place: Place, num_workers: int) -> Iterable[Any]:

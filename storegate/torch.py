@@ -24,6 +24,7 @@ when the dataset is made, and that copy travels to the workers (shared copy-on-w
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -764,16 +765,19 @@ class LoaderBatch(list[int]):
         self.iteration = iteration
 
 
+#: Numbers of the loaders' iterations, unique in the process that iterates (several loaders
+#: may read one dataset: a number seen before must never stand for a new pass).
+_ITERATIONS = itertools.count()
+
+
 class _LoaderBatches(Sampler[LoaderBatch]):
-    """``BatchSampler(sampler, batch_size, drop_last)``, each batch tagged with a new number per iteration."""
+    """``BatchSampler(sampler, batch_size, drop_last)``, each batch tagged with its iteration's own number."""
 
     def __init__(self, sampler: ChunkShuffleSampler, batch_size: int, drop_last: bool) -> None:
         self._batches = BatchSampler(sampler, batch_size, drop_last)
-        self._iteration = -1
 
     def __iter__(self) -> Iterator[LoaderBatch]:
-        self._iteration += 1
-        iteration = self._iteration
+        iteration = next(_ITERATIONS)
         return (LoaderBatch(items, iteration) for items in self._batches)
 
     def __len__(self) -> int:

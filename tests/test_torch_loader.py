@@ -100,13 +100,25 @@ def test_persistent_workers_see_commits_between_epochs_though_the_cache_holds_ev
     assert _epoch(loader)[1] == {i: float(i) for i in range(N)}
     sg.update_data("x", -X, "train")
     assert _epoch(loader)[1] == {i: -float(i) for i in range(N)}
+    _update_in_another_process(tmp_path, 2)
+    assert _epoch(loader)[1] == {i: 2.0 * i for i in range(N)}
+
+
+def test_a_new_loader_each_epoch_sees_a_commit_though_the_cache_holds_every_chunk(tmp_path: Path) -> None:
+    sg = _zarr(tmp_path)
+    dataset = StoreGateDataset(sg, "train", "x", "id")
+    assert _epoch(StoreGateDataLoader(dataset, 16, True))[1] == {i: float(i) for i in range(N)}
+    _update_in_another_process(tmp_path, -1)  # (a write of this process is counted without a read)
+    assert _epoch(StoreGateDataLoader(dataset, 16, True))[1] == {i: -float(i) for i in range(N)}
+
+
+def _update_in_another_process(tmp_path: Path, factor: int) -> None:
     code = (
         "import numpy as np; from storegate import StoreGate; "
         f"sg = StoreGate('zarr', {{'output_dir': {str(tmp_path / 's.zarr')!r}}}, data_id='d'); "
-        f"sg.update_data('x', np.arange({N}, dtype=np.float32)[:, None] * np.full(3, 2, np.float32), 'train')"
+        f"sg.update_data('x', np.arange({N}, dtype=np.float32)[:, None] * np.full(3, {factor}, np.float32), 'train')"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
-    assert _epoch(loader)[1] == {i: 2.0 * i for i in range(N)}
 
 
 def test_the_commit_record_is_read_once_per_chunk_read_not_per_batch(
