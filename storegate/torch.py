@@ -33,8 +33,8 @@ from typing import Any, Union
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, default_collate
 from torch.utils.data import ConcatDataset as TorchConcatDataset
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from storegate.backends import Backend, change_count
 from storegate.engine import GroupEngine
@@ -744,9 +744,12 @@ class ChunkShuffleSampler(Sampler[int]):
             return np.arange(int(self._bounds[-1]), dtype=np.int64)
         return epoch_order(self._bounds, self._items, self.seed, self.epoch, self.window)
 
+    def indices(self) -> np.ndarray:
+        """This rank's items of the epoch, in order (what iterating the sampler gives), int64."""
+        return shard(self.epoch_order(), self.num_replicas, self.rank, self.drop_last)
+
     def __iter__(self) -> Iterator[int]:
-        mine = shard(self.epoch_order(), self.num_replicas, self.rank, self.drop_last)
-        return iter(mine.tolist())
+        return iter(self.indices().tolist())
 
     def __len__(self) -> int:
         return self.num_samples
@@ -771,17 +774,30 @@ _ITERATIONS = itertools.count()
 
 
 class _LoaderBatches(Sampler[LoaderBatch]):
-    """``BatchSampler(sampler, batch_size, drop_last)``, each batch tagged with its iteration's own number."""
+    """The batches of ``BatchSampler(sampler, batch_size, drop_last)``, each tagged with its
+    iteration's own number, and dealt so that each DataLoader worker reads its own chunks.
 
-    def __init__(self, sampler: ChunkShuffleSampler, batch_size: int, drop_last: bool) -> None:
-        self._batches = BatchSampler(sampler, batch_size, drop_last)
+    A DataLoader hands batch ``j`` to worker ``j % workers``: consecutive batches share the
+    chunks of a window, so every worker would read (and decode) nearly every chunk. The
+    epoch's batches are cut into ``workers`` runs of consecutive batches instead, and the
+    runs are interleaved, so that worker ``w`` gets run ``w``: each chunk is read by one worker.
+    """
+
+    def __init__(self, sampler: ChunkShuffleSampler, batch_size: int, drop_last: bool, workers: int) -> None:
+        self._sampler, self._batch_size, self._drop_last = sampler, batch_size, drop_last
+        self._workers = max(1, workers)
 
     def __iter__(self) -> Iterator[LoaderBatch]:
         iteration = next(_ITERATIONS)
-        return (LoaderBatch(items, iteration) for items in self._batches)
+        items = self._sampler.indices()
+        starts = np.arange(len(self)) * self._batch_size
+        runs = np.array_split(np.arange(len(self)), self._workers)
+        dealt = [run[k] for k in range(len(runs[0])) for run in runs if k < len(run)]
+        return (LoaderBatch(items[starts[j] : starts[j] + self._batch_size].tolist(), iteration) for j in dealt)
 
     def __len__(self) -> int:
-        return len(self._batches)
+        n = len(self._sampler)
+        return n // self._batch_size if self._drop_last else -(-n // self._batch_size)
 
 
 class StoreGateDataLoader(DataLoader[Any]):
@@ -856,7 +872,7 @@ class StoreGateDataLoader(DataLoader[Any]):
         self._next_epoch = 0
         if kwargs.get("collate_fn") is None and _whole_batches(dataset):
             kwargs.pop("collate_fn", None)
-            batches = _LoaderBatches(sampler, batch_size, drop_last)
+            batches = _LoaderBatches(sampler, batch_size, drop_last, int(kwargs.get("num_workers") or 0))
             super().__init__(dataset, sampler=batches, batch_size=None, **kwargs)
         else:
             if kwargs.get("collate_fn") is None and _has_ragged(dataset):

@@ -73,6 +73,22 @@ def test_whole_batches_in_the_samplers_order_a_new_epoch_each_iteration(tmp_path
     assert len(loader) == -(-N // 24)
 
 
+@pytest.mark.filterwarnings("ignore:This DataLoader will create:UserWarning")  # no worker starts here
+@pytest.mark.parametrize(("workers", "batches"), [(2, 7), (3, 7), (2, 1), (4, 3)])
+def test_each_worker_gets_a_run_of_consecutive_batches(tmp_path: Path, workers: int, batches: int) -> None:
+    """A DataLoader deals batch j to worker j % workers: the loader orders its batches so that
+    worker w gets the w-th run of the epoch's consecutive batches (its own chunks)."""
+    dataset = StoreGateDataset(_zarr(tmp_path), "train", "x", "id")
+    size = -(-N // batches)
+    loader = StoreGateDataLoader(dataset, size, True, seed=5, num_workers=workers)
+    dealt = list(loader.sampler)  # type: ignore[arg-type]
+    plain = [list(b) for b in torch.utils.data.BatchSampler(ChunkShuffleSampler(dataset, seed=5), size, False)]
+    assert sorted(map(list, dealt)) == sorted(plain)  # the same batches
+    runs = [list(r) for r in np.array_split(np.arange(len(plain)), workers)]
+    for w, run in enumerate(runs):
+        assert [list(b) for b in dealt[w::workers]] == [plain[j] for j in run]
+
+
 def test_no_shuffle_gives_the_items_in_order_and_drop_last_the_short_batch(tmp_path: Path) -> None:
     dataset = StoreGateDataset(_zarr(tmp_path), "train", "x", "id")
     assert _epoch(StoreGateDataLoader(dataset, batch_size=50))[0] == list(range(N))
