@@ -68,11 +68,12 @@ RESULT_MARK = "BENCH_LOADER_RESULT "
 #: Decode-work configurations: (workers, shared cache bytes, per-process cache bytes).
 SHARED_CACHE_BYTES = 64 << 20
 LOCAL_CACHE_BYTES = 64 << 20  # StoreGateDataset's default
-DECODE_RUNS = (
-    (0, 0, LOCAL_CACHE_BYTES),
-    (2, 0, LOCAL_CACHE_BYTES),
-    (2, SHARED_CACHE_BYTES, 0),
-    (2, SHARED_CACHE_BYTES, LOCAL_CACHE_BYTES),
+DECODE_RUNS = (  # (workers, shared cache bytes, per-process cache bytes, StoreGateDataLoader)
+    (0, 0, LOCAL_CACHE_BYTES, False),
+    (2, 0, LOCAL_CACHE_BYTES, False),
+    (2, SHARED_CACHE_BYTES, 0, False),
+    (2, SHARED_CACHE_BYTES, LOCAL_CACHE_BYTES, False),
+    (2, 0, LOCAL_CACHE_BYTES, True),
 )
 
 
@@ -420,6 +421,7 @@ class DecodeMeasurement:
     peak_pss_total_mb: float
     peak_rss_main_mb: float
     peak_rss_worker_mb: float
+    loader: bool = False  # StoreGateDataLoader rather than DataLoader + ChunkShuffleSampler
 
     @property
     def samples_per_s(self) -> float:
@@ -431,17 +433,23 @@ class DecodeMeasurement:
         """The chunk caches, for the table."""
         local = f"per-process {self.local_bytes >> 20} MiB" if self.local_bytes else ""
         shared = f"shared {self.shared_bytes >> 20} MiB" if self.shared_bytes else ""
-        return " + ".join(c for c in (shared, local) if c) or "none"
+        caches = " + ".join(c for c in (shared, local) if c) or "none"
+        return f"{caches}, StoreGateDataLoader" if self.loader else caches
 
 
-def measure_decodes(paths: DataPaths, num_workers: int, shared_bytes: int, local_bytes: int) -> DecodeMeasurement:
-    """One shuffled epoch of (b) in this process, counting the chunks every process decodes."""
+def measure_decodes(
+    paths: DataPaths, num_workers: int, shared_bytes: int, local_bytes: int, loader: bool = False
+) -> DecodeMeasurement:
+    """One shuffled epoch of (b) in this process, counting the chunks every process decodes.
+
+    ``loader``: read with StoreGateDataLoader (whole batches, each worker its own run of batches).
+    """
     import multiprocessing as mp
 
     from torch.utils.data import DataLoader
 
     from storegate import StoreGate
-    from storegate.torch import ChunkShuffleSampler, StoreGateDataset
+    from storegate.torch import ChunkShuffleSampler, StoreGateDataLoader, StoreGateDataset
 
     counter = mp.get_context("fork").Value("q", 0)
     sg = StoreGate(backend="zarr", backend_args={"output_dir": paths.zarr_dir, "mode": "r"}, data_id=DATA_ID)
@@ -451,10 +459,14 @@ def measure_decodes(paths: DataPaths, num_workers: int, shared_bytes: int, local
         options["multiprocessing_context"] = "fork"
     with _counting_decodes(counter, chunk_rows):
         dataset = StoreGateDataset(sg, PHASE, "x", "y", chunk_cache_bytes=local_bytes, shared_cache_bytes=shared_bytes)
-        loader = DataLoader(dataset, sampler=ChunkShuffleSampler(dataset, seed=SEED), **options)
+        epoch: Any = (
+            StoreGateDataLoader(dataset, shuffle=True, seed=SEED, **options)
+            if loader
+            else DataLoader(dataset, sampler=ChunkShuffleSampler(dataset, seed=SEED), **options)
+        )
         with PeakPss() as pss:
-            seen, seconds = run_epoch(loader, paths.n_rows)
-        del loader
+            seen, seconds = run_epoch(epoch, paths.n_rows)
+        del epoch
         shared = dataset.shared_cache
         waits = 0 if shared is None else shared.stats().waits
         dataset.close()
@@ -474,6 +486,7 @@ def measure_decodes(paths: DataPaths, num_workers: int, shared_bytes: int, local
         peak_pss_total_mb=pss.peak_mb,
         peak_rss_main_mb=peak_rss_self_mb(),
         peak_rss_worker_mb=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 if num_workers else 0.0,
+        loader=loader,
     )
 
 
@@ -544,11 +557,17 @@ def _pss_kb(pid: int) -> int:
 
 
 def measure_decodes_in_subprocess(
-    paths: DataPaths, num_workers: int, shared_bytes: int, local_bytes: int
+    paths: DataPaths, num_workers: int, shared_bytes: int, local_bytes: int, loader: bool = False
 ) -> DecodeMeasurement:
     """Run :func:`measure_decodes` in a fresh interpreter, so peak memory belongs to it alone."""
     request = json.dumps(
-        {"paths": asdict(paths), "num_workers": num_workers, "shared_bytes": shared_bytes, "local_bytes": local_bytes}
+        {
+            "paths": asdict(paths),
+            "num_workers": num_workers,
+            "shared_bytes": shared_bytes,
+            "local_bytes": local_bytes,
+            "loader": loader,
+        }
     )
     done = subprocess.run(
         [sys.executable, str(Path(__file__).resolve()), "--decodes", request],
@@ -570,15 +589,17 @@ def _decodes_main(request: str) -> None:
     import storegate  # noqa: F401
 
     args = json.loads(request)
-    result = measure_decodes(DataPaths(**args["paths"]), args["num_workers"], args["shared_bytes"], args["local_bytes"])
+    result = measure_decodes(
+        DataPaths(**args["paths"]), args["num_workers"], args["shared_bytes"], args["local_bytes"], args["loader"]
+    )
     print(RESULT_MARK + json.dumps(asdict(result)), flush=True)
 
 
 def run_decodes(paths: DataPaths) -> list[DecodeMeasurement]:
     """Every configuration of :data:`DECODE_RUNS`, each in its own subprocess."""
     results = []
-    for workers, shared, local in DECODE_RUNS:
-        result = measure_decodes_in_subprocess(paths, workers, shared, local)
+    for workers, shared, local, loader in DECODE_RUNS:
+        result = measure_decodes_in_subprocess(paths, workers, shared, local, loader)
         print(f"  {result.caches}, {workers} workers: {result.decoded} chunks decoded", flush=True)
         results.append(result)
     return results
@@ -605,7 +626,9 @@ def decode_report(paths: DataPaths, results: list[DecodeMeasurement], load: str 
         "cache (`chunk_cache_bytes`, 64 MiB by default) is each process's own; the "
         "shared cache (`shared_cache_bytes`) is one arena in /dev/shm for all of them, asked after the "
         "process's own. Peak PSS sums the proportional set size of the main process and its workers "
-        "(sampled every 20 ms): pages they share, the arena included, count once in total. Workers start "
+        "(sampled every 20 ms): pages they share, the arena included, count once in total. "
+        "`StoreGateDataLoader` reads whole batches and deals each worker a run of consecutive batches, "
+        "so that each chunk is read by one worker. Workers start "
         f"with 'fork'; each configuration runs in a fresh subprocess.{load}\n\n" + header + "\n".join(lines)
     )
 
