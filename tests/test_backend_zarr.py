@@ -325,10 +325,10 @@ def _files(path: Path) -> list[str]:
             "chunk_bytes",
             10**12,
             [
-                "chunk_bytes must be an int in [1, 1073741824] bytes (up to 1 GiB)",
+                "chunk_bytes must be None or an int in [1, 1073741824] bytes (up to 1 GiB)",
                 "Blosc at most 2 GiB",
                 "Got 1000000000000 (931.3 GiB) instead",
-                "Give a smaller chunk_bytes; the default, 1048576 (1 MiB)",
+                "Give a smaller chunk_bytes, or leave it unset: the default, 1048576 (1 MiB; 4194304 (4 MiB) on an",
             ],
         ),
         (

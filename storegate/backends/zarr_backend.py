@@ -1750,7 +1750,8 @@ _SIZE_LIMITS: dict[str, tuple[int, str, str, str]] = {
         MAX_CHUNK_BYTES,
         "bytes",
         "a codec holds a chunk in one buffer (Blosc at most 2 GiB) and every read decodes whole chunks",
-        f"Give a smaller chunk_bytes; the default, {DEFAULT_CHUNK_BYTES} (1 MiB), suits most data.",
+        f"Give a smaller chunk_bytes, or leave it unset: the default, {DEFAULT_CHUNK_BYTES} (1 MiB; "
+        f"{DEFAULT_REMOTE_CHUNK_BYTES} (4 MiB) on an object store), suits most data.",
     ),
     "shard_bytes": (
         MAX_SHARD_BYTES,
