@@ -99,7 +99,7 @@ class StoreGate:
         check_data_id(data_id)
         if self._backend.writable:
             self._backend.create_data_id(data_id)
-        elif data_id not in self._backend.data_ids():
+        elif not self._backend.has_data_id(data_id):
             raise NotFoundError(
                 f"data_id {data_id!r} does not exist in the read-only store at {self._backend.location}. "
                 f"Stored data_ids: {self._backend.data_ids()}."

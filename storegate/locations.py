@@ -32,8 +32,8 @@ import json
 import os
 import shutil
 import threading
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -41,9 +41,10 @@ from typing import Any, Literal
 import fsspec
 import zarr
 from zarr.abc.store import Store
-from zarr.core.buffer import default_buffer_prototype
+from zarr.core.buffer import Buffer, default_buffer_prototype
+from zarr.core.group import GroupMetadata
 from zarr.core.sync import sync
-from zarr.storage import FsspecStore, LocalStore
+from zarr.storage import FsspecStore, LocalStore, StorePath
 
 from storegate.errors import InvalidArgumentError, NotFoundError, StorageError, StoreGateError
 
@@ -67,10 +68,15 @@ __all__ = [
     "bounded_http_session",
     "concurrency_scope",
     "inspect_root",
+    "keys_under",
+    "new_group",
+    "put_documents",
     "resolve_location",
 ]
 
 Mode = Literal["w", "a", "r"]
+#: What holds the write locks of an existing store while mode 'w' replaces it (given its root group).
+Hold = Callable[[zarr.Group], AbstractContextManager[None]]
 S3_PROTOCOLS = ("s3", "s3a")
 
 #: botocore ``Config`` options storegate sets for S3 unless ``storage_options['config_kwargs']``
@@ -213,13 +219,16 @@ class Location:
             opts = {**S3_DEFAULT_OPTIONS, **opts}
         return opts
 
-    def open_group(self, mode: Mode, keep: str | None = None) -> zarr.Group:
+    def open_group(self, mode: Mode, keep: str | None = None, hold: Hold | None = None) -> zarr.Group:
         """Open (mode 'r' or 'a') or replace (mode 'w') the root group of the store.
 
         An existing store opens in its own zarr format (2 or 3); a new one is zarr v3.
         Consolidated metadata is never used: every listing reads the store as it is.
         Mode 'w' deletes everything but the objects under the prefix ``keep`` (e.g. lock
-        files that other processes hold).
+        files that other processes hold), inside ``hold(root)`` when a store of one format
+        is there (the writers' locks of its data_ids). The location is inspected once: on
+        S3 a new store costs the bucket check, four small reads, two checks that nothing
+        else is there and one write.
 
         Raises
         ------
@@ -238,7 +247,7 @@ class Location:
                 f"cache_dir needs mode 'r' (a cache of a store that is being written goes stale). Got mode {mode!r}."
             )
         try:
-            return self._open_group(mode, keep)
+            return self._open_group(mode, keep, hold)
         except StoreGateError:
             raise
         except FileNotFoundError as exc:
@@ -248,26 +257,36 @@ class Location:
         except Exception as exc:  # botocore's errors are not OSErrors
             raise StorageError(f"cannot open the zarr store at {self.describe()}: {exc!r}") from exc
 
-    def _open_group(self, mode: Mode, keep: str | None) -> zarr.Group:
+    def _open_group(self, mode: Mode, keep: str | None, hold: Hold | None) -> zarr.Group:
         store = self.make_store(read_only=mode == "r")
         root = inspect_root(store)
         if not root.formats:
             self._refuse_a_file(store)
         if mode == "w":
-            if not root.formats:
-                self._refuse_other_files(store)
-            if self.kind == "store" and (keep is None or not isinstance(store, LocalStore | FsspecStore)):
-                # Other stores keep no lock files (storegate's locks of them live in this process).
-                return zarr.open_group(store=store, mode="w", zarr_format=3)
-            # zarr's own mode 'w' removes the root itself: an S3 bucket root would lose
-            # its bucket, a NAS mount point cannot be removed. Clear what is inside instead.
-            self._clear(store, keep)
-            return zarr.open_group(store=store, mode="a", zarr_format=3)
+            return self._replace(store, root, keep, hold)
         if not root.formats and mode == "r":
             raise self._no_store()
         self._check_root(root, mode)
         zarr_format: Literal[2, 3] = 2 if root.formats == (2,) else 3  # a new store is v3
+        found = _root_group(store, root)  # the zarr.json inspect_root read: no second read
+        if found is not None:
+            return found
         return zarr.open_group(store=store, mode=mode, zarr_format=zarr_format, use_consolidated=False)
+
+    def _replace(self, store: Store, root: RootInfo, keep: str | None, hold: Hold | None) -> zarr.Group:
+        """Mode 'w': an empty zarr v3 store in place of what is there (see :meth:`open_group`)."""
+        entries = None if root.formats else self._refuse_other_files(store)
+        existing = _existing_root(store, root) if hold is not None else None
+        with nullcontext() if existing is None or hold is None else hold(existing):
+            if self.kind == "store" and (keep is None or not isinstance(store, LocalStore | FsspecStore)):
+                # Other stores keep no lock files (storegate's locks of them live in this process).
+                return zarr.open_group(store=store, mode="w", zarr_format=3)
+            # zarr's own mode 'w' removes the root itself: an S3 bucket root would lose
+            # its bucket, a NAS mount point cannot be removed. Clear what is inside instead
+            # (nothing to clear at a location that holds nothing).
+            if entries != []:
+                self._clear(store, keep)
+            return new_group(store, "", 3)  # the root's zarr.json is gone: one write, no reads
 
     def make_store(self, read_only: bool) -> Store:
         """The zarr Store of this location (the user's Store object for kind 'store').
@@ -346,11 +365,12 @@ class Location:
                 f"stale for other readers. Got mode 'a' for {where}. Open it with mode 'r', or {how} first."
             )
 
-    def _refuse_other_files(self, store: Store) -> None:
-        """Mode 'w' deletes everything at the location: only ever a zarr store, or nothing."""
+    def _refuse_other_files(self, store: Store) -> list[str]:
+        """Mode 'w' deletes everything at the location: only ever a zarr store, or nothing
+        (what it returns: ``[]``)."""
         entries = sync(_first_entries(store, LISTED_ENTRIES))
         if not entries:
-            return
+            return entries
         shown = ", ".join(map(repr, entries[:SHOWN_ENTRIES]))
         if len(entries) > SHOWN_ENTRIES:
             more = len(entries) - SHOWN_ENTRIES
@@ -458,11 +478,15 @@ class RootInfo:
     consolidated
         True when the root holds consolidated metadata (v2 ``.zmetadata``, or a
         ``consolidated_metadata`` entry in a v3 ``zarr.json``).
+    document
+        The root ``zarr.json`` as read, when it is a JSON object (opening the root group
+        from it saves reading it again).
     """
 
     formats: tuple[int, ...]
     node_type: str | None
     consolidated: bool
+    document: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
 
 def inspect_root(store: Store) -> RootInfo:
@@ -487,7 +511,78 @@ async def _inspect_root(store: Store) -> RootInfo:
     if v3 is not None:
         node_type = "array" if meta.get("node_type") == "array" else "group"
     consolidated = zmetadata is not None or meta.get("consolidated_metadata") is not None
-    return RootInfo(formats, node_type, consolidated)
+    return RootInfo(formats, node_type, consolidated, meta or None)
+
+
+def _root_group(store: Store, root: RootInfo) -> zarr.Group | None:
+    """The v3 root group from the ``zarr.json`` :func:`inspect_root` read, without reading it again.
+
+    ``None`` for a v2 root, or a document zarr must judge itself (``zarr.open_group`` reads it
+    again and reports what is wrong). Consolidated metadata is dropped, as
+    ``use_consolidated=False`` does.
+    """
+    document = root.document
+    if root.formats != (3,) or document is None or document.get("node_type") != "group":
+        return None
+    data = {k: v for k, v in document.items() if k != "consolidated_metadata"}
+    try:
+        return zarr.Group(zarr.AsyncGroup.from_dict(StorePath(store, ""), data))
+    except Exception:  # zarr raises many kinds for a document it cannot take
+        return None
+
+
+def _existing_root(store: Store, root: RootInfo) -> zarr.Group | None:
+    """The root group of a store of one format that mode 'w' replaces (``None``: no such store)."""
+    if len(root.formats) != 1 or root.node_type != "group":
+        return None
+    found = _root_group(store, root)
+    if found is not None:
+        return found
+    try:
+        return zarr.open_group(store=store, mode="r+", zarr_format=root.formats[0], use_consolidated=False)  # type: ignore[arg-type]
+    except Exception:  # a root zarr cannot open holds no data_ids it could list
+        return None
+
+
+def new_group(store: Store, path: str, zarr_format: Literal[2, 3]) -> zarr.Group:
+    """Write the metadata of an empty group at ``path`` (``''``: the root) and return the group.
+
+    zarr's ``create_group`` / ``require_group`` first read the node and each parent group, and
+    check each parent again before writing (5 to 8 requests on S3 for one group); the caller
+    knows that nothing is at ``path`` and that its parents are groups, so this writes each
+    metadata document once (``zarr.json``; v2: ``.zgroup`` and ``.zattrs``) and reads nothing.
+    """
+    metadata = GroupMetadata(zarr_format=zarr_format)
+    sync(put_documents(store, path, metadata.to_buffer_dict(default_buffer_prototype())))
+    return zarr.Group(zarr.AsyncGroup(metadata=metadata, store_path=StorePath(store, path)))
+
+
+async def put_documents(store: Store, path: str, documents: Mapping[str, Buffer]) -> None:
+    """Write metadata documents (``{'zarr.json': buffer}``) of the node at ``path``, at once."""
+    prefix = f"{path.rstrip('/')}/" if path else ""
+    await asyncio.gather(*(store.set(prefix + name, value) for name, value in documents.items()))
+
+
+async def keys_under(store: Store, prefix: str) -> list[str]:
+    """Every key stored under ``prefix`` (``'a/b'``: the keys ``a/b/...``), relative to it.
+
+    One listing request on S3, where zarr's ``list_prefix`` sends three for an empty prefix
+    (s3fs then asks whether the prefix is an object itself: a HEAD and another listing).
+    """
+    prefix = prefix.rstrip("/")
+    fs = getattr(store, "fs", None)
+    if isinstance(store, FsspecStore) and fs is not None and "s3" in _protocols(fs):
+        parent, _, name = f"{store.path.rstrip('/')}/{prefix}".rpartition("/")
+        # s3fs's find(path, prefix=...) lists the keys starting with '<path>/<prefix>' and nothing else.
+        found = await fs._find(parent, prefix=f"{name}/")
+        start = f"{parent}/{name}/"
+        return [key.removeprefix(start) for key in found if key.startswith(start)]
+    return [key.removeprefix(prefix + "/") async for key in store.list_prefix(prefix + "/")]
+
+
+def _protocols(fs: Any) -> tuple[str, ...]:
+    protocol = fs.protocol
+    return protocol if isinstance(protocol, tuple) else (protocol,)
 
 
 def _json_object(raw: bytes) -> dict[str, Any]:

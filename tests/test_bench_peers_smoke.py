@@ -151,3 +151,36 @@ def test_reads_send_no_head_and_look_up_no_absent_array(requests_bench: ModuleTy
     whole = counts["get_data x, whole phase, warm"]
     assert whole["HEAD"] == 0
     assert whole["GET"] == -(-750 // chunk_rows) + 2  # each chunk once, and the commit record twice
+
+
+@pytest.mark.s3
+@pytest.mark.timeout(120)
+def test_writes_and_opens_send_only_what_the_data_need(requests_bench: ModuleType, s3_server: object) -> None:
+    """Issue 12, item 4, round 2: each write, open and metadata call sends its chunk writes plus
+    a fixed few requests (the lock PUT / DELETE, the commit record GET / PUT, one metadata
+    document per new node, one listing of a new variable's name): no probes of parent groups,
+    no HEAD before a PUT, no re-read of what was just written, no listing of the phases."""
+    results, chunk_rows = requests_bench.count_calls(s3_server.endpoint_url, rows=700, append_rows=50)
+    counts = dict(results)
+    x_chunks = -(-700 // chunk_rows)
+    expected = {
+        # bucket HEAD; root zarr.json, .zgroup, .zarray, .zmetadata; the prefix is no object (HEAD,
+        # LIST) and holds nothing (two LISTs); the root's and the data_id's zarr.json (GET, PUT).
+        "open a new store (mode 'w')": Counter({"HEAD": 2, "GET": 5, "LIST": 3, "PUT": 2}),
+        # lock; no record yet: the stored rows (data_id and phase groups) committed first; the
+        # phase group and the name (GET, PUT, LIST); its metadata and chunks; the commit; unlock.
+        "add_data, new variable x (700 x 784 float32)": Counter(
+            {"PUT": 5 + x_chunks, "GET": 6, "LIST": 1, "DELETE": 1}
+        ),
+        "add_data, new variable y (700 int64)": Counter({"PUT": 4, "GET": 1, "LIST": 1, "DELETE": 1}),
+        # lock, record, the new shape, the last chunk read and written back, the commit, unlock.
+        "add_data, existing variable x (+50 rows)": Counter({"PUT": 4, "GET": 2, "DELETE": 1}),
+        "add_data, existing variable y (+50 rows)": Counter({"PUT": 4, "GET": 2, "DELETE": 1}),
+        # lock, record, each variable's and the data_id's metadata, the state written, unlock.
+        "compile": Counter({"PUT": 2, "GET": 4, "DELETE": 1}),
+        "get_metadata": Counter({"GET": 4}),
+        # bucket HEAD; the four root documents; the data_id's group.
+        "open an existing store (mode 'r')": Counter({"HEAD": 1, "GET": 5}),
+        "get_metadata (reader)": Counter({"GET": 4}),
+    }
+    assert {name: counts[name] for name in expected} == expected

@@ -178,6 +178,10 @@ class Backend(ABC):
     def data_ids(self) -> list[str]:
         """Sorted data_ids held by the backend."""
 
+    def has_data_id(self, data_id: str) -> bool:
+        """True when the backend holds ``data_id`` (a store may answer without listing them all)."""
+        return data_id in self.data_ids()
+
     @abstractmethod
     def create_data_id(self, data_id: str) -> None:
         """Create an empty data_id if it does not exist yet."""

@@ -41,6 +41,7 @@ from zarr.abc.store import Store
 from zarr.core.buffer import Buffer, default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.errors import UnstableSpecificationWarning, ZarrUserWarning
+from zarr.storage import MemoryStore, StorePath
 
 from storegate.backends.base import Backend, Checkpoint, Finding, OtherObject, VarInfo
 from storegate.backends.zarr_journal import CommittedView, Entry, Journal, committed_objects
@@ -55,7 +56,15 @@ from storegate.codecs import (
 )
 from storegate.errors import ConflictError, InvalidArgumentError, StorageError, StoreGateError, StoreGateWarning
 from storegate.indexing import Inner, Selection, clip_rows, inner_shape
-from storegate.locations import DEFAULT_REMOTE_CONCURRENCY, METADATA_KEYS, concurrency_scope, resolve_location
+from storegate.locations import (
+    DEFAULT_REMOTE_CONCURRENCY,
+    METADATA_KEYS,
+    concurrency_scope,
+    keys_under,
+    new_group,
+    put_documents,
+    resolve_location,
+)
 from storegate.locks import DEFAULT_LOCK_TIMEOUT, WriteLock, holding
 from storegate.names import check_data_id, dimension_names, parse_var_names
 from storegate.phases import PHASES
@@ -249,17 +258,12 @@ class ZarrBackend(Backend):
         # Raises NotFoundError (mode 'r', no store) or StorageError (unreachable).
         if self._mode != "w":
             return self._location.open_group(self._mode)
-        with self._every_write_lock():  # writers of the store finish first; the locks they wait on stay
-            return self._location.open_group("w", keep=f"{OWN_PREFIX}/locks")
+        # Writers of an existing store finish first; the locks they wait on stay.
+        return self._location.open_group("w", keep=f"{OWN_PREFIX}/locks", hold=self._every_write_lock)
 
     @contextlib.contextmanager
-    def _every_write_lock(self) -> Iterator[None]:
+    def _every_write_lock(self, root: zarr.Group) -> Iterator[None]:
         """Hold the write lock of every data_id of an existing store (mode 'w' replaces them all)."""
-        try:
-            root = self._location.open_group("r")
-        except StoreGateError:  # no store there (yet): nobody writes to it
-            yield
-            return
         with contextlib.ExitStack() as held:
             for name in _data_ids(root):
                 held.enter_context(holding(write_lock(root.store, name), self._lock_timeout, owner=self))
@@ -343,6 +347,18 @@ class ZarrBackend(Backend):
         return _data_ids(self._root)
 
     @_storage_call
+    def has_data_id(self, data_id: str) -> bool:
+        # docstring inherited: one read of the data_id's group metadata (data_ids() lists the
+        # root and reads every member's), which later calls use.
+        if (data_id,) in self._groups:
+            return True
+        node, _ = _try_node(self._root, data_id)
+        if not isinstance(node, zarr.Group) or _data_id_problem(data_id, node) is not None:
+            return False
+        self._groups[(data_id,)] = node
+        return True
+
+    @_storage_call
     def create_data_id(self, data_id: str) -> None:
         self._group(data_id, create=True)
 
@@ -363,6 +379,9 @@ class ZarrBackend(Backend):
 
     @_storage_call
     def var_names(self, data_id: str, phase: str) -> list[str]:
+        listed = self._committed_names(data_id, phase)
+        if listed is not None:  # one metadata read per variable, no listing (nor phase groups)
+            return sorted(v for v in listed if self._stored_array(data_id, phase, v, strict=False) is not None)
         group = self._group(data_id, phase)
         if group is None:
             return []
@@ -377,6 +396,19 @@ class ZarrBackend(Backend):
         # A variable another call is deleting right now: its metadata is in the journal.
         rewritten = {v for p, v in self._overlays.get(data_id, {}) if p == phase}
         return sorted(names | {v for v in rewritten - names if self._find_array(data_id, phase, v) is not None})
+
+    def _committed_names(self, data_id: str, phase: str) -> set[str] | None:
+        """The variables of a phase that readers may see, from the commit record (``None``: no
+        record, list the phase group): the committed ones, and those the running call writes."""
+        if data_id not in self._committed and not self._writing_here(data_id):
+            self._load_commit(data_id)
+        rows = self._committed.get(data_id)
+        if rows is None:
+            return None
+        names = set(rows.get(phase, {}))
+        if self._writing_here(data_id):  # the call writing them sees its own variables
+            names |= {v for p, v in self._touched.get(data_id, ()) if p == phase}
+        return names
 
     @_storage_call
     def other_objects(self, data_id: str | None = None) -> list[OtherObject]:
@@ -1172,22 +1204,33 @@ class ZarrBackend(Backend):
         encoding = self._encoding(chunks, np.dtype(dtype), compressors)  # refuses before anything is written
         group = self._group(data_id, phase, create=True)
         assert group is not None  # create=True always returns a group
-        self._check_free(group, data_id, phase, var)
+        empty = self._check_free(group, data_id, phase, var)
         # zarr v3 names the axes, so xarray.open_zarr can open a phase (v2 has no such field).
         dims = None if self.zarr_format == 2 else dimension_names(var, len(shape))
+        fill = np.zeros((), dtype=dtype)[()]
+        args: dict[str, Any] = {"shape": shape, "dtype": dtype, "chunks": chunks, "fill_value": fill}
+        args["dimension_names"] = dims
         with pipeline_scope(self._pipeline):
-            array = group.create_array(
-                var,
-                shape=shape,
-                dtype=dtype,
-                chunks=chunks,
-                fill_value=np.zeros((), dtype=dtype)[()],
-                overwrite=True,
-                dimension_names=dims,
-                **encoding,
-            )
+            if empty:
+                array = self._put_new_array(data_id, phase, var, {**args, **encoding})
+            else:  # a variable (or a failed write's chunks) to replace: zarr deletes it first
+                array = group.create_array(var, overwrite=True, **args, **encoding)
         self._arrays[(data_id, phase, var)] = array
         return array
+
+    def _put_new_array(self, data_id: str, phase: str, var: str, args: dict[str, Any]) -> zarr.Array[Any]:
+        """A new array where nothing is stored: its metadata written once, nothing read.
+
+        zarr's ``create_array`` deletes what is under the name, reads each parent group and
+        checks it again after writing (about 15 requests on S3); :meth:`_check_free` has
+        listed the name (nothing there) and the phase group is open. The metadata is the one
+        zarr makes for these arguments (built on an in-memory store).
+        """
+        template = zarr.create_array(store=MemoryStore(), zarr_format=self.zarr_format, **args)  # type: ignore[arg-type]
+        metadata = template.metadata
+        key = self._key(data_id, phase, var)
+        sync(put_documents(self._root.store, key, metadata.to_buffer_dict(default_buffer_prototype())))
+        return zarr.Array(zarr.AsyncArray(metadata=metadata, store_path=StorePath(self._root.store, key)))
 
     def _encoding(self, chunks: tuple[int, ...], dtype: np.dtype, compressors: Compressors) -> dict[str, Any]:
         """``create_array``'s codec arguments in the store's format (v2: one numcodecs compressor, no shards)."""
@@ -1195,25 +1238,33 @@ class ZarrBackend(Backend):
             return {"compressors": v2_compressor(compressors)}
         return {"compressors": compressors, "shards": self._shards(chunks, dtype)}
 
-    def _check_free(self, group: zarr.Group, data_id: str, phase: str, var: str) -> None:
-        """Refuse to create a variable over anything that is not a variable (``overwrite`` would delete it)."""
+    def _check_free(self, group: zarr.Group, data_id: str, phase: str, var: str) -> bool:
+        """Refuse to create a variable over anything that is not a variable (``overwrite`` would delete it).
+
+        True when nothing at all is stored under the name (one listing): the variable is
+        then written without zarr's overwrite, which deletes and probes first.
+        """
         if (data_id, phase, var) in self._arrays:
-            return  # a variable this backend opened: replacing it is what create means
+            return False  # a variable this backend opened: replacing it is what create means
+        keys = sync(keys_under(group.store, self._key(data_id, phase, var)))
+        if not keys:
+            return True
         node = _node(group, var)
         if isinstance(node, zarr.Array) and _variable_problem(var, node) is None:
-            return  # a variable: replacing it is what create means
+            return False  # a variable: replacing it is what create means
         where = f"var_name {var!r} in data_id {data_id!r}, phase {phase!r}"
         if node is not None:
             raise InvalidArgumentError(
                 f"{where} must not name an object storegate does not manage. Got a {_variable_problem(var, node)} "
                 f"there (another tool wrote it) at {self.location}. Choose another var_name, or remove it with zarr."
             )
-        foreign = [k for k in sync(_keys_under(group, var)) if not _CHUNK_KEY.fullmatch(k)]
+        foreign = [k for k in keys if not _CHUNK_KEY.fullmatch(k)]
         if foreign:
             raise InvalidArgumentError(
                 f"{where} must not name a folder of other files. Got {var}/ holding {sorted(foreign)[:5]} at "
                 f"{self.location} (not a zarr array). Choose another var_name, or move those files away."
             )
+        return False  # chunks a failed write left: zarr's overwrite deletes them
 
     def _check_layout(self, var: str, chunks: tuple[int, ...], dtype: np.dtype, from_chunk: bool) -> None:
         """Refuse, before the variable is created, a chunk of ``chunk`` rows past MAX_CHUNK_BYTES
@@ -1297,7 +1348,8 @@ class ZarrBackend(Backend):
         if not isinstance(found, zarr.Group):
             if not create:
                 return None
-            found = parent.require_group(path[-1])
+            # Nothing there (just read) and the parent is a group: one write, no reads.
+            found = new_group(self._root.store, self._key(*path), self.zarr_format)  # type: ignore[arg-type]
         self._groups[path] = found
         return found
 
@@ -1318,7 +1370,13 @@ class ZarrBackend(Backend):
             return array
         return None
 
-    def _stored_array(self, data_id: str, phase: str, var: str) -> zarr.Array[Any] | None:
+    def _stored_array(self, data_id: str, phase: str, var: str, strict: bool = True) -> zarr.Array[Any] | None:
+        """The array as stored (``None``: absent, or not a variable).
+
+        One read of its metadata by its path (not of the data_id and phase groups first).
+        ``strict``: metadata zarr cannot read raises StoreGateError; else it is no variable
+        (as a listing of the phase skips it).
+        """
         key = (data_id, phase, var)
         array = self._arrays.get(key)
         if array is None:
@@ -1329,9 +1387,10 @@ class ZarrBackend(Backend):
             with self._io(), pipeline_scope(self._pipeline):  # zarr picks the pipeline when opening
                 if entry is not None:  # another call rewrites it in place: read it as committed
                     found = self._committed_array(self._key(data_id, phase, var), entry)
+                elif strict:
+                    found = _node(self._root, f"{data_id}/{phase}/{var}")
                 else:
-                    group = self._group(data_id, phase)
-                    found = None if group is None else _node(group, var)
+                    found, _ = _try_node(self._root, f"{data_id}/{phase}/{var}")
             if not isinstance(found, zarr.Array) or _variable_problem(var, found) is not None:
                 return None  # absent, or an object another tool wrote: never a variable
             array = self._arrays[key] = found
@@ -1499,13 +1558,6 @@ async def _child_names(group: zarr.Group) -> list[str]:
     store_path = group.store_path
     prefix = store_path.path.rstrip("/")
     return sorted({name.split("/")[0] async for name in store_path.store.list_dir(prefix)} - METADATA_KEYS - {""})
-
-
-async def _keys_under(group: zarr.Group, name: str) -> list[str]:
-    """Every key stored under ``<group>/<name>/``, relative to it."""
-    store_path = group.store_path
-    prefix = "/".join(p for p in (store_path.path.rstrip("/"), name) if p) + "/"
-    return [key.removeprefix(prefix) async for key in store_path.store.list_prefix(prefix)]
 
 
 def _remote_errors() -> tuple[type[BaseException], ...]:
