@@ -13,7 +13,7 @@ import zarr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from storegate import InvalidArgumentError, StoreGate, StoreGateError
+from storegate import InvalidArgumentError, NotFoundError, StoreGate, StoreGateError
 from storegate.backends.zarr_backend import (
     DEFAULT_CHUNK_BYTES,
     MAX_CHUNK_BYTES,
@@ -427,3 +427,69 @@ def test_too_many_chunks_per_shard_are_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "b" / "d" / "train" / "x").exists()
     sg.add_data("y", np.zeros((10, 4), "f4"))  # 16-byte chunks: exactly 65536 a shard
     assert _layout(tmp_path / "b", "y") == ([1, 4], [65536, 4])
+
+
+# --- fewer requests (issue 12, item 4): the shortcuts give the same answers --------------------------
+
+
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
+def place(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[dict[str, Any], Any]:
+    """backend_args of a new store, and a function writing raw bytes at a key inside it."""
+    if request.param == "local":
+
+        def put_local(key: str, data: bytes) -> None:
+            (tmp_path / key).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / key).write_bytes(data)
+
+        return {"output_dir": str(tmp_path)}, put_local
+    server, bucket = request.getfixturevalue("s3_server"), request.getfixturevalue("s3_bucket")
+    import s3fs
+
+    fs = s3fs.S3FileSystem(**server.storage_options)
+
+    def put_s3(key: str, data: bytes) -> None:
+        fs.pipe(f"{bucket}/store/{key}", data)
+
+    return {"output_dir": f"s3://{bucket}/store", "storage_options": server.storage_options}, put_s3
+
+
+def test_a_new_variable_over_chunks_a_failed_write_left_holds_only_its_own_rows(
+    place: tuple[dict[str, Any], Any],
+) -> None:
+    args, put = place
+    sg = StoreGate("zarr", {**args, "chunk": 4}, data_id="d")
+    sg.add_data("x", np.arange(8))
+    put("d/train/v/c/1", b"not a chunk")  # what a killed write of another 'v' left: chunks, no metadata
+    sg.create_empty("v", (8,))
+    np.testing.assert_array_equal(sg.get_data("v"), np.zeros(8, dtype=np.float64))
+    sg.add_data("w", np.arange(8))  # nothing under the name: the metadata is written once
+    np.testing.assert_array_equal(sg.get_data("w"), np.arange(8))
+    again = StoreGate("zarr", {**args, "mode": "r"}, data_id="d")
+    assert again.get_var_names() == ["v", "w", "x"]
+    assert again.get_metadata()["sizes"]["train"] == 8
+
+
+def test_variables_come_from_the_commit_record_as_a_listing_gave_them(place: tuple[dict[str, Any], Any]) -> None:
+    args, put = place
+    sg = StoreGate("zarr", args, data_id="d")
+    sg.add_data(["x", "y", "z"], [np.arange(6), np.arange(6), np.arange(6)], phase=(0.5, 0.5, 0.0))
+    put("d/train/y/zarr.json", b"{not json")  # a committed variable zarr can no longer read: skipped
+    put("d/train/q/zarr.json", b"{}")  # another tool's object the record does not list
+    sg.refresh()  # a handle keeps the metadata it read until another commit or a refresh
+    reader = StoreGate("zarr", {**args, "mode": "r"}, data_id="d")
+    for gate in (sg, reader):
+        assert gate.get_var_names("train") == ["x", "z"]
+        assert gate.get_var_names("valid") == ["x", "y", "z"]
+        assert gate.get_var_names("test") == []
+        assert gate.get_metadata()["sizes"] == {"train": 3, "valid": 3, "test": 0, "all": 6}
+
+
+def test_a_read_only_open_finds_its_data_id_with_one_read(place: tuple[dict[str, Any], Any]) -> None:
+    args, _ = place
+    StoreGate("zarr", args, data_id="d").add_data("x", np.arange(3))
+    root = zarr.open_group(args["output_dir"], storage_options=args.get("storage_options"), use_consolidated=False)
+    root.create_array("arr", shape=(2,), dtype="u1")  # another tool's array: no data_id
+    assert StoreGate("zarr", {**args, "mode": "r"}, data_id="d").get_data("x").tolist() == [0, 1, 2]
+    for absent in ("e", "arr"):
+        with pytest.raises(NotFoundError, match=rf"data_id '{absent}' does not exist .* Stored data_ids: \['d'\]"):
+            StoreGate("zarr", {**args, "mode": "r"}, data_id=absent)

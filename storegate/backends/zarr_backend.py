@@ -381,6 +381,7 @@ class ZarrBackend(Backend):
     def var_names(self, data_id: str, phase: str) -> list[str]:
         listed = self._committed_names(data_id, phase)
         if listed is not None:  # one metadata read per variable, no listing (nor phase groups)
+            self._open_arrays(data_id, phase, sorted(listed))
             return sorted(v for v in listed if self._stored_array(data_id, phase, v, strict=False) is not None)
         group = self._group(data_id, phase)
         if group is None:
@@ -396,6 +397,19 @@ class ZarrBackend(Backend):
         # A variable another call is deleting right now: its metadata is in the journal.
         rewritten = {v for p, v in self._overlays.get(data_id, {}) if p == phase}
         return sorted(names | {v for v in rewritten - names if self._find_array(data_id, phase, v) is not None})
+
+    def _open_arrays(self, data_id: str, phase: str, names: list[str]) -> None:
+        """Read the metadata of the variables not opened yet all at once (get_metadata and
+        compile refresh, then open every variable: one read each, at the same time)."""
+        overlay = self._overlays.get(data_id, {})
+        wanted = [v for v in names if (data_id, phase, v) not in self._arrays and (phase, v) not in overlay]
+        if len(wanted) < 2:
+            return  # _stored_array opens it
+        with self._io(), pipeline_scope(self._pipeline):  # zarr picks the pipeline when opening
+            found = sync(_get_nodes(self._root, [f"{data_id}/{phase}/{v}" for v in wanted]))
+        for var, node in zip(wanted, found, strict=True):
+            if isinstance(node, zarr.Array) and _variable_problem(var, node) is None:
+                self._arrays[(data_id, phase, var)] = node
 
     def _committed_names(self, data_id: str, phase: str) -> set[str] | None:
         """The variables of a phase that readers may see, from the commit record (``None``: no
@@ -1558,6 +1572,25 @@ async def _child_names(group: zarr.Group) -> list[str]:
     store_path = group.store_path
     prefix = store_path.path.rstrip("/")
     return sorted({name.split("/")[0] async for name in store_path.store.list_dir(prefix)} - METADATA_KEYS - {""})
+
+
+async def _get_nodes(root: zarr.Group, paths: list[str]) -> list[Node | None]:
+    """The nodes at ``paths`` below ``root``, read a bounded number at a time; ``None`` for a
+    path where there is none or whose metadata zarr cannot read (:func:`_node` says why later)."""
+    group = zarr.AsyncGroup(metadata=root.metadata, store_path=root.store_path)
+    limit = asyncio.Semaphore(int(zarr.config.get("async.concurrency")))
+
+    async def get(path: str) -> Node | None:
+        async with limit:
+            try:
+                node = await group.getitem(path)
+            except _IO_ERRORS:
+                raise
+            except Exception:  # absent (KeyError), or metadata zarr cannot read
+                return None
+        return zarr.Array(node) if isinstance(node, zarr.AsyncArray) else zarr.Group(node)
+
+    return list(await asyncio.gather(*(get(p) for p in paths)))
 
 
 def _remote_errors() -> tuple[type[BaseException], ...]:
