@@ -17,13 +17,16 @@ plus an int64 label, StoreGate's default chunking (about 1 MiB per chunk):
   handle) and warm (the same call again).
 
 Issue 12, item 4 (fewer S3 requests) compares these counts with the 'before' ones that the
-report quotes.
+report quotes. :func:`time_small_calls` times the calls whose cost is their fixed requests
+(a small append, a small new variable, get_metadata, opening a store): the median of
+``REPEATS`` calls each.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import statistics
 import sys
 import time
 from collections import Counter
@@ -37,6 +40,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 ROWS = 20_000
 APPEND_ROWS = 1_000
+REPEATS = 30
 N_FEATURES = 784
 BUCKET = "bench-requests"
 DATA_ID = "d"
@@ -133,6 +137,40 @@ def count_calls(
     return out, sg.backend_object.info(DATA_ID, "train", "x").chunk_rows
 
 
+def time_small_calls(endpoint: str, repeats: int = REPEATS) -> dict[str, float]:
+    """Median wall seconds of calls whose cost is their fixed requests (a chunk or two of data).
+
+    On a store of one int64 variable of 100 rows: an add_data of 10 rows to it, an add_data
+    of a new 100-row variable beside it, get_metadata, and opening the store (mode 'r').
+    """
+    import s3fs
+
+    from storegate import StoreGate
+
+    options: dict[str, Any] = {"key": "bench", "secret": "bench", "client_kwargs": {"endpoint_url": endpoint}}
+    fs = s3fs.S3FileSystem(**options)
+    if not fs.exists(BUCKET):
+        fs.mkdir(BUCKET)
+    args = {"output_dir": f"s3://{BUCKET}/timing-{time.time_ns()}", "storage_options": options}
+    sg = StoreGate("zarr", {**args, "mode": "w"}, data_id=DATA_ID)
+    sg.add_data("y", np.arange(100), "train")
+    calls: dict[str, Callable[[int], Any]] = {
+        "add_data, existing variable (+10 int64 rows)": lambda i: sg.add_data("y", np.arange(10), "train"),
+        "add_data, new variable (100 int64 rows)": lambda i: sg.add_data(f"z{i}", np.arange(100), "train"),
+        "get_metadata": lambda i: sg.get_metadata(),
+        "open an existing store (mode 'r')": lambda i: StoreGate("zarr", {**args, "mode": "r"}, DATA_ID),
+    }
+    medians = {}
+    for name, call in calls.items():
+        seconds = []
+        for i in range(repeats):
+            start = time.perf_counter()
+            call(i)
+            seconds.append(time.perf_counter() - start)
+        medians[name] = statistics.median(seconds)
+    return medians
+
+
 def format_table(results: list[tuple[str, Counter[str]]]) -> str:
     """A Markdown table: one row per call, one column per request kind, and the total."""
     header = "| call | " + " | ".join(KINDS) + " | total |\n|---|" + "---:|" * (len(KINDS) + 1) + "\n"
@@ -140,8 +178,10 @@ def format_table(results: list[tuple[str, Counter[str]]]) -> str:
     return header + "\n".join(lines)
 
 
-def report(results: list[tuple[str, Counter[str]]], rows: int, chunk_rows: int | None) -> str:
-    """The Markdown section for RESULTS.md."""
+def report(
+    results: list[tuple[str, Counter[str]]], rows: int, chunk_rows: int | None, times: dict[str, float] | None = None
+) -> str:
+    """The Markdown section for RESULTS.md (``times``: :func:`time_small_calls`)."""
     chunks = f" ({chunk_rows} rows per chunk: x is {-(-rows // chunk_rows)} chunks)" if chunk_rows else ""
     return (
         "## S3 requests per call (moto server in its own process)\n\n"
@@ -150,8 +190,22 @@ def report(results: list[tuple[str, Counter[str]]], rows: int, chunk_rows: int |
         f"{N_FEATURES} float32 plus an int64 label, default chunking{chunks}, default S3 settings. "
         "Before issue 12, item 4 (s3fs's HEAD before every object read, and lookups of absent arrays) these "
         "counts were: open new 42, add new x 109, add new y 28, add existing x 12 / y 9, compile 22, "
-        "get_metadata 19, open existing 16, whole phase cold 136 / warm 130, one row cold 12 / warm 6.\n\n"
+        "get_metadata 19, open existing 16, whole phase cold 136 / warm 130, one row cold 12 / warm 6. After its "
+        "first round (no HEAD before reads): open new 28, add new x 93, add new y 21, add existing x 10 / y 7, "
+        "compile 13, get_metadata 10, open existing 9, whole phase cold 68 / warm 65, one row cold 6 / warm 3.\n\n"
         + format_table(results)
+        + format_times(times or {})
+    )
+
+
+def format_times(times: dict[str, float]) -> str:
+    """The medians of :func:`time_small_calls` as a Markdown table ('' when none)."""
+    if not times:
+        return ""
+    lines = "\n".join(f"| {name} | {seconds * 1000:.1f} |" for name, seconds in times.items())
+    return (
+        f"\n\nWall time of calls that write or read a chunk or two (median of {REPEATS}; a store of one "
+        "100-row int64 variable):\n\n| call | ms |\n|---|---:|\n" + lines
     )
 
 
@@ -163,7 +217,8 @@ def main(rows: int = ROWS) -> str:
     os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
     with moto_process() as endpoint:
         results, chunk_rows = count_calls(endpoint, rows)
-    return report(results, rows, chunk_rows)
+        times = time_small_calls(endpoint)
+    return report(results, rows, chunk_rows, times)
 
 
 if __name__ == "__main__":

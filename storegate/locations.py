@@ -268,6 +268,8 @@ class Location:
             raise self._no_store()
         self._check_root(root, mode)
         zarr_format: Literal[2, 3] = 2 if root.formats == (2,) else 3  # a new store is v3
+        if not root.formats:  # mode 'a' at a new location: the root's zarr.json, one write
+            return new_group(store, "", 3)
         found = _root_group(store, root)  # the zarr.json inspect_root read: no second read
         if found is not None:
             return found

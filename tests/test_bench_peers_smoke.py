@@ -184,3 +184,14 @@ def test_writes_and_opens_send_only_what_the_data_need(requests_bench: ModuleTyp
         "get_metadata (reader)": Counter({"GET": 4}),
     }
     assert {name: counts[name] for name in expected} == expected
+
+
+@pytest.mark.s3
+@pytest.mark.timeout(120)
+def test_small_calls_are_timed(requests_bench: ModuleType, s3_server: object) -> None:
+    times = requests_bench.time_small_calls(s3_server.endpoint_url, repeats=2)
+    assert len(times) == 4
+    assert all(seconds > 0 for seconds in times.values())
+    table = requests_bench.format_times(times)
+    assert "| add_data, existing variable (+10 int64 rows) |" in table
+    assert requests_bench.format_times({}) == ""
