@@ -154,6 +154,18 @@ def test_set_epoch_and_seed_change_the_order() -> None:
     assert tuple(ChunkShuffleSampler(dataset, seed=6)) not in orders | {tuple(ChunkShuffleSampler(dataset, seed=5))}
 
 
+def test_a_long_epoch_is_given_as_python_ints_in_its_order() -> None:
+    """The epoch is converted to Python ints a slice at a time (a whole-epoch list would hold
+    about 40 bytes per row while the epoch runs); the order is the same across slices."""
+    dataset = Rows([1000] * 150)  # 150,000 rows: more than one slice
+    sampler = ChunkShuffleSampler(dataset, seed=2, num_replicas=2, rank=1)
+    rows = iter(sampler)
+    assert not isinstance(rows, list)
+    got = list(rows)
+    assert all(type(r) is int for r in got[:5] + got[-5:])
+    assert got == sampler.epoch_order()[75_000:].tolist()
+
+
 def test_chunk_rows_overrides_the_dataset_layout() -> None:
     sampler = ChunkShuffleSampler(list(range(95)), seed=1, chunk_rows=10, window=1)
     chunks = _chunk_of(np.append(np.arange(0, 95, 10), 95), list(sampler))
