@@ -10,9 +10,10 @@ shrink much, plus an int64 label that is the row index), block by block through
 (``chunk_cache_bytes``), each in a fresh subprocess. A thread samples the resident set
 (VmRSS, with its anonymous / file / shared-memory parts) of the main process and of each
 worker every 20 ms, and bench_loader's PeakPss the summed PSS. The fixed overhead is the
-main process's RSS once everything is imported and the dataset and loader are built, just
-before the epoch starts (the workers fork from that state); the growth of a process is
-its peak RSS minus that overhead, which should stay within the cache bound plus a small
+main process's RSS once everything is imported, the dataset and loader are built and one
+just before the epoch starts (the workers fork from that state); the growth of a process is
+its peak anonymous memory minus the overhead's, which should stay within the cache bound,
+the epoch order's memory (it grows with the rows: see :func:`epoch_order_mb`) and a small
 working allowance (one batch being read: ``window`` chunks of each variable, their
 compressed bytes, the batch and the prefetched batches, and the allocator's slack). The
 peak over the first quarter of the epoch beside the peak over the whole epoch shows whether
@@ -45,6 +46,7 @@ import sys
 import tempfile
 import threading
 import time
+import tracemalloc
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -257,6 +259,7 @@ class ScaleMeasurement:
     quarter_worker: dict[str, float]
     worker_maxrss_mb: float  # RUSAGE_CHILDREN: the exact peak RSS of the largest worker
     peak_pss_total_mb: float
+    order_mb: float = 0.0  # the peak memory of computing one epoch's order (see epoch_order_mb)
 
     @property
     def samples_per_s(self) -> float:
@@ -290,8 +293,9 @@ class ScaleMeasurement:
 
     @property
     def limit_mb(self) -> float:
-        """The RSS no process may pass: the fixed overhead, the cache bound and the working allowance."""
-        return self.overhead["VmRSS"] + self.bound_mb + WORKING_ALLOWANCE_MB
+        """The RSS no process may pass: the fixed overhead, the epoch order, the cache bound and the working
+        allowance."""
+        return self.overhead["VmRSS"] + self.order_mb + self.bound_mb + WORKING_ALLOWANCE_MB
 
     @property
     def within(self) -> bool:
@@ -351,6 +355,7 @@ def measure_epoch(url: str, n_rows: int, num_workers: int, cache_bytes: int) -> 
     """One checked epoch of the store at ``url`` in this process, with its memory; raises on a lost or repeated row."""
     loader = make_loader(url, num_workers, cache_bytes)
     labels = np.full(n_rows, -1, dtype=np.int64)  # the benchmark's own record: in the overhead, not the growth
+    order_mb = epoch_order_mb(loader.sampler.sampler)
     gc.collect()
     overhead = status_kb(os.getpid())
     with PeakPss(SAMPLE_EVERY) as pss, RssPeaks() as rss:
@@ -372,7 +377,26 @@ def measure_epoch(url: str, n_rows: int, num_workers: int, cache_bytes: int) -> 
         quarter_worker=_mb(quarter_worker),
         worker_maxrss_mb=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 if num_workers else 0.0,
         peak_pss_total_mb=pss.peak_mb,
+        order_mb=order_mb,
     )
+
+
+def epoch_order_mb(sampler: Any) -> float:
+    """The peak memory (MiB) of computing one epoch's order: the sampler's permutation of the rows.
+
+    Measured with tracemalloc (numpy reports its buffers to it), so the figure does not depend
+    on what the allocator keeps: an int64 per row for the order itself and about 4x that in
+    numpy temporaries while it is computed. glibc keeps those temporaries in its heap once freed
+    (its mmap threshold rises to their size after the first epoch), so they stay resident.
+    This is the part of the main process's memory that grows with the rows, not with the bytes
+    of data or the cache bound.
+    """
+    tracemalloc.start()
+    try:
+        sampler.epoch_order()
+        return tracemalloc.get_traced_memory()[1] / 2**20
+    finally:
+        tracemalloc.stop()
 
 
 def measure_in_subprocess(url: str, n_rows: int, num_workers: int, cache_bytes: int) -> ScaleMeasurement:
@@ -513,9 +537,10 @@ def run_ddp(n_rows: int = DDP_ROWS, rounds: int = 3) -> tuple[list[DdpMeasuremen
 def scale_table(results: list[ScaleMeasurement]) -> str:
     """The Markdown table of the bounded-memory epochs (MiB)."""
     header = (
-        "| workers | chunk cache | rows/s | fixed overhead: RSS (anon) | peak RSS main | peak RSS per worker (maxrss) "
+        "| workers | chunk cache | rows/s | fixed overhead: RSS (anon) | epoch order | peak RSS main "
+        "| peak RSS per worker (maxrss) "
         "| reader's anon growth: 1/4 epoch, whole epoch | peak PSS, all | limit on RSS | within |\n"
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n"
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n"
     )
     lines = []
     for r in results:
@@ -524,7 +549,7 @@ def scale_table(results: list[ScaleMeasurement]) -> str:
             worker = f"{r.peak_worker['VmRSS']:,.0f} ({r.worker_maxrss_mb:,.0f})"
         lines.append(
             f"| {r.num_workers} | {r.cache_bytes >> 20} MiB | {r.samples_per_s:,.0f} "
-            f"| {o['VmRSS']:,.0f} ({o['RssAnon']:,.0f}) | {r.peak_main['VmRSS']:,.0f} | {worker} "
+            f"| {o['VmRSS']:,.0f} ({o['RssAnon']:,.0f}) | {r.order_mb:,.0f} | {r.peak_main['VmRSS']:,.0f} | {worker} "
             f"| {r.quarter_growth_mb:,.0f}, {r.growth_mb:,.0f} | {r.peak_pss_total_mb:,.0f} | {r.limit_mb:,.0f} "
             f"| {'yes' if r.within else 'NO'} |"
         )
@@ -609,10 +634,15 @@ def report(
         "`DataLoader(batch_size=None)`, workers started with 'fork'. Every row arrived exactly once with its "
         "own features. Memory in MiB, sampled from /proc every 20 ms. The fixed overhead is the main process's "
         "RSS (its anonymous part in brackets) with everything imported and the dataset and loader built, just "
-        "before the epoch; workers fork from that state. The reader is the main process without workers, the "
+        "before the epoch; workers fork from that state. The epoch order (the sampler's permutation, made in "
+        "the main process at the start of each epoch) is the one part that grows with the rows, not with the "
+        f"bytes of data or the cache: an int64 per row ({data.rows * 8 / 2**20:,.0f} MiB here) held during the "
+        "epoch, and about 4x that in numpy temporaries while it is computed, which glibc keeps in its heap "
+        "once freed (its mmap threshold rises to their size); 'epoch order' is the peak of computing it, "
+        "measured with tracemalloc. The reader is the main process without workers, the "
         "largest worker with them; its growth is its peak anonymous memory minus the overhead's (a forked "
         "worker maps the libraries' file pages again only as it runs them, so whole-RSS differences would "
-        "understate a worker's growth). Limit on RSS: fixed overhead + cache bound + "
+        "understate a worker's growth). Limit on RSS: fixed overhead + epoch order + cache bound + "
         f"{WORKING_ALLOWANCE_MB:.0f} MiB of working memory for the batch being read; 'within' when every "
         "process's peak RSS (and the workers' exact maxrss, RUSAGE_CHILDREN) stays under it. The OS page cache "
         "holding the store's files is no process's RSS. Peak PSS sums the main process and its workers "
