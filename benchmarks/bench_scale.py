@@ -71,6 +71,13 @@ MIN_DISK_BYTES = 4 * 10**9  # the store must hold at least this much on disk (is
 BLOCK_ROWS = 4_096  # rows generated (and handed to the writer) at a time: 12.8 MB
 CACHE_BOUNDS = (64 << 20, 256 << 20)  # chunk_cache_bytes tried: the default, and 4x it
 WORKERS = (0, 2)
+#: Short names of FORMS, for the table.
+FORM_NAMES = {"loader": "StoreGateDataLoader", "batches": "DataLoader + BatchSampler"}
+#: The loaders measured: the one call, and the DataLoader arguments it stands for.
+FORMS = {
+    "loader": "StoreGateDataLoader(dataset, 256, shuffle=True)",
+    "batches": "DataLoader(dataset, sampler=BatchSampler(ChunkShuffleSampler(dataset), 256), batch_size=None)",
+}
 #: Memory a process may use beyond its chunk cache while it reads a batch (see the module docstring).
 WORKING_ALLOWANCE_MB = 64.0  # MiB
 CHECKED_ROWS = 8  # rows of each batch whose every feature is compared with regenerated values
@@ -260,6 +267,7 @@ class ScaleMeasurement:
     worker_maxrss_mb: float  # RUSAGE_CHILDREN: the exact peak RSS of the largest worker
     peak_pss_total_mb: float
     order_mb: float = 0.0  # the peak memory of computing one epoch's order (see epoch_order_mb)
+    form: str = "loader"  # one of FORMS
 
     @property
     def samples_per_s(self) -> float:
@@ -305,25 +313,40 @@ class ScaleMeasurement:
 
 
 def make_loader(
-    url: str, num_workers: int, cache_bytes: int, storage_options: dict[str, Any] | None = None, **sampler_args: Any
+    url: str,
+    num_workers: int,
+    cache_bytes: int,
+    storage_options: dict[str, Any] | None = None,
+    form: str = "loader",
+    **sampler_args: Any,
 ) -> Any:
-    """Whole batches of the store at ``url`` (``BatchSampler`` over ``ChunkShuffleSampler``,
-    ``batch_size=None``); ``sampler_args`` go to the sampler (``num_replicas``, ``rank``)."""
+    """Whole batches of the store at ``url`` in a chunk-aware shuffled order, in one of :data:`FORMS`;
+    ``sampler_args`` go to the sampler (``num_replicas``, ``rank``)."""
     from torch.utils.data import BatchSampler, DataLoader
 
     from storegate import StoreGate
-    from storegate.torch import ChunkShuffleSampler, StoreGateDataset
+    from storegate.torch import ChunkShuffleSampler, StoreGateDataLoader, StoreGateDataset
+
+    if form not in FORMS:
+        raise ValueError(f"form must be one of {FORMS}. Got {form!r} instead.")
 
     args: dict[str, Any] = {"output_dir": url, "mode": "r"}
     if storage_options:
         args["storage_options"] = storage_options
     sg = StoreGate(backend="zarr", backend_args=args, data_id=DATA_ID)
     dataset = StoreGateDataset(sg, PHASE, input_var_names="x", true_var_names="y", chunk_cache_bytes=cache_bytes)
-    sampler = BatchSampler(ChunkShuffleSampler(dataset, seed=SEED, **sampler_args), BATCH_SIZE, drop_last=False)
     options: dict[str, Any] = {"num_workers": num_workers}
     if num_workers:
         options["multiprocessing_context"] = "fork"  # local files: fork is safe and cheapest
+    if form == "loader":
+        return StoreGateDataLoader(dataset, BATCH_SIZE, shuffle=True, seed=SEED, **sampler_args, **options)
+    sampler = BatchSampler(ChunkShuffleSampler(dataset, seed=SEED, **sampler_args), BATCH_SIZE, drop_last=False)
     return DataLoader(dataset, sampler=sampler, batch_size=None, **options)
+
+
+def chunk_sampler(loader: Any) -> Any:
+    """The ChunkShuffleSampler behind a loader of :func:`make_loader`."""
+    return loader.chunk_sampler if hasattr(loader, "chunk_sampler") else loader.sampler.sampler
 
 
 def run_epoch(
@@ -351,11 +374,11 @@ def run_epoch(
     return seen[:filled], time.perf_counter() - start
 
 
-def measure_epoch(url: str, n_rows: int, num_workers: int, cache_bytes: int) -> ScaleMeasurement:
+def measure_epoch(url: str, n_rows: int, num_workers: int, cache_bytes: int, form: str = "loader") -> ScaleMeasurement:
     """One checked epoch of the store at ``url`` in this process, with its memory; raises on a lost or repeated row."""
-    loader = make_loader(url, num_workers, cache_bytes)
+    loader = make_loader(url, num_workers, cache_bytes, form=form)
     labels = np.full(n_rows, -1, dtype=np.int64)  # the benchmark's own record: in the overhead, not the growth
-    order_mb = epoch_order_mb(loader.sampler.sampler)
+    order_mb = epoch_order_mb(chunk_sampler(loader))
     gc.collect()
     overhead = status_kb(os.getpid())
     with PeakPss(SAMPLE_EVERY) as pss, RssPeaks() as rss:
@@ -363,7 +386,7 @@ def measure_epoch(url: str, n_rows: int, num_workers: int, cache_bytes: int) -> 
         del loader  # joins the workers while they are still sampled
     problem = exactly_once(seen, n_rows)
     if problem:
-        raise RuntimeError(f"{num_workers} workers, cache {cache_bytes >> 20} MiB: {problem}")
+        raise RuntimeError(f"{FORMS[form]}, {num_workers} workers, cache {cache_bytes >> 20} MiB: {problem}")
     quarter_main, quarter_worker = rss.marked or ({}, {})
     return ScaleMeasurement(
         num_workers=num_workers,
@@ -378,6 +401,7 @@ def measure_epoch(url: str, n_rows: int, num_workers: int, cache_bytes: int) -> 
         worker_maxrss_mb=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 if num_workers else 0.0,
         peak_pss_total_mb=pss.peak_mb,
         order_mb=order_mb,
+        form=form,
     )
 
 
@@ -399,10 +423,13 @@ def epoch_order_mb(sampler: Any) -> float:
         tracemalloc.stop()
 
 
-def measure_in_subprocess(url: str, n_rows: int, num_workers: int, cache_bytes: int) -> ScaleMeasurement:
+def measure_in_subprocess(
+    url: str, n_rows: int, num_workers: int, cache_bytes: int, form: str = "loader"
+) -> ScaleMeasurement:
     """:func:`measure_epoch` in a fresh interpreter (its memory is its own); fails loudly."""
-    request = {"epoch": {"url": url, "n_rows": n_rows, "num_workers": num_workers, "cache_bytes": cache_bytes}}
-    what = f"bench_scale epoch with {num_workers} workers and a {cache_bytes >> 20} MiB cache"
+    epoch = {"url": url, "n_rows": n_rows, "num_workers": num_workers, "cache_bytes": cache_bytes, "form": form}
+    what = f"bench_scale epoch of {FORMS[form]} with {num_workers} workers and a {cache_bytes >> 20} MiB cache"
+    request = {"epoch": epoch}
     return ScaleMeasurement(**run_measurement(Path(__file__), request, RESULT_MARK, RUN_TIMEOUT, what))
 
 
@@ -435,7 +462,8 @@ def rank_main(rank: int, world: int, port: int, url: str, n_rows: int, storage_o
         "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world, timeout=timedelta(seconds=600)
     )
     try:
-        loader = make_loader(url, 0, 64 << 20, num_replicas=world, rank=rank, storage_options=storage_options)
+        options = {"num_replicas": world, "rank": rank, "storage_options": storage_options}
+        loader = make_loader(url, 0, 64 << 20, form="batches", **options)
         dist.barrier()
         start = time.perf_counter()
         seen, seconds = run_epoch(loader, -(-n_rows // world))
@@ -537,10 +565,10 @@ def run_ddp(n_rows: int = DDP_ROWS, rounds: int = 3) -> tuple[list[DdpMeasuremen
 def scale_table(results: list[ScaleMeasurement]) -> str:
     """The Markdown table of the bounded-memory epochs (MiB)."""
     header = (
-        "| workers | chunk cache | rows/s | fixed overhead: RSS (anon) | epoch order | peak RSS main "
+        "| loader | workers | chunk cache | rows/s | fixed overhead: RSS (anon) | epoch order | peak RSS main "
         "| peak RSS per worker (maxrss) "
         "| reader's anon growth: 1/4 epoch, whole epoch | peak PSS, all | limit on RSS | within |\n"
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n"
     )
     lines = []
     for r in results:
@@ -548,7 +576,7 @@ def scale_table(results: list[ScaleMeasurement]) -> str:
         if r.num_workers:
             worker = f"{r.peak_worker['VmRSS']:,.0f} ({r.worker_maxrss_mb:,.0f})"
         lines.append(
-            f"| {r.num_workers} | {r.cache_bytes >> 20} MiB | {r.samples_per_s:,.0f} "
+            f"| {FORM_NAMES[r.form]} | {r.num_workers} | {r.cache_bytes >> 20} MiB | {r.samples_per_s:,.0f} "
             f"| {o['VmRSS']:,.0f} ({o['RssAnon']:,.0f}) | {r.order_mb:,.0f} | {r.peak_main['VmRSS']:,.0f} | {worker} "
             f"| {r.quarter_growth_mb:,.0f}, {r.growth_mb:,.0f} | {r.peak_pss_total_mb:,.0f} | {r.limit_mb:,.0f} "
             f"| {'yes' if r.within else 'NO'} |"
@@ -561,19 +589,20 @@ def parts_note(results: list[ScaleMeasurement]) -> str:
     notes = []
     for r in results:
         text = ", ".join(f"{k.removeprefix('Rss').lower()} {r.reader.get(k, 0):,.0f}" for k in STATUS_FIELDS[1:])
-        notes.append(f"{r.num_workers} workers / {r.cache_bytes >> 20} MiB: {text}")
+        notes.append(f"{FORM_NAMES[r.form]}, {r.num_workers} workers, {r.cache_bytes >> 20} MiB: {text}")
     return "Peaks of the reader's resident set by kind (MiB): " + "; ".join(notes) + "."
 
 
 def growth_note(results: list[ScaleMeasurement]) -> str:
-    """How the growth followed the cache bound (the same worker count, two bounds)."""
+    """How the growth followed the cache bound (the same loader and worker count, two bounds)."""
     lines = []
-    for w in WORKERS:
-        runs = sorted((r for r in results if r.num_workers == w), key=lambda r: r.cache_bytes)
+    for form, w in [(f, w) for f in FORMS for w in WORKERS]:
+        runs = sorted((r for r in results if (r.form, r.num_workers) == (form, w)), key=lambda r: r.cache_bytes)
         if len(runs) == 2:
             low, high = runs
             lines.append(
-                f"With {w} workers the reader's growth went from {low.growth_mb:,.0f} to {high.growth_mb:,.0f} MiB "
+                f"{FORM_NAMES[form]}, {w} workers: the reader's growth went from {low.growth_mb:,.0f} to "
+                f"{high.growth_mb:,.0f} MiB "
                 f"when the bound went from {low.bound_mb:,.0f} to {high.bound_mb:,.0f} MiB "
                 f"({high.growth_mb - low.growth_mb:+,.0f} MiB for {high.bound_mb - low.bound_mb:+,.0f} MiB)."
             )
@@ -629,10 +658,10 @@ def report(
         f"{data.disk_bytes / 1e9:.2f} GB on local disk (zstd, the default codec; {data.chunk_rows} rows per chunk), "
         f"{data.memory_bytes / 1e9:.2f} GB decoded, {data.memory_bytes / largest:.0f}x the largest cache bound "
         f"tried; written block by block through `StoreGate.writer` in {data.write_seconds:.0f} s and removed after "
-        "the runs. One shuffled epoch per row of the table, each in a fresh subprocess: "
-        "`StoreGateDataset(chunk_cache_bytes=...)` + `BatchSampler(ChunkShuffleSampler(dataset), 256)` + "
-        "`DataLoader(batch_size=None)`, workers started with 'fork'. Every row arrived exactly once with its "
-        "own features. Memory in MiB, sampled from /proc every 20 ms. The fixed overhead is the main process's "
+        "the runs. One shuffled epoch per row of the table, each in a fresh subprocess, over "
+        f"`StoreGateDataset(chunk_cache_bytes=...)` through `{FORMS['loader']}` or `{FORMS['batches']}`, "
+        "workers started with 'fork'. Every row arrived exactly once with its own features. Memory in MiB, "
+        "sampled from /proc every 20 ms. The fixed overhead is the main process's "
         "RSS (its anonymous part in brackets) with everything imported and the dataset and loader built, just "
         "before the epoch; workers fork from that state. The epoch order (the sampler's permutation, made in "
         "the main process at the start of each epoch) is the one part that grows with the rows, not with the "
@@ -673,11 +702,12 @@ def main(
         data = build_scale_store(root / "store.zarr", n_rows, min_disk)
         load_before = os.getloadavg()[0]
         results = []
-        for workers in WORKERS:
-            for cache in CACHE_BOUNDS:
-                results.append(measure_in_subprocess(str(root / "store.zarr"), n_rows, workers, cache))
-                r = results[-1]
-                print(f"  {workers} workers, {cache >> 20} MiB: growth {r.growth_mb:,.0f} MiB", flush=True)
+        for form in FORMS:
+            for workers in WORKERS:
+                for cache in CACHE_BOUNDS:
+                    results.append(measure_in_subprocess(str(root / "store.zarr"), n_rows, workers, cache, form))
+                    growth = results[-1].growth_mb
+                    print(f"  {form}, {workers} workers, {cache >> 20} MiB: growth {growth:,.0f} MiB", flush=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     load = f" Load average (1 min) before / after: {load_before:.1f} / {os.getloadavg()[0]:.1f}."

@@ -54,9 +54,11 @@ def test_a_batch_with_another_row_s_features_is_refused(bench: ModuleType) -> No
         bench.check_batch(x, y, rng)
 
 
-def test_one_epoch_in_this_process(bench: ModuleType, store: str) -> None:
-    result = bench.measure_epoch(store, N_ROWS, num_workers=0, cache_bytes=CACHE)
-    assert (result.rows, result.num_workers, result.cache_bytes) == (N_ROWS, 0, CACHE)
+@pytest.mark.parametrize("form", ["loader", "batches"])
+def test_one_epoch_in_this_process(bench: ModuleType, store: str, form: str) -> None:
+    result = bench.measure_epoch(store, N_ROWS, num_workers=0, cache_bytes=CACHE, form=form)
+    assert (result.rows, result.num_workers, result.cache_bytes, result.form) == (N_ROWS, 0, CACHE, form)
+    assert result.order_mb > 0
     assert result.overhead["VmRSS"] > result.overhead["RssAnon"] > 0
     assert result.peak_main["VmRSS"] >= result.overhead["VmRSS"]
     assert result.peak_worker == {}
@@ -65,8 +67,8 @@ def test_one_epoch_in_this_process(bench: ModuleType, store: str) -> None:
 
 @pytest.mark.timeout(120)
 def test_two_forked_workers_in_a_subprocess(bench: ModuleType, store: str) -> None:
-    result = bench.measure_in_subprocess(store, N_ROWS, 2, CACHE)
-    assert (result.rows, result.num_workers) == (N_ROWS, 2)
+    result = bench.measure_in_subprocess(store, N_ROWS, 2, CACHE, "loader")
+    assert (result.rows, result.num_workers, result.form) == (N_ROWS, 2, "loader")
     assert result.peak_worker["VmRSS"] > 0
     assert result.worker_maxrss_mb > 0
     assert result.peak_pss_total_mb > 0
