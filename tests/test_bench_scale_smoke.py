@@ -140,4 +140,4 @@ def test_report_states_growth_and_the_verdict(bench: ModuleType) -> None:
     assert text.count("| NO |") == 1
     assert "NOT met" in text
     assert "from 80 to 270 MiB when the bound went from 64 to 256 MiB" in text
-    assert "2 ranks: 0.50x one rank" in text
+    assert "2 ranks: 0.50x one rank (medians; round by round: 0.50)" in text
