@@ -197,11 +197,13 @@ class RssPeaks:
     sampled every ``every`` seconds in a thread.
 
     :meth:`mark` records the peaks reached so far (the first quarter of an epoch), so the
-    report can tell a bounded process (its peak is reached early) from a growing one.
+    report can tell a bounded process (its peak is reached early) from a growing one. Children
+    that exist already when sampling starts are not the epoch's workers: they are left out.
     """
 
     def __init__(self, every: float = SAMPLE_EVERY) -> None:
         self.every = every
+        self._others = set(children(os.getpid()))
         self.main: dict[str, int] = {}
         self.workers: dict[int, dict[str, int]] = {}
         self.marked: tuple[dict[str, int], dict[str, int]] | None = None
@@ -233,7 +235,8 @@ class RssPeaks:
         me = os.getpid()
         _keep_max(self.main, status_kb(me))
         for pid in children(me):
-            _keep_max(self.workers.setdefault(pid, {}), status_kb(pid))
+            if pid not in self._others:
+                _keep_max(self.workers.setdefault(pid, {}), status_kb(pid))
 
 
 def _keep_max(peaks: dict[str, int], sample: dict[str, int]) -> None:

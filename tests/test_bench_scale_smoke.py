@@ -106,6 +106,21 @@ def test_ranks_must_share_the_rows_evenly(bench: ModuleType) -> None:
         bench.run_ranks("unused", 7, 2, {}, timeout=1)
 
 
+def test_children_older_than_the_sampling_are_not_counted_as_workers(bench: ModuleType) -> None:
+    older = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        with bench.RssPeaks(every=0.01) as peaks:
+            newer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+            time.sleep(0.2)
+        newer.kill()
+        newer.wait()
+    finally:
+        older.kill()
+        older.wait()
+    assert set(peaks.workers) == {newer.pid}
+    assert peaks.main["VmRSS"] > 0
+
+
 def test_too_little_free_disk_is_refused(bench: ModuleType, tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="GB free under"):
         bench.check_free_disk(tmp_path, 10**18)
