@@ -788,12 +788,16 @@ class _LoaderBatches(Sampler[LoaderBatch]):
         self._workers = max(1, workers)
 
     def __iter__(self) -> Iterator[LoaderBatch]:
+        # A generator: torch calls iter() once more than it iterates (before starting its
+        # workers), and the epoch's order is worked out only when the first batch is asked for.
         iteration = next(_ITERATIONS)
         items = self._sampler.indices()
-        starts = np.arange(len(self)) * self._batch_size
         runs = np.array_split(np.arange(len(self)), self._workers)
-        dealt = [run[k] for k in range(len(runs[0])) for run in runs if k < len(run)]
-        return (LoaderBatch(items[starts[j] : starts[j] + self._batch_size].tolist(), iteration) for j in dealt)
+        for k in range(len(runs[0])):
+            for run in runs:
+                if k < len(run):
+                    start = int(run[k]) * self._batch_size
+                    yield LoaderBatch(items[start : start + self._batch_size].tolist(), iteration)
 
     def __len__(self) -> int:
         n = len(self._sampler)
