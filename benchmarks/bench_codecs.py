@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from storegate import StoreGate
-from storegate.backends.zarr_backend import DEFAULT_CHUNK_BYTES
+from storegate.backends.zarr_backend import DEFAULT_CHUNK_BYTES, DEFAULT_REMOTE_CHUNK_BYTES
 from storegate.codecs import zarrs_available
 
 HERE = Path(__file__).resolve().parent
@@ -282,26 +282,51 @@ def _layout_section(title: str, results: list[dict[str, Any]], nbytes: int) -> s
 
 
 def _chunk_choice(local: list[dict[str, Any]], s3: list[dict[str, Any]]) -> str:
-    """Score each unsharded chunk size by the geometric mean of its speed ratios; pick one."""
+    """Score each unsharded chunk size by the geometric mean of its speed ratios, per place; pick one per place."""
     keys = [("local", "random", local), ("local", "full", local)]
     keys += [("S3", "random", s3), ("S3", "full", s3)] if s3 else []
     sizes = sorted({r["chunk"] for r in local if r["shard"] is None} & {r["chunk"] for r in s3 or local})
-    scores, rows = {}, []
+    places = ["local", "S3"] if s3 else ["local"]
+    scores: dict[str, dict[int, float]] = {place: {} for place in places}
+    rows = []
     for chunk in sizes:
         ratios = [_find(results, chunk)[key] / _base(results)[key] for _, key, results in keys]
-        scores[chunk] = float(np.prod(ratios) ** (1 / len(ratios)))
-        rows.append(f"| {_size(chunk)} | " + " | ".join(f"{x:.2f}" for x in ratios) + f" | {scores[chunk]:.2f} |")
-    best = max(scores.values())
-    chosen = min(chunk for chunk, score in scores.items() if score >= CHOICE_TOLERANCE * best)
-    header = "| chunk | " + " | ".join(f"{where} {key}" for where, key, _ in keys) + " | geometric mean |"
+        for place in places:
+            mine = [r for (where, _, _), r in zip(keys, ratios, strict=True) if where == place]
+            scores[place][chunk] = float(np.prod(mine) ** (1 / len(mine)))
+        cells = [f"{x:.2f}" for x in ratios] + [f"{scores[place][chunk]:.2f}" for place in places]
+        rows.append(f"| {_size(chunk)} | " + " | ".join(cells) + " |")
+    reads = {"local": local, "S3": s3}
+    full = {place: {c: _find(reads[place], c)["full"] / _base(reads[place])["full"] for c in sizes} for place in places}
+    picks = {place: _pick(scores[place], full[place]) for place in places}
+    defaults = {"local": DEFAULT_CHUNK_BYTES, "S3": DEFAULT_REMOTE_CHUNK_BYTES}
+    said = "; ".join(
+        f"{'a local disk' if place == 'local' else 'an object store'}: **{_size(picks[place])}** "
+        f"(storegate's default there is {_size(defaults[place])})"
+        for place in places
+    )
+    header = (
+        "| chunk | "
+        + " | ".join(f"{where} {key}" for where, key, _ in keys)
+        + " | "
+        + " | ".join(f"{place} score" for place in places)
+        + " |"
+    )
     return (
         "### Default chunk size\n\n"
-        "Speed ratios of each unsharded chunk size (against 1 MiB) and their geometric mean. Rule: the "
-        f"smallest chunk whose score is at least {CHOICE_TOLERANCE} x the best, since smaller chunks serve "
-        f"random row reads and keep the loader's chunk cache small. This run picks **{_size(chosen)}** "
-        f"(storegate's DEFAULT_CHUNK_BYTES is {_size(DEFAULT_CHUNK_BYTES)}).\n\n"
-        f"{header}\n|" + "---|" * (len(keys) + 2) + "\n" + "\n".join(rows)
+        "Speed ratios of each unsharded chunk size (against 1 MiB), and per place the geometric mean of its "
+        f"random-row and full-read ratios. Rule: the smallest chunk whose score is at least {CHOICE_TOLERANCE} x "
+        "the best and whose full reads are at least as fast as 1 MiB's (times the same tolerance), since smaller "
+        "chunks serve random row reads and keep the loader's chunk cache small while full reads feed the loader. "
+        f"This run picks, for {said}.\n\n"
+        f"{header}\n|" + "---|" * (len(keys) + len(places) + 1) + "\n" + "\n".join(rows)
     )
+
+
+def _pick(scores: dict[int, float], full: dict[int, float]) -> int:
+    best = max(scores.values())
+    fit = [c for c, score in scores.items() if score >= CHOICE_TOLERANCE * best and full[c] >= CHOICE_TOLERANCE]
+    return min(fit or scores, key=lambda c: (c not in fit, c))
 
 
 def _base(results: list[dict[str, Any]]) -> dict[str, Any]:
