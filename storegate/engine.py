@@ -319,8 +319,7 @@ class GroupEngine:
         for attempt in range(READ_ATTEMPTS):
             last = attempt == READ_ATTEMPTS - 1 and self.backend.writable
             with self.writing() if last else contextlib.nullcontext():
-                self.backend.refresh_if_changed(self.data_id)  # each read sees the newest commit
-                self.backend.start_read(self.data_id)
+                self.backend.start_read(self.data_id)  # each read sees the newest commit
                 try:
                     arrays = [self.read(phase, var, index, rows) for var in names.names]
                 except Exception:
@@ -445,9 +444,8 @@ class GroupEngine:
         return out
 
     def _read_stored(self, phase: str, var: str, selection: Selection, inner: Inner) -> np.ndarray:
-        if not inner:
-            return self.backend.read(self.data_id, phase, var, selection)
-        return self.backend.read_inner(self.data_id, phase, var, selection, inner)
+        # Small reads may come from the backend's decoded chunks (the zarr backend's cache).
+        return self.backend.read_cached(self.data_id, phase, var, selection, inner)
 
     # --- planning writes -------------------------------------------------------------
 
