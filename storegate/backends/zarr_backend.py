@@ -499,9 +499,10 @@ class ZarrBackend(Backend):
     def read_cached(self, data_id: str, phase: str, var: str, selection: Selection, inner: Inner) -> np.ndarray:
         # docstring inherited: small reads of whole-row chunks come from the decoded chunks
         # this handle keeps (see storegate.backends.zarr_cache); the others from read_inner.
-        tag = self._raw.get(data_id)
+        generation = self._decoded.generation  # first: a write of this handle meanwhile moves it on
+        record = self._raw.get(data_id)
         if (
-            tag is None  # no commit record: nothing to check a cached chunk against
+            record is None  # no commit record: nothing to check a cached chunk against
             or not self._decoded.max_bytes
             or getattr(self._reading, "rows", None) is None  # not a read that unchanged() checks
             or data_id in self._writer  # a call of this handle writes it: it reads what it wrote
@@ -509,7 +510,7 @@ class ZarrBackend(Backend):
             or (self._flagged and data_id in self._flagged)
         ):
             return self._read_store(data_id, phase, var, selection, inner)
-        key = (data_id, phase, var)
+        key, tag = (data_id, phase, var), (record, generation)
         array = self._arrays.get(key) or self._array(data_id, phase, var)  # the engine opened it for this read
         chunk_rows, chunk_bytes = self._chunk_layout(key, array)
         if not chunk_bytes:  # chunks inside rows (row_chunks): reads fetch only the chunks they need
@@ -673,6 +674,7 @@ class ZarrBackend(Backend):
         previous = self._raw[data_id]  # read (or written) by _catch_up under this same lock
         self._replaced[data_id] = (previous, self._committed.get(data_id), set(touched))
         self._commit(data_id, touched)
+        self._decoded.drop()
         touched.clear()
 
     def uncommit(self, data_id: str) -> None:
@@ -682,6 +684,7 @@ class ZarrBackend(Backend):
             return
         raw, rows, _ = replaced
         self._undone[data_id] = True
+        self._decoded.drop()  # the record put back may equal one a read tagged while the commit stood
         with self._io():
             self._commits.restore(self._root.store, data_id, raw)
         self._committed[data_id], self._raw[data_id] = rows, raw

@@ -11,7 +11,11 @@ What is cached is only ever what the last commit holds:
 - every chunk is tagged with the text of the data_id's commit record it was read under,
   and a read goes by the record its call checks (see ``ZarrBackend.start_read``): a
   record of another text (another process, or another handle of this process, committed;
-  a rewrite in place flagged it) drops every cached chunk first;
+  a rewrite in place flagged it) drops every cached chunk first. The tag also holds
+  :attr:`DecodedChunks.generation`, which every write of the backend's own moves on: a
+  read that raced a write of its own handle (another thread) can never tag what it read
+  with a record the handle goes by afterwards, even one put back byte for byte (an undone
+  commit);
 - a chunk holds only the committed rows (rows past the last commit stay unread);
 - the backend drops the cache when it writes, refreshes or deletes the data_id, and reads
   past it while a call of its own writes the data_id or another call rewrites it in place.
@@ -26,7 +30,7 @@ reading. DataLoader workers read whole chunk runs through their own caches
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 
 import numpy as np
 
@@ -54,8 +58,10 @@ class DecodedChunks:
     def __init__(self, max_bytes: int) -> None:
         self.chunks = ChunkCache(max_bytes)
         self._lock = threading.Lock()
-        # The commit record (its text) the cached chunks of each data_id were read under.
-        self._tags: dict[str, str] = {}
+        # The tag (commit record, generation) the cached chunks of each data_id were read under.
+        self._tags: dict[str, Hashable] = {}
+        #: Moved on by every :meth:`drop`: part of the tags of the reads begun since.
+        self.generation = 0
 
     @property
     def max_bytes(self) -> int:
@@ -63,11 +69,12 @@ class DecodedChunks:
         return self.chunks.max_bytes
 
     def drop(self) -> None:
-        """Forget every cached chunk (a write, a refresh, another commit)."""
+        """Forget every cached chunk and move :attr:`generation` on (a write, a commit, a refresh)."""
         with self._lock:
-            self._drop()
+            self.generation += 1
+            self._clear()
 
-    def _drop(self) -> None:
+    def _clear(self) -> None:
         self.chunks.clear()
         self._tags.clear()
 
@@ -75,9 +82,9 @@ class DecodedChunks:
         """True when a read touching ``n_chunks`` chunks of ``chunk_bytes`` bytes goes through the cache."""
         return n_chunks * chunk_bytes * CACHED_SHARE <= self.chunks.max_bytes
 
-    def row(self, key: tuple[str, str, str], tag: str, row: int, chunk_rows: int) -> np.ndarray | None:
+    def row(self, key: tuple[str, str, str], tag: Hashable, row: int, chunk_rows: int) -> np.ndarray | None:
         """Row ``row`` of the variable ``key = (data_id, phase, var)`` as a new array, when its chunk
-        is cached under the commit record ``tag``; else None."""
+        is cached under ``tag`` (see :meth:`read`); else None."""
         with self._lock:
             if self._tags.get(key[0]) != tag:
                 return None
@@ -87,7 +94,7 @@ class DecodedChunks:
     def read(
         self,
         key: tuple[str, str, str],
-        tag: str,
+        tag: Hashable,
         selection: Selection,
         inner: Inner,
         chunk_rows: int,
@@ -95,9 +102,9 @@ class DecodedChunks:
     ) -> np.ndarray:
         """The rows ``selection`` (then ``inner`` inside them) of the variable ``key = (data_id, phase, var)``.
 
-        ``tag`` is the commit record the read goes by; ``read_rows`` reads the chunks the
-        cache does not hold (their committed rows), one call per run of adjacent chunks.
-        Returns a new array, as ``Backend.read_inner`` does.
+        ``tag`` is the commit record the read goes by and the generation when it began;
+        ``read_rows`` reads the chunks the cache does not hold (their committed rows), one
+        call per run of adjacent chunks. Returns a new array, as ``Backend.read_inner`` does.
         """
         if isinstance(selection, int):
             cid = selection // chunk_rows
@@ -118,7 +125,7 @@ class DecodedChunks:
     def _chunks(
         self,
         key: tuple[str, str, str],
-        tag: str,
+        tag: Hashable,
         ids: list[int],
         chunk_rows: int,
         read_rows: ReadRows,
@@ -132,7 +139,7 @@ class DecodedChunks:
                 if old is not None:
                     # Another commit: nothing cached may be served. Dropping every data_id's
                     # chunks keeps this simple; most stores are read one data_id at a time.
-                    self._drop()
+                    self._clear()
                 self._tags[data_id] = tag
             for cid in ids:
                 chunk = self.chunks.get((*key, cid))
