@@ -275,6 +275,30 @@ def test_a_reader_in_another_process_never_sees_a_torn_or_stale_row(tmp_path: Pa
     assert check["train"]["x"][1].tolist() == [30, 30, 30]
 
 
+# --- DataLoader workers keep their own caches --------------------------------------------------
+
+
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_two_workers_read_what_the_gate_wrote_after_it_cached_rows(context: str, tmp_path: Path) -> None:
+    """The gate's cache stays in the gate: a dataset made from it reads the store through its
+    own handle in each worker, and sees a write the gate made after caching the rows."""
+    torch = pytest.importorskip("torch")
+    from storegate.torch import StoreGateDataset
+
+    sg = StoreGate("zarr", {"output_dir": str(tmp_path / "s.zarr"), "chunk": CHUNK}, data_id="d")
+    sg.add_data("x", _data(), "train")
+    for i in range(ROWS):
+        sg["train"]["x"][i]  # every chunk in the gate's cache
+    changed = _data() * 2
+    sg.update_data("x", changed, "train")
+    dataset = StoreGateDataset(sg, "train", "x")
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=8, num_workers=2, multiprocessing_context=context, timeout=90
+    )
+    np.testing.assert_array_equal(torch.cat(list(loader)).numpy(), changed)
+    np.testing.assert_array_equal(sg["train"]["x"][[3, 30]], changed[[3, 30]])
+
+
 # --- S3 ---------------------------------------------------------------------------------------
 
 

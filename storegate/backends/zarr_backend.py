@@ -41,11 +41,12 @@ from zarr.abc.store import Store
 from zarr.core.buffer import Buffer, default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.errors import UnstableSpecificationWarning, ZarrUserWarning
+from zarr.storage import LocalStore
 
 from storegate.backends.base import Backend, Checkpoint, Finding, OtherObject, VarInfo
 from storegate.backends.zarr_cache import DecodedChunks
 from storegate.backends.zarr_journal import CommittedView, Entry, Journal, committed_objects
-from storegate.backends.zarr_locking import OWN_PREFIX, Commits, Rows, write_lock
+from storegate.backends.zarr_locking import OWN_PREFIX, Commits, Rows, read_object_text, write_lock
 from storegate.codecs import (
     DEFAULT_PIPELINE,
     Compressors,
@@ -244,6 +245,8 @@ class ZarrBackend(Backend):
         # Readers, while another call rewrites in place: each variable as the last commit holds it.
         self._overlays: dict[str, dict[tuple[str, str], Entry]] = {}
         self._decoded = DecodedChunks(int(chunk_cache_bytes) if self.reads_by_commit_record else 0)
+        # A record on local disk is a file read: no event loop, no request concurrency to set.
+        self._local_records = isinstance(self._root.store, LocalStore)
         self._layouts: dict[tuple[str, str, str], tuple[zarr.Array[Any], int, int]] = {}  # per opened array
 
     # --- opening ---------------------------------------------------------------------
@@ -511,7 +514,9 @@ class ZarrBackend(Backend):
         ):
             return self._read_store(data_id, phase, var, selection, inner)
         key, tag = (data_id, phase, var), (record, generation)
-        array = self._arrays.get(key) or self._array(data_id, phase, var)  # the engine opened it for this read
+        array = self._arrays.get(key)  # the engine opened it for this read
+        if array is None:
+            array = self._array(data_id, phase, var)
         chunk_rows, chunk_bytes = self._chunk_layout(key, array)
         if not chunk_bytes:  # chunks inside rows (row_chunks): reads fetch only the chunks they need
             return self._read_store(data_id, phase, var, selection, inner)
@@ -1029,7 +1034,7 @@ class ZarrBackend(Backend):
             self._load_commit(data_id)
         rows = self._committed[data_id]
         used = getattr(self._reading, "rows", None)
-        if used is not None and not any(r is rows for r in used):
+        if used is not None and not (used and used[0] is rows) and not any(r is rows for r in used):
             used.append(rows)  # see unchanged(): another thread of this handle may commit meanwhile
         if rows is None:
             return stored
@@ -1075,9 +1080,17 @@ class ZarrBackend(Backend):
             # so what this handle holds is the newest; dropping the arrays it writes through
             # would make it commit the shapes of arrays opened before its appends landed.
             return
+        self._take_record(data_id, self._read_record(data_id))
+
+    def _read_record(self, data_id: str) -> str | None:
+        """The commit record's text, read now: once per read call, so the local case skips ``_io``."""
+        if self._local_records:
+            try:
+                return read_object_text(self._root.store, self._commits.key(data_id))
+            except OSError:
+                pass  # read again below, to raise the StorageError that names the location
         with self._io(writes_metadata=False):
-            raw = self._commits.read_raw(self._root.store, data_id)
-        self._take_record(data_id, raw)
+            return self._commits.read_raw(self._root.store, data_id)
 
     def _take_record(self, data_id: str, raw: str | None) -> None:
         """Go by the commit record ``raw`` just read: forget what was cached when another commit wrote it."""
@@ -1131,8 +1144,7 @@ class ZarrBackend(Backend):
             return False  # another thread of this handle committed, or refreshed, during the read
         if data_id not in self._raw:
             return True
-        with self._io(writes_metadata=False):
-            raw = self._commits.read_raw(self._root.store, data_id)
+        raw = self._read_record(data_id)
         if raw == self._raw[data_id]:
             return True
         if optimistic:  # another commit since the previous call: read again, by the newest record
