@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from zarr.storage import MemoryStore, WrapperStore
 
-from storegate import InvalidArgumentError, StoreGate
+from storegate import IndexOutOfRangeError, InvalidArgumentError, StoreGate
 from storegate.backends.zarr_cache import DecodedChunks
 from storegate.phases import permutation
 from storegate.testing import BACKEND_KINDS, make_gate
@@ -80,6 +80,31 @@ def test_a_row_of_a_cached_chunk_reads_no_chunk_and_a_write_drops_the_cache() ->
     row = sg["train"]["x"][2]
     row[0] = 99  # a row read is the caller's own copy: the cache keeps its values
     assert sg["train"]["x"][2].tolist() == [-1, -2, -3]
+
+
+@pytest.mark.parametrize("kind", BACKEND_KINDS)
+def test_one_row_reads_give_what_numpy_gives_cached_or_not(kind: str, tmp_path: Path) -> None:
+    """The hot path (one int row of one variable) against numpy: 1-D rows are numpy scalars,
+    negative rows count from the end, a row out of range raises the usual error, ragged
+    variables and phase 'all' read as always."""
+    sg = _gate(kind, tmp_path)
+    labels = np.arange(ROWS, dtype=np.int32) * 3
+    sg.add_data(["x", "y"], [_data(), labels], "train")
+    sg.add_data("y", labels[:4], "valid")
+    sg.add_data("r", [np.arange(i % 3 + 1) for i in range(ROWS)], "train")
+    for _ in range(2):  # the second time from the cache, where there is one
+        for i in (0, 9, -1, -ROWS):
+            got = sg["train"]["y"][i]
+            assert type(got) is np.int32
+            assert got == labels[i]
+            assert sg.get_data("y", "train", i) == labels[i]
+            np.testing.assert_array_equal(sg["train"]["x"][i], _data()[i])
+            np.testing.assert_array_equal(sg["train"]["r"][i], np.arange(i % ROWS % 3 + 1))
+        assert sg["all"]["y"][ROWS + 1] == labels[1]
+        with pytest.raises(IndexOutOfRangeError, match="40"):
+            sg["train"]["x"][ROWS]
+        with pytest.raises(IndexOutOfRangeError):
+            sg.get_data("y", "train", -ROWS - 1)
 
 
 def test_a_large_read_goes_to_the_store_and_leaves_the_cache_alone() -> None:

@@ -239,6 +239,16 @@ class Backend(ABC):
             return self.read(data_id, phase, var, selection)
         return self.read_inner(data_id, phase, var, selection, inner)
 
+    def cached_row(self, data_id: str, phase: str, var: str, index: int) -> np.ndarray | None:
+        """Row ``index`` (an int, negatives from the end) of ``var`` when the backend holds it
+        decoded and it can be served at once; else ``None`` (the caller reads it as usual).
+
+        The engine asks between :meth:`start_read` and :meth:`unchanged`, for ``sg[phase][var][i]``
+        and ``get_data(var, phase, i)``: a backend keeping decoded chunks answers without
+        opening anything. Note for implementers: the default holds nothing.
+        """
+        return None
+
     @abstractmethod
     def write(self, data_id: str, phase: str, var: str, selection: Selection, data: np.ndarray) -> None:
         """Overwrite the rows of a selection; ``data`` already has the stored dtype."""

@@ -60,7 +60,7 @@ from storegate.indexing import Inner, Selection, clip_rows, inner_shape
 from storegate.loader import DEFAULT_CHUNK_CACHE_BYTES
 from storegate.locations import DEFAULT_REMOTE_CONCURRENCY, METADATA_KEYS, concurrency_scope, resolve_location
 from storegate.locks import DEFAULT_LOCK_TIMEOUT, WriteLock, holding
-from storegate.names import check_data_id, dimension_names, parse_var_names
+from storegate.names import OFFSETS, check_data_id, dimension_names, parse_var_names
 from storegate.phases import PHASES
 from storegate.rules import check_int, check_positive, check_timeout, is_int
 from storegate.settle import settle_requests
@@ -532,6 +532,35 @@ class ZarrBackend(Backend):
             return self.read(data_id, phase, var, slice(start, stop, 1))
 
         return self._decoded.read(key, tag, selection, inner, chunk_rows, read_rows)
+
+    def cached_row(self, data_id: str, phase: str, var: str, index: int) -> np.ndarray | None:
+        # docstring inherited: what read_cached serves for one row, without the engine's
+        # layout lookups: the commit record this read goes by lists the variable (not ragged),
+        # the handle has its array open and the row's chunk is cached under that record.
+        used = getattr(self._reading, "rows", None)
+        generation = self._decoded.generation  # first, as in read_cached
+        record, committed = self._raw.get(data_id), self._committed.get(data_id)
+        if (
+            used is None
+            or record is None
+            or committed is None
+            or data_id in self._writer
+            or data_id in self._overlays
+            or (self._flagged and data_id in self._flagged)
+            or (used and used[0] is not committed)
+        ):
+            return None
+        variables = committed.get(phase, {})
+        key = (data_id, phase, var)
+        n, array, layout = variables.get(var), self._arrays.get(key), self._layouts.get(key)
+        if n is None or array is None or layout is None or layout[0] is not array or var + OFFSETS in variables:
+            return None
+        n = min(n, int(array.shape[0]))
+        if not -n <= index < n or not layout[2]:
+            return None  # out of range: the engine's read raises the error that names it
+        if not used:
+            used.append(committed)  # see unchanged(): another thread of this handle may commit meanwhile
+        return self._decoded.row(key, (record, generation), index + n if index < 0 else index, layout[1])
 
     def _chunk_layout(self, key: tuple[str, str, str], array: zarr.Array[Any]) -> tuple[int, int]:
         """Rows and bytes of a chunk of ``array``; 0 bytes when its chunks do not hold whole rows."""
