@@ -31,6 +31,8 @@ from storegate.phases import permutation
 from storegate.testing import BACKEND_KINDS, make_gate
 from tests.benchmark_modules import load
 from tests.conftest import S3Server
+from tests.v2_stores import DATA_ID as V2_DATA_ID
+from tests.v2_stores import write_zarr2_files
 
 ROWS, COLS, CHUNK = 40, 3, 8
 
@@ -146,6 +148,27 @@ def test_row_chunks_and_stores_without_a_commit_record_are_read_from_the_store()
     for _ in range(2):
         np.testing.assert_array_equal(sg["train"]["x"][1], data[1])
     assert _chunk_reads(store.keys) == ["d/train/x/c/0/0"] * 2
+
+
+@pytest.mark.parametrize("layout", ["shards", "zarr v2"])
+def test_shards_and_zarr_v2_stores_read_through_the_cache(layout: str, tmp_path: Path) -> None:
+    path = tmp_path / "s.zarr"
+    if layout == "zarr v2":  # multiml's store: 1000-row chunks, written by zarr 2 (no commit record yet)
+        expected = write_zarr2_files(path)[("train", "x")]
+        sg = StoreGate("zarr", {"output_dir": str(path)}, data_id=V2_DATA_ID)
+        sg.add_data("x", expected[:5], "train")  # a storegate write: the commit record from now on
+        expected = np.concatenate([expected, expected[:5]])
+    else:  # inner chunks of 8 rows in shards of 4 chunks: the cache keeps inner chunks
+        args = {"output_dir": str(path), "chunk": CHUNK, "shard_bytes": 4 * CHUNK * COLS * 8}
+        sg, expected = StoreGate("zarr", args, data_id=V2_DATA_ID), _data()
+        sg.add_data("x", expected, "train")
+    for index in (3, -1, [9, 2, 9], slice(5, 20)):
+        for _ in range(2):
+            np.testing.assert_array_equal(sg["train"]["x"][index], expected[index])
+    sg["train"]["x"][3] = expected[3] * 2
+    assert sg.backend_object._decoded.chunks.nbytes == 0  # type: ignore[attr-defined]
+    np.testing.assert_array_equal(sg["train"]["x"][3], expected[3] * 2)
+    np.testing.assert_array_equal(sg["train"]["x"][[4, 3]], [expected[4], expected[3] * 2])
 
 
 # --- reads through the cache equal numpy's, under interleaved writes --------------------------
