@@ -262,6 +262,12 @@ class GroupEngine:
         ``batch_mode='rows'`` gives the ragged rows themselves (an object array), as copies
         between tiers need them.
         """
+        # The batch mode only shapes ragged rows, which _cached_row leaves to the read below
+        # (the callers, get_data and the item syntax, checked it already).
+        if type(index) is int and rows is None and names.form == "str" and phase != ALL:
+            row = self._cached_row(phase, names.names[0], index)
+            if row is not None:
+                return row
         rows_wanted = batch_mode == "rows"
         mode, args = check_batch_mode(None if rows_wanted else batch_mode, batch_args)
         arrays = self._read_unchanged(names, phase, index, rows)
@@ -279,6 +285,18 @@ class GroupEngine:
                 for var, a in zip(names.names, arrays, strict=True)
             ]
         return names.join(arrays, scalar=scalar)
+
+    def _cached_row(self, phase: str, var: str, index: int) -> Any:
+        """One row as :meth:`get` gives it, when the backend holds it decoded; else None.
+
+        The hot path of random row reads (``sg['train']['x'][i]``): checked as every read is
+        (:meth:`Backend.start_read` / :meth:`Backend.unchanged`), without the layout lookups.
+        """
+        self.backend.start_read(self.data_id)
+        row = self.backend.cached_row(self.data_id, phase, var, index)
+        if row is None or not self.backend.unchanged(self.data_id):
+            return None  # the read as usual (it starts again, by the newest commit when that changed)
+        return row[()] if row.ndim == 0 else row  # one row of a 1-D variable is a numpy scalar
 
     def _no_rows(self, phase: str, var: str) -> np.ndarray:
         """An empty ``(0, *inner)`` array of a ragged variable's values: the form of a batch of no row."""
@@ -319,8 +337,7 @@ class GroupEngine:
         for attempt in range(READ_ATTEMPTS):
             last = attempt == READ_ATTEMPTS - 1 and self.backend.writable
             with self.writing() if last else contextlib.nullcontext():
-                self.backend.refresh_if_changed(self.data_id)  # each read sees the newest commit
-                self.backend.start_read(self.data_id)
+                self.backend.start_read(self.data_id)  # each read sees the newest commit
                 try:
                     arrays = [self.read(phase, var, index, rows) for var in names.names]
                 except Exception:
@@ -445,9 +462,8 @@ class GroupEngine:
         return out
 
     def _read_stored(self, phase: str, var: str, selection: Selection, inner: Inner) -> np.ndarray:
-        if not inner:
-            return self.backend.read(self.data_id, phase, var, selection)
-        return self.backend.read_inner(self.data_id, phase, var, selection, inner)
+        # Small reads may come from the backend's decoded chunks (the zarr backend's cache).
+        return self.backend.read_cached(self.data_id, phase, var, selection, inner)
 
     # --- planning writes -------------------------------------------------------------
 

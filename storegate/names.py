@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -107,6 +108,8 @@ def parse_var_names(var_names: object) -> VarNames:
     InvalidArgumentError
         If ``var_names`` is empty, holds a non-str or repeats a name.
     """
+    if type(var_names) is str:  # the common case, checked once per name (not a subclass: np.str_)
+        return _one_name(var_names)
     if isinstance(var_names, str):
         return VarNames((_check_name(var_names),), "str")
     if isinstance(var_names, (tuple, list)) and var_names:
@@ -117,6 +120,12 @@ def parse_var_names(var_names: object) -> VarNames:
     raise InvalidArgumentError(
         f"var_names must be a str, a non-empty tuple of str or a non-empty list of str. Got {var_names!r} instead."
     )
+
+
+@functools.lru_cache(maxsize=1024)
+def _one_name(name: str) -> VarNames:
+    """One var_name, checked once: every ``sg[phase][name][i]`` parses it (a bad name raises, uncached)."""
+    return VarNames((_check_name(name),), "str")
 
 
 #: Longest name, in UTF-8 bytes: a path component on local disks and NAS folders.

@@ -197,7 +197,8 @@ def _interleaved(monkeypatch: pytest.MonkeyPatch, reader: StoreGate, act: Callab
 def test_a_read_during_which_a_rewrite_began_is_read_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     args = {"output_dir": str(tmp_path / "s")}
     writer = _fill(args)
-    reader = StoreGate("zarr", args, data_id="d")
+    # No decoded chunks kept: the second read reaches the store (a cached one would not read x at all).
+    reader = StoreGate("zarr", {**args, "chunk_cache_bytes": 0}, data_id="d")
     reader.get_data(["x", "y"], "train")  # its cache holds the commit before the update
 
     def update_once() -> None:

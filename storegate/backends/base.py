@@ -234,6 +234,28 @@ class Backend(ABC):
         lead = () if isinstance(selection, int) else (slice(None),)
         return np.array(rows[(*lead, *inner)], copy=True)
 
+    def read_cached(self, data_id: str, phase: str, var: str, selection: Selection, inner: Inner) -> np.ndarray:
+        """What :meth:`read_inner` gives (``inner=()``: :meth:`read`), as a new array; the engine's reads.
+
+        Note for implementers: the default reads the store. A backend may serve small reads
+        from decoded chunks it keeps, provided it never serves what the last commit no
+        longer holds (the zarr backend: :mod:`storegate.backends.zarr_cache`). Readers that
+        keep chunks themselves (DataLoader workers) call :meth:`read` instead.
+        """
+        if not inner:
+            return self.read(data_id, phase, var, selection)
+        return self.read_inner(data_id, phase, var, selection, inner)
+
+    def cached_row(self, data_id: str, phase: str, var: str, index: int) -> np.ndarray | None:
+        """Row ``index`` (an int, negatives from the end) of ``var`` when the backend holds it
+        decoded and it can be served at once; else ``None`` (the caller reads it as usual).
+
+        The engine asks between :meth:`start_read` and :meth:`unchanged`, for ``sg[phase][var][i]``
+        and ``get_data(var, phase, i)``: a backend keeping decoded chunks answers without
+        opening anything. Note for implementers: the default holds nothing.
+        """
+        return None
+
     @abstractmethod
     def write(self, data_id: str, phase: str, var: str, selection: Selection, data: np.ndarray) -> None:
         """Overwrite the rows of a selection; ``data`` already has the stored dtype."""
@@ -309,11 +331,18 @@ class Backend(ABC):
         """
         return None
 
-    def start_read(self, data_id: str) -> None:  # noqa: B027 (an optional hook)
-        """Mark the start of a read that :meth:`unchanged` checks afterwards (after :meth:`refresh_if_changed`)."""
+    def start_read(self, data_id: str) -> None:
+        """Start a read that :meth:`unchanged` checks afterwards: the read sees the newest commit.
+
+        The engine calls it before every read of ``get_data`` and the item syntax. Note for
+        implementers: the default is :meth:`refresh_if_changed`; a backend may instead go by
+        the commit the previous read checked, when :meth:`unchanged` then refuses a read
+        unless that commit is still the newest (one check per read instead of two).
+        """
+        self.refresh_if_changed(data_id)
 
     def unchanged(self, data_id: str) -> bool:
-        """True when no other process started changing ``data_id`` in place since :meth:`refresh_if_changed`.
+        """True when no other process started changing ``data_id`` in place since :meth:`start_read`.
 
         The engine checks it after reading, and reads again when it is false: rows read
         while another process rewrote them in place could mix old and new. The default

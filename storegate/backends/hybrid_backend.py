@@ -122,6 +122,12 @@ class HybridBackend(Backend):
     def read_inner(self, data_id: str, phase: str, var: str, selection: Selection, inner: Inner) -> np.ndarray:
         return self.current.read_inner(data_id, phase, var, selection, inner)
 
+    def read_cached(self, data_id: str, phase: str, var: str, selection: Selection, inner: Inner) -> np.ndarray:
+        return self.current.read_cached(data_id, phase, var, selection, inner)
+
+    def cached_row(self, data_id: str, phase: str, var: str, index: int) -> np.ndarray | None:
+        return self.current.cached_row(data_id, phase, var, index)
+
     def write(self, data_id: str, phase: str, var: str, selection: Selection, data: np.ndarray) -> None:
         self.current.write(data_id, phase, var, selection, data)
 

@@ -295,6 +295,8 @@ class IcechunkBackend(ZarrBackend):
     """
 
     name = "icechunk"
+    #: A snapshot changes the data under one commit record: reads read the branch each call.
+    reads_by_commit_record = False
 
     def __init__(
         self,

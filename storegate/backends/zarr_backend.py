@@ -33,7 +33,7 @@ import warnings
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import numpy as np
 import zarr
@@ -41,11 +41,12 @@ from zarr.abc.store import Store
 from zarr.core.buffer import Buffer, default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.errors import UnstableSpecificationWarning, ZarrUserWarning
-from zarr.storage import MemoryStore, StorePath
+from zarr.storage import LocalStore, MemoryStore, StorePath
 
 from storegate.backends.base import Backend, Checkpoint, Finding, OtherObject, VarInfo
+from storegate.backends.zarr_cache import DecodedChunks
 from storegate.backends.zarr_journal import CommittedView, Entry, Journal, committed_objects
-from storegate.backends.zarr_locking import OWN_PREFIX, Commits, Rows, write_lock
+from storegate.backends.zarr_locking import OWN_PREFIX, Commits, Rows, read_object_text, write_lock
 from storegate.codecs import (
     DEFAULT_PIPELINE,
     Compressors,
@@ -56,6 +57,7 @@ from storegate.codecs import (
 )
 from storegate.errors import ConflictError, InvalidArgumentError, StorageError, StoreGateError, StoreGateWarning
 from storegate.indexing import Inner, Selection, clip_rows, inner_shape
+from storegate.loader import DEFAULT_CHUNK_CACHE_BYTES
 from storegate.locations import (
     DEFAULT_REMOTE_CONCURRENCY,
     METADATA_KEYS,
@@ -66,9 +68,9 @@ from storegate.locations import (
     resolve_location,
 )
 from storegate.locks import DEFAULT_LOCK_TIMEOUT, WriteLock, holding
-from storegate.names import check_data_id, dimension_names, parse_var_names
+from storegate.names import OFFSETS, check_data_id, dimension_names, parse_var_names
 from storegate.phases import PHASES
-from storegate.rules import check_positive, check_timeout, is_int
+from storegate.rules import check_int, check_positive, check_timeout, is_int
 from storegate.settle import settle_requests
 from storegate.transaction import to_completion
 
@@ -162,11 +164,23 @@ class ZarrBackend(Backend):
         Chunk requests in flight while a read or a write runs (zarr's ``async.concurrency``,
         set only for the duration of the call). Default: ``DEFAULT_REMOTE_CONCURRENCY``
         (32) for a remote URL, zarr's own setting (10) otherwise.
+    chunk_cache_bytes
+        Bytes of decoded chunks this handle keeps for small reads (one row, a few rows, a
+        short slice: those whose chunks hold at most a quarter of it), so that reading
+        rows of a chunk read before skips zarr's codecs; larger reads go to the store and
+        leave the cache alone. ``0`` keeps none. The knob and the class
+        (:class:`storegate.loader.ChunkCache`) of StoreGateDataset's cache; see
+        :mod:`storegate.backends.zarr_cache`. A cached chunk is only served while the
+        data_id's commit record (read once per call) is the one it was read under.
     """
 
     name = "zarr"
     persistent = True
     concurrent_reads = True  # zarr's sync API and this handle's caches serve several threads
+    #: The commit record alone tells whether the data changed, so reads may go by the record
+    #: the previous call checked and decoded chunks may be kept (not so for icechunk, whose
+    #: snapshots change under one record).
+    reads_by_commit_record: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -186,8 +200,10 @@ class ZarrBackend(Backend):
         codec_pipeline: str = DEFAULT_PIPELINE,
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
         row_chunks: dict[str, tuple[int | None, ...]] | None = None,
+        chunk_cache_bytes: int = DEFAULT_CHUNK_CACHE_BYTES,
     ) -> None:
         _check_size("chunk", chunk, allow_none=True)
+        check_int("chunk_cache_bytes", chunk_cache_bytes, minimum=0)
         _check_size("chunk_bytes", chunk_bytes, allow_none=True)
         if mode not in _MODES:
             raise InvalidArgumentError(f"mode must be one of {_MODES}. Got {mode!r} instead.")
@@ -246,6 +262,10 @@ class ZarrBackend(Backend):
         self._reading = threading.local()  # per thread: the committed rows its current read went by
         # Readers, while another call rewrites in place: each variable as the last commit holds it.
         self._overlays: dict[str, dict[tuple[str, str], Entry]] = {}
+        self._decoded = DecodedChunks(int(chunk_cache_bytes) if self.reads_by_commit_record else 0)
+        # A record on local disk is a file read: no event loop, no request concurrency to set.
+        self._local_records = isinstance(self._root.store, LocalStore)
+        self._layouts: dict[tuple[str, str, str], tuple[zarr.Array[Any], int, int]] = {}  # per opened array
 
     # --- opening ---------------------------------------------------------------------
 
@@ -332,6 +352,8 @@ class ZarrBackend(Backend):
             args["concurrency"] = self._concurrency
         if self._pipeline != DEFAULT_PIPELINE:
             args["codec_pipeline"] = self._pipeline
+        if self._decoded.max_bytes != DEFAULT_CHUNK_CACHE_BYTES and self.reads_by_commit_record:
+            args["chunk_cache_bytes"] = self._decoded.max_bytes
         return {**args, "mode": mode}
 
     @property
@@ -372,6 +394,7 @@ class ZarrBackend(Backend):
                 self._journal.clear(data_id, call)
         self._commits.forget(data_id)
         self._committed.pop(data_id, None)
+        self._decoded.drop()
         self._forget(data_id)
         self._states.pop(data_id, None)
 
@@ -531,6 +554,87 @@ class ZarrBackend(Backend):
         # Arrays other tools wrote big-endian read as every other variable does: native.
         return out if out.dtype.isnative else out.astype(out.dtype.newbyteorder("="))
 
+    def read_cached(self, data_id: str, phase: str, var: str, selection: Selection, inner: Inner) -> np.ndarray:
+        # docstring inherited: small reads of whole-row chunks come from the decoded chunks
+        # this handle keeps (see storegate.backends.zarr_cache); the others from read_inner.
+        generation = self._decoded.generation  # first: a write of this handle meanwhile moves it on
+        record = self._raw.get(data_id)
+        if (
+            record is None  # no commit record: nothing to check a cached chunk against
+            or not self._decoded.max_bytes
+            or getattr(self._reading, "rows", None) is None  # not a read that unchanged() checks
+            or data_id in self._writer  # a call of this handle writes it: it reads what it wrote
+            or data_id in self._overlays  # another call rewrites it in place: read through the journal
+            or (self._flagged and data_id in self._flagged)
+        ):
+            return self._read_store(data_id, phase, var, selection, inner)
+        key, tag = (data_id, phase, var), (record, generation)
+        array = self._arrays.get(key)  # the engine opened it for this read
+        if array is None:
+            array = self._array(data_id, phase, var)
+        chunk_rows, chunk_bytes = self._chunk_layout(key, array)
+        if not chunk_bytes:  # chunks inside rows (row_chunks): reads fetch only the chunks they need
+            return self._read_store(data_id, phase, var, selection, inner)
+        if isinstance(selection, int) and not inner:  # the hot path: one row of a cached chunk
+            row = self._decoded.row(key, tag, selection, chunk_rows)
+            if row is not None:
+                return row
+        n_chunks = _chunks_touched(selection, chunk_rows)
+        if not n_chunks or not self._decoded.fits(n_chunks, chunk_bytes):
+            return self._read_store(data_id, phase, var, selection, inner)
+
+        def read_rows(start: int, stop: int) -> np.ndarray:  # rows past the last commit stay unread
+            return self.read(data_id, phase, var, slice(start, stop, 1))
+
+        return self._decoded.read(key, tag, selection, inner, chunk_rows, read_rows)
+
+    def cached_row(self, data_id: str, phase: str, var: str, index: int) -> np.ndarray | None:
+        # docstring inherited: what read_cached serves for one row, without the engine's
+        # layout lookups: the commit record this read goes by lists the variable (not ragged),
+        # the handle has its array open and the row's chunk is cached under that record.
+        used = getattr(self._reading, "rows", None)
+        generation = self._decoded.generation  # first, as in read_cached
+        record, committed = self._raw.get(data_id), self._committed.get(data_id)
+        if (
+            used is None
+            or record is None
+            or committed is None
+            or data_id in self._writer
+            or data_id in self._overlays
+            or (self._flagged and data_id in self._flagged)
+            or (used and used[0] is not committed)
+        ):
+            return None
+        variables = committed.get(phase, {})
+        key = (data_id, phase, var)
+        n, array, layout = variables.get(var), self._arrays.get(key), self._layouts.get(key)
+        if n is None or array is None or layout is None or layout[0] is not array or var + OFFSETS in variables:
+            return None
+        n = min(n, int(array.shape[0]))
+        if not -n <= index < n or not layout[2]:
+            return None  # out of range: the engine's read raises the error that names it
+        if not used:
+            used.append(committed)  # see unchanged(): another thread of this handle may commit meanwhile
+        return self._decoded.row(key, (record, generation), index + n if index < 0 else index, layout[1])
+
+    def _chunk_layout(self, key: tuple[str, str, str], array: zarr.Array[Any]) -> tuple[int, int]:
+        """Rows and bytes of a chunk of ``array``; 0 bytes when its chunks do not hold whole rows."""
+        known = self._layouts.get(key)
+        if known is not None and known[0] is array:
+            return known[1], known[2]
+        chunks = tuple(array.chunks)
+        whole_rows = chunks[1:] == tuple(array.shape[1:])
+        chunk_bytes = _nbytes(chunks, np.dtype(array.dtype)) if whole_rows else 0
+        self._layouts[key] = (array, int(chunks[0]), chunk_bytes)
+        return int(chunks[0]), chunk_bytes
+
+    def _read_store(self, data_id: str, phase: str, var: str, selection: Selection, inner: Inner) -> np.ndarray:
+        return (
+            self.read_inner(data_id, phase, var, selection, inner)
+            if inner
+            else self.read(data_id, phase, var, selection)
+        )
+
     @_storage_call
     def write(self, data_id: str, phase: str, var: str, selection: Selection, data: np.ndarray) -> None:
         self._touch(data_id, phase, var)
@@ -659,6 +763,7 @@ class ZarrBackend(Backend):
         previous = self._raw[data_id]  # read (or written) by _catch_up under this same lock
         self._replaced[data_id] = (previous, self._committed.get(data_id), set(touched))
         self._commit(data_id, touched)
+        self._decoded.drop()
         touched.clear()
 
     def uncommit(self, data_id: str) -> None:
@@ -668,6 +773,7 @@ class ZarrBackend(Backend):
             return
         raw, rows, _ = replaced
         self._undone[data_id] = True
+        self._decoded.drop()  # the record put back may equal one a read tagged while the commit stood
         with self._io():
             self._commits.restore(self._root.store, data_id, raw)
         self._committed[data_id], self._raw[data_id] = rows, raw
@@ -971,6 +1077,7 @@ class ZarrBackend(Backend):
         flagged first when the call journalled them (an undo putting them back needs no flag).
         """
         self._check_lease(data_id)
+        self._decoded.drop()  # what this handle cached may be what the call changes
         touched = self._touched.get(data_id)
         if touched is not None:
             touched.add((phase, var))
@@ -1011,7 +1118,7 @@ class ZarrBackend(Backend):
             self._load_commit(data_id)
         rows = self._committed[data_id]
         used = getattr(self._reading, "rows", None)
-        if used is not None and not any(r is rows for r in used):
+        if used is not None and not (used and used[0] is rows) and not any(r is rows for r in used):
             used.append(rows)  # see unchanged(): another thread of this handle may commit meanwhile
         if rows is None:
             return stored
@@ -1057,8 +1164,20 @@ class ZarrBackend(Backend):
             # so what this handle holds is the newest; dropping the arrays it writes through
             # would make it commit the shapes of arrays opened before its appends landed.
             return
+        self._take_record(data_id, self._read_record(data_id))
+
+    def _read_record(self, data_id: str) -> str | None:
+        """The commit record's text, read now: once per read call, so the local case skips ``_io``."""
+        if self._local_records:
+            try:
+                return read_object_text(self._root.store, self._commits.key(data_id))
+            except OSError:
+                pass  # read again below, to raise the StorageError that names the location
         with self._io(writes_metadata=False):
-            raw = self._commits.read_raw(self._root.store, data_id)
+            return self._commits.read_raw(self._root.store, data_id)
+
+    def _take_record(self, data_id: str, raw: str | None) -> None:
+        """Go by the commit record ``raw`` just read: forget what was cached when another commit wrote it."""
         if raw is not None and raw == self._raw.get(data_id):
             return  # the same record: one small read, no parsing
         token = self._commits.parse(raw, data_id).token
@@ -1073,12 +1192,35 @@ class ZarrBackend(Backend):
             return self._commits.read_raw(self._root.store, data_id)
 
     def start_read(self, data_id: str) -> None:
-        # docstring inherited
+        # docstring inherited: one read of the commit record per call. The read goes by the
+        # record the previous call checked ("optimistic"), and unchanged() reads the record
+        # once, after the read: the read stands only if it is still that very record (a new
+        # commit, or a rewrite in place that began, writes a record of another text).
+        # After a read that did not stand, the next one reads the record first (as before)
+        # and only a rewrite in place begun meanwhile refuses it: a writer that commits
+        # appends without pause cannot starve readers.
+        careful = getattr(self._reading, "careful", None) == data_id
+        self._reading.careful = None
+        if (
+            not careful
+            and self.reads_by_commit_record
+            and data_id in self._raw
+            and data_id in self._committed
+            and data_id not in self._writer
+            and data_id not in self._overlays
+            and not (self._flagged and data_id in self._flagged)
+        ):
+            self._reading.optimistic = data_id
+        else:
+            self._reading.optimistic = None
+            self.refresh_if_changed(data_id)
         self._reading.rows = []  # the committed rows each read of this thread goes by, until unchanged()
 
     def unchanged(self, data_id: str) -> bool:
         # docstring inherited: the commit record is still the one read (a rewrite flags it
         # before its first write in place, and commits by writing it again).
+        optimistic = getattr(self._reading, "optimistic", None) == data_id
+        self._reading.optimistic = None
         if self._writing_here(data_id):
             return True
         used, self._reading.rows = getattr(self._reading, "rows", None) or [], None
@@ -1086,16 +1228,20 @@ class ZarrBackend(Backend):
             return False  # another thread of this handle committed, or refreshed, during the read
         if data_id not in self._raw:
             return True
-        with self._io(writes_metadata=False):
-            raw = self._commits.read_raw(self._root.store, data_id)
+        raw = self._read_record(data_id)
         if raw == self._raw[data_id]:
             return True
+        if optimistic:  # another commit since the previous call: read again, by the newest record
+            self._take_record(data_id, raw)
+            self._reading.careful = data_id
+            return False
         return self._commits.parse(raw, data_id).epoch == self._epochs.get(data_id, 0)
 
     def refresh(self, data_id: str) -> None:
         # docstring inherited; a state only this process holds (read-only store) is kept.
         if data_id in self._writer and not self._writing_here(data_id):
             return  # another thread's call writes it: see refresh_if_changed
+        self._decoded.drop()
         self._forget(data_id)
         if data_id not in self._touched:  # while this backend writes it, its commit is the one it holds
             self._committed.pop(data_id, None)
@@ -1458,6 +1604,7 @@ class ZarrBackend(Backend):
     def _forget(self, data_id: str) -> None:
         self._groups = {k: v for k, v in self._groups.items() if k[0] != data_id}
         self._arrays = {k: v for k, v in self._arrays.items() if k[0] != data_id}
+        self._layouts = {k: v for k, v in self._layouts.items() if k[0] != data_id}
 
 
 # --- what is a variable, and what another tool left ----------------------------------------
@@ -1739,6 +1886,16 @@ def _read_rows(array: zarr.Array[Any], rows: np.ndarray, inner: Inner = ()) -> n
     else:
         block = np.asarray(array.get_orthogonal_selection((unique, *inner)))
     return block[inverse.reshape(-1)]
+
+
+def _chunks_touched(selection: Selection, chunk_rows: int) -> int:
+    """Chunks of ``chunk_rows`` rows that hold a normalised selection (0 for no row)."""
+    if isinstance(selection, int):
+        return 1
+    if isinstance(selection, slice):
+        start, stop = int(selection.start), int(selection.stop)
+        return 0 if stop <= start else -(-stop // chunk_rows) - start // chunk_rows
+    return int(np.unique(selection // chunk_rows).shape[0]) if selection.size else 0
 
 
 def _select(array: zarr.Array[Any], selection: tuple[Any, ...]) -> np.ndarray:

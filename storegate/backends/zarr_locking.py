@@ -27,7 +27,17 @@ from zarr.storage import FsspecStore, LocalStore, MemoryStore
 from storegate.errors import StoreGateError
 from storegate.locks import FolderLock, Lease, ProcessLock, WriteLock, shared
 
-__all__ = ["OWN_PREFIX", "Commit", "Commits", "Rows", "file_name", "read_object", "write_lock", "write_object"]
+__all__ = [
+    "OWN_PREFIX",
+    "Commit",
+    "Commits",
+    "Rows",
+    "file_name",
+    "read_object",
+    "read_object_text",
+    "write_lock",
+    "write_object",
+]
 
 #: Where storegate keeps its own objects in a store (locks, commit records): zarr sees no member there.
 OWN_PREFIX = ".storegate"
@@ -212,6 +222,11 @@ def _row_count(value: object) -> int:
 
 
 def _read(store: Store, key: str) -> str | None:
+    return read_object_text(store, key)
+
+
+def read_object_text(store: Store, key: str) -> str | None:
+    """One of storegate's own objects as text (``None`` when there is none)."""
     found = read_object(store, key)
     return None if found is None else found.decode("utf-8", "replace")
 
