@@ -96,9 +96,12 @@ def make_rows(n_rows: int, start: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def count_calls(
-    endpoint: str, rows: int = ROWS, append_rows: int = APPEND_ROWS
+    endpoint: str, rows: int = ROWS, append_rows: int = APPEND_ROWS, chunk_bytes: int | None = None
 ) -> tuple[list[tuple[str, Counter[str]]], int | None]:
-    """The requests each call sends, in the order of the module docstring, and x's rows per chunk."""
+    """The requests each call sends, in the order of the module docstring, and x's rows per chunk.
+
+    ``chunk_bytes``: the store's (None: storegate's default, 4 MiB on an object store).
+    """
     import s3fs
 
     from storegate import StoreGate
@@ -107,7 +110,9 @@ def count_calls(
     fs = s3fs.S3FileSystem(**options)
     if not fs.exists(BUCKET):
         fs.mkdir(BUCKET)
-    args = {"output_dir": f"s3://{BUCKET}/store-{time.time_ns()}", "storage_options": options}
+    args: dict[str, Any] = {"output_dir": f"s3://{BUCKET}/store-{time.time_ns()}", "storage_options": options}
+    if chunk_bytes is not None:
+        args["chunk_bytes"] = chunk_bytes
     x, y = make_rows(rows)
     more_x, more_y = make_rows(append_rows, start=rows)
     counter = RequestCounter()
@@ -178,10 +183,49 @@ def format_table(results: list[tuple[str, Counter[str]]]) -> str:
     return header + "\n".join(lines)
 
 
+#: Total requests per call in earlier runs of this benchmark (20,000 rows, 1 MiB chunks: x is 60
+#: chunks), before issue 12's cuts and after each round, kept here so that a full `make bench`
+#: (which rewrites RESULTS.md) still shows them beside this run's counts with the same chunks.
+HISTORY = {
+    "open a new store (mode 'w')": (42, 28, 12, 28),
+    "add_data, new variable x": (109, 93, 73, 93),
+    "add_data, new variable y": (28, 21, 7, 21),
+    "add_data, existing variable x": (12, 10, 10, 10),
+    "add_data, existing variable y": (9, 7, 7, 7),
+    "compile": (22, 13, 7, 13),
+    "get_metadata": (19, 10, 4, 10),
+    "open an existing store (mode 'r')": (16, 9, 6, 9),
+    "get_data x, whole phase, cold": (136, 68, 66, 68),
+    "get_data x, whole phase, warm": (130, 65, 65, 64),
+    "get_data x, one row, cold (new handle)": (12, 6, 4, 6),
+    "get_data x, one row, warm": (6, 3, 3, 1),
+    "get_metadata (reader)": (19, 10, 4, 10),
+}
+
+
+def history_table(now: list[tuple[str, Counter[str]]]) -> str:
+    """Totals before issue 12 and after each round (:data:`HISTORY`), and ``now`` (this run, 1 MiB chunks)."""
+    totals = {name: sum(c.values()) for name, c in now}
+    lines = [
+        "| call | before | round 1 | round 2, writes and opens | round 2, reads | this run, merged (1 MiB chunks) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for prefix, past in HISTORY.items():
+        found = next((t for name, t in totals.items() if name.startswith(prefix)), None)
+        cells = " | ".join(str(n) for n in past)
+        lines.append(f"| {prefix} | {cells} | {'n/a' if found is None else found} |")
+    return "\n".join(lines)
+
+
 def report(
-    results: list[tuple[str, Counter[str]]], rows: int, chunk_rows: int | None, times: dict[str, float] | None = None
+    results: list[tuple[str, Counter[str]]],
+    rows: int,
+    chunk_rows: int | None,
+    times: dict[str, float] | None = None,
+    one_mib: list[tuple[str, Counter[str]]] | None = None,
 ) -> str:
-    """The Markdown section for RESULTS.md (``times``: :func:`time_small_calls`)."""
+    """The Markdown section for RESULTS.md (``times``: :func:`time_small_calls`; ``one_mib``: the
+    counts of a store with 1 MiB chunks, compared with :data:`HISTORY`)."""
     chunks = f" ({chunk_rows} rows per chunk: x is {-(-rows // chunk_rows)} chunks)" if chunk_rows else ""
     return (
         "## S3 requests per call (moto server in its own process)\n\n"
@@ -194,6 +238,13 @@ def report(
         "first round (no HEAD before reads): open new 28, add new x 93, add new y 21, add existing x 10 / y 7, "
         "compile 13, get_metadata 10, open existing 9, whole phase cold 68 / warm 65, one row cold 6 / warm 3.\n\n"
         + format_table(results)
+        + (
+            "\n\nTotals per call over issue 12's rounds, with 1 MiB chunks as they were measured (round 2 "
+            "was cut by two people at once: the write / open / metadata side and the read side, each "
+            "measured alone; 'this run' is the merged code):\n\n" + history_table(one_mib)
+            if one_mib
+            else ""
+        )
         + format_times(times or {})
     )
 
@@ -217,8 +268,9 @@ def main(rows: int = ROWS) -> str:
     os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
     with moto_process() as endpoint:
         results, chunk_rows = count_calls(endpoint, rows)
+        one_mib, _ = count_calls(endpoint, rows, chunk_bytes=1 << 20)
         times = time_small_calls(endpoint)
-    return report(results, rows, chunk_rows, times)
+    return report(results, rows, chunk_rows, times, one_mib)
 
 
 if __name__ == "__main__":
