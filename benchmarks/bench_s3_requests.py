@@ -137,6 +137,8 @@ def count_calls(
         step("get_data x, whole phase, warm", lambda: reader.get_data("x", "train"))
         one = StoreGate("zarr", {**args, "mode": "r"}, DATA_ID)
         step("get_data x, one row, cold (new handle)", lambda: one.get_data("x", "train", 5))
+        # A chunk is kept from its second single-row read on (the decoded-chunk cache's doorkeeper).
+        step("get_data x, one row, second read (kept)", lambda: one.get_data("x", "train", 6))
         step("get_data x, one row, warm", lambda: one.get_data("x", "train", 5))
         step("get_metadata (reader)", reader.get_metadata)
     return out, sg.backend_object.info(DATA_ID, "train", "x").chunk_rows

@@ -68,8 +68,9 @@ def test_a_row_of_a_cached_chunk_reads_no_chunk_and_a_write_drops_the_cache() ->
     sg = StoreGate("zarr", {"output_dir": store, "chunk": CHUNK}, data_id="d")
     sg.add_data("x", _data(), "train")
     store.keys.clear()
-    np.testing.assert_array_equal(sg["train"]["x"][3], _data()[3])
-    assert _chunk_reads(store.keys) == ["d/train/x/c/0/0"]
+    np.testing.assert_array_equal(sg["train"]["x"][3], _data()[3])  # a first touch: read as zarr reads
+    np.testing.assert_array_equal(sg["train"]["x"][4], _data()[4])  # the second: decoded and kept
+    assert _chunk_reads(store.keys) == ["d/train/x/c/0/0"] * 2
     store.keys.clear()
     for index in (5, -35, [0, 7, 2], slice(1, 6), (4, slice(1, None)), ([6, 1], 2)):  # rows of chunk 0 only
         np.testing.assert_array_equal(sg["train"]["x"][index], _data()[index])
@@ -78,10 +79,30 @@ def test_a_row_of_a_cached_chunk_reads_no_chunk_and_a_write_drops_the_cache() ->
     sg["train"]["x"][2] = [-1, -2, -3]  # this process's write: the next read reads the chunk again
     store.keys.clear()
     assert sg["train"]["x"][2].tolist() == [-1, -2, -3]
-    assert _chunk_reads(store.keys) == ["d/train/x/c/0/0"]
+    assert sg["train"]["x"][2].tolist() == [-1, -2, -3]
+    assert _chunk_reads(store.keys) == ["d/train/x/c/0/0"] * 2  # first touch, then kept
     row = sg["train"]["x"][2]
     row[0] = 99  # a row read is the caller's own copy: the cache keeps its values
     assert sg["train"]["x"][2].tolist() == [-1, -2, -3]
+
+
+def test_a_single_row_keeps_its_chunk_from_the_second_read_of_the_chunk_on() -> None:
+    """The doorkeeper: rows read once (a random scan) cost what zarr's read costs, nothing kept."""
+    store = _CountingStore(MemoryStore())
+    sg = StoreGate("zarr", {"output_dir": store, "chunk": CHUNK}, data_id="d")
+    sg.add_data("x", _data(), "train")
+    store.keys.clear()
+    for row in range(0, ROWS, CHUNK):  # one row of each chunk: every chunk read, none kept
+        np.testing.assert_array_equal(sg["train"]["x"][row], _data()[row])
+    assert len(_chunk_reads(store.keys)) == ROWS // CHUNK
+    store.keys.clear()
+    for row in range(1, ROWS, CHUNK):  # a second row of each: read once more, then kept
+        np.testing.assert_array_equal(sg["train"]["x"][row], _data()[row])
+    assert len(_chunk_reads(store.keys)) == ROWS // CHUNK
+    store.keys.clear()
+    for row in range(2, ROWS, CHUNK):
+        np.testing.assert_array_equal(sg.get_data("x", "train", row), _data()[row])
+    assert _chunk_reads(store.keys) == []
 
 
 @pytest.mark.parametrize("kind", BACKEND_KINDS)
@@ -359,11 +380,13 @@ def test_on_s3_a_second_row_of_a_chunk_sends_no_chunk_get(s3_server: S3Server, s
     reader = StoreGate("zarr", {**args, "mode": "r"}, data_id="d")
     with counter.counting():
         first = counter.measure(lambda: reader["train"]["x"][3])[1]
+        kept = counter.measure(lambda: reader["train"]["x"][4])[1]  # the chunk's second read: kept
         second = counter.measure(lambda: reader["train"]["x"][5])[1]
         fancy = counter.measure(lambda: reader.get_data("x", "train", [6, 2]))[1]
         sg["train"]["x"][5] = [0, 0, 0]  # a commit: the reader reads the chunk again
         after, changed = counter.measure(lambda: reader["train"]["x"][5])
     assert first["GET"] >= 2  # the chunk and the commit record (and metadata, on a fresh handle)
+    assert kept == Counter({"GET": 2})  # the commit record and the chunk, decoded and kept
     assert second == fancy == Counter({"GET": 1})  # the commit record alone
     assert after.tolist() == [0, 0, 0]
     assert changed["GET"] >= 2

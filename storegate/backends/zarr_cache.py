@@ -21,10 +21,13 @@ What is cached is only ever what the last commit holds:
   past it while a call of its own writes the data_id or another call rewrites it in place.
 
 Which reads use it: those whose chunks hold at most a quarter of the cache's bytes (one
-row, a few rows, a short slice). Larger reads (a whole phase) go to the store and leave
-the cache as it is, so that a scan does not flush the rows a random-access loop keeps
-reading. DataLoader workers read whole chunk runs through their own caches
-(:mod:`storegate.loader`) and never through this one.
+row, a few rows, a short slice). A single row's chunk is kept from its second read on (a
+doorkeeper, as TinyLFU's): the first read of a chunk costs what zarr's own read costs (no
+copy into the cache, no fresh pages), so rows read once, as in a random scan, are never
+slower than raw zarr, and a working set read again is served from memory. Larger reads (a
+whole phase) go to the store and leave the cache as it is, so that a scan does not flush the
+rows a random-access loop keeps reading. DataLoader workers read whole chunk runs through
+their own caches (:mod:`storegate.loader`) and never through this one.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ __all__ = ["CACHED_SHARE", "DecodedChunks"]
 
 #: A read uses the cache when the chunks it touches hold at most this share of the cache.
 CACHED_SHARE = 4
+#: Chunks remembered as read once (the doorkeeper); forgotten all at once past this many.
+SEEN_LIMIT = 1 << 16
 
 #: ``read(start, stop)``: the committed rows among ``[start, stop)`` of a variable, decoded, native byte order.
 ReadRows = Callable[[int, int], np.ndarray]
@@ -60,6 +65,8 @@ class DecodedChunks:
         self._lock = threading.Lock()
         # The tag (commit record, generation) the cached chunks of each data_id were read under.
         self._tags: dict[str, Hashable] = {}
+        # Chunks a single-row read touched once, not cached yet (the doorkeeper).
+        self._seen: set[tuple[str, str, str, int]] = set()
         #: Moved on by every :meth:`drop`: part of the tags of the reads begun since.
         self.generation = 0
 
@@ -77,6 +84,7 @@ class DecodedChunks:
     def _clear(self) -> None:
         self.chunks.clear()
         self._tags.clear()
+        self._seen.clear()
 
     def fits(self, n_chunks: int, chunk_bytes: int) -> bool:
         """True when a read touching ``n_chunks`` chunks of ``chunk_bytes`` bytes goes through the cache."""
@@ -108,6 +116,9 @@ class DecodedChunks:
         """
         if isinstance(selection, int):
             cid = selection // chunk_rows
+            if not self._second_touch(key, tag, cid):  # read once so far: as zarr would, nothing kept
+                row = read_rows(selection, selection + 1)[0]
+                return np.array(row[inner] if inner else row, copy=True)
             chunk = self._chunks(key, tag, [cid], chunk_rows, read_rows)[cid]
             row = chunk[selection - cid * chunk_rows]
             return np.array(row[inner] if inner else row, copy=True)
@@ -122,6 +133,29 @@ class DecodedChunks:
             out[mine] = chunk[rows[mine] - cid * chunk_rows]
         return np.array(out[(slice(None), *inner)], copy=True) if inner else out
 
+    def _retag(self, data_id: str, tag: Hashable) -> None:
+        """Go by ``tag`` for ``data_id`` (under the lock): another commit's chunks are dropped."""
+        old = self._tags.get(data_id)
+        if old != tag:
+            if old is not None:
+                # Another commit: nothing cached may be served. Dropping every data_id's
+                # chunks keeps this simple; most stores are read one data_id at a time.
+                self._clear()
+            self._tags[data_id] = tag
+
+    def _second_touch(self, key: tuple[str, str, str], tag: Hashable, cid: int) -> bool:
+        """Whether a single-row read of chunk ``cid`` should go through the cache: the chunk is
+        cached, or was read once before under ``tag``; else remember this first read."""
+        seen = (*key, cid)
+        with self._lock:
+            self._retag(key[0], tag)
+            if seen in self._seen or seen in self.chunks:
+                return True
+            if len(self._seen) >= SEEN_LIMIT:
+                self._seen.clear()
+            self._seen.add(seen)
+            return False
+
     def _chunks(
         self,
         key: tuple[str, str, str],
@@ -134,13 +168,7 @@ class DecodedChunks:
         data_id = key[0]
         found: dict[int, np.ndarray] = {}
         with self._lock:
-            old = self._tags.get(data_id)
-            if old != tag:
-                if old is not None:
-                    # Another commit: nothing cached may be served. Dropping every data_id's
-                    # chunks keeps this simple; most stores are read one data_id at a time.
-                    self._clear()
-                self._tags[data_id] = tag
+            self._retag(data_id, tag)
             for cid in ids:
                 chunk = self.chunks.get((*key, cid))
                 if chunk is not None:
