@@ -836,8 +836,8 @@ class StoreGateDataLoader(DataLoader[Any]):
     ------
     InvalidArgumentError
         ``dataset`` is not a StoreGateDataset or ConcatDataset, an argument is invalid,
-        or ``sampler`` / ``batch_sampler`` is given (this loader makes them: use
-        ``torch.utils.data.DataLoader`` for your own).
+        or a ``sampler`` / ``batch_sampler`` other than None is given (this loader makes
+        them: use ``torch.utils.data.DataLoader`` for your own).
 
     Notes
     -----
@@ -1089,10 +1089,12 @@ def _check_loader_args(dataset: object, batch_size: object, kwargs: dict[str, An
         )
     check_int("batch_size", batch_size, minimum=1)
     for name in ("sampler", "batch_sampler"):
-        if name in kwargs:
+        if kwargs.get(name) is None:
+            kwargs.pop(name, None)  # torch's own default: generic code passes it
+        else:
             raise InvalidArgumentError(
-                f"{name} must not be given to StoreGateDataLoader (it makes a chunk-aware one: use shuffle, "
-                f"seed, window, num_replicas, rank). Got {name}={kwargs[name]!r}. For your own sampler, "
+                f"{name} must be None (torch's default) for StoreGateDataLoader, which makes a chunk-aware one "
+                f"(use shuffle, seed, window, num_replicas, rank). Got {name}={kwargs[name]!r}. For your own sampler, "
                 "use torch.utils.data.DataLoader(dataset, sampler=...)."
             )
 

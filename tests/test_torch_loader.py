@@ -183,9 +183,10 @@ def test_a_concatenation_of_stores(tmp_path: Path) -> None:
 
 def test_bad_arguments_are_named(tmp_path: Path) -> None:
     dataset = StoreGateDataset(_zarr(tmp_path), "train", "x", "id")
-    with pytest.raises(InvalidArgumentError, match="sampler must not be given to StoreGateDataLoader"):
+    with pytest.raises(InvalidArgumentError, match="sampler must be None"):
         StoreGateDataLoader(dataset, 8, sampler=RandomSampler(dataset))
-    with pytest.raises(InvalidArgumentError, match="batch_sampler must not be given"):
+    assert len(StoreGateDataLoader(dataset, 8, sampler=None, batch_sampler=None)) == N // 8  # torch's defaults
+    with pytest.raises(InvalidArgumentError, match="batch_sampler must be None"):
         StoreGateDataLoader(dataset, 8, batch_sampler=[[0, 1]])
     with pytest.raises(InvalidArgumentError, match="dataset must be a StoreGateDataset"):
         StoreGateDataLoader(torch.utils.data.TensorDataset(torch.zeros(3)), 8)  # type: ignore[arg-type]
