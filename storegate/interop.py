@@ -91,7 +91,7 @@ def _variable(engine: GroupEngine, phase: str, var: str) -> Any:
 def _chunk_rows(engine: GroupEngine, phase: str, var: str) -> int:
     """Rows per dask block: the stored chunk (the first phase's, for 'all'); every row in memory."""
     sizes = [
-        engine.backend.info(engine.data_id, p, var).chunk_rows
+        engine.backend.chunk_rows(engine.data_id, p, var)
         for p in phases_of(phase)
         if engine.backend.has(engine.data_id, p, var)
     ]

@@ -96,20 +96,49 @@ def _prepare_worker() -> None:
         force()
 
 
-class _BackendFetch:
-    """The ``fetch`` of :class:`~storegate.loader.ChunkedVariable` over one backend and data_id."""
+#: Reads of one batch that another process's commits may interrupt before the batch fails.
+READ_ATTEMPTS = 8
+
+
+class BackendFetch:
+    """The ``fetch`` of :class:`~storegate.loader.ChunkedVariable` over one backend and data_id.
+
+    :attr:`used` tells whether it read from the store (then the batch must be checked
+    against the commit record again: see :func:`settled`).
+    """
 
     def __init__(self, backend: Backend, data_id: str) -> None:
         self.backend, self.data_id = backend, data_id
         self.concurrent = backend.concurrent_reads  # the loader may then read a batch's chunk runs in threads
+        self.used = False
 
     def __call__(self, phase: str, var: str, rows: slice) -> np.ndarray:
+        self.used = True
         return read_or_explain(self.backend, self.data_id, phase, var, rows)
 
 
-def fetch_from(backend: Backend, data_id: str) -> Fetch:
+def fetch_from(backend: Backend, data_id: str) -> BackendFetch:
     """The ``fetch`` of :class:`~storegate.loader.ChunkedVariable` over ``backend`` (see :func:`read_or_explain`)."""
-    return _BackendFetch(backend, data_id)
+    return BackendFetch(backend, data_id)
+
+
+def settled(fetch: BackendFetch | None, version: str | None) -> bool:
+    """Whether a batch read through ``fetch`` holds one commit's data: it read nothing from the
+    store, or the commit record is still ``version`` (the one read before it).
+
+    Without this check a batch could pair rows of x read before another process's commit
+    with rows of y read after it, or rows an in-place rewrite wrote before it failed: the
+    record changes when a rewrite begins (it is flagged) and when a commit lands.
+    """
+    return fetch is None or not fetch.used or fetch.backend.data_version(fetch.data_id) == version
+
+
+def changing_error(data_id: str, location: str) -> StoreGateError:
+    """A batch that other processes' commits interrupted :data:`READ_ATTEMPTS` times in a row."""
+    return StoreGateError(
+        f"data_id {data_id!r} at {location} must hold still while a batch is read. Got a new commit during each "
+        f"of {READ_ATTEMPTS} reads of the same batch. Pause the writers (or write between epochs) and iterate again."
+    )
 
 
 def read_or_explain(backend: Backend, data_id: str, phase: str, var: str, rows: slice) -> np.ndarray:
@@ -142,7 +171,7 @@ def chunked_variable(engine: GroupEngine, phase: str, var: str) -> ChunkedVariab
     layout = engine.layout(var, phases_of(phase))
     segments, start = [], 0
     for phase_, shape in layout.parts:
-        chunk_rows = engine.backend.info(engine.data_id, phase_, var).chunk_rows
+        chunk_rows = engine.backend.chunk_rows(engine.data_id, phase_, var)
         segments.append(Segment(phase_, start, shape[0], chunk_rows or max(1, shape[0])))
         start += shape[0]
     return ChunkedVariable(var, tuple(segments), layout.dtype, layout.row_shape)
@@ -304,10 +333,15 @@ class BatchReader:
         return np.argsort(self._view_rows(), kind="stable")
 
     def read(self, items: np.ndarray) -> dict[str, np.ndarray]:
-        """The rows of ``items`` (int64 positions in ``[0, len(self))``, any order) of every name."""
+        """The rows of ``items`` (int64 positions in ``[0, len(self))``, any order) of every name,
+        all of one commit (read again when another process committed meanwhile)."""
         stored = items if self._rows is None else self._view_rows()[items]
-        fetch = None if self._handle is None else self._fetch()  # the commit record checked once per batch
-        return {var: self._read(var, stored, fetch) for var in self._names}
+        for _ in range(READ_ATTEMPTS):
+            fetch = None if self._handle is None else self._fetch()  # the commit record checked once per batch
+            out = {var: self._read(var, stored, fetch) for var in self._names}
+            if settled(fetch, self._version):
+                return out
+        raise changing_error(self._data_id, self.source)
 
     def _read(self, var: str, rows: np.ndarray, fetch: Fetch | None = None) -> np.ndarray:
         variable = self.variables[var]
@@ -320,7 +354,7 @@ class BatchReader:
         assert self._rows is not None
         return self._rows.rows(lambda var: self._read(var, np.arange(self._stored_size, dtype=np.int64)))
 
-    def _fetch(self) -> Fetch:
+    def _fetch(self) -> BackendFetch:
         assert self._handle is not None
         if self._handle.stale():
             self._cache.clear()  # another process's chunks: each process keeps its own

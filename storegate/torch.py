@@ -55,7 +55,17 @@ from storegate.names import VarNames, parse_var_names
 from storegate.phases import phases_of, resolve_phase
 from storegate.ragged import batch, check_batch_mode, is_rows
 from storegate.ragged_store import offsets_name, values_name
-from storegate.reading import StoreHandle, check_source, chunked_variable, fetch_from, memory_variable
+from storegate.reading import (
+    READ_ATTEMPTS,
+    BackendFetch,
+    StoreHandle,
+    changing_error,
+    check_source,
+    chunked_variable,
+    fetch_from,
+    memory_variable,
+    settled,
+)
 from storegate.rowmaps import RowMap
 from storegate.rules import check_int, common_length, is_int
 from storegate.shared_cache import SharedChunkCache
@@ -368,24 +378,35 @@ class StoreGateDataset(Dataset[Any]):
     def _batch(self, rows: np.ndarray, iteration: int | None = None) -> tuple[Any, Any]:
         """``iteration``: the StoreGateDataLoader iteration the batch belongs to (see :meth:`_open`)."""
         stored = rows if self._rows is None else self._view_rows()[rows]
-        # Opened (and the commit record checked) once per batch at most, not once per variable.
-        backend = None if self._handle is None else self._open(iteration, stored)
-        arrays = {var: self._select(var, self._read(var, stored, backend)) for var in self._read_names}
+        for _ in range(READ_ATTEMPTS):
+            # Opened (and the commit record checked) once per batch at most, not once per variable.
+            backend = None if self._handle is None else self._open(iteration, stored)
+            fetch = None if backend is None else fetch_from(backend, self._data_id)
+            arrays = {var: self._select(var, self._read(var, stored, backend, fetch)) for var in self._read_names}
+            if settled(fetch, self._version):  # one commit's rows, or read again
+                break
+            iteration = None  # the record is read again before the next attempt
+        else:
+            raise changing_error(self._data_id, self._location)
         data = _join(arrays, self._inputs)
         target = None if self._targets is None else _join(arrays, self._targets)
         return data, target
 
-    def _read(self, var: str, rows: np.ndarray, backend: Backend | None = None) -> np.ndarray:
-        """Rows of one variable; ``backend``: the store as :meth:`_open` gave it for this batch."""
+    def _read(
+        self, var: str, rows: np.ndarray, backend: Backend | None = None, fetch: BackendFetch | None = None
+    ) -> np.ndarray:
+        """Rows of one variable; ``backend`` and ``fetch``: the store as :meth:`_open` gave it for this batch."""
         variable = self._variables[var]
         if isinstance(variable, MemoryVariable):
             return variable.read(rows, None, self._cache)
         if isinstance(variable, RaggedVariable) and variable.rows is not None:
             return variable.read(rows, None)
         backend = backend or self._open()
+        fetch = fetch or fetch_from(backend, self._data_id)
         if isinstance(variable, RaggedVariable):
+            fetch.used = True  # read from the store, outside the chunk cache
             return variable.read(rows, GroupEngine(backend, self._data_id))
-        return variable.read(rows, fetch_from(backend, self._data_id), self._cache, self._shared)
+        return variable.read(rows, fetch, self._cache, self._shared)
 
     def _select(self, var: str, rows: np.ndarray) -> np.ndarray:
         """What ``inner`` selects inside each row read of ``var`` (every row: ``rows`` as they are)."""

@@ -382,6 +382,11 @@ class Backend(ABC):
         """Dtype and shape; backends with chunks add chunk rows, codec and stored bytes."""
         return VarInfo(self.dtype(data_id, phase, var), self.shape(data_id, phase, var))
 
+    def chunk_rows(self, data_id: str, phase: str, var: str) -> int | None:
+        """Rows per (inner) chunk, as :meth:`info` gives them; override when ``info`` does more
+        work (the loader asks this before batches, while other processes may write)."""
+        return self.info(data_id, phase, var).chunk_rows
+
     def replace(self, data_id: str, phase: str, var: str, data: np.ndarray, **options: Any) -> None:
         """Replace a variable's contents with ``data`` (any length, dtype or row shape).
 

@@ -107,6 +107,9 @@ class HybridBackend(Backend):
     def info(self, data_id: str, phase: str, var: str) -> VarInfo:
         return self.current.info(data_id, phase, var)
 
+    def chunk_rows(self, data_id: str, phase: str, var: str) -> int | None:
+        return self.current.chunk_rows(data_id, phase, var)
+
     def data_version(self, data_id: str) -> str | None:
         return self.current.data_version(data_id)
 

@@ -493,6 +493,13 @@ class ZarrBackend(Backend):
         return dtype if dtype.isnative else dtype.newbyteorder("=")
 
     @_storage_call
+    def chunk_rows(self, data_id: str, phase: str, var: str) -> int | None:
+        # docstring inherited: from the array's metadata alone (info also lists its chunks,
+        # which races another process's rewrite and costs a listing on S3).
+        array = self._array(data_id, phase, var)
+        return int(array.chunks[0]) if array.ndim else None
+
+    @_storage_call
     def info(self, data_id: str, phase: str, var: str) -> VarInfo:
         array = self._array(data_id, phase, var)
         codecs = ", ".join(type(c).__name__.removesuffix("Codec") for c in array.compressors)
