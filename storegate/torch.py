@@ -1109,12 +1109,12 @@ def _check_loader_args(dataset: object, batch_size: object, kwargs: dict[str, An
             f"Got {type(dataset).__name__} instead. Use torch.utils.data.DataLoader for other datasets."
         )
     check_int("batch_size", batch_size, minimum=1)
-    for name in ("sampler", "batch_sampler"):
+    for name in ("sampler", "batch_sampler", "generator"):
         if kwargs.get(name) is None:
             kwargs.pop(name, None)  # torch's own default: generic code passes it
         else:
             raise InvalidArgumentError(
-                f"{name} must be None (torch's default) for StoreGateDataLoader, which makes a chunk-aware one "
+                f"{name} must be None (torch's default) for StoreGateDataLoader, which makes a chunk-aware sampler "
                 f"(use shuffle, seed, window, num_replicas, rank). Got {name}={kwargs[name]!r}. For your own sampler, "
                 "use torch.utils.data.DataLoader(dataset, sampler=...)."
             )
