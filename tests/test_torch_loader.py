@@ -228,7 +228,7 @@ def test_bad_arguments_are_named(tmp_path: Path) -> None:
     with pytest.raises(InvalidArgumentError, match="sampler must be None"):
         StoreGateDataLoader(dataset, 8, sampler=RandomSampler(dataset))
     assert len(StoreGateDataLoader(dataset, 8, sampler=None, batch_sampler=None)) == N // 8  # torch's defaults
-    with pytest.raises(InvalidArgumentError, match=r"generator must be None .* use shuffle, seed"):
+    with pytest.raises(InvalidArgumentError, match=r"generator must be None .*\(use shuffle, seed"):
         StoreGateDataLoader(dataset, 8, generator=torch.Generator())  # it would be ignored: seed orders epochs
     with pytest.raises(InvalidArgumentError, match="batch_sampler must be None"):
         StoreGateDataLoader(dataset, 8, batch_sampler=[[0, 1]])
