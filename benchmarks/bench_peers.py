@@ -573,7 +573,9 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, subprocess.TimeoutExpired):
         return f"did not finish within {exc.timeout:.0f} s"
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[-1] if lines else type(exc).__name__
+    # The last line of a traceback names the error; a peer may print more (a JSON dump) after it.
+    errors = [line for line in lines if "Error" in line or "Exception" in line]
+    return (errors or lines or [type(exc).__name__])[-1][:300]
 
 
 def versions() -> str:
