@@ -199,7 +199,10 @@ class StoreGateDataset(Dataset[Any]):
     reads the store's commit record (one small read): after a commit of any process, or a
     write through a StoreGate of this process, it drops its cached chunks (the shared ones
     too), so it reads the new values, and raises StoreGateError if the layout changed (rows
-    added or deleted: make a new dataset). Under a :class:`StoreGateDataLoader`, a process
+    added or deleted: make a new dataset). A batch that read chunks from the store is checked
+    against the record once more and read again if a commit landed meanwhile, so that it
+    holds one commit's rows (never x of one commit beside y of the next, never the rows of an
+    in-place rewrite that had not committed). Under a :class:`StoreGateDataLoader`, a process
     reads the record at its first batch of each iteration (epoch) and before each batch that
     reads chunks from the store, not before a batch its cache serves whole: such a batch
     has the values committed when its chunks were read, earlier in the same epoch. Data held
