@@ -85,8 +85,9 @@ S3_PROTOCOLS = ("s3", "s3a")
 #: ``max_pool_connections`` lets :data:`DEFAULT_REMOTE_CONCURRENCY` requests run at once.
 #: Every S3 store also sends its requests through :func:`bounded_http_session` (``config_kwargs``
 #: key ``http_session_cls``), which makes those timeouts hold (see there), and s3fs tries each
-#: request :data:`S3FS_RETRIES` times: one request to a server that stops answering gives up
-#: after at most about 2 x 3 x 20 s = 120 s.
+#: request :data:`S3FS_RETRIES` times. botocore's ``max_attempts`` counts retries (4 attempts),
+#: and each attempt may wait for its reply and then for its body: one read from a server that
+#: stopped answering took 338 s to fail (measured on moto; not yet bounded better).
 DEFAULT_S3_CONFIG: dict[str, Any] = {
     "connect_timeout": 5,
     "read_timeout": 20,
