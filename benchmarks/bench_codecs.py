@@ -324,9 +324,9 @@ def _chunk_choice(local: list[dict[str, Any]], s3: list[dict[str, Any]]) -> str:
 
 
 def _pick(scores: dict[int, float], full: dict[int, float]) -> int:
-    best = max(scores.values())
-    fit = [c for c, score in scores.items() if score >= CHOICE_TOLERANCE * best and full[c] >= CHOICE_TOLERANCE]
-    return min(fit or scores, key=lambda c: (c not in fit, c))
+    """The smallest chunk near the best score whose full reads keep up (else the smallest near the best)."""
+    near = [c for c, score in scores.items() if score >= CHOICE_TOLERANCE * max(scores.values())]
+    return min([c for c in near if full[c] >= CHOICE_TOLERANCE] or near)
 
 
 def _base(results: list[dict[str, Any]]) -> dict[str, Any]:

@@ -67,7 +67,7 @@ from storegate.reading import (
     settled,
 )
 from storegate.rowmaps import RowMap
-from storegate.rules import check_int, common_length, is_int
+from storegate.rules import check_bool, check_int, common_length, is_int
 from storegate.shared_cache import SharedChunkCache
 from storegate.views import View
 from storegate.windows import RandomWindow
@@ -747,7 +747,7 @@ class ChunkShuffleSampler(Sampler[int]):
     ) -> None:
         check_int("seed", seed, minimum=0)
         check_int("window", window, minimum=1)
-        _check_bool("shuffle", shuffle)
+        check_bool("shuffle", shuffle)
         self._bounds = _sampler_bounds(dataset, chunk_rows)
         order = None if chunk_rows is not None else getattr(dataset, "chunk_order", None)
         self._items = None if order is None else np.asarray(order, dtype=np.int64)
@@ -894,7 +894,7 @@ class StoreGateDataLoader(DataLoader[Any]):
         **kwargs: Any,
     ) -> None:
         _check_loader_args(dataset, batch_size, kwargs)
-        _check_bool("drop_last", drop_last)
+        check_bool("drop_last", drop_last)
         sampler = ChunkShuffleSampler(dataset, seed, num_replicas, rank, drop_last, window=window, shuffle=shuffle)
         self.chunk_sampler = sampler
         self._next_epoch = 0
@@ -1098,11 +1098,6 @@ def _check_inner(
         if parsed.inner is not None:
             checked[var] = normalize_inner(parsed.inner, tuple(row_shape), parsed.rows)
     return checked
-
-
-def _check_bool(name: str, value: object) -> None:
-    if not isinstance(value, bool):
-        raise InvalidArgumentError(f"{name} must be True or False. Got {value!r} instead.")
 
 
 def _check_loader_args(dataset: object, batch_size: object, kwargs: dict[str, Any]) -> None:

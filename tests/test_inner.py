@@ -18,12 +18,13 @@ import pytest
 import zarr
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from zarr.storage import MemoryStore, WrapperStore
+from zarr.storage import MemoryStore
 
 from storegate import IndexOutOfRangeError, InvalidArgumentError, StoreGate, randslice
 from storegate.backends.zarr_backend import ZarrBackend
 from storegate.testing import BACKEND_KINDS, make_gate
 from tests.conftest import S3Server
+from tests.counting_store import CountingStore, chunk_keys
 
 TRAIN = np.arange(6 * 4 * 5, dtype=np.int32).reshape(6, 4, 5)
 VALID = -np.arange(3 * 4 * 5, dtype=np.int32).reshape(3, 4, 5)
@@ -229,23 +230,8 @@ def test_writes_inside_rows_forms(tmp_path: Path) -> None:
     np.testing.assert_array_equal(sg.get_data("x", "train"), expected)
 
 
-class _CountingStore(WrapperStore[Any]):
-    """A zarr store that records the key of every get."""
-
-    def __init__(self, store: Any, keys: list[str] | None = None) -> None:
-        super().__init__(store)
-        self.keys: list[str] = [] if keys is None else keys
-
-    async def get(self, key: str, prototype: Any, byte_range: Any = None) -> Any:
-        self.keys.append(key)
-        return await super().get(key, prototype, byte_range)
-
-    def _with_store(self, store: Any) -> _CountingStore:
-        return _CountingStore(store, self.keys)
-
-
 def _chunk_keys(keys: list[str]) -> list[str]:
-    return sorted({k for k in keys if "/c/" in k})
+    return sorted(set(chunk_keys(keys)))
 
 
 def test_zarr_reads_only_the_chunks_that_hold_the_selection() -> None:
@@ -255,7 +241,7 @@ def test_zarr_reads_only_the_chunks_that_hold_the_selection() -> None:
     zarr.open_group(memory, mode="w").create_array("d/train/x", shape=data.shape, chunks=(2, 4, 5), dtype="i4")[:] = (
         data
     )
-    store = _CountingStore(memory)
+    store = CountingStore(memory)
     sg = StoreGate("zarr", {"output_dir": store}, data_id="d")
     sg.get_var_names("train")  # metadata read first
     cases = [
@@ -276,7 +262,7 @@ def test_zarr_reads_only_the_chunks_that_hold_the_selection() -> None:
 
 def test_row_chunks_store_chunks_inside_rows_and_reads_fetch_only_those_that_hold_the_selection() -> None:
     memory = MemoryStore()
-    store = _CountingStore(memory)
+    store = CountingStore(memory)
     args = {"output_dir": store, "chunk": 2, "row_chunks": {"x": (None, 2)}}
     sg = _fill(StoreGate("zarr", args, data_id="d"))  # x: rows of (4, 5) in chunks of 2 rows x 4 x 2
     assert zarr.open_array(memory, path="d/train/x").chunks == (2, 4, 2)

@@ -23,7 +23,7 @@ import pytest
 import zarr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from zarr.storage import MemoryStore, WrapperStore
+from zarr.storage import MemoryStore
 
 from storegate import IndexOutOfRangeError, InvalidArgumentError, StoreGate
 from storegate.backends.zarr_cache import DecodedChunks
@@ -31,29 +31,11 @@ from storegate.phases import permutation
 from storegate.testing import BACKEND_KINDS, make_gate
 from tests.benchmark_modules import load
 from tests.conftest import S3Server
+from tests.counting_store import CountingStore, chunk_keys
 from tests.v2_stores import DATA_ID as V2_DATA_ID
 from tests.v2_stores import write_zarr2_files
 
 ROWS, COLS, CHUNK = 40, 3, 8
-
-
-class _CountingStore(WrapperStore[Any]):
-    """A zarr store that records the key of every get."""
-
-    def __init__(self, store: Any, keys: list[str] | None = None) -> None:
-        super().__init__(store)
-        self.keys: list[str] = [] if keys is None else keys
-
-    async def get(self, key: str, prototype: Any, byte_range: Any = None) -> Any:
-        self.keys.append(key)
-        return await super().get(key, prototype, byte_range)
-
-    def _with_store(self, store: Any) -> _CountingStore:
-        return _CountingStore(store, self.keys)
-
-
-def _chunk_reads(keys: list[str]) -> list[str]:
-    return [k for k in keys if "/c/" in k]
 
 
 def _data(n: int = ROWS, start: int = 0) -> np.ndarray:
@@ -64,23 +46,23 @@ def _data(n: int = ROWS, start: int = 0) -> np.ndarray:
 
 
 def test_a_row_of_a_cached_chunk_reads_no_chunk_and_a_write_drops_the_cache() -> None:
-    store = _CountingStore(MemoryStore())
+    store = CountingStore(MemoryStore())
     sg = StoreGate("zarr", {"output_dir": store, "chunk": CHUNK}, data_id="d")
     sg.add_data("x", _data(), "train")
     store.keys.clear()
     np.testing.assert_array_equal(sg["train"]["x"][3], _data()[3])  # a first touch: read as zarr reads
     np.testing.assert_array_equal(sg["train"]["x"][4], _data()[4])  # the second: decoded and kept
-    assert _chunk_reads(store.keys) == ["d/train/x/c/0/0"] * 2
+    assert chunk_keys(store.keys) == ["d/train/x/c/0/0"] * 2
     store.keys.clear()
     for index in (5, -35, [0, 7, 2], slice(1, 6), (4, slice(1, None)), ([6, 1], 2)):  # rows of chunk 0 only
         np.testing.assert_array_equal(sg["train"]["x"][index], _data()[index])
         np.testing.assert_array_equal(sg.get_data("x", "train", index), _data()[index])
-    assert _chunk_reads(store.keys) == []
+    assert chunk_keys(store.keys) == []
     sg["train"]["x"][2] = [-1, -2, -3]  # this process's write: the next read reads the chunk again
     store.keys.clear()
     assert sg["train"]["x"][2].tolist() == [-1, -2, -3]
     assert sg["train"]["x"][2].tolist() == [-1, -2, -3]
-    assert _chunk_reads(store.keys) == ["d/train/x/c/0/0"] * 2  # first touch, then kept
+    assert chunk_keys(store.keys) == ["d/train/x/c/0/0"] * 2  # first touch, then kept
     row = sg["train"]["x"][2]
     row[0] = 99  # a row read is the caller's own copy: the cache keeps its values
     assert sg["train"]["x"][2].tolist() == [-1, -2, -3]
@@ -88,21 +70,21 @@ def test_a_row_of_a_cached_chunk_reads_no_chunk_and_a_write_drops_the_cache() ->
 
 def test_a_single_row_keeps_its_chunk_from_the_second_read_of_the_chunk_on() -> None:
     """The doorkeeper: rows read once (a random scan) cost what zarr's read costs, nothing kept."""
-    store = _CountingStore(MemoryStore())
+    store = CountingStore(MemoryStore())
     sg = StoreGate("zarr", {"output_dir": store, "chunk": CHUNK}, data_id="d")
     sg.add_data("x", _data(), "train")
     store.keys.clear()
     for row in range(0, ROWS, CHUNK):  # one row of each chunk: every chunk read, none kept
         np.testing.assert_array_equal(sg["train"]["x"][row], _data()[row])
-    assert len(_chunk_reads(store.keys)) == ROWS // CHUNK
+    assert len(chunk_keys(store.keys)) == ROWS // CHUNK
     store.keys.clear()
     for row in range(1, ROWS, CHUNK):  # a second row of each: read once more, then kept
         np.testing.assert_array_equal(sg["train"]["x"][row], _data()[row])
-    assert len(_chunk_reads(store.keys)) == ROWS // CHUNK
+    assert len(chunk_keys(store.keys)) == ROWS // CHUNK
     store.keys.clear()
     for row in range(2, ROWS, CHUNK):
         np.testing.assert_array_equal(sg.get_data("x", "train", row), _data()[row])
-    assert _chunk_reads(store.keys) == []
+    assert chunk_keys(store.keys) == []
 
 
 @pytest.mark.parametrize("kind", BACKEND_KINDS)
@@ -131,7 +113,7 @@ def test_one_row_reads_give_what_numpy_gives_cached_or_not(kind: str, tmp_path: 
 
 
 def test_a_large_read_goes_to_the_store_and_leaves_the_cache_alone() -> None:
-    store = _CountingStore(MemoryStore())
+    store = CountingStore(MemoryStore())
     # 2 chunks of 8 rows x 3 int64 (192 bytes each) fit a cache of 4 x 2 x 192 bytes: 5 chunks do not.
     args = {"output_dir": store, "chunk": CHUNK, "chunk_cache_bytes": 4 * 2 * CHUNK * COLS * 8}
     sg = StoreGate("zarr", args, data_id="d")
@@ -143,17 +125,17 @@ def test_a_large_read_goes_to_the_store_and_leaves_the_cache_alone() -> None:
     assert len(cache.chunks) == 2
     store.keys.clear()
     np.testing.assert_array_equal(sg["train"]["x"][[15, 0]], _data()[[15, 0]])
-    assert _chunk_reads(store.keys) == []
+    assert chunk_keys(store.keys) == []
 
 
 def test_chunk_cache_bytes_zero_reads_the_store_every_time_and_bad_values_are_refused(tmp_path: Path) -> None:
-    store = _CountingStore(MemoryStore())
+    store = CountingStore(MemoryStore())
     sg = StoreGate("zarr", {"output_dir": store, "chunk": CHUNK, "chunk_cache_bytes": 0}, data_id="d")
     sg.add_data("x", _data(), "train")
     store.keys.clear()
     sg["train"]["x"][3]
     sg["train"]["x"][3]
-    assert _chunk_reads(store.keys) == ["d/train/x/c/0/0"] * 2
+    assert chunk_keys(store.keys) == ["d/train/x/c/0/0"] * 2
     with pytest.raises(InvalidArgumentError, match=r"chunk_cache_bytes must be an int >= 0\. Got -1"):
         StoreGate("zarr", {"output_dir": str(tmp_path / "s"), "chunk_cache_bytes": -1})
     args = {"output_dir": str(tmp_path / "s"), "chunk_cache_bytes": 1 << 10}
@@ -161,14 +143,14 @@ def test_chunk_cache_bytes_zero_reads_the_store_every_time_and_bad_values_are_re
 
 
 def test_row_chunks_and_stores_without_a_commit_record_are_read_from_the_store() -> None:
-    store = _CountingStore(MemoryStore())
+    store = CountingStore(MemoryStore())
     data = np.arange(6 * 4, dtype=np.int32).reshape(6, 4)
     zarr.open_group(store, mode="w").create_array("d/train/x", shape=data.shape, chunks=(2, 4), dtype="i4")[:] = data
     sg = StoreGate("zarr", {"output_dir": store, "mode": "r"}, data_id="d")  # written by zarr: no commit record
     store.keys.clear()
     for _ in range(2):
         np.testing.assert_array_equal(sg["train"]["x"][1], data[1])
-    assert _chunk_reads(store.keys) == ["d/train/x/c/0/0"] * 2
+    assert chunk_keys(store.keys) == ["d/train/x/c/0/0"] * 2
 
 
 @pytest.mark.parametrize("layout", ["shards", "zarr v2"])
