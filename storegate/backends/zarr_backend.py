@@ -29,6 +29,7 @@ import re
 import shutil
 import tempfile
 import threading
+import time
 import warnings
 import weakref
 from collections.abc import Callable, Iterator
@@ -44,9 +45,18 @@ from zarr.errors import UnstableSpecificationWarning, ZarrUserWarning
 from zarr.storage import LocalStore, MemoryStore, StorePath
 
 from storegate.backends.base import Backend, Checkpoint, Finding, OtherObject, VarInfo
+from storegate.backends.commit_counter import WATCH_NS, stat_is_fresh, watch
 from storegate.backends.zarr_cache import DecodedChunks
 from storegate.backends.zarr_journal import CommittedView, Entry, Journal, committed_objects
-from storegate.backends.zarr_locking import OWN_PREFIX, Commits, Rows, read_object_text, write_lock
+from storegate.backends.zarr_locking import (
+    OWN_PREFIX,
+    Commits,
+    Rows,
+    counter_path,
+    poison_counter,
+    read_object_text,
+    write_lock,
+)
 from storegate.codecs import (
     DEFAULT_PIPELINE,
     Compressors,
@@ -265,6 +275,12 @@ class ZarrBackend(Backend):
         self._decoded = DecodedChunks(int(chunk_cache_bytes) if self.reads_by_commit_record else 0)
         # A record on local disk is a file read: no event loop, no request concurrency to set.
         self._local_records = isinstance(self._root.store, LocalStore)
+        # ... and on a disk of this machine, its counter tells whether it changed (see commit_counter).
+        self._watched = self._local_records and stat_is_fresh(str(getattr(self._root.store, "root", "")))
+        self._watches: dict[str, tuple[memoryview | None, int]] = {}  # per data_id: its counter, mapped until
+        # Per data_id: the record last read, the counter and its value before that read, mapped until.
+        self._record_seen: dict[str, tuple[str | None, memoryview, int, int]] = {}
+        self._row_plans: dict[tuple[str, str, str], tuple[Rows, zarr.Array[Any], int, int]] = {}  # see warm_row
         self._layouts: dict[tuple[str, str, str], tuple[zarr.Array[Any], int, int]] = {}  # per opened array
 
     # --- opening ---------------------------------------------------------------------
@@ -287,6 +303,7 @@ class ZarrBackend(Backend):
         with contextlib.ExitStack() as held:
             for name in _data_ids(root):
                 held.enter_context(holding(write_lock(root.store, name), self._lock_timeout, owner=self))
+                poison_counter(root.store, name)  # readers of this machine read the record again
             yield
 
     def _check_format(self) -> None:
@@ -389,6 +406,7 @@ class ZarrBackend(Backend):
         with self.writing(data_id):  # a writer of the data_id finishes first
             if self._group(data_id) is not None:  # never an array of that name that another tool wrote
                 del self._root[data_id]
+            poison_counter(self._root.store, data_id)  # readers of this machine read the record again
             sync(self._root.store.delete(self._key(self._commits.key(data_id))))
             for call in self._journal.calls(data_id):
                 self._journal.clear(data_id, call)
@@ -602,15 +620,57 @@ class ZarrBackend(Backend):
         used = getattr(self._reading, "rows", None)
         generation = self._decoded.generation  # first, as in read_cached
         record, committed = self._raw.get(data_id), self._committed.get(data_id)
-        if (
-            used is None
-            or record is None
-            or committed is None
-            or data_id in self._writer
-            or data_id in self._overlays
-            or (self._flagged and data_id in self._flagged)
-            or (used and used[0] is not committed)
-        ):
+        if used is None or record is None or committed is None or (used and used[0] is not committed):
+            return None
+        if not used:
+            used.append(committed)  # see unchanged(): another thread of this handle may commit meanwhile
+        return self._held_row(data_id, phase, var, index, committed, (record, generation))
+
+    def warm_row(self, data_id: str, phase: str, var: str, index: int) -> np.ndarray | None:
+        # docstring inherited: cached_row checked by the record's counter (see commit_counter):
+        # it still has the value it had before the handle last read the record, and the
+        # handle goes by that record. A writer in any process of this machine changes it.
+        seen = self._record_seen.get(data_id)
+        if seen is None or seen[1][0] != seen[2] or seen[3] < time.monotonic_ns():
+            return None
+        generation = self._decoded.generation  # first, as in read_cached
+        committed = self._committed.get(data_id)
+        record = self._raw.get(data_id)
+        if record != seen[0] or committed is None or committed is not self._committed.get(data_id):
+            return None  # the handle goes by another record, or another thread of it refreshed meanwhile
+        if data_id in self._writer or data_id in self._overlays or (self._flagged and data_id in self._flagged):
+            return None
+        key = (data_id, phase, var)
+        plan = self._row_plans.get(key)
+        if plan is None or plan[0] is not committed or plan[1] is not self._arrays.get(key):
+            plan = self._row_plan(key, committed)
+            if plan is None:
+                return None
+        n = plan[2]
+        if not -n <= index < n:
+            return None  # out of range: the engine's read raises the error that names it
+        return self._decoded.row(key, (record, generation), index + n if index < 0 else index, plan[3])
+
+    def _row_plan(self, key: tuple[str, str, str], committed: Rows) -> tuple[Rows, zarr.Array[Any], int, int] | None:
+        """What warm_row needs of a variable under the commit ``committed``: the commit, the
+        array the handle holds open, the committed rows and the rows of a chunk; None when its
+        rows cannot come from the decoded chunks (not listed, ragged, chunks inside rows)."""
+        variables = committed.get(key[1], {})
+        n, array, layout = variables.get(key[2]), self._arrays.get(key), self._layouts.get(key)
+        if n is None or array is None or layout is None or layout[0] is not array or not layout[2]:
+            return None
+        if key[2] + OFFSETS in variables:
+            return None
+        plan = (committed, array, min(n, int(array.shape[0])), layout[1])
+        self._row_plans[key] = plan
+        return plan
+
+    def _held_row(
+        self, data_id: str, phase: str, var: str, index: int, committed: Rows, tag: tuple[str, int]
+    ) -> np.ndarray | None:
+        """Row ``index`` of ``var`` from the decoded chunks, when the commit ``committed`` lists
+        it, the handle holds its array open and its chunk is cached under ``tag``; else None."""
+        if data_id in self._writer or data_id in self._overlays or (self._flagged and data_id in self._flagged):
             return None
         variables = committed.get(phase, {})
         key = (data_id, phase, var)
@@ -620,9 +680,7 @@ class ZarrBackend(Backend):
         n = min(n, int(array.shape[0]))
         if not -n <= index < n or not layout[2]:
             return None  # out of range: the engine's read raises the error that names it
-        if not used:
-            used.append(committed)  # see unchanged(): another thread of this handle may commit meanwhile
-        return self._decoded.row(key, (record, generation), index + n if index < 0 else index, layout[1])
+        return self._decoded.row(key, tag, index + n if index < 0 else index, layout[1])
 
     def _chunk_layout(self, key: tuple[str, str, str], array: zarr.Array[Any]) -> tuple[int, int]:
         """Rows and bytes of a chunk of ``array``; 0 bytes when its chunks do not hold whole rows."""
@@ -1177,11 +1235,29 @@ class ZarrBackend(Backend):
         """The commit record's text, read now: once per read call, so the local case skips ``_io``."""
         if self._local_records:
             try:
+                if self._watched:
+                    return self._read_watched(data_id)
                 return read_object_text(self._root.store, self._commits.key(data_id))
             except OSError:
                 pass  # read again below, to raise the StorageError that names the location
         with self._io(writes_metadata=False):
             return self._commits.read_raw(self._root.store, data_id)
+
+    def _read_watched(self, data_id: str) -> str | None:
+        """The record, read after its counter: warm_row trusts it while the counter keeps that value."""
+        counter, until = self._watches.get(data_id, (None, 0))
+        now = time.monotonic_ns()
+        if until < now:  # mapped afresh every WATCH_NS: a counter deleted by hand is not watched for long
+            path = counter_path(self._root.store, data_id)
+            counter, until = (None if path is None else watch(path)), now + WATCH_NS
+            self._watches[data_id] = (counter, until)
+        count = None if counter is None else counter[0]
+        raw = read_object_text(self._root.store, self._commits.key(data_id))
+        if counter is not None and count is not None and count % 2 == 0:  # odd: a writer is changing it
+            self._record_seen[data_id] = (raw, counter, count, until)
+        else:
+            self._record_seen.pop(data_id, None)
+        return raw
 
     def _take_record(self, data_id: str, raw: str | None) -> None:
         """Go by the commit record ``raw`` just read: forget what was cached when another commit wrote it."""
@@ -1612,6 +1688,7 @@ class ZarrBackend(Backend):
         self._groups = {k: v for k, v in self._groups.items() if k[0] != data_id}
         self._arrays = {k: v for k, v in self._arrays.items() if k[0] != data_id}
         self._layouts = {k: v for k, v in self._layouts.items() if k[0] != data_id}
+        self._row_plans = {k: v for k, v in self._row_plans.items() if k[0] != data_id}
 
 
 # --- what is a variable, and what another tool left ----------------------------------------

@@ -97,7 +97,10 @@ class DecodedChunks:
             if self._tags.get(key[0]) != tag:
                 return None
             chunk = self.chunks.get((*key, row // chunk_rows))
-        return None if chunk is None else np.array(chunk[row % chunk_rows], copy=True)  # 0-d for a 1-D variable
+        if chunk is None:
+            return None
+        found = chunk[row % chunk_rows]
+        return found.copy() if chunk.ndim > 1 else np.array(found, copy=True)  # 0-d for a 1-D variable
 
     def read(
         self,
