@@ -45,6 +45,7 @@ from zarr.storage import LocalStore, MemoryStore, StorePath
 
 from storegate.backends.base import Backend, Checkpoint, Finding, OtherObject, VarInfo
 from storegate.backends.zarr_cache import DecodedChunks
+from storegate.backends.zarr_direct import DirectReader, direct_reader
 from storegate.backends.zarr_journal import CommittedView, Entry, Journal, committed_objects
 from storegate.backends.zarr_locking import OWN_PREFIX, Commits, Rows, read_object_text, write_lock
 from storegate.codecs import (
@@ -266,6 +267,8 @@ class ZarrBackend(Backend):
         # A record on local disk is a file read: no event loop, no request concurrency to set.
         self._local_records = isinstance(self._root.store, LocalStore)
         self._layouts: dict[tuple[str, str, str], tuple[zarr.Array[Any], int, int]] = {}  # per opened array
+        # Per opened array: its reader of rows inside one chunk, None when zarr reads them (zarr_direct).
+        self._direct: dict[tuple[str, str, str], tuple[zarr.Array[Any], DirectReader | None]] = {}
 
     # --- opening ---------------------------------------------------------------------
 
@@ -543,15 +546,19 @@ class ZarrBackend(Backend):
             rows = self._visible_rows(data_id, phase, var, array)
             if rows is not None and rows < array.shape[0]:  # rows past the last commit stay unseen
                 selection = slice(*selection.indices(rows))
+        direct = None if inner else self._direct_reader(data_id, phase, var, array)
         try:
             with self._io(writes_metadata=False):  # the hot path: one row per DataLoader sample
-                out = (
-                    _read_rows(array, selection, inner)
-                    if isinstance(selection, np.ndarray)
-                    else _select(array, (selection, *inner))
-                    if inner
-                    else np.asarray(array[selection])
-                )
+                # Rows inside one chunk of a local array: decoded in this thread (zarr_direct), else by zarr.
+                out = None if direct is None else direct.rows(selection)
+                if out is None:
+                    out = (
+                        _read_rows(array, selection, inner)
+                        if isinstance(selection, np.ndarray)
+                        else _select(array, (selection, *inner))
+                        if inner
+                        else np.asarray(array[selection])
+                    )
         except RuntimeError as exc:  # numcodecs' "Zstd decompression error" and its kin: a damaged chunk
             raise StoreGateError(
                 f"var_name {var!r} of phase {phase!r} in data_id {data_id!r} at {self.location} must be readable. "
@@ -623,6 +630,16 @@ class ZarrBackend(Backend):
         if not used:
             used.append(committed)  # see unchanged(): another thread of this handle may commit meanwhile
         return self._decoded.row(key, (record, generation), index + n if index < 0 else index, layout[1])
+
+    def _direct_reader(self, data_id: str, phase: str, var: str, array: zarr.Array[Any]) -> DirectReader | None:
+        """The reader of rows inside one chunk of ``array`` (None: zarr reads them), made once per opened array."""
+        key = (data_id, phase, var)
+        known = self._direct.get(key)
+        if known is not None and known[0] is array:
+            return known[1]
+        reader = direct_reader(array)
+        self._direct[key] = (array, reader)
+        return reader
 
     def _chunk_layout(self, key: tuple[str, str, str], array: zarr.Array[Any]) -> tuple[int, int]:
         """Rows and bytes of a chunk of ``array``; 0 bytes when its chunks do not hold whole rows."""
@@ -1612,6 +1629,7 @@ class ZarrBackend(Backend):
         self._groups = {k: v for k, v in self._groups.items() if k[0] != data_id}
         self._arrays = {k: v for k, v in self._arrays.items() if k[0] != data_id}
         self._layouts = {k: v for k, v in self._layouts.items() if k[0] != data_id}
+        self._direct = {k: v for k, v in self._direct.items() if k[0] != data_id}
 
 
 # --- what is a variable, and what another tool left ----------------------------------------

@@ -1,0 +1,208 @@
+"""Rows inside one chunk of a local zarr v3 array, decoded in the calling thread (storegate.backends.zarr_direct).
+
+- a property test: whatever the reader serves equals ``np.asarray(array[selection])``
+  (values, dtype, shape) and is a new writable array, over dtypes (big-endian too), row
+  shapes, chunkings, codecs and chunks with no object; it serves every in-range row of a
+  chunk that has an object;
+- which arrays it declines (zarr reads them as before);
+- through StoreGate: single rows and first touches no longer go through zarr's selection,
+  a damaged chunk is the same StoreGateError, rows appended later are read.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import zarr
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from zarr.codecs import BloscCodec, Crc32cCodec, GzipCodec, TransposeCodec, ZstdCodec
+from zarr.storage import LocalStore, MemoryStore
+
+from storegate import StoreGate, StoreGateError
+from storegate.backends.zarr_direct import direct_reader
+
+COMPRESSORS: dict[str, Any] = {
+    "zstd": ZstdCodec(),
+    "blosc": BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),
+    "gzip": GzipCodec(),
+    "crc32c+zstd": (ZstdCodec(), Crc32cCodec()),
+    "none": None,
+}
+DTYPES = ["<f4", ">f8", "<i2", ">u4", "u1", "bool", "<U3"]
+_counter = itertools.count()
+
+
+def _values(shape: tuple[int, ...], dtype: str, rng: np.random.Generator) -> np.ndarray:
+    if dtype == "bool":
+        return rng.random(shape) < 0.5
+    if dtype == "<U3":
+        return rng.choice(np.array(["", "a", "bc", "def"]), size=shape)
+    return rng.integers(0, 100, size=shape).astype(dtype)
+
+
+def _selections(n: int) -> st.SearchStrategy[int | slice]:
+    bound = st.integers(-n - 2, n + 2) | st.none()
+    return st.integers(-n, n - 1) | st.builds(slice, bound, bound, st.sampled_from([None, 1, 2, -1]))
+
+
+@pytest.mark.filterwarnings("ignore::zarr.errors.UnstableSpecificationWarning")  # '<U3' has no v3 specification yet
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    dtype=st.sampled_from(DTYPES),
+    row=st.lists(st.integers(1, 3), max_size=2).map(tuple),
+    n=st.integers(1, 20),
+    chunk_rows=st.integers(1, 6),
+    codec=st.sampled_from(sorted(COMPRESSORS)),
+    blank=st.lists(st.booleans(), min_size=10, max_size=10),
+    data=st.data(),
+)
+def test_the_reader_serves_what_zarr_reads(
+    tmp_path: Path,
+    dtype: str,
+    row: tuple[int, ...],
+    n: int,
+    chunk_rows: int,
+    codec: str,
+    blank: list[bool],
+    data: st.DataObject,
+) -> None:
+    values = _values((n, *row), dtype, np.random.default_rng(n))
+    for cid, empty in enumerate(blank):  # chunks of fill values only: zarr stores no object for them
+        if empty:
+            values[cid * chunk_rows : (cid + 1) * chunk_rows] = np.zeros((), dtype=dtype)
+    path = tmp_path / f"a{next(_counter)}.zarr"
+    array = zarr.create_array(
+        str(path), shape=values.shape, chunks=(chunk_rows, *row), dtype=dtype, compressors=COMPRESSORS[codec]
+    )
+    array[...] = values
+    reader = direct_reader(array)
+    assert reader is not None
+    for selection in data.draw(st.lists(_selections(n), min_size=1, max_size=8)):
+        got = reader.rows(selection)
+        try:
+            expected = np.asarray(array[selection])
+        except IndexError:  # out of range, a negative step: zarr's error stands
+            assert got is None
+            continue
+        if got is None:
+            has_object = (
+                isinstance(selection, int)
+                and (
+                    path / array.metadata.encode_chunk_key(((selection % n) // chunk_rows, *([0] * len(row))))
+                ).exists()
+            )
+            assert not has_object, f"row {selection} of a chunk with an object was not served"
+            continue
+        assert got.dtype == expected.dtype
+        assert got.shape == expected.shape
+        np.testing.assert_array_equal(got, expected)
+        assert got.flags.writeable  # a new array, not a view of the decoded chunk
+        assert got.base is None
+
+
+def _array(store: Any, **options: Any) -> zarr.Array[Any]:
+    array = zarr.create_array(store, shape=(10, 4), dtype="f4", **{"chunks": (5, 4), **options})
+    array[...] = np.arange(40, dtype="f4").reshape(10, 4)
+    return array
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"shards": (10, 4)},  # chunks inside shards
+        {"chunks": (5, 2)},  # chunks inside rows
+        {"filters": [TransposeCodec(order=(1, 0))]},  # an array-to-array codec
+        {"config": {"order": "F"}},
+        {"zarr_format": 2},
+    ],
+    ids=["shards", "row-chunks", "transpose", "order-F", "v2"],
+)
+def test_layouts_the_reader_declines_are_read_by_zarr(tmp_path: Path, options: dict[str, Any]) -> None:
+    assert direct_reader(_array(str(tmp_path / "a.zarr"), **options)) is None
+
+
+def test_stores_other_than_a_plain_local_store_are_read_by_zarr(tmp_path: Path) -> None:
+    assert direct_reader(_array(MemoryStore())) is None
+
+    class Wrapped(LocalStore):  # a subclass may read otherwise (the journal's view wraps a store)
+        pass
+
+    assert direct_reader(_array(Wrapped(str(tmp_path / "w.zarr")))) is None
+    assert direct_reader(_array(LocalStore(str(tmp_path / "p.zarr")))) is not None
+
+
+def test_a_resize_of_the_handle_moves_the_rows_it_serves(tmp_path: Path) -> None:
+    array = _array(str(tmp_path / "a.zarr"))
+    reader = direct_reader(array)
+    assert reader is not None
+    array.append(np.full((3, 4), 7, dtype="f4"))
+    np.testing.assert_array_equal(reader.rows(11), np.full(4, 7, dtype="f4"))
+    array.resize((4, 4))
+    assert reader.rows(6) is None  # out of range now: zarr raises its error
+
+
+# --- through StoreGate ---------------------------------------------------------------------------
+
+
+def _count_zarr_reads(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    calls: list[object] = []
+    original = zarr.Array.__getitem__
+
+    def counted(self: zarr.Array[Any], selection: Any) -> Any:
+        calls.append(selection)
+        return original(self, selection)
+
+    monkeypatch.setattr(zarr.Array, "__getitem__", counted)
+    return calls
+
+
+@pytest.mark.parametrize("cache_bytes", [0, 1 << 20])
+def test_single_rows_of_a_local_store_skip_zarrs_selection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cache_bytes: int
+) -> None:
+    rows = np.arange(60, dtype=np.float32).reshape(20, 3)
+    StoreGate("zarr", {"output_dir": str(tmp_path / "s.zarr"), "chunk": 4}, data_id="d").add_data("x", rows, "train")
+    sg = StoreGate(
+        "zarr", {"output_dir": str(tmp_path / "s.zarr"), "mode": "r", "chunk_cache_bytes": cache_bytes}, data_id="d"
+    )
+    calls = _count_zarr_reads(monkeypatch)
+    for i in (0, 5, 5, 6, 19, -1, -20):  # first touches, second touches (kept when the cache is on), negatives
+        np.testing.assert_array_equal(sg["train"]["x"][i], rows[i])
+        np.testing.assert_array_equal(sg.get_data("x", "train", i), rows[i])
+    np.testing.assert_array_equal(sg["train"]["x"][8:11], rows[8:11])  # inside one chunk
+    assert calls == []
+    np.testing.assert_array_equal(sg["train"]["x"][12:20], rows[12:20])  # two chunks
+    # zarr reads them as one selection; the cache reads the run of chunks it lacks (chunk 3) alone.
+    assert len(calls) == (1 if cache_bytes == 0 else 0)
+
+
+def test_a_damaged_chunk_read_directly_is_the_same_storegate_error(tmp_path: Path) -> None:
+    root = tmp_path / "s.zarr"
+    sg = StoreGate("zarr", {"output_dir": str(root), "chunk": 4}, data_id="d")
+    sg.add_data("x", np.arange(12, dtype=np.int64), "train")
+    (root / "d/train/x/c/1").write_bytes(b"not zstd")
+    for cache_bytes in (0, 1 << 20):
+        reader = StoreGate("zarr", {"output_dir": str(root), "chunk_cache_bytes": cache_bytes}, data_id="d")
+        with pytest.raises(StoreGateError, match=r"var_name 'x' of phase 'train' in data_id 'd'.*cannot be decoded"):
+            reader["train"]["x"][5]
+        assert int(reader["train"]["x"][9]) == 9
+
+
+def test_rows_appended_after_a_read_are_read_directly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = str(tmp_path / "s.zarr")
+    sg = StoreGate("zarr", {"output_dir": root, "chunk": 4}, data_id="d")
+    sg.add_data("x", np.arange(6, dtype=np.int64), "train")
+    reader = StoreGate("zarr", {"output_dir": root, "mode": "r"}, data_id="d")
+    assert int(reader["train"]["x"][5]) == 5
+    sg.add_data("x", np.arange(6, 10, dtype=np.int64), "train")  # another handle commits more rows
+    calls = _count_zarr_reads(monkeypatch)
+    assert [int(reader["train"]["x"][i]) for i in (5, 7, 9, -1)] == [5, 7, 9, 9]
+    assert calls == []
+    sg.add_data("y", np.zeros(10), "train")  # a fill-value chunk has no object: zarr reads it
+    assert float(reader["train"]["y"][3]) == 0.0
+    assert len(calls) == 1
