@@ -239,6 +239,8 @@ class ZarrBackend(Backend):
         self._check_format()
         self._groups: dict[tuple[str, ...], zarr.Group] = {}
         self._arrays: dict[tuple[str, str, str], zarr.Array[Any]] = {}
+        # Per opened array: its reader of rows inside one chunk, None when zarr reads them (zarr_direct).
+        self._direct: dict[tuple[str, str, str], tuple[zarr.Array[Any], DirectReader | None]] = {}
         self._states: dict[str, dict[str, Any]] = {}
         self._local_states: set[str] = set()  # saved by this process into a read-only store
         self._commits = Commits()
@@ -267,8 +269,6 @@ class ZarrBackend(Backend):
         # A record on local disk is a file read: no event loop, no request concurrency to set.
         self._local_records = isinstance(self._root.store, LocalStore)
         self._layouts: dict[tuple[str, str, str], tuple[zarr.Array[Any], int, int]] = {}  # per opened array
-        # Per opened array: its reader of rows inside one chunk, None when zarr reads them (zarr_direct).
-        self._direct: dict[tuple[str, str, str], tuple[zarr.Array[Any], DirectReader | None]] = {}
 
     # --- opening ---------------------------------------------------------------------
 
