@@ -117,8 +117,10 @@ def direct_reader(array: zarr.Array[Any]) -> DirectReader | None:
     compressors = tuple(pipeline.bytes_bytes_codecs)
     if type(array_bytes) is not BytesCodec or not all(type(c) in SYNC_COMPRESSORS for c in compressors):
         return None
-    config = array.async_array.config
-    if config.order != "C":
+    if not all(callable(getattr(c, "_decode_sync", None)) for c in (array_bytes, *compressors)):
+        return None  # a zarr older than the 3.1 this was checked with (pyproject allows 3.0.8)
+    config = getattr(array.async_array, "config", None)
+    if config is None or config.order != "C":
         return None
     coords = (0,) * array.ndim
     spec = metadata.get_chunk_spec(coords, config, default_buffer_prototype())
