@@ -472,9 +472,10 @@ def _random_notes(results: list[Result]) -> list[str]:
         "commit record (a small file: open, read, close; it is what keeps a cached row from being older than "
         "another process's last commit) and goes through the item syntax (three views) and the engine's checks; "
         "a memmap row is one copy. Cold and (d): a row of a chunk not cached decodes the whole chunk, as raw "
-        "zarr's row read does, but on local disk StoreGate reads the chunk's file and runs the array's own codecs "
-        "in the calling thread (storegate/backends/zarr_direct.py), where zarr's `arr[i]` reads the file in one "
-        "worker thread and decodes it in another, driven from its event loop: about 0.7 ms of CPU against 1.05 ms "
+        "zarr's row read does, but on local disk StoreGate reads the chunk's file and decodes it with the "
+        "numcodecs codec zarr's own codec calls, in the calling thread (storegate/backends/zarr_direct.py), where "
+        "zarr's `arr[i]` reads the file in one worker thread and decodes it in another, driven from its event "
+        "loop: about 0.7 ms of CPU against 1.05 ms "
         "for a 1 MiB zstd chunk. Without that, StoreGate's own layers (views, engine checks, the commit record, "
         "the backend's read) cost 45-60 us of CPU per cold row, twice their warm cost above (the chunk's decode "
         "evicts the CPU caches they run from), which put (d) and (e) cold at 1.05-1.09x raw zarr.",

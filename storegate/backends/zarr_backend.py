@@ -45,7 +45,7 @@ from zarr.storage import LocalStore, MemoryStore, StorePath
 
 from storegate.backends.base import Backend, Checkpoint, Finding, OtherObject, VarInfo
 from storegate.backends.zarr_cache import DecodedChunks
-from storegate.backends.zarr_direct import DirectReader, direct_reader
+from storegate.backends.zarr_direct import DECODE_ERRORS, DirectReader, direct_reader
 from storegate.backends.zarr_journal import CommittedView, Entry, Journal, committed_objects
 from storegate.backends.zarr_locking import OWN_PREFIX, Commits, Rows, read_object_text, write_lock
 from storegate.codecs import (
@@ -547,8 +547,8 @@ class ZarrBackend(Backend):
             if rows is not None and rows < array.shape[0]:  # rows past the last commit stay unseen
                 selection = slice(*selection.indices(rows))
         direct = None if inner else self._direct_reader(data_id, phase, var, array)
-        try:
-            with self._io(writes_metadata=False):  # the hot path: one row per DataLoader sample
+        with self._io(writes_metadata=False):  # the hot path: one row per DataLoader sample
+            try:  # inside _io, which would report gzip's errors (OSError) as a failing store
                 # Rows inside one chunk of a local array: decoded in this thread (zarr_direct), else by zarr.
                 out = None if direct is None else direct.rows(selection)
                 if out is None:
@@ -559,12 +559,12 @@ class ZarrBackend(Backend):
                         if inner
                         else np.asarray(array[selection])
                     )
-        except RuntimeError as exc:  # numcodecs' "Zstd decompression error" and its kin: a damaged chunk
-            raise StoreGateError(
-                f"var_name {var!r} of phase {phase!r} in data_id {data_id!r} at {self.location} must be readable. "
-                f"Got a chunk that cannot be decoded ({type(exc).__name__}: {exc}). sg.verify() lists every such "
-                "variable; rewrite it from its source."
-            ) from exc
+            except DECODE_ERRORS as exc:  # numcodecs' "Zstd decompression error", gzip's errors...: a damaged chunk
+                raise StoreGateError(
+                    f"var_name {var!r} of phase {phase!r} in data_id {data_id!r} at {self.location} must be readable. "
+                    f"Got a chunk that cannot be decoded ({type(exc).__name__}: {exc}). sg.verify() lists every such "
+                    "variable; rewrite it from its source."
+                ) from exc
         # Arrays other tools wrote big-endian read as every other variable does: native.
         return out if out.dtype.isnative else out.astype(out.dtype.newbyteorder("="))
 
@@ -637,7 +637,8 @@ class ZarrBackend(Backend):
         known = self._direct.get(key)
         if known is not None and known[0] is array:
             return known[1]
-        reader = direct_reader(array)
+        # A store opened with zarrs (codec_pipeline='zarrs') keeps to the pipeline it chose.
+        reader = None if self._pipeline == "zarrs" else direct_reader(array)
         self._direct[key] = (array, reader)
         return reader
 
