@@ -45,7 +45,7 @@ SERIALIZERS: dict[str, Any] = {
     "big": BytesCodec(endian="big"),
     "little": BytesCodec(endian="little"),
 }
-DTYPES = ["<f4", ">f8", "<i2", ">u4", "u1", "bool", "<U3"]
+DTYPES = ["<f4", ">f8", "<i2", ">u4", "u1", "bool", "<U3", "|S2", ">c8", "<M8[s]", ">m8[ms]"]
 _counter = itertools.count()
 
 
@@ -54,6 +54,8 @@ def _values(shape: tuple[int, ...], dtype: str, rng: np.random.Generator) -> np.
         return rng.random(shape) < 0.5
     if dtype == "<U3":
         return rng.choice(np.array(["", "a", "bc", "def"]), size=shape)
+    if dtype == "|S2":
+        return rng.choice(np.array([b"", b"a", b"bc"]), size=shape)
     return rng.integers(0, 100, size=shape).astype(dtype)
 
 
@@ -62,7 +64,7 @@ def _selections(n: int) -> st.SearchStrategy[int | slice]:
     return st.integers(-n, n - 1) | st.builds(slice, bound, bound, st.sampled_from([None, 1, 2, -1]))
 
 
-@pytest.mark.filterwarnings("ignore::zarr.errors.UnstableSpecificationWarning")  # '<U3' has no v3 specification yet
+@pytest.mark.filterwarnings("ignore::zarr.errors.UnstableSpecificationWarning")  # '<U3', '|S2', times: no v3 spec yet
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     dtype=st.sampled_from(DTYPES),
