@@ -137,8 +137,22 @@ class DirectReader:
 
 
 def direct_reader(array: zarr.Array[Any]) -> DirectReader | None:
-    """A :class:`DirectReader` for ``array``, or None when its reads must go through zarr
-    (see the module's docstring for which arrays qualify)."""
+    """A :class:`DirectReader` for ``array``, or None when its reads must go through zarr.
+
+    Parameters
+    ----------
+    array
+        An opened zarr array (any shape, any data type).
+
+    Returns
+    -------
+    DirectReader or None
+        A reader when ``array`` is a zarr v3 array of a local folder that the module's
+        docstring lists as readable here (a storegate performance path of its own, issue 12;
+        no seed system reads so); None for every other array, whose reads zarr serves.
+        Looks at the array's properties and its ``zarr.json`` document only: raises nothing
+        of its own.
+    """
     store = array.store
     if type(store) is not LocalStore or array.ndim < 1 or array.shards is not None or array.filters:
         return None
