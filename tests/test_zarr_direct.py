@@ -26,7 +26,7 @@ from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, GzipCodec, Transpos
 from zarr.storage import LocalStore, MemoryStore
 
 from storegate import StoreGate, StoreGateError
-from storegate.backends.zarr_direct import direct_reader
+from storegate.backends.zarr_direct import damaged_chunk, direct_reader
 
 COMPRESSORS: dict[str, Any] = {
     "zstd": ZstdCodec(),
@@ -247,10 +247,9 @@ def test_a_damaged_chunk_read_directly_is_the_same_storegate_error(tmp_path: Pat
         assert int(reader["train"]["x"][9]) == 9
 
 
-@pytest.mark.parametrize("case", ["zstd", "blosc", "gzip", "gzip-cut"])
+@pytest.mark.parametrize("case", sorted(DAMAGED))
 def test_a_damaged_chunk_read_through_zarr_is_the_same_storegate_error(tmp_path: Path, case: str) -> None:
-    # Rows of several chunks go through zarr: its decode errors map to the same error
-    # (crc32c and a wrong size raise zarr's ValueError there, not mapped: see the report).
+    # Rows of several chunks go through zarr: its decode errors map to the same error.
     compressor, damage = DAMAGED[case]
     root = tmp_path / "s.zarr"
     sg = StoreGate("zarr", {"output_dir": str(root), "chunk": 4, "compressor": compressor}, data_id="d")
@@ -260,6 +259,14 @@ def test_a_damaged_chunk_read_through_zarr_is_the_same_storegate_error(tmp_path:
     reader = StoreGate("zarr", {"output_dir": str(root), "chunk_cache_bytes": 0}, data_id="d")
     with pytest.raises(StoreGateError, match=r"var_name 'x' of phase 'train' in data_id 'd'.*cannot be decoded"):
         reader["train"]["x"][2:7]
+
+
+def test_only_a_codecs_value_error_is_a_damaged_chunk() -> None:
+    with pytest.raises(ValueError, match="rejects") as raised:
+        raise ValueError("a selection zarr rejects")
+    assert not damaged_chunk(raised.value)  # raised outside zarr's codecs: the read's own error stands
+    assert not damaged_chunk(OSError("disk gone"))
+    assert damaged_chunk(RuntimeError("Zstd decompression error"))
 
 
 def test_a_store_opened_with_zarrs_reads_through_its_pipeline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

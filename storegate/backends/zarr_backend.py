@@ -45,7 +45,7 @@ from zarr.storage import LocalStore, MemoryStore, StorePath
 
 from storegate.backends.base import Backend, Checkpoint, Finding, OtherObject, VarInfo
 from storegate.backends.zarr_cache import DecodedChunks
-from storegate.backends.zarr_direct import DECODE_ERRORS, DirectReader, direct_reader
+from storegate.backends.zarr_direct import DirectReader, damaged_chunk, direct_reader
 from storegate.backends.zarr_journal import CommittedView, Entry, Journal, committed_objects
 from storegate.backends.zarr_locking import OWN_PREFIX, Commits, Rows, read_object_text, write_lock
 from storegate.codecs import (
@@ -559,7 +559,9 @@ class ZarrBackend(Backend):
                         if inner
                         else np.asarray(array[selection])
                     )
-            except DECODE_ERRORS as exc:  # numcodecs' "Zstd decompression error", gzip's errors...: a damaged chunk
+            except Exception as exc:  # numcodecs' "Zstd decompression error", gzip's errors, zarr's crc32c...
+                if not damaged_chunk(exc):
+                    raise
                 raise StoreGateError(
                     f"var_name {var!r} of phase {phase!r} in data_id {data_id!r} at {self.location} must be readable. "
                     f"Got a chunk that cannot be decoded ({type(exc).__name__}: {exc}). sg.verify() lists every such "

@@ -41,7 +41,7 @@ import zarr
 from numcodecs.abc import Codec as NumcodecsCodec
 from zarr.storage import LocalStore
 
-__all__ = ["DECODERS", "DECODE_ERRORS", "DirectReader", "direct_reader"]
+__all__ = ["DECODERS", "DECODE_ERRORS", "DirectReader", "damaged_chunk", "direct_reader"]
 
 #: zarr v3 bytes-to-bytes codecs by their specification name, and the numcodecs codec that
 #: decodes them (the one zarr's own codec calls; decoding needs none of their settings).
@@ -56,6 +56,9 @@ DECODERS: dict[str, Callable[[], NumcodecsCodec]] = {
 #: crc32c errors (RuntimeError), gzip's. A damaged chunk read here raises one of them (a
 #: wrong size is a RuntimeError), so a reader maps them to its own error in one place.
 DECODE_ERRORS: tuple[type[Exception], ...] = (RuntimeError, EOFError, zlib.error, gzip.BadGzipFile)
+#: Modules whose ValueError means a damaged chunk: zarr's crc32c codec raises one on a wrong
+#: checksum, its bytes codec (through numpy) on a chunk of the wrong size.
+_ZARR_CODECS = "zarr.codecs."
 #: Errors a missing chunk object raises on local disk (``LocalStore.get`` returns None for them).
 _MISSING = (FileNotFoundError, IsADirectoryError, NotADirectoryError)
 #: The bytes codec's ``endian`` (zarr v3 specification) as numpy's byte order.
@@ -134,6 +137,25 @@ class DirectReader:
             shape, stored = self.chunk_shape, self.stored
             raise RuntimeError(f"a chunk of {shape} {stored} items holds {expected} bytes, not {raw.nbytes}")
         return np.frombuffer(raw, dtype=self.stored).reshape(self.chunk_shape)
+
+
+def damaged_chunk(exc: BaseException) -> bool:
+    """Whether ``exc``, raised by a read of zarr or of a :class:`DirectReader`, says a chunk's
+    object cannot be decoded.
+
+    One of :data:`DECODE_ERRORS`, or a ValueError raised inside one of zarr's codecs (a wrong
+    crc32c checksum, a chunk of the wrong size): other ValueErrors of a read are not about
+    the stored bytes.
+    """
+    if isinstance(exc, DECODE_ERRORS):
+        return True
+    if not isinstance(exc, ValueError):
+        return False
+    traceback, module = exc.__traceback__, ""
+    while traceback is not None:  # the innermost Python frame: where the error was raised
+        module = str(traceback.tb_frame.f_globals.get("__name__", ""))
+        traceback = traceback.tb_next
+    return module.startswith(_ZARR_CODECS)
 
 
 def direct_reader(array: zarr.Array[Any]) -> DirectReader | None:
