@@ -47,6 +47,7 @@ from zarr.storage import LocalStore, MemoryStore, StorePath
 from storegate.backends.base import Backend, Checkpoint, Finding, OtherObject, VarInfo
 from storegate.backends.commit_counter import WATCH_NS, stat_is_fresh, watch
 from storegate.backends.zarr_cache import DecodedChunks
+from storegate.backends.zarr_direct import DirectReader, damaged_chunk, direct_reader
 from storegate.backends.zarr_journal import CommittedView, Entry, Journal, committed_objects
 from storegate.backends.zarr_locking import (
     OWN_PREFIX,
@@ -248,6 +249,8 @@ class ZarrBackend(Backend):
         self._check_format()
         self._groups: dict[tuple[str, ...], zarr.Group] = {}
         self._arrays: dict[tuple[str, str, str], zarr.Array[Any]] = {}
+        # Per opened array: its reader of rows inside one chunk, None when zarr reads them (zarr_direct).
+        self._direct: dict[tuple[str, str, str], tuple[zarr.Array[Any], DirectReader | None]] = {}
         self._states: dict[str, dict[str, Any]] = {}
         self._local_states: set[str] = set()  # saved by this process into a read-only store
         self._commits = Commits()
@@ -561,21 +564,27 @@ class ZarrBackend(Backend):
             rows = self._visible_rows(data_id, phase, var, array)
             if rows is not None and rows < array.shape[0]:  # rows past the last commit stay unseen
                 selection = slice(*selection.indices(rows))
-        try:
-            with self._io(writes_metadata=False):  # the hot path: one row per DataLoader sample
-                out = (
-                    _read_rows(array, selection, inner)
-                    if isinstance(selection, np.ndarray)
-                    else _select(array, (selection, *inner))
-                    if inner
-                    else np.asarray(array[selection])
-                )
-        except RuntimeError as exc:  # numcodecs' "Zstd decompression error" and its kin: a damaged chunk
-            raise StoreGateError(
-                f"var_name {var!r} of phase {phase!r} in data_id {data_id!r} at {self.location} must be readable. "
-                f"Got a chunk that cannot be decoded ({type(exc).__name__}: {exc}). sg.verify() lists every such "
-                "variable; rewrite it from its source."
-            ) from exc
+        direct = None if inner else self._direct_reader(data_id, phase, var, array)
+        with self._io(writes_metadata=False):  # the hot path: one row per DataLoader sample
+            try:  # inside _io, which would report gzip's errors (OSError) as a failing store
+                # Rows inside one chunk of a local array: decoded in this thread (zarr_direct), else by zarr.
+                out = None if direct is None else direct.rows(selection)
+                if out is None:
+                    out = (
+                        _read_rows(array, selection, inner)
+                        if isinstance(selection, np.ndarray)
+                        else _select(array, (selection, *inner))
+                        if inner
+                        else np.asarray(array[selection])
+                    )
+            except Exception as exc:  # numcodecs' "Zstd decompression error", gzip's errors, zarr's crc32c...
+                if not damaged_chunk(exc):
+                    raise
+                raise StoreGateError(
+                    f"var_name {var!r} of phase {phase!r} in data_id {data_id!r} at {self.location} must be readable. "
+                    f"Got a chunk that cannot be decoded ({type(exc).__name__}: {exc}). sg.verify() lists every such "
+                    "variable; rewrite it from its source."
+                ) from exc
         # Arrays other tools wrote big-endian read as every other variable does: native.
         return out if out.dtype.isnative else out.astype(out.dtype.newbyteorder("="))
 
@@ -681,6 +690,17 @@ class ZarrBackend(Backend):
         if not -n <= index < n or not layout[2]:
             return None  # out of range: the engine's read raises the error that names it
         return self._decoded.row(key, tag, index + n if index < 0 else index, layout[1])
+
+    def _direct_reader(self, data_id: str, phase: str, var: str, array: zarr.Array[Any]) -> DirectReader | None:
+        """The reader of rows inside one chunk of ``array`` (None: zarr reads them), made once per opened array."""
+        key = (data_id, phase, var)
+        known = self._direct.get(key)
+        if known is not None and known[0] is array:
+            return known[1]
+        # A store opened with zarrs (codec_pipeline='zarrs') keeps to the pipeline it chose.
+        reader = None if self._pipeline == "zarrs" else direct_reader(array)
+        self._direct[key] = (array, reader)
+        return reader
 
     def _chunk_layout(self, key: tuple[str, str, str], array: zarr.Array[Any]) -> tuple[int, int]:
         """Rows and bytes of a chunk of ``array``; 0 bytes when its chunks do not hold whole rows."""
@@ -1689,6 +1709,7 @@ class ZarrBackend(Backend):
         self._arrays = {k: v for k, v in self._arrays.items() if k[0] != data_id}
         self._layouts = {k: v for k, v in self._layouts.items() if k[0] != data_id}
         self._row_plans = {k: v for k, v in self._row_plans.items() if k[0] != data_id}
+        self._direct = {k: v for k, v in self._direct.items() if k[0] != data_id}
 
 
 # --- what is a variable, and what another tool left ----------------------------------------
