@@ -55,7 +55,14 @@ from storegate.codecs import (
     resolve_compressor,
     v2_compressor,
 )
-from storegate.errors import ConflictError, InvalidArgumentError, StorageError, StoreGateError, StoreGateWarning
+from storegate.errors import (
+    ConflictError,
+    InvalidArgumentError,
+    NoReplyError,
+    StorageError,
+    StoreGateError,
+    StoreGateWarning,
+)
 from storegate.indexing import Inner, Selection, clip_rows, inner_shape
 from storegate.loader import DEFAULT_CHUNK_CACHE_BYTES
 from storegate.locations import (
@@ -1602,6 +1609,9 @@ class ZarrBackend(Backend):
                     "call. Read fewer rows at a time (an index or a slice; StoreGateDataset streams them), or write "
                     "fewer per call (smaller add_data calls, or sg.writer())."
                 ) from exc
+            where = f"the zarr store at {self.location}: "
+            if isinstance(exc, NoReplyError) and not str(exc).startswith(where):  # say where the store lives
+                raise NoReplyError(f"{where}{exc}") from exc
             if isinstance(exc, StoreGateError) or not isinstance(exc, _IO_ERRORS):
                 raise
             raise StorageError(
