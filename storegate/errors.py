@@ -59,7 +59,16 @@ class NoReplyError(StorageError):
     The server is stopped, overloaded or unreachable (a connection opens, nothing answers).
     For S3 the wait is set by ``storage_options['config_kwargs']`` (``read_timeout``,
     ``retries``): see :data:`storegate.locations.DEFAULT_S3_CONFIG`.
+
+    Attributes
+    ----------
+    endpoint
+        The server's URL (``'http://host:port'``), or ``None`` when not known.
     """
+
+    def __init__(self, message: str, endpoint: str | None = None) -> None:
+        super().__init__(message)
+        self.endpoint = endpoint
 
 
 class ConflictError(StoreGateError):

@@ -26,6 +26,9 @@ sent to worker processes, which open their own store from it.
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
+import contextvars
 import copy
 import functools
 import json
@@ -71,9 +74,11 @@ __all__ = [
     "keys_under",
     "new_group",
     "no_reply_bound",
+    "no_reply_endpoint",
     "put_documents",
     "request_attempts",
     "resolve_location",
+    "unsent_to",
 ]
 
 Mode = Literal["w", "a", "r"]
@@ -483,6 +488,15 @@ def no_reply_bound(config_kwargs: Mapping[str, Any] | None = None, body_bytes: i
     return attempts * (wait + body_bytes / MIN_UPLOAD_RATE) + backoff
 
 
+#: Attempts of the request being sent that got no reply: one request runs in one asyncio task,
+#: botocore's attempts and s3fs's retries of it included (each zarr chunk request, each
+#: ``sync`` call is its own task). Back to 0 at any reply.
+_silent_attempts: contextvars.ContextVar[int] = contextvars.ContextVar("storegate_silent_attempts", default=0)
+#: Endpoints to which no request is sent for now (see :func:`unsent_to`), with their holders.
+_unsent: collections.Counter[str] = collections.Counter()
+_unsent_lock = threading.Lock()
+
+
 @functools.cache
 def bounded_http_session(attempts: int | None = None) -> type:
     """aiobotocore's HTTP session, made to keep botocore's timeouts (the class, one per ``attempts``).
@@ -495,13 +509,14 @@ def bounded_http_session(attempts: int | None = None) -> type:
     body bytes / MIN_UPLOAD_RATE`` (aiohttp does not time a body write that blocks), after
     which the attempt fails as a botocore ``ReadTimeoutError``, which is retried as usual.
 
-    The last of botocore's attempts (``attempts`` in all, or what botocore's
-    ``amz-sdk-request`` header says) that times out raises
-    :class:`~storegate.errors.NoReplyError` instead: s3fs retries a botocore timeout in two
-    nested loops (:data:`S3FS_RETRIES` each), each repeating all of botocore's attempts, which
-    made one read from a stopped server wait 16 timeouts (338 s with the former 20 s, 4
-    attempts). Other errors (a connection cut, a body cut off, a 5xx reply) are still retried
-    by both.
+    A request gets ``attempts`` attempts without a reply in all (``None``: botocore's
+    ``amz-sdk-request`` header says how many), whoever makes them: the one that reaches that
+    count raises :class:`~storegate.errors.NoReplyError`, which neither botocore nor s3fs
+    repeats. s3fs retries a botocore timeout in two nested loops (:data:`S3FS_RETRIES` each),
+    each around all of botocore's attempts (one read from a stopped server waited 16 timeouts,
+    338 s with the former 20 s and 4 attempts), and does so too when botocore's retry quota
+    is spent. Other errors (a connection cut, a body cut off, a 5xx reply) are still retried
+    by both. No request is sent to an endpoint held by :func:`unsent_to`.
     """
     from aiobotocore.httpsession import AIOHTTPSession
     from botocore.exceptions import ConnectTimeoutError, ReadTimeoutError
@@ -509,44 +524,99 @@ def bounded_http_session(attempts: int | None = None) -> type:
     class BoundedHTTPSession(AIOHTTPSession):  # type: ignore[misc]
         async def send(self, request: Any) -> Any:
             request.headers.pop("Expect", None)
+            endpoint = _endpoint_of(request)
+            if _unsent[endpoint]:
+                raise NoReplyError(
+                    f"{request.method} {_url_of(request)} was not sent: the S3 server at {endpoint} sent no reply to "
+                    "another request of this process just now (the call has failed). Check that the server runs "
+                    "and answers, then retry the call.",
+                    endpoint,
+                )
             timeout = self._timeout
             size = int(request.headers.get("Content-Length") or 0)
             deadline = (timeout.sock_connect or 0) + (timeout.sock_read or 0) + size / MIN_UPLOAD_RATE
             waited = timeout.sock_read
             try:
-                if not deadline:
-                    return await super().send(request)
                 try:
-                    return await asyncio.wait_for(super().send(request), deadline)
+                    reply = await (
+                        asyncio.wait_for(super().send(request), deadline) if deadline else super().send(request)
+                    )
                 except TimeoutError as exc:
                     waited = deadline
                     raise ReadTimeoutError(endpoint_url=request.url, error=exc) from exc
             except (ConnectTimeoutError, ReadTimeoutError) as exc:
-                attempt, last = _attempt_of(request, attempts)
-                if attempt is None or last is None or attempt < last:
-                    raise  # botocore tries again
+                silent = _silent_attempts.get() + 1
+                last = attempts if attempts is not None else _max_attempts(request)
+                if last is None or silent < last:
+                    _silent_attempts.set(silent)
+                    raise  # botocore (or s3fs) tries again
+                _silent_attempts.set(0)
                 connect = isinstance(exc, ConnectTimeoutError)
                 setting = timeout.sock_connect if connect else timeout.sock_read
                 raise _no_reply(request, connect, setting if connect else waited, setting, last) from exc
+            _silent_attempts.set(0)
+            return reply
 
     return BoundedHTTPSession
 
 
-def _attempt_of(request: Any, attempts: int | None) -> tuple[int | None, int | None]:
-    """This attempt's number and the number of the last one, from botocore's ``amz-sdk-request``
-    header (``attempt=2; max=3``; the first attempt may lack ``max``: then ``attempts``)."""
+@contextlib.contextmanager
+def unsent_to(endpoint: str | None) -> Iterator[None]:
+    """Send no S3 request to ``endpoint`` inside the block (``None``: no effect).
+
+    Once a request of a call got no reply on any attempt, the call has failed; its other
+    requests that zarr has not sent yet (zarr sends ``concurrency`` at a time and goes on
+    after the first error) would each wait as long again while the failed call's requests
+    are waited for (:func:`storegate.settle.settle_requests`). Inside the block they fail at
+    once with :class:`~storegate.errors.NoReplyError` instead, as do the requests of other
+    calls of this process to the same server.
+    """
+    if endpoint is None:
+        yield
+        return
+    with _unsent_lock:
+        _unsent[endpoint] += 1
+    try:
+        yield
+    finally:
+        with _unsent_lock:
+            _unsent[endpoint] -= 1
+            if not _unsent[endpoint]:
+                del _unsent[endpoint]
+
+
+def no_reply_endpoint(exc: BaseException) -> str | None:
+    """The endpoint of the :class:`~storegate.errors.NoReplyError` ``exc`` is or came from, else ``None``."""
+    seen: set[int] = set()
+    found: BaseException | None = exc
+    while found is not None and id(found) not in seen:
+        if isinstance(found, NoReplyError) and found.endpoint is not None:
+            return found.endpoint
+        seen.add(id(found))
+        found = found.__cause__ or found.__context__
+    return None
+
+
+def _max_attempts(request: Any) -> int | None:
+    """botocore's attempts per request, from its ``amz-sdk-request`` header (``attempt=2; max=3``);
+    ``None`` when it does not say (the first attempt may lack ``max``)."""
     raw = request.headers.get("amz-sdk-request") or b""
     text = raw.decode() if isinstance(raw, bytes) else str(raw)
     fields = dict(part.strip().partition("=")[::2] for part in text.split(";") if "=" in part)
-    attempt = int(fields["attempt"]) if fields.get("attempt", "").isdigit() else None
-    last = int(fields["max"]) if fields.get("max", "").isdigit() else attempts
-    return attempt, last
+    return int(fields["max"]) if fields.get("max", "").isdigit() else None
+
+
+def _url_of(request: Any) -> str:
+    return str(request.url).split("?")[0]
+
+
+def _endpoint_of(request: Any) -> str:
+    return "/".join(_url_of(request).split("/")[:3])
 
 
 def _no_reply(request: Any, connect: bool, waited: float | None, setting: float | None, attempts: int) -> NoReplyError:
     """The error of a request whose every attempt timed out (``connect``: while connecting)."""
-    url = str(request.url).split("?")[0]
-    endpoint = "/".join(url.split("/")[:3])
+    url, endpoint = _url_of(request), _endpoint_of(request)
     what = "opened no connection" if connect else "sent no reply"
     key = "connect_timeout" if connect else "read_timeout"
     tries = "on its only attempt" if attempts == 1 else f"on each of {attempts} attempts"
@@ -555,7 +625,8 @@ def _no_reply(request: Any, connect: bool, waited: float | None, setting: float 
         f"{tries}: it is stopped, hung, overloaded or unreachable. Check that the server runs "
         f"and answers at {endpoint}, then retry the call; for a server that is only slow, give a larger "
         f"storage_options['config_kwargs']['{key}'] (now {float(setting or 0):g} s) or "
-        f"['retries']['total_max_attempts'] (now {attempts})."
+        f"['retries']['total_max_attempts'] (now {attempts}).",
+        endpoint,
     )
 
 

@@ -218,6 +218,18 @@ def test_a_read_fails_within_the_bound(server: MotoProcess, store: tuple[str, St
     assert reader.get_data("x", "train").shape == (ROWS, 2)  # the same handle reads again once it answers
 
 
+def test_a_read_of_many_chunks_fails_within_the_bound(server: MotoProcess, store: tuple[str, StoreGate]) -> None:
+    """zarr sends ``concurrency`` chunk requests at a time and goes on after the first error;
+    the requests not sent yet when the call failed fail at once (10 rounds of 4 took 17 s)."""
+    bucket, sg = store
+    sg.add_data("z", np.arange(400.0), phase="valid")  # 40 chunks
+    reader = open_store(server, bucket, mode="r", concurrency=4)
+    reader.get_data("z", "valid", index=0)  # its metadata is read: the stop hits the chunk reads
+    with stopped(server):
+        error = fails_within(READ_BOUND, lambda: reader.get_data("z", "valid"))
+    assert isinstance(error, NoReplyError)
+
+
 def append(sg: StoreGate) -> None:
     sg.add_data(["x", "y"], [np.full((25, 2), -1.0), np.arange(100, 125)], phase="train")
 
@@ -260,7 +272,7 @@ def test_a_write_stopped_part_way_changes_nothing(server: MotoProcess, store: tu
     assert open_store(server, bucket, mode="r").get_data("x", "train").shape == (ROWS + 25, 2)
 
 
-@pytest.mark.parametrize("context", ["fork", "spawn"])
+@pytest.mark.parametrize("context", ["fork", pytest.param("spawn", marks=pytest.mark.slow)])
 def test_a_dataloader_worker_fails_within_the_bound(
     server: MotoProcess, store: tuple[str, StoreGate], context: str
 ) -> None:
