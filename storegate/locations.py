@@ -94,9 +94,9 @@ S3_PROTOCOLS = ("s3", "s3a")
 #: through :func:`bounded_http_session` (``config_kwargs`` key ``http_session_cls``), which
 #: makes those timeouts hold and ends a request that got no reply on its last attempt with a
 #: :class:`~storegate.errors.NoReplyError` that s3fs does not repeat: a request to a silent
-#: server fails within :func:`no_reply_bound` seconds (48 s with these values; about 32 s
-#: measured, see the README), where s3fs's retries on top of botocore's made one read take
-#: 338 s before.
+#: server fails within :func:`no_reply_bound` seconds (48 s with these values; a read and an
+#: add_data to a moto server stopped with SIGSTOP raised after 32 s, see the README), where
+#: s3fs's retries on top of botocore's made one read take 338 s before.
 DEFAULT_S3_CONFIG: dict[str, Any] = {
     "connect_timeout": 5,
     "read_timeout": 10,
