@@ -17,6 +17,7 @@ measures the defaults (README, 'Failures, timeouts and retries').
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -137,6 +138,67 @@ def test_a_request_to_a_silent_server_is_tried_its_attempts_only(call: str, atte
     tries = "on its only attempt" if attempts == 1 else f"on each of {attempts} attempts"
     assert f"sent no reply within 0.5 s to {method} {endpoint}/bucket/p/key, {tries}" in str(info.value)
     assert "['read_timeout'] (now 0.5 s)" in str(info.value)
+
+
+@contextmanager
+def pausing_server(silent: set[int]) -> Iterator[str]:
+    """An endpoint that answers nothing on the connections numbered in ``silent`` (from 0) and
+    answers the request of every other one with ``b'hello'`` (a server back after a pause)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    server.settimeout(0.1)
+    done = threading.Event()
+    held: list[socket.socket] = []
+    count = 0
+
+    def answer(conn: socket.socket) -> None:
+        request = b""
+        while b"\r\n\r\n" not in request:
+            request += conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello")
+        conn.close()
+
+    def serve() -> None:
+        nonlocal count
+        while not done.is_set():
+            try:
+                conn = server.accept()[0]
+            except OSError:  # the timeout of the poll
+                continue
+            if count in silent:
+                held.append(conn)
+            else:
+                answer(conn)
+            count += 1
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    finally:
+        done.set()
+        thread.join()
+        for conn in held:
+            conn.close()
+        server.close()
+
+
+def test_a_pause_shorter_than_the_attempts_is_retried() -> None:
+    """Two silent attempts of three, a reply, two more silent attempts, a reply: both reads
+    succeed, one after the other in one asyncio task (the count starts again at each reply)."""
+    config = {**CONFIG, "retries": {"total_max_attempts": 3, "mode": "standard"}}
+    with pausing_server(silent={0, 1, 3, 4}) as endpoint:
+        options = {"key": "k", "secret": "s", "client_kwargs": {"endpoint_url": endpoint}, "config_kwargs": config}
+        opts = resolve_location("s3://bucket/p", options).fsspec_options()
+
+        async def two_reads() -> list[bytes]:
+            fs = fsspec.filesystem("s3", asynchronous=True, **opts)
+            fs.retries = S3FS_RETRIES
+            await fs.set_session()
+            return [await fs._cat_file("bucket/p/key"), await fs._cat_file("bucket/p/other")]
+
+        assert asyncio.run(two_reads()) == [b"hello", b"hello"]
 
 
 # --- calls against a stopped moto server --------------------------------------------------------
