@@ -58,7 +58,8 @@ class NoReplyError(StorageError):
 
     The server is stopped, overloaded or unreachable (a connection opens, nothing answers).
     For S3 the wait is set by ``storage_options['config_kwargs']`` (``read_timeout``,
-    ``retries``): see :data:`storegate.locations.DEFAULT_S3_CONFIG`.
+    ``retries``): see :data:`storegate.locations.DEFAULT_S3_CONFIG`. storegate's own rule (the
+    seed systems say nothing of a silent server).
 
     Attributes
     ----------
