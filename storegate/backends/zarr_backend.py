@@ -66,7 +66,14 @@ from storegate.codecs import (
     resolve_compressor,
     v2_compressor,
 )
-from storegate.errors import ConflictError, InvalidArgumentError, StorageError, StoreGateError, StoreGateWarning
+from storegate.errors import (
+    ConflictError,
+    InvalidArgumentError,
+    NoReplyError,
+    StorageError,
+    StoreGateError,
+    StoreGateWarning,
+)
 from storegate.indexing import Inner, Selection, clip_rows, inner_shape
 from storegate.loader import DEFAULT_CHUNK_CACHE_BYTES
 from storegate.locations import (
@@ -75,8 +82,10 @@ from storegate.locations import (
     concurrency_scope,
     keys_under,
     new_group,
+    no_reply_endpoint,
     put_documents,
     resolve_location,
+    unsent_to,
 )
 from storegate.locks import DEFAULT_LOCK_TIMEOUT, WriteLock, holding
 from storegate.names import OFFSETS, check_data_id, dimension_names, parse_var_names
@@ -161,7 +170,9 @@ class ZarrBackend(Backend):
         S3 gets :data:`storegate.locations.DEFAULT_S3_CONFIG` (connect / read timeouts,
         retries) unless ``config_kwargs`` gives those keys, and its bucket is checked when
         the store opens: a missing bucket, refused credentials or a silent endpoint raise
-        StorageError naming the endpoint and the bucket.
+        StorageError naming the endpoint and the bucket. A server that stops answering later
+        fails a call with NoReplyError within about
+        :func:`storegate.locations.no_reply_bound` seconds (48 s with the defaults).
     endpoint, access_key, secret_key, secure
         matorage's names, for ``s3://`` URLs: ``endpoint='host:port'`` becomes
         ``client_kwargs['endpoint_url']`` (``https://`` when ``secure`` is true, else
@@ -1689,7 +1700,8 @@ class ZarrBackend(Backend):
                     warnings.simplefilter("ignore", UnstableSpecificationWarning)
                 yield
         except BaseException as exc:
-            interrupted = settle_requests()
+            with unsent_to(no_reply_endpoint(exc)):  # a silent server: the requests not sent yet fail at once
+                interrupted = settle_requests()
             if interrupted is not None and interrupted is not exc:
                 raise interrupted from exc  # Ctrl-C while settling: raised once the call's requests ended
             if isinstance(exc, MemoryError):
@@ -1698,6 +1710,9 @@ class ZarrBackend(Backend):
                     "call. Read fewer rows at a time (an index or a slice; StoreGateDataset streams them), or write "
                     "fewer per call (smaller add_data calls, or sg.writer())."
                 ) from exc
+            where = f"the zarr store at {self.location}: "
+            if isinstance(exc, NoReplyError) and not str(exc).startswith(where):  # say where the store lives
+                raise NoReplyError(f"{where}{exc}", exc.endpoint) from exc
             if isinstance(exc, StoreGateError) or not isinstance(exc, _IO_ERRORS):
                 raise
             raise StorageError(
