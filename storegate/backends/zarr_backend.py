@@ -12,6 +12,10 @@ Writers take the data_id's write lock and commit through a commit record
 journals them first (:mod:`storegate.backends.zarr_journal`), so readers and the next
 writer always find the last commit whole.
 
+Every chunk of the variables it writes is stored, fill-valued ones too, and their attributes
+say so: a missing chunk was lost, and reads raise StorageError instead of returning zeros
+(:mod:`storegate.backends.zarr_chunks`).
+
 What other tools leave in a store (0-d arrays, groups inside a phase, arrays with names
 storegate refuses, objects zarr cannot read) is never a variable: every call skips it,
 nothing overwrites or deletes it, and :meth:`ZarrBackend.other_objects` lists it.
@@ -45,6 +49,14 @@ from zarr.storage import LocalStore, MemoryStore, StorePath
 
 from storegate.backends.base import Backend, Checkpoint, Finding, OtherObject, VarInfo
 from storegate.backends.zarr_cache import DecodedChunks
+from storegate.backends.zarr_chunks import (
+    DamagedChunkError,
+    LostChunkError,
+    every_chunk_attributes,
+    keeps_every_chunk,
+    missing_chunks,
+    prepared,
+)
 from storegate.backends.zarr_journal import CommittedView, Entry, Journal, committed_objects
 from storegate.backends.zarr_locking import OWN_PREFIX, Commits, Rows, read_object_text, write_lock
 from storegate.codecs import (
@@ -432,7 +444,7 @@ class ZarrBackend(Backend):
             found = sync(_get_nodes(self._root, [f"{data_id}/{phase}/{v}" for v in wanted]))
         for var, node in zip(wanted, found, strict=True):
             if isinstance(node, zarr.Array) and _variable_problem(var, node) is None:
-                self._arrays[(data_id, phase, var)] = node
+                self._arrays[(data_id, phase, var)] = prepared(node)
 
     def _committed_names(self, data_id: str, phase: str) -> set[str] | None:
         """The variables of a phase that readers may see, from the commit record (``None``: no
@@ -512,6 +524,15 @@ class ZarrBackend(Backend):
         )
 
     @_storage_call
+    def missing_chunks(self, data_id: str, phase: str, var: str) -> list[tuple[str, int, int]] | None:
+        # docstring inherited: one listing of the variable's objects, for a variable that keeps
+        # every chunk (storegate.backends.zarr_chunks); the committed rows only.
+        array = self._array(data_id, phase, var)
+        if not keeps_every_chunk(array):
+            return None
+        return sync(missing_chunks(array, self.shape(data_id, phase, var)[0]))
+
+    @_storage_call
     def create(self, data_id: str, phase: str, var: str, data: np.ndarray, **options: Any) -> None:
         self._touch(data_id, phase, var)
         array = self._new_array(data_id, phase, var, data.shape, data.dtype, **options)
@@ -522,9 +543,11 @@ class ZarrBackend(Backend):
     def create_empty(
         self, data_id: str, phase: str, var: str, shape: tuple[int, ...], dtype: np.dtype, **options: Any
     ) -> None:
-        # docstring inherited; the fill value (0) stands for unwritten chunks.
+        # docstring inherited; the zero chunks are written too: the variable keeps every chunk.
         self._touch(data_id, phase, var)
-        self._new_array(data_id, phase, var, shape, dtype, **options)
+        array = self._new_array(data_id, phase, var, shape, dtype, **options)
+        if array.size:
+            array[...] = np.zeros((), dtype=array.dtype)
 
     @_storage_call
     def append(self, data_id: str, phase: str, var: str, data: np.ndarray) -> None:
@@ -552,7 +575,14 @@ class ZarrBackend(Backend):
                     if inner
                     else np.asarray(array[selection])
                 )
-        except RuntimeError as exc:  # numcodecs' "Zstd decompression error" and its kin: a damaged chunk
+        except LostChunkError as exc:  # a variable that keeps every chunk: never read fill for a lost one
+            raise StorageError(
+                f"var_name {var!r} of phase {phase!r} in data_id {data_id!r} at {self.location} must have every "
+                f"chunk this read needs. Got none at {exc.key!r} (lost: the variable keeps every chunk, so it was "
+                "not empty). sg.verify() lists every lost chunk; rewrite the variable from its source "
+                "(sg.update_data with all its rows, or delete_data and add_data)."
+            ) from exc
+        except (RuntimeError, DamagedChunkError) as exc:  # numcodecs' "Zstd decompression error" and its kin
             raise StoreGateError(
                 f"var_name {var!r} of phase {phase!r} in data_id {data_id!r} at {self.location} must be readable. "
                 f"Got a chunk that cannot be decoded ({type(exc).__name__}: {exc}). sg.verify() lists every such "
@@ -667,6 +697,8 @@ class ZarrBackend(Backend):
         self._touch(data_id, phase, var)
         array = self._arrays.get((data_id, phase, var)) or self._find_array(data_id, phase, var)
         same = array is not None and array.dtype == data.dtype and array.shape[1:] == data.shape[1:]
+        # A variable written before chunks were all kept becomes one that keeps them when rewritten whole.
+        same = same and array is not None and keeps_every_chunk(array)
         if not same or options:
             # A new dtype or row shape (astype, onehot) keeps the variable's codec, and its
             # rows per chunk when the rows keep their shape.
@@ -1377,12 +1409,15 @@ class ZarrBackend(Backend):
         fill = np.zeros((), dtype=dtype)[()]
         args: dict[str, Any] = {"shape": shape, "dtype": dtype, "chunks": chunks, "fill_value": fill}
         args["dimension_names"] = dims
+        # Every chunk is stored, fill-valued ones too, and the attributes say so: a missing one
+        # was lost, and reads refuse it (storegate.backends.zarr_chunks).
+        args["attributes"] = every_chunk_attributes()
         with pipeline_scope(self._pipeline):
             if empty:
                 array = self._put_new_array(data_id, phase, var, {**args, **encoding})
             else:  # a variable (or a failed write's chunks) to replace: zarr deletes it first
                 array = group.create_array(var, overwrite=True, **args, **encoding)
-        self._arrays[(data_id, phase, var)] = array
+        self._arrays[(data_id, phase, var)] = prepared(array)
         return array
 
     def _put_new_array(self, data_id: str, phase: str, var: str, args: dict[str, Any]) -> zarr.Array[Any]:
@@ -1560,7 +1595,7 @@ class ZarrBackend(Backend):
                     found, _ = _try_node(self._root, f"{data_id}/{phase}/{var}")
             if not isinstance(found, zarr.Array) or _variable_problem(var, found) is not None:
                 return None  # absent, or an object another tool wrote: never a variable
-            array = self._arrays[key] = found
+            array = self._arrays[key] = prepared(found)
         return array
 
     def _committed_array(self, key: str, entry: Entry) -> zarr.Array[Any] | None:
