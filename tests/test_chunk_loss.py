@@ -17,6 +17,7 @@ import pytest
 import zarr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from zarr.codecs import ZstdCodec
 from zarr.core.sync import sync
 from zarr.storage import LocalStore, MemoryStore
 
@@ -173,7 +174,7 @@ def test_every_chunk_of_the_committed_rows_is_stored_and_a_lost_one_is_named(
 # --- other damage to a chunk --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("codec", ["default", "none"])
+@pytest.mark.parametrize("codec", ["default", "none", "gzip"])
 @pytest.mark.parametrize("damage", ["emptied", "cut short"])
 def test_an_emptied_or_cut_chunk_raises_a_storegate_error(codec: str, damage: str, tmp_path: Path) -> None:
     sg, _ = _open("zarr-dir", tmp_path, compressor=codec)
@@ -183,6 +184,19 @@ def test_an_emptied_or_cut_chunk_raises_a_storegate_error(codec: str, damage: st
     with pytest.raises(StoreGateError, match=r"var_name 'x'.*must be readable.*verify"):
         sg.get_data("x", "train")
     assert [f.path for f in sg.verify().findings] == ["d/train/x"]
+
+
+@pytest.mark.parametrize("codec", [ZstdCodec(level=3, checksum=True), "gzip"], ids=["zstd-checksum", "gzip"])
+def test_a_changed_byte_raises_with_a_checksummed_codec(codec: Any, tmp_path: Path) -> None:
+    # zstd without its checksum (storegate's default), 'lz4' and 'none' decode a changed byte silently.
+    sg, _ = _open("zarr-dir", tmp_path, compressor=codec)
+    sg.add_data("x", np.random.default_rng(0).standard_normal((50, 80)).astype("f4"), "train")
+    path = tmp_path / "zarr.zarr" / "d" / "train" / "x" / "c" / "2" / "0"
+    damaged = bytearray(path.read_bytes())
+    damaged[len(damaged) // 2] ^= 0x10  # a bit flipped inside the compressed values
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(StoreGateError, match=r"must be readable.*(checksum|CRC)"):
+        sg.get_data("x", "train")
 
 
 # --- variables written before, or by other tools ------------------------------------------------

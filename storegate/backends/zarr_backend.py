@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gzip
 import itertools
 import math
 import os
@@ -35,6 +36,7 @@ import tempfile
 import threading
 import warnings
 import weakref
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, TypeVar
@@ -566,8 +568,8 @@ class ZarrBackend(Backend):
             rows = self._visible_rows(data_id, phase, var, array)
             if rows is not None and rows < array.shape[0]:  # rows past the last commit stay unseen
                 selection = slice(*selection.indices(rows))
-        try:
-            with self._io(writes_metadata=False):  # the hot path: one row per DataLoader sample
+        with self._io(writes_metadata=False):  # the hot path: one row per DataLoader sample
+            try:  # inside _io, which would take gzip's BadGzipFile (an OSError) for a storage failure
                 out = (
                     _read_rows(array, selection, inner)
                     if isinstance(selection, np.ndarray)
@@ -575,21 +577,24 @@ class ZarrBackend(Backend):
                     if inner
                     else np.asarray(array[selection])
                 )
-        except LostChunkError as exc:  # a variable that keeps every chunk: never read fill for a lost one
-            raise StorageError(
-                f"var_name {var!r} of phase {phase!r} in data_id {data_id!r} at {self.location} must have every "
-                f"chunk this read needs. Got none at {exc.key!r} (lost: the variable keeps every chunk, so it was "
-                "not empty). sg.verify() lists every lost chunk; rewrite the variable from its source "
-                "(sg.update_data with all its rows, or delete_data and add_data)."
-            ) from exc
-        except (RuntimeError, DamagedChunkError) as exc:  # numcodecs' "Zstd decompression error" and its kin
-            raise StoreGateError(
-                f"var_name {var!r} of phase {phase!r} in data_id {data_id!r} at {self.location} must be readable. "
-                f"Got a chunk that cannot be decoded ({type(exc).__name__}: {exc}). sg.verify() lists every such "
-                "variable; rewrite it from its source."
-            ) from exc
+            except (LostChunkError, *_DECODE_ERRORS) as exc:
+                raise self._chunk_error(data_id, phase, var, exc) from exc
         # Arrays other tools wrote big-endian read as every other variable does: native.
         return out if out.dtype.isnative else out.astype(out.dtype.newbyteorder("="))
+
+    def _chunk_error(self, data_id: str, phase: str, var: str, exc: BaseException) -> StoreGateError:
+        """The error naming the variable for a lost chunk (StorageError) or one that cannot be decoded."""
+        where = f"var_name {var!r} of phase {phase!r} in data_id {data_id!r} at {self.location}"
+        if isinstance(exc, LostChunkError):  # a variable that keeps every chunk: never read fill for a lost one
+            return StorageError(
+                f"{where} must have every chunk this read needs. Got none at {exc.key!r} (lost: the variable keeps "
+                "every chunk, so it was not empty). sg.verify() lists every lost chunk; rewrite the variable from "
+                "its source (sg.update_data with all its rows, or delete_data and add_data)."
+            )
+        return StoreGateError(
+            f"{where} must be readable. Got a chunk that cannot be decoded ({type(exc).__name__}: {exc}). "
+            "sg.verify() lists every such variable; rewrite it from its source."
+        )
 
     def read_cached(self, data_id: str, phase: str, var: str, selection: Selection, inner: Inner) -> np.ndarray:
         # docstring inherited: small reads of whole-row chunks come from the decoded chunks
@@ -1790,6 +1795,11 @@ def _remote_errors() -> tuple[type[BaseException], ...]:
         return ()
     return (BotoCoreError, ClientError)
 
+
+#: What a damaged chunk raises while it is decoded: numcodecs' RuntimeError (zstd, Blosc, LZ4),
+#: gzip's BadGzipFile (an OSError, which would pass for a storage failure), zlib.error and
+#: EOFError (cut short), and zarr_chunks' check of uncompressed chunks' sizes.
+_DECODE_ERRORS = (RuntimeError, DamagedChunkError, gzip.BadGzipFile, zlib.error, EOFError)
 
 #: Failures of the storage itself; s3fs turns most into OSError but lets some of botocore's through.
 _IO_ERRORS: tuple[type[BaseException], ...] = (OSError, *_remote_errors())

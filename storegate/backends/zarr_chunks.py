@@ -22,8 +22,9 @@ in Rust, out of reach of the wrapper: for it the chunk keys of a read are asked 
 first (one existence check per chunk); and since zarrs (0.2) writes no all-fill chunk whatever
 ``write_empty_chunks`` says, a marked array writes through zarr's own pipeline.
 
-An array without compression also has its chunks' sizes checked: a chunk file cut short or
-emptied reads as a :class:`DamagedChunkError` instead of numpy's reshape error. Chunks of the
+An array without compression also has its chunks' sizes checked, and a marked array refuses an
+empty chunk object (gzip decodes one to nothing): a chunk file cut short or emptied reads as a
+:class:`DamagedChunkError` instead of numpy's reshape error. Chunks of the
 right size holding other bytes cannot be told apart without a checksum codec.
 """
 
@@ -76,12 +77,13 @@ class LostChunkError(StorageError):
 
 
 class DamagedChunkError(StoreGateError):
-    """A chunk of an uncompressed array whose stored size is not its size (cut short, emptied)."""
+    """A chunk stored empty, or one of an uncompressed array whose stored size is not its size."""
 
-    def __init__(self, key: str, expected: int, got: int) -> None:
+    def __init__(self, key: str, expected: int | None, got: int) -> None:
+        size = "some bytes" if expected is None else f"{expected} bytes (an uncompressed chunk)"
         super().__init__(
-            f"chunk {key!r} must hold {expected} bytes (an uncompressed chunk). Got {got} bytes: it was cut "
-            "short or emptied. sg.verify() lists every such variable; rewrite it from its source."
+            f"chunk {key!r} must hold {size}. Got {got} bytes: it was cut short or emptied. sg.verify() lists "
+            "every such variable; rewrite it from its source."
         )
         self.key = key
 
@@ -151,7 +153,8 @@ class _CheckedGetter:
         if buffer is None:
             if self._lost:
                 raise LostChunkError(str(self._getter.path))
-        elif self._size is not None and byte_range is None and len(buffer) != self._size:
+        elif byte_range is None and (len(buffer) != self._size if self._size is not None else not len(buffer)):
+            # No chunk storegate writes is empty (a codec's frame has a header; a raw chunk holds a row).
             raise DamagedChunkError(str(self._getter.path), self._size, len(buffer))
         return buffer
 
