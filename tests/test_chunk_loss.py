@@ -244,3 +244,32 @@ def test_make_gate_kinds_keep_every_chunk(tmp_path: Path) -> None:
     sg = make_gate("zarr-dir", tmp_path)
     sg.add_data("x", np.zeros((4, 2)), "train")
     assert sg.verify().ok
+
+
+def test_a_loader_batch_reads_again_when_a_rewrite_took_its_chunk_away(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chunk gone because another writer committed meanwhile (a rewrite undone, a variable
+    replaced) is read again, as any batch that spans two commits is; not a lost chunk."""
+    pytest.importorskip("torch")
+    from storegate.backends.zarr_backend import ZarrBackend
+    from storegate.torch import StoreGateDataLoader, StoreGateDataset
+
+    sg, _ = _open("zarr-dir", tmp_path)
+    sg.add_data("x", X, "train")
+    dataset = StoreGateDataset(sg, "train", "x")
+    other, _ = _open("zarr-dir", tmp_path)
+    read = ZarrBackend.read_inner
+    failures = []
+
+    def read_once_mid_rewrite(self: ZarrBackend, *args: Any) -> np.ndarray:
+        if not failures:  # another writer commits, and its rewrite had taken the chunk away meanwhile
+            failures.append(1)
+            other.add_data("y", np.zeros(50), "train")
+            raise StorageError("chunk 'c/0/0' gone")
+        return read(self, *args)
+
+    monkeypatch.setattr(ZarrBackend, "read_inner", read_once_mid_rewrite)
+    batches = list(StoreGateDataLoader(dataset, batch_size=25))
+    np.testing.assert_array_equal(np.concatenate([b.numpy() for b in batches]), X)
+    assert failures == [1]
