@@ -120,6 +120,10 @@ def test_zero_chunks_are_stored_by_every_write(kind: str, tmp_path: Path) -> Non
     assert _keys(store) == [f"c/{i}/0" for i in range(7)]
     sg.create_empty("e", (25, 2), dtype="i2", phase="valid")
     assert _keys(store, "e", "valid") == ["c/0/0", "c/1/0", "c/2/0"]
+    with sg.writer("test") as writer:  # the streaming writer's appends
+        for _ in range(3):
+            writer.add({"w": np.zeros((7, 2), "f4")})
+    assert _keys(store, "w", "test") == ["c/0/0", "c/1/0", "c/2/0"]
     np.testing.assert_array_equal(sg.get_data("x", "train"), np.zeros((65, 3), "f4"))
     assert sg.verify().ok
 
