@@ -9,7 +9,9 @@ on an S3 server (moto's, in its own process on 127.0.0.1), each through its own 
   (per-sample collate) and (2) whole batches (``BatchSampler`` over the same sampler,
   ``batch_size=None``);
 - litdata: ``litdata.optimize`` to chunk files (its boto3 client uploads to ``s3://``), read with
-  ``StreamingDataset(shuffle=True)`` + ``StreamingDataLoader``;
+  ``StreamingDataset(shuffle=True)`` + ``StreamingDataLoader``; on S3 the endpoint and keys go in
+  ``storage_options``, and with workers whole chunks are decoded (see
+  ``LITDATA_S3_WORKERS_BATCH_DECODE``);
 - mosaicml-streaming: ``MDSWriter`` (its own uploader for an ``s3://`` remote, endpoint from
   ``S3_ENDPOINT_URL``), read with ``StreamingDataset(shuffle=True)`` + ``DataLoader``;
 - webdataset: tar shards written with ``ShardWriter`` (on S3, its ``post`` hook uploads each shard
@@ -35,7 +37,9 @@ import contextlib
 import importlib
 import importlib.util
 import json
+import multiprocessing
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -110,6 +114,20 @@ class Place:
         """s3fs options for storegate."""
         return {"key": KEY, "secret": SECRET, "client_kwargs": {"endpoint_url": self.endpoint}}
 
+    def litdata_storage_options(self) -> dict[str, Any]:
+        """litdata's ``storage_options`` for an S3-compatible endpoint, as its README gives them.
+
+        litdata passes them to ``boto3.client("s3", ...)`` and they travel with the pickled
+        dataset into every worker (environment variables depend on the start method); its
+        obstore path takes endpoint, region and keys from that boto3 client.
+        """
+        return {
+            "endpoint_url": self.endpoint,
+            "aws_access_key_id": KEY,
+            "aws_secret_access_key": SECRET,
+            "region_name": REGION,
+        }
+
     def url(self, name: str) -> str:
         """Where a format called ``name`` lives: a local directory or an ``s3://`` prefix."""
         return f"s3://{BUCKET}/{name}" if self.endpoint else str(Path(self.root) / name)
@@ -172,7 +190,14 @@ def import_litdata() -> Any:
 
     litdata 0.2.76 moves chunks with obstore, whose client refuses plain http unless told
     ``allow_http``, and litdata passes fixed client options with no setting for it (moto here
-    speaks http only): add it to those options (a private dict, changed in place).
+    speaks http only): add it to those options (a private dict, changed in place). obstore's
+    ``AWS_ALLOW_HTTP`` variable does not help: explicit client options replace those it reads
+    from the environment (measured with obstore 0.12.1). The change lives in this process
+    only, so it reaches DataLoader workers started with 'fork', not with 'spawn' (a spawned
+    worker imports litdata afresh, and its first chunk GET fails with obstore's
+    "builder error ... BadScheme", which is how the spawned S3 run failed). Related:
+    https://github.com/developmentseed/obstore/issues/159 (allow_http goes in the client
+    options); no litdata issue about it was found.
     """
     import litdata
     from litdata.streaming import downloader
@@ -198,7 +223,11 @@ def write_litdata(place: Place, x: np.ndarray, y: np.ndarray) -> None:
     np.save(npy, x)  # optimize's workers read the rows from here rather than pickling them
     step = 5_000
     inputs = [(s, min(s + step, len(y)), npy) for s in range(0, len(y), step)]
-    with peer_env(place):
+    # optimize sets the process-wide start method to 'spawn' (force=True) and leaves it so; put
+    # back the one this process had, as the benchmarks run after this one share the process.
+    # Its spawned worker re-imports the caller's __main__, which must therefore be guarded.
+    start_method = multiprocessing.get_start_method(allow_none=True)
+    with peer_env(place), _start_method_restored(start_method):
         litdata.optimize(
             fn=_litdata_rows,
             inputs=inputs,
@@ -206,9 +235,18 @@ def write_litdata(place: Place, x: np.ndarray, y: np.ndarray) -> None:
             chunk_bytes=SHARD_BYTES,
             num_workers=1,
             mode="overwrite",
+            storage_options=place.litdata_storage_options() if place.endpoint else {},
             verbose=False,
         )
     os.remove(npy)
+
+
+@contextlib.contextmanager
+def _start_method_restored(method: str | None) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        multiprocessing.set_start_method(method, force=True)
 
 
 def import_streaming() -> Any:
@@ -351,12 +389,33 @@ def _memmap(place: Place, num_workers: int) -> Iterable[Any]:
 def _litdata(place: Place, num_workers: int) -> Iterable[Any]:
     litdata = import_litdata()
     StreamingDataLoader, StreamingDataset = litdata.StreamingDataLoader, litdata.StreamingDataset
-    # litdata copies remote chunks into cache_dir; a local input_dir is read in place.
-    extra = {"cache_dir": place.cache("litdata")} if place.endpoint else {}
+    extra: dict[str, Any] = {}
+    if place.endpoint:
+        # litdata copies remote chunks into cache_dir; a local input_dir is read in place.
+        extra = {"cache_dir": place.cache("litdata"), "storage_options": place.litdata_storage_options()}
+        if num_workers:
+            extra["batch_decode"] = LITDATA_S3_WORKERS_BATCH_DECODE
     dataset = StreamingDataset(place.url("litdata"), shuffle=True, seed=SEED, **extra)
-    # Forked workers hang on S3 (obstore's runtime, started in the parent, does not survive a fork).
-    context = {"multiprocessing_context": "spawn"} if place.endpoint and num_workers else {}
-    return StreamingDataLoader(dataset, batch_size=BATCH_SIZE, num_workers=num_workers, **context)
+    # 'fork' like every other reader: litdata 0.2.76 fetches index.json with boto3, not obstore,
+    # so the parent starts no obstore runtime before the fork (its README, "Multi-worker s3://").
+    return StreamingDataLoader(dataset, batch_size=BATCH_SIZE, **_loader_options(num_workers))
+
+
+#: litdata's ``batch_decode`` for S3 runs with workers: the whole chunk, not its default window.
+#: With its default (256 rows for these samples) an epoch of 100,000 rows on S3 with 2 workers
+#: would take about 13 minutes (measured: 7,168 rows in 57 s), which is how it "hung" until the
+#: timeout. Two litdata 0.2.76 behaviours meet there. (1) A chunk whose rows are split between
+#: two workers is not memory-mapped (item_loader's ``_mmap_allowed_chunks`` leaves shared chunks
+#: out, https://github.com/Lightning-AI/litData/pull/849), and an unmapped chunk's decode window
+#: is filled by ``_fill_decode_window_path``, which reads the whole chunk file (64 MiB here)
+#: again for each window. (2) The in-chunk shuffle (``_block_shuffle``) cuts a worker's part of
+#: a chunk into blocks of 256 counted from where that part starts, while decode windows are
+#: counted from the chunk's first row; the second worker's part starts mid-chunk, so each block
+#: straddles two windows and they keep evicting each other (measured: 722 whole-file reads, 40 ms
+#: each, for that worker's first 1,716 rows). With one window per chunk, each chunk is read and
+#: decoded once per worker. Local runs read chunks in place (mapped), and without workers no
+#: chunk is shared, so those keep the default. No litdata issue about this was found.
+LITDATA_S3_WORKERS_BATCH_DECODE = "all"
 
 
 def _mds(place: Place, num_workers: int) -> Iterable[Any]:
@@ -569,12 +628,17 @@ def run_place(
     return writes, results, failures
 
 
+#: A traceback's closing line: an exception's (dotted) name, then its message or nothing.
+_ERROR_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b(:|$)")
+
+
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, subprocess.TimeoutExpired):
         return f"did not finish within {exc.timeout:.0f} s"
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    # The last line of a traceback names the error; a peer may print more (a JSON dump) after it.
-    errors = [line for line in lines if "Error" in line or "Exception" in line]
+    # A peer may print more after its traceback (obstore a multi-line debug dump whose lines
+    # hold "Error" too), so the reason is the last line that opens like an exception's.
+    errors = [line for line in lines if _ERROR_LINE.match(line)]
     return (errors or lines or [type(exc).__name__])[-1][:300]
 
 
@@ -678,9 +742,14 @@ def report(
 
 #: What each peer needed to run here, said with the figures.
 PEER_NOTES = (
-    "How the peers ran here: litdata 0.2.76 moves S3 chunks with obstore, which refuses an http:// "
+    "How the peers ran here: litdata 0.2.76 gets the endpoint and keys as `storage_options` (its README's "
+    "way for an S3-compatible endpoint) and moves S3 chunks with obstore, which refuses an http:// "
     "endpoint and takes no setting for it from litdata, so the benchmark adds `allow_http` to litdata's "
-    "obstore client options (moto speaks http only); mosaicml-streaming 0.13.0 pins numpy<2.2, so it is "
+    "obstore client options (moto speaks http only; the change reaches 'fork' workers, not 'spawn' ones); "
+    "on S3 with workers litdata decodes whole chunks (`batch_decode='all'`): with its default window a "
+    "chunk split between two workers is not memory-mapped and its whole 64 MiB file is read again for "
+    "about every other row, so an epoch would take about 13 minutes at the rate measured (bench_peers.py "
+    "says more); mosaicml-streaming 0.13.0 pins numpy<2.2, so it is "
     "installed with --no-deps beside numpy 2.4, and its package import pulls in torchvision, whose only wheel "
     "here is a CUDA build that cannot load beside the CPU torch: a stand-in module replaces it (MDS never "
     "calls it); webdataset has no S3 client, so it reads S3 through its `pipe:` opener, one boto3 subprocess "

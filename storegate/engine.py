@@ -286,12 +286,23 @@ class GroupEngine:
             ]
         return names.join(arrays, scalar=scalar)
 
+    def warm_row(self, phase: str, var: str, index: int) -> Any:
+        """Row ``index`` (an int) of ``var`` as :meth:`get` gives it, when the backend serves it
+        warm (see :meth:`Backend.warm_row`); else None: the caller reads it with :meth:`get`."""
+        row = self.backend.warm_row(self.data_id, phase, var, index)
+        if row is None:
+            return None
+        return row[()] if row.ndim == 0 else row  # one row of a 1-D variable is a numpy scalar
+
     def _cached_row(self, phase: str, var: str, index: int) -> Any:
         """One row as :meth:`get` gives it, when the backend holds it decoded; else None.
 
         The hot path of random row reads (``sg['train']['x'][i]``): checked as every read is
         (:meth:`Backend.start_read` / :meth:`Backend.unchanged`), without the layout lookups.
         """
+        warm = self.warm_row(phase, var, index)
+        if warm is not None:
+            return warm
         self.backend.start_read(self.data_id)
         row = self.backend.cached_row(self.data_id, phase, var, index)
         if row is None or not self.backend.unchanged(self.data_id):

@@ -11,6 +11,7 @@ __all__ = [
     "ConflictError",
     "IndexOutOfRangeError",
     "InvalidArgumentError",
+    "NoReplyError",
     "NotFoundError",
     "ReadOnlyError",
     "StorageError",
@@ -50,6 +51,25 @@ class ValidationError(StoreGateError, ValueError):
 
 class StorageError(StoreGateError, OSError):
     """The storage location could not be reached or used."""
+
+
+class NoReplyError(StorageError):
+    """A remote server sent no reply to a request within its timeouts, on every attempt.
+
+    The server is stopped, overloaded or unreachable (a connection opens, nothing answers).
+    For S3 the wait is set by ``storage_options['config_kwargs']`` (``read_timeout``,
+    ``retries``): see :data:`storegate.locations.DEFAULT_S3_CONFIG`. storegate's own rule (the
+    seed systems say nothing of a silent server).
+
+    Attributes
+    ----------
+    endpoint
+        The server's URL (``'http://host:port'``), or ``None`` when not known.
+    """
+
+    def __init__(self, message: str, endpoint: str | None = None) -> None:
+        super().__init__(message)
+        self.endpoint = endpoint
 
 
 class ConflictError(StoreGateError):

@@ -23,7 +23,7 @@ from storegate.engine import GroupEngine
 from storegate.errors import InvalidArgumentError, NotFoundError
 from storegate.moves import Callback
 from storegate.names import check_data_id, parse_var_names
-from storegate.phases import DEFAULT_SHUFFLE_SEED, permutation, resolve_phase
+from storegate.phases import DEFAULT_SHUFFLE_SEED, PHASE_WORDS, permutation, resolve_phase
 from storegate.ragged import check_batch_mode
 from storegate.rules import check_bool, check_dtype, check_int, check_seed, check_shape, convert
 from storegate.splits import parse_split, reorder
@@ -76,6 +76,7 @@ class StoreGate:
         self._backend: Backend = create_backend(backend, backend_args)  # validates backend_args first
         self._backend_args = dict(backend_args or {})
         self._data_id: str | None = None
+        self._phase_views: dict[str, View] = {}  # see __getitem__
         if data_id is not None:
             self.set_data_id(data_id)
 
@@ -250,8 +251,21 @@ class StoreGate:
             If the index has a form not accepted, or an item lies outside its axis (the
             message names the item); a randslice that does not fit its axis.
         """
+        if type(index) is int and type(var_names) is str and batch_mode is None and batch_args is None:
+            row = self._warm_row(var_names, phase, index)  # the hot path of random rows
+            if row is not None:
+                return row
         mode, args = check_batch_mode(batch_mode, batch_args)  # refuses the engine's own 'rows'
         return self._engine().get(parse_var_names(var_names), resolve_phase(phase), index, mode, args)
+
+    def _warm_row(self, var: str, phase: Any, index: int) -> Any:
+        """Row ``index`` of ``var`` when the backend serves it warm (see GroupEngine.warm_row); else None."""
+        view = self._phase_views.get(phase) if type(phase) is str else None
+        if view is None or view.engine.data_id != self._data_id:
+            view = self[phase] if type(phase) is str and phase in PHASE_WORDS else None
+        if view is None or view.phase is None:
+            return None
+        return view.engine.warm_row(view.phase, var, index)
 
     def delete_data(self, var_names: Any, phase: Any = "train", do_compile: bool = True) -> None:
         """Delete variables; a variable that does not exist is ignored (multiml)."""
@@ -625,7 +639,13 @@ class StoreGate:
         return f"StoreGate(backend={self._backend_name!r}, data_id={self._data_id!r}, location={location!r})"
 
     def __getitem__(self, item: Any) -> Any:
-        return View(self._engine())[item]
+        view = self._phase_views.get(item) if type(item) is str else None
+        if view is not None and view.engine.data_id == self._data_id:
+            return view  # sg['train'] in a loop: one view per phase word and data_id
+        view = View(self._engine())[item]
+        if type(item) is str and isinstance(view, View) and view.phase is not None and view.var_names is None:
+            self._phase_views[item] = view
+        return view
 
     def __setitem__(self, item: Any, data: Any) -> None:
         View(self._engine())[item] = data

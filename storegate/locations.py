@@ -26,6 +26,9 @@ sent to worker processes, which open their own store from it.
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
+import contextvars
 import copy
 import functools
 import json
@@ -46,7 +49,7 @@ from zarr.core.group import GroupMetadata
 from zarr.core.sync import sync
 from zarr.storage import FsspecStore, LocalStore, StorePath
 
-from storegate.errors import InvalidArgumentError, NotFoundError, StorageError, StoreGateError
+from storegate.errors import InvalidArgumentError, NoReplyError, NotFoundError, StorageError, StoreGateError
 
 __all__ = [
     "DEFAULT_REMOTE_CONCURRENCY",
@@ -70,8 +73,12 @@ __all__ = [
     "inspect_root",
     "keys_under",
     "new_group",
+    "no_reply_bound",
+    "no_reply_endpoint",
     "put_documents",
+    "request_attempts",
     "resolve_location",
+    "unsent_to",
 ]
 
 Mode = Literal["w", "a", "r"]
@@ -80,18 +87,20 @@ Hold = Callable[[zarr.Group], AbstractContextManager[None]]
 S3_PROTOCOLS = ("s3", "s3a")
 
 #: botocore ``Config`` options storegate sets for S3 unless ``storage_options['config_kwargs']``
-#: gives them: seconds to open a connection, seconds of silence on an open connection, and
-#: attempts per request ('standard' mode backs off between them).
-#: ``max_pool_connections`` lets :data:`DEFAULT_REMOTE_CONCURRENCY` requests run at once.
-#: Every S3 store also sends its requests through :func:`bounded_http_session` (``config_kwargs``
-#: key ``http_session_cls``), which makes those timeouts hold (see there), and s3fs tries each
-#: request :data:`S3FS_RETRIES` times. botocore's ``max_attempts`` counts retries (4 attempts),
-#: and each attempt may wait for its reply and then for its body: one read from a server that
-#: stopped answering took 338 s to fail (measured on moto; not yet bounded better).
+#: gives them: seconds to open a connection, seconds to wait for a reply (silence on an open
+#: connection), and attempts per request in all ('standard' mode backs off between them:
+#: up to 1 s, then up to 2 s). ``max_pool_connections`` lets
+#: :data:`DEFAULT_REMOTE_CONCURRENCY` requests run at once. Every S3 store sends its requests
+#: through :func:`bounded_http_session` (``config_kwargs`` key ``http_session_cls``), which
+#: makes those timeouts hold and ends a request that got no reply on its last attempt with a
+#: :class:`~storegate.errors.NoReplyError` that s3fs does not repeat: a request to a silent
+#: server fails within :func:`no_reply_bound` seconds (48 s with these values; a read and an
+#: add_data to a moto server stopped with SIGSTOP raised after 32 s, see the README), where
+#: s3fs's retries on top of botocore's made one read take 338 s before.
 DEFAULT_S3_CONFIG: dict[str, Any] = {
     "connect_timeout": 5,
-    "read_timeout": 20,
-    "retries": {"max_attempts": 3, "mode": "standard"},
+    "read_timeout": 10,
+    "retries": {"total_max_attempts": 3, "mode": "standard"},
     "max_pool_connections": 32,
 }
 
@@ -100,9 +109,11 @@ DEFAULT_S3_CONFIG: dict[str, Any] = {
 #: default is 10), to split large objects into ranges; zarr already reads many chunks at once,
 #: so that HEAD only doubled the requests of every chunk and metadata read.
 S3_DEFAULT_OPTIONS: dict[str, Any] = {"max_concurrency": 1}
-#: Times s3fs tries a request on top of botocore's attempts (s3fs's own default, 5, made one
-#: request to a silent server last 5 x 3 x 20 s; s3fs takes no option for it). The second
-#: try repeats a read whose body was cut off, which botocore does not retry.
+#: Times s3fs tries a request that failed with an error it retries (a connection cut, a body
+#: cut off, which botocore does not retry). s3fs's own default is 5 and it takes no option for
+#: it. s3fs nests two such loops around a read (its ``_cat_file`` and ``_call_s3``), each
+#: around all of botocore's attempts: a timeout used to be tried 2 x 2 x 4 times; a request
+#: that got no reply on botocore's last attempt now ends at once (:func:`bounded_http_session`).
 S3FS_RETRIES = 2
 
 #: Bytes per second an upload to S3 must at least move: a request gets ``connect_timeout +
@@ -215,8 +226,8 @@ class Location:
         if self.remote and "::" not in (self.path or ""):
             opts = {**DEFAULT_REMOTE_OPTIONS, **opts}
         if self.protocol in S3_PROTOCOLS:
-            defaults = {**DEFAULT_S3_CONFIG, "http_session_cls": bounded_http_session()}
-            opts["config_kwargs"] = {**defaults, **(opts.get("config_kwargs") or {})}
+            config = {**DEFAULT_S3_CONFIG, **(opts.get("config_kwargs") or {})}
+            opts["config_kwargs"] = {"http_session_cls": bounded_http_session(request_attempts(config)), **config}
             opts = {**S3_DEFAULT_OPTIONS, **opts}
         return opts
 
@@ -429,9 +440,66 @@ class Location:
 # --- S3 requests that end in bounded time ------------------------------------------------
 
 
+def request_attempts(config: Mapping[str, Any]) -> int | None:
+    """Attempts per S3 request that botocore ``config_kwargs`` give, in all (first one included).
+
+    botocore's ``retries['max_attempts']`` counts retries (``3``: 4 attempts) and
+    ``total_max_attempts`` counts attempts (it wins when both are given). ``None`` when
+    neither is given (botocore then picks them from its mode and ``AWS_MAX_ATTEMPTS``).
+    """
+    retries = config.get("retries") or {}
+    if retries.get("total_max_attempts") is not None:
+        return int(retries["total_max_attempts"])
+    if retries.get("max_attempts") is not None:
+        return int(retries["max_attempts"]) + 1
+    return None
+
+
+def no_reply_bound(config_kwargs: Mapping[str, Any] | None = None, body_bytes: int = 0) -> float:
+    """Seconds after which one S3 request to a server that sends no reply has failed.
+
+    With storegate's S3 settings (:data:`DEFAULT_S3_CONFIG`, updated by ``config_kwargs``
+    as ``storage_options['config_kwargs']`` does): each attempt waits at most
+    ``connect_timeout + read_timeout + body_bytes / MIN_UPLOAD_RATE`` seconds, botocore
+    backs off between attempts ('standard' mode: at most 1, 2, 4 ... 20 s), and the last
+    attempt raises :class:`~storegate.errors.NoReplyError`, which s3fs does not repeat. A
+    server that accepts connections but never answers (stopped, hung) usually fails a
+    request sooner, after ``read_timeout`` per attempt. A call fails at its first such
+    request, plus the time its other requests in flight take to end (they started at about
+    the same time) and, for a write, one more request for its undo and up to 20 s for the
+    release of the lease.
+
+    Raises
+    ------
+    InvalidArgumentError
+        If ``config_kwargs`` leaves the number of attempts to botocore (``retries`` without
+        ``max_attempts`` or ``total_max_attempts``): the bound then depends on botocore's
+        mode and environment.
+    """
+    config = {**DEFAULT_S3_CONFIG, **(config_kwargs or {})}
+    attempts = request_attempts(config)
+    if attempts is None:
+        raise InvalidArgumentError(
+            "config_kwargs['retries'] must give 'total_max_attempts' or 'max_attempts' to bound a request. "
+            f"Got {config.get('retries')!r}. Add one of them."
+        )
+    wait = float(config.get("connect_timeout") or 0) + float(config.get("read_timeout") or 0)
+    backoff = sum(min(2.0**k, 20.0) for k in range(attempts - 1))
+    return attempts * (wait + body_bytes / MIN_UPLOAD_RATE) + backoff
+
+
+#: Attempts of the request being sent that got no reply: one request runs in one asyncio task,
+#: botocore's attempts and s3fs's retries of it included (each zarr chunk request, each
+#: ``sync`` call is its own task). Back to 0 at any reply.
+_silent_attempts: contextvars.ContextVar[int] = contextvars.ContextVar("storegate_silent_attempts", default=0)
+#: Endpoints to which no request is sent for now (see :func:`unsent_to`), with their holders.
+_unsent: collections.Counter[str] = collections.Counter()
+_unsent_lock = threading.Lock()
+
+
 @functools.cache
-def bounded_http_session() -> type:
-    """aiobotocore's HTTP session, made to keep botocore's timeouts (the class, made once).
+def bounded_http_session(attempts: int | None = None) -> type:
+    """aiobotocore's HTTP session, made to keep botocore's timeouts (the class, one per ``attempts``).
 
     botocore sends every upload with ``Expect: 100-continue``, and aiohttp waits for the
     server's ``100 Continue`` without any timeout: a server that stops answering held an
@@ -440,24 +508,126 @@ def bounded_http_session() -> type:
     gives each attempt a deadline until its reply starts, ``connect_timeout + read_timeout +
     body bytes / MIN_UPLOAD_RATE`` (aiohttp does not time a body write that blocks), after
     which the attempt fails as a botocore ``ReadTimeoutError``, which is retried as usual.
+
+    A request gets ``attempts`` attempts without a reply in all (``None``: botocore's
+    ``amz-sdk-request`` header says how many), whoever makes them: the one that reaches that
+    count raises :class:`~storegate.errors.NoReplyError`, which neither botocore nor s3fs
+    repeats. s3fs retries a botocore timeout in two nested loops (:data:`S3FS_RETRIES` each),
+    each around all of botocore's attempts (one read from a stopped server waited 16 timeouts,
+    338 s with the former 20 s and 4 attempts), and does so too when botocore's retry quota
+    is spent. Other errors (a connection cut, a body cut off, a 5xx reply) are still retried
+    by both. No request is sent to an endpoint held by :func:`unsent_to`.
     """
     from aiobotocore.httpsession import AIOHTTPSession
-    from botocore.exceptions import ReadTimeoutError
+    from botocore.exceptions import ConnectTimeoutError, ReadTimeoutError
 
     class BoundedHTTPSession(AIOHTTPSession):  # type: ignore[misc]
         async def send(self, request: Any) -> Any:
             request.headers.pop("Expect", None)
+            endpoint = _endpoint_of(request)
+            if _unsent[endpoint]:
+                raise NoReplyError(
+                    f"{request.method} {_url_of(request)} was not sent: the S3 server at {endpoint} sent no reply to "
+                    "another request of this process just now (the call has failed). Check that the server runs "
+                    "and answers, then retry the call.",
+                    endpoint,
+                )
             timeout = self._timeout
             size = int(request.headers.get("Content-Length") or 0)
             deadline = (timeout.sock_connect or 0) + (timeout.sock_read or 0) + size / MIN_UPLOAD_RATE
-            if not deadline:
-                return await super().send(request)
+            waited = timeout.sock_read
             try:
-                return await asyncio.wait_for(super().send(request), deadline)
-            except TimeoutError as exc:
-                raise ReadTimeoutError(endpoint_url=request.url, error=exc) from exc
+                try:
+                    reply = await (
+                        asyncio.wait_for(super().send(request), deadline) if deadline else super().send(request)
+                    )
+                except TimeoutError as exc:
+                    waited = deadline
+                    raise ReadTimeoutError(endpoint_url=request.url, error=exc) from exc
+            except (ConnectTimeoutError, ReadTimeoutError) as exc:
+                silent = _silent_attempts.get() + 1
+                last = attempts if attempts is not None else _max_attempts(request)
+                if last is None or silent < last:
+                    _silent_attempts.set(silent)
+                    raise  # botocore (or s3fs) tries again
+                _silent_attempts.set(0)
+                connect = isinstance(exc, ConnectTimeoutError)
+                setting = timeout.sock_connect if connect else timeout.sock_read
+                raise _no_reply(request, connect, setting if connect else waited, setting, last) from exc
+            _silent_attempts.set(0)
+            return reply
 
     return BoundedHTTPSession
+
+
+@contextlib.contextmanager
+def unsent_to(endpoint: str | None) -> Iterator[None]:
+    """Send no S3 request to ``endpoint`` inside the block (``None``: no effect).
+
+    Once a request of a call got no reply on any attempt, the call has failed; its other
+    requests that zarr has not sent yet (zarr sends ``concurrency`` at a time and goes on
+    after the first error) would each wait as long again while the failed call's requests
+    are waited for (:func:`storegate.settle.settle_requests`). Inside the block they fail at
+    once with :class:`~storegate.errors.NoReplyError` instead, as do the requests of other
+    calls of this process to the same server.
+    """
+    if endpoint is None:
+        yield
+        return
+    with _unsent_lock:
+        _unsent[endpoint] += 1
+    try:
+        yield
+    finally:
+        with _unsent_lock:
+            _unsent[endpoint] -= 1
+            if not _unsent[endpoint]:
+                del _unsent[endpoint]
+
+
+def no_reply_endpoint(exc: BaseException) -> str | None:
+    """The endpoint of the :class:`~storegate.errors.NoReplyError` ``exc`` is or came from, else ``None``."""
+    seen: set[int] = set()
+    found: BaseException | None = exc
+    while found is not None and id(found) not in seen:
+        if isinstance(found, NoReplyError) and found.endpoint is not None:
+            return found.endpoint
+        seen.add(id(found))
+        found = found.__cause__ or found.__context__
+    return None
+
+
+def _max_attempts(request: Any) -> int | None:
+    """botocore's attempts per request, from its ``amz-sdk-request`` header (``attempt=2; max=3``);
+    ``None`` when it does not say (the first attempt may lack ``max``)."""
+    raw = request.headers.get("amz-sdk-request") or b""
+    text = raw.decode() if isinstance(raw, bytes) else str(raw)
+    fields = dict(part.strip().partition("=")[::2] for part in text.split(";") if "=" in part)
+    return int(fields["max"]) if fields.get("max", "").isdigit() else None
+
+
+def _url_of(request: Any) -> str:
+    return str(request.url).split("?")[0]
+
+
+def _endpoint_of(request: Any) -> str:
+    return "/".join(_url_of(request).split("/")[:3])
+
+
+def _no_reply(request: Any, connect: bool, waited: float | None, setting: float | None, attempts: int) -> NoReplyError:
+    """The error of a request whose every attempt timed out (``connect``: while connecting)."""
+    url, endpoint = _url_of(request), _endpoint_of(request)
+    what = "opened no connection" if connect else "sent no reply"
+    key = "connect_timeout" if connect else "read_timeout"
+    tries = "on its only attempt" if attempts == 1 else f"on each of {attempts} attempts"
+    return NoReplyError(
+        f"the S3 server at {endpoint} {what} within {float(waited or 0):.3g} s to {request.method} {url}, "
+        f"{tries}: it is stopped, hung, overloaded or unreachable. Check that the server runs "
+        f"and answers at {endpoint}, then retry the call; for a server that is only slow, give a larger "
+        f"storage_options['config_kwargs']['{key}'] (now {float(setting or 0):g} s) or "
+        f"['retries']['total_max_attempts'] (now {attempts}).",
+        endpoint,
+    )
 
 
 # --- what lies at a location -----------------------------------------------------------

@@ -37,7 +37,7 @@ from typing import Any
 import filelock
 from zarr.core.sync import sync
 
-from storegate.errors import ConflictError, StorageError
+from storegate.errors import ConflictError, NoReplyError, StorageError
 
 __all__ = ["DEFAULT_LEASE_TTL", "DEFAULT_LOCK_TIMEOUT", "FolderLock", "Lease", "ProcessLock", "WriteLock", "holding"]
 
@@ -179,8 +179,9 @@ class Lease(WriteLock):
         self._held: _Held | None = None
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
-        # The lease this process failed to delete (the store did not answer): still ours to take back.
-        self._left: str | None = None
+        # Tokens of leases this process may have left on the store: a release that failed, or a
+        # take whose reply never came (the server may still carry it out). Still ours to take back.
+        self._left: set[str] = set()
 
     def check(self) -> None:
         # docstring inherited. A process that stalled (SIGSTOP, swapping, a debugger) past most
@@ -202,7 +203,9 @@ class Lease(WriteLock):
             try:
                 etag = self._try_take(token)
             except Exception as exc:  # the store failed (a server gone): no lock, and say where
-                raise StorageError(
+                self._left.add(token)  # the PUT may still land (a stopped server resumes): ours to take back
+                kind = NoReplyError if isinstance(exc, NoReplyError) else StorageError
+                raise kind(
                     f"cannot take the write lease {self.path} of {self.key}: {type(exc).__name__}: {exc}"
                 ) from exc
             if etag is not None:
@@ -231,7 +234,7 @@ class Lease(WriteLock):
         try:  # bounded: an expired lease frees itself anyway, and this process may take it back
             sync(asyncio.wait_for(self.fs._rm_file(self.path), self.ttl / 3))
         except Exception:
-            self._left = held.token
+            self._left.add(held.token)
 
     def _try_take(self, token: str) -> str | None:
         """Create the lock object, or take it over once expired; its ETag, or None if held."""
@@ -243,12 +246,12 @@ class Lease(WriteLock):
         if found is None:
             return None  # released meanwhile: try again
         body, etag = found
-        mine = self._left is not None and body.get("token") == self._left  # left by a failed release
+        mine = body.get("token") in self._left  # left by a failed release or take
         if not mine and time.time() < float(body.get("expires", 0)):
             return None
         try:
             taken = self._put(token, IfMatch=etag)  # an expired lease, or this process's own: take it over, once
-            self._left = None
+            self._left.clear()
             return taken
         except FileNotFoundError:
             return None  # released meanwhile: try again

@@ -45,7 +45,9 @@ from storegate.locations import (
     Location,
     RootInfo,
     inspect_root,
+    no_reply_endpoint,
     resolve_location,
+    unsent_to,
 )
 from storegate.names import dimension_names
 from storegate.phases import PHASES
@@ -114,7 +116,8 @@ def convert_to_v3(
         sync(remove_metadata(store, 2))
     except BaseException as exc:
         # After a Ctrl-C, zarr's write of the moment still runs on its event loop: it must not land after the restore.
-        interrupted = settle_requests()
+        with unsent_to(no_reply_endpoint(exc)):  # a silent server: the writes not sent yet fail at once
+            interrupted = settle_requests()
         sync(_restore(store, saved, written))
         if interrupted is not None:
             raise interrupted from exc

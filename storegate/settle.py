@@ -19,8 +19,8 @@ from storegate.transaction import to_completion
 
 __all__ = ["SETTLE_TIMEOUT", "settle_requests"]
 
-#: Seconds to wait for the requests of a failed call still in flight (one S3 request gives
-#: up after about DEFAULT_S3_CONFIG's read timeout times its attempts).
+#: Seconds to wait for the requests of a failed call still in flight (one S3 request to a
+#: silent server gives up within ``storegate.locations.no_reply_bound()``, 48 s by default).
 SETTLE_TIMEOUT = 120.0
 
 

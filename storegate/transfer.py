@@ -28,7 +28,7 @@ from zarr.core.sync import sync
 from storegate.backends import Backend, create_backend
 from storegate.backends.zarr_locking import OWN_PREFIX, file_name
 from storegate.errors import InvalidArgumentError, NotFoundError, StoreGateError
-from storegate.locations import ZARR_JSON, ZATTRS, ZGROUP, inspect_root, resolve_location
+from storegate.locations import ZARR_JSON, ZATTRS, ZGROUP, inspect_root, no_reply_endpoint, resolve_location, unsent_to
 from storegate.settle import settle_requests
 
 __all__ = ["UNFINISHED", "copy_store", "unfinished_copy"]
@@ -93,7 +93,8 @@ def copy_store(
                     sync(_copy(src_store, dst_store, keys, written, bar))
     except BaseException as exc:
         # After a Ctrl-C the batch of the moment still runs on zarr's event loop: it must not land after the clean-up.
-        interrupted = settle_requests()
+        with unsent_to(no_reply_endpoint(exc)):  # a silent server: the copies not sent yet fail at once
+            interrupted = settle_requests()
         sync(_delete(dst_store, written))
         if interrupted is not None:
             raise interrupted from exc

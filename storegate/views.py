@@ -14,7 +14,7 @@ and reads go to the stored rows.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Self
 
 import numpy as np
@@ -44,6 +44,7 @@ from storegate.rules import check_seed, common_dtype, common_length
 __all__ = ["ConcatView", "View", "concat"]
 
 _ITER_BLOCK = 1024
+_KEPT_CHILDREN = 256  # views of one variable a view keeps (see View._child)
 
 
 def _is_phase(item: Any) -> bool:
@@ -178,8 +179,18 @@ class View(_RowChoices):
     var_names: Any = None
     #: The rows of the phase this view shows, in order; None for every row.
     rows: RowMap | None = None
+    #: Views of one variable made from this one, kept: ``sg['train']['x'][i]`` in a loop
+    #: makes none anew (see ``_child``).
+    _children: dict[str, View] = field(default_factory=dict, compare=False, repr=False)
 
     def __getitem__(self, item: Any) -> Any:
+        # The hot path of random rows, sg['train']['x'][i]: each step as short as it can be.
+        if type(item) is int and type(self.var_names) is str and self.rows is None and self.phase is not None:
+            row = self.engine.warm_row(self.phase, self.var_names, item)
+            if row is not None:
+                return row
+        elif type(item) is str and item in self._children:
+            return self._children[item]
         if _is_phase(item):
             self._check_unset("phase", self.phase, item)  # a view of rows has chosen its phase
             # Direct construction: dataclasses.replace costs ~3x more on this hot path.
@@ -188,8 +199,15 @@ class View(_RowChoices):
             self._check_unset("var_names", self.var_names, item)
             if self.phase is None and isinstance(item, str):
                 self._refuse_misspelt_phase(item)
-            return View(self.engine, self.phase, item, self.rows)
+            return self._child(item) if isinstance(item, str) else View(self.engine, self.phase, item, self.rows)
         return self._read(self._names(), item)
+
+    def _child(self, var: str) -> View:
+        """The view of ``var`` in this one, kept (up to :data:`_KEPT_CHILDREN`) for the next ask."""
+        child = View(self.engine, self.phase, var, self.rows)
+        if len(self._children) < _KEPT_CHILDREN:
+            self._children[var] = child
+        return child
 
     def get(self, index: Any = None, batch_mode: Any = None, batch_args: Any = None) -> Any:
         """The rows ``index`` of the chosen var_names, as ``view[index]`` gives them, with

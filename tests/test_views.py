@@ -309,3 +309,24 @@ def test_bad_concatenation_arguments(make: Any, words: list[str]) -> None:
         make(a["train"] + b["test"])
     for word in words:
         assert word in str(info.value)
+
+
+@pytest.mark.parametrize("kind", BACKEND_KINDS)
+def test_the_views_a_gate_keeps_follow_set_data_id(kind: str, tmp_path: Path) -> None:
+    """sg['train'] and sg['train']['x'] are kept for the hot path: they must follow the data_id."""
+    sg = make_gate(kind, tmp_path, data_id="a")
+    sg.add_data("x", np.array([1, 2, 3]), "train")
+    sg.set_data_id("b")
+    sg.add_data("x", np.array([4, 5, 6]), "train")
+    for _ in range(2):  # the second time from the kept views, warm where the backend keeps chunks
+        for data_id, first in [("a", 1), ("b", 4)]:
+            sg.set_data_id(data_id)
+            assert sg["train"]["x"][0] == first
+            assert sg.get_data("x", "train", 0) == first
+            assert sg["train"]["x"][-1] == first + 2
+    phase = sg["train"]
+    assert phase["x"] is phase["x"]  # kept
+    assert phase["x"].var_names == "x"
+    assert phase["y"].var_names == "y"
+    with pytest.raises(InvalidArgumentError):
+        phase["x"]["y"]  # var_names chosen twice, kept view or not

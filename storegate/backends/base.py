@@ -256,6 +256,15 @@ class Backend(ABC):
         """
         return None
 
+    def warm_row(self, data_id: str, phase: str, var: str, index: int) -> np.ndarray | None:
+        """Row ``index`` of ``var`` as :meth:`cached_row` gives it, checked on its own: a whole
+        read call, without :meth:`start_read` / :meth:`unchanged`, when the backend can tell
+        at once that nothing changed since its last read; else ``None`` (the caller reads as
+        usual). The hot path of ``sg[phase][var][i]`` on a warm cache. Note for implementers:
+        the default tells nothing.
+        """
+        return None
+
     @abstractmethod
     def write(self, data_id: str, phase: str, var: str, selection: Selection, data: np.ndarray) -> None:
         """Overwrite the rows of a selection; ``data`` already has the stored dtype."""

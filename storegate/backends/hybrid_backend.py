@@ -131,6 +131,9 @@ class HybridBackend(Backend):
     def cached_row(self, data_id: str, phase: str, var: str, index: int) -> np.ndarray | None:
         return self.current.cached_row(data_id, phase, var, index)
 
+    def warm_row(self, data_id: str, phase: str, var: str, index: int) -> np.ndarray | None:
+        return self.current.warm_row(data_id, phase, var, index)
+
     def write(self, data_id: str, phase: str, var: str, selection: Selection, data: np.ndarray) -> None:
         self.current.write(data_id, phase, var, selection, data)
 

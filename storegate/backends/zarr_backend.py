@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import gzip
 import itertools
 import math
 import os
@@ -34,9 +33,9 @@ import re
 import shutil
 import tempfile
 import threading
+import time
 import warnings
 import weakref
-import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, TypeVar
@@ -50,6 +49,7 @@ from zarr.errors import UnstableSpecificationWarning, ZarrUserWarning
 from zarr.storage import LocalStore, MemoryStore, StorePath
 
 from storegate.backends.base import Backend, Checkpoint, Finding, OtherObject, VarInfo
+from storegate.backends.commit_counter import WATCH_NS, stat_is_fresh, watch
 from storegate.backends.zarr_cache import DecodedChunks
 from storegate.backends.zarr_chunks import (
     DamagedChunkError,
@@ -59,8 +59,17 @@ from storegate.backends.zarr_chunks import (
     missing_chunks,
     prepared,
 )
+from storegate.backends.zarr_direct import DirectReader, damaged_chunk, direct_reader
 from storegate.backends.zarr_journal import CommittedView, Entry, Journal, committed_objects
-from storegate.backends.zarr_locking import OWN_PREFIX, Commits, Rows, read_object_text, write_lock
+from storegate.backends.zarr_locking import (
+    OWN_PREFIX,
+    Commits,
+    Rows,
+    counter_path,
+    poison_counter,
+    read_object_text,
+    write_lock,
+)
 from storegate.codecs import (
     DEFAULT_PIPELINE,
     Compressors,
@@ -69,7 +78,14 @@ from storegate.codecs import (
     resolve_compressor,
     v2_compressor,
 )
-from storegate.errors import ConflictError, InvalidArgumentError, StorageError, StoreGateError, StoreGateWarning
+from storegate.errors import (
+    ConflictError,
+    InvalidArgumentError,
+    NoReplyError,
+    StorageError,
+    StoreGateError,
+    StoreGateWarning,
+)
 from storegate.indexing import Inner, Selection, clip_rows, inner_shape
 from storegate.loader import DEFAULT_CHUNK_CACHE_BYTES
 from storegate.locations import (
@@ -78,8 +94,10 @@ from storegate.locations import (
     concurrency_scope,
     keys_under,
     new_group,
+    no_reply_endpoint,
     put_documents,
     resolve_location,
+    unsent_to,
 )
 from storegate.locks import DEFAULT_LOCK_TIMEOUT, WriteLock, holding
 from storegate.names import OFFSETS, check_data_id, dimension_names, parse_var_names
@@ -164,7 +182,9 @@ class ZarrBackend(Backend):
         S3 gets :data:`storegate.locations.DEFAULT_S3_CONFIG` (connect / read timeouts,
         retries) unless ``config_kwargs`` gives those keys, and its bucket is checked when
         the store opens: a missing bucket, refused credentials or a silent endpoint raise
-        StorageError naming the endpoint and the bucket.
+        StorageError naming the endpoint and the bucket. A server that stops answering later
+        fails a call with NoReplyError within about
+        :func:`storegate.locations.no_reply_bound` seconds (48 s with the defaults).
     endpoint, access_key, secret_key, secure
         matorage's names, for ``s3://`` URLs: ``endpoint='host:port'`` becomes
         ``client_kwargs['endpoint_url']`` (``https://`` when ``secure`` is true, else
@@ -252,6 +272,8 @@ class ZarrBackend(Backend):
         self._check_format()
         self._groups: dict[tuple[str, ...], zarr.Group] = {}
         self._arrays: dict[tuple[str, str, str], zarr.Array[Any]] = {}
+        # Per opened array: its reader of rows inside one chunk, None when zarr reads them (zarr_direct).
+        self._direct: dict[tuple[str, str, str], tuple[zarr.Array[Any], DirectReader | None]] = {}
         self._states: dict[str, dict[str, Any]] = {}
         self._local_states: set[str] = set()  # saved by this process into a read-only store
         self._commits = Commits()
@@ -279,6 +301,12 @@ class ZarrBackend(Backend):
         self._decoded = DecodedChunks(int(chunk_cache_bytes) if self.reads_by_commit_record else 0)
         # A record on local disk is a file read: no event loop, no request concurrency to set.
         self._local_records = isinstance(self._root.store, LocalStore)
+        # ... and on a disk of this machine, its counter tells whether it changed (see commit_counter).
+        self._watched = self._local_records and stat_is_fresh(str(getattr(self._root.store, "root", "")))
+        self._watches: dict[str, tuple[memoryview | None, int]] = {}  # per data_id: its counter, mapped until
+        # Per data_id: the record last read, the counter and its value before that read, mapped until.
+        self._record_seen: dict[str, tuple[str | None, memoryview, int, int]] = {}
+        self._row_plans: dict[tuple[str, str, str], tuple[Rows, zarr.Array[Any], int, int]] = {}  # see warm_row
         self._layouts: dict[tuple[str, str, str], tuple[zarr.Array[Any], int, int]] = {}  # per opened array
 
     # --- opening ---------------------------------------------------------------------
@@ -301,6 +329,7 @@ class ZarrBackend(Backend):
         with contextlib.ExitStack() as held:
             for name in _data_ids(root):
                 held.enter_context(holding(write_lock(root.store, name), self._lock_timeout, owner=self))
+                poison_counter(root.store, name)  # readers of this machine read the record again
             yield
 
     def _check_format(self) -> None:
@@ -403,6 +432,7 @@ class ZarrBackend(Backend):
         with self.writing(data_id):  # a writer of the data_id finishes first
             if self._group(data_id) is not None:  # never an array of that name that another tool wrote
                 del self._root[data_id]
+            poison_counter(self._root.store, data_id)  # readers of this machine read the record again
             sync(self._root.store.delete(self._key(self._commits.key(data_id))))
             for call in self._journal.calls(data_id):
                 self._journal.clear(data_id, call)
@@ -568,16 +598,22 @@ class ZarrBackend(Backend):
             rows = self._visible_rows(data_id, phase, var, array)
             if rows is not None and rows < array.shape[0]:  # rows past the last commit stay unseen
                 selection = slice(*selection.indices(rows))
+        direct = None if inner else self._direct_reader(data_id, phase, var, array)
         with self._io(writes_metadata=False):  # the hot path: one row per DataLoader sample
-            try:  # inside _io, which would take gzip's BadGzipFile (an OSError) for a storage failure
-                out = (
-                    _read_rows(array, selection, inner)
-                    if isinstance(selection, np.ndarray)
-                    else _select(array, (selection, *inner))
-                    if inner
-                    else np.asarray(array[selection])
-                )
-            except (LostChunkError, *_DECODE_ERRORS) as exc:
+            try:  # inside _io, which would report gzip's errors (OSError) as a failing store
+                # Rows inside one chunk of a local array: decoded in this thread (zarr_direct), else by zarr.
+                out = None if direct is None else direct.rows(selection)
+                if out is None:
+                    out = (
+                        _read_rows(array, selection, inner)
+                        if isinstance(selection, np.ndarray)
+                        else _select(array, (selection, *inner))
+                        if inner
+                        else np.asarray(array[selection])
+                    )
+            except Exception as exc:  # a lost chunk; numcodecs' "Zstd decompression error", gzip's errors...
+                if not isinstance(exc, (LostChunkError, DamagedChunkError)) and not damaged_chunk(exc):
+                    raise
                 raise self._chunk_error(data_id, phase, var, exc) from exc
         # Arrays other tools wrote big-endian read as every other variable does: native.
         return out if out.dtype.isnative else out.astype(out.dtype.newbyteorder("="))
@@ -637,15 +673,57 @@ class ZarrBackend(Backend):
         used = getattr(self._reading, "rows", None)
         generation = self._decoded.generation  # first, as in read_cached
         record, committed = self._raw.get(data_id), self._committed.get(data_id)
-        if (
-            used is None
-            or record is None
-            or committed is None
-            or data_id in self._writer
-            or data_id in self._overlays
-            or (self._flagged and data_id in self._flagged)
-            or (used and used[0] is not committed)
-        ):
+        if used is None or record is None or committed is None or (used and used[0] is not committed):
+            return None
+        if not used:
+            used.append(committed)  # see unchanged(): another thread of this handle may commit meanwhile
+        return self._held_row(data_id, phase, var, index, committed, (record, generation))
+
+    def warm_row(self, data_id: str, phase: str, var: str, index: int) -> np.ndarray | None:
+        # docstring inherited: cached_row checked by the record's counter (see commit_counter):
+        # it still has the value it had before the handle last read the record, and the
+        # handle goes by that record. A writer in any process of this machine changes it.
+        seen = self._record_seen.get(data_id)
+        if seen is None or seen[1][0] != seen[2] or seen[3] < time.monotonic_ns():
+            return None
+        generation = self._decoded.generation  # first, as in read_cached
+        committed = self._committed.get(data_id)
+        record = self._raw.get(data_id)
+        if record != seen[0] or committed is None or committed is not self._committed.get(data_id):
+            return None  # the handle goes by another record, or another thread of it refreshed meanwhile
+        if data_id in self._writer or data_id in self._overlays or (self._flagged and data_id in self._flagged):
+            return None
+        key = (data_id, phase, var)
+        plan = self._row_plans.get(key)
+        if plan is None or plan[0] is not committed or plan[1] is not self._arrays.get(key):
+            plan = self._row_plan(key, committed)
+            if plan is None:
+                return None
+        n = plan[2]
+        if not -n <= index < n:
+            return None  # out of range: the engine's read raises the error that names it
+        return self._decoded.row(key, (record, generation), index + n if index < 0 else index, plan[3])
+
+    def _row_plan(self, key: tuple[str, str, str], committed: Rows) -> tuple[Rows, zarr.Array[Any], int, int] | None:
+        """What warm_row needs of a variable under the commit ``committed``: the commit, the
+        array the handle holds open, the committed rows and the rows of a chunk; None when its
+        rows cannot come from the decoded chunks (not listed, ragged, chunks inside rows)."""
+        variables = committed.get(key[1], {})
+        n, array, layout = variables.get(key[2]), self._arrays.get(key), self._layouts.get(key)
+        if n is None or array is None or layout is None or layout[0] is not array or not layout[2]:
+            return None
+        if key[2] + OFFSETS in variables:
+            return None
+        plan = (committed, array, min(n, int(array.shape[0])), layout[1])
+        self._row_plans[key] = plan
+        return plan
+
+    def _held_row(
+        self, data_id: str, phase: str, var: str, index: int, committed: Rows, tag: tuple[str, int]
+    ) -> np.ndarray | None:
+        """Row ``index`` of ``var`` from the decoded chunks, when the commit ``committed`` lists
+        it, the handle holds its array open and its chunk is cached under ``tag``; else None."""
+        if data_id in self._writer or data_id in self._overlays or (self._flagged and data_id in self._flagged):
             return None
         variables = committed.get(phase, {})
         key = (data_id, phase, var)
@@ -655,9 +733,18 @@ class ZarrBackend(Backend):
         n = min(n, int(array.shape[0]))
         if not -n <= index < n or not layout[2]:
             return None  # out of range: the engine's read raises the error that names it
-        if not used:
-            used.append(committed)  # see unchanged(): another thread of this handle may commit meanwhile
-        return self._decoded.row(key, (record, generation), index + n if index < 0 else index, layout[1])
+        return self._decoded.row(key, tag, index + n if index < 0 else index, layout[1])
+
+    def _direct_reader(self, data_id: str, phase: str, var: str, array: zarr.Array[Any]) -> DirectReader | None:
+        """The reader of rows inside one chunk of ``array`` (None: zarr reads them), made once per opened array."""
+        key = (data_id, phase, var)
+        known = self._direct.get(key)
+        if known is not None and known[0] is array:
+            return known[1]
+        # A store opened with zarrs (codec_pipeline='zarrs') keeps to the pipeline it chose.
+        reader = None if self._pipeline == "zarrs" else direct_reader(array)
+        self._direct[key] = (array, reader)
+        return reader
 
     def _chunk_layout(self, key: tuple[str, str, str], array: zarr.Array[Any]) -> tuple[int, int]:
         """Rows and bytes of a chunk of ``array``; 0 bytes when its chunks do not hold whole rows."""
@@ -1214,11 +1301,29 @@ class ZarrBackend(Backend):
         """The commit record's text, read now: once per read call, so the local case skips ``_io``."""
         if self._local_records:
             try:
+                if self._watched:
+                    return self._read_watched(data_id)
                 return read_object_text(self._root.store, self._commits.key(data_id))
             except OSError:
                 pass  # read again below, to raise the StorageError that names the location
         with self._io(writes_metadata=False):
             return self._commits.read_raw(self._root.store, data_id)
+
+    def _read_watched(self, data_id: str) -> str | None:
+        """The record, read after its counter: warm_row trusts it while the counter keeps that value."""
+        counter, until = self._watches.get(data_id, (None, 0))
+        now = time.monotonic_ns()
+        if until < now:  # mapped afresh every WATCH_NS: a counter deleted by hand is not watched for long
+            path = counter_path(self._root.store, data_id)
+            counter, until = (None if path is None else watch(path)), now + WATCH_NS
+            self._watches[data_id] = (counter, until)
+        count = None if counter is None else counter[0]
+        raw = read_object_text(self._root.store, self._commits.key(data_id))
+        if counter is not None and count is not None and count % 2 == 0:  # odd: a writer is changing it
+            self._record_seen[data_id] = (raw, counter, count, until)
+        else:
+            self._record_seen.pop(data_id, None)
+        return raw
 
     def _take_record(self, data_id: str, raw: str | None) -> None:
         """Go by the commit record ``raw`` just read: forget what was cached when another commit wrote it."""
@@ -1633,7 +1738,8 @@ class ZarrBackend(Backend):
                     warnings.simplefilter("ignore", UnstableSpecificationWarning)
                 yield
         except BaseException as exc:
-            interrupted = settle_requests()
+            with unsent_to(no_reply_endpoint(exc)):  # a silent server: the requests not sent yet fail at once
+                interrupted = settle_requests()
             if interrupted is not None and interrupted is not exc:
                 raise interrupted from exc  # Ctrl-C while settling: raised once the call's requests ended
             if isinstance(exc, MemoryError):
@@ -1642,6 +1748,9 @@ class ZarrBackend(Backend):
                     "call. Read fewer rows at a time (an index or a slice; StoreGateDataset streams them), or write "
                     "fewer per call (smaller add_data calls, or sg.writer())."
                 ) from exc
+            where = f"the zarr store at {self.location}: "
+            if isinstance(exc, NoReplyError) and not str(exc).startswith(where):  # say where the store lives
+                raise NoReplyError(f"{where}{exc}", exc.endpoint) from exc
             if isinstance(exc, StoreGateError) or not isinstance(exc, _IO_ERRORS):
                 raise
             raise StorageError(
@@ -1652,6 +1761,8 @@ class ZarrBackend(Backend):
         self._groups = {k: v for k, v in self._groups.items() if k[0] != data_id}
         self._arrays = {k: v for k, v in self._arrays.items() if k[0] != data_id}
         self._layouts = {k: v for k, v in self._layouts.items() if k[0] != data_id}
+        self._row_plans = {k: v for k, v in self._row_plans.items() if k[0] != data_id}
+        self._direct = {k: v for k, v in self._direct.items() if k[0] != data_id}
 
 
 # --- what is a variable, and what another tool left ----------------------------------------
@@ -1795,11 +1906,6 @@ def _remote_errors() -> tuple[type[BaseException], ...]:
         return ()
     return (BotoCoreError, ClientError)
 
-
-#: What a damaged chunk raises while it is decoded: numcodecs' RuntimeError (zstd, Blosc, LZ4),
-#: gzip's BadGzipFile (an OSError, which would pass for a storage failure), zlib.error and
-#: EOFError (cut short), and zarr_chunks' check of uncompressed chunks' sizes.
-_DECODE_ERRORS = (RuntimeError, DamagedChunkError, gzip.BadGzipFile, zlib.error, EOFError)
 
 #: Failures of the storage itself; s3fs turns most into OSError but lets some of botocore's through.
 _IO_ERRORS: tuple[type[BaseException], ...] = (OSError, *_remote_errors())

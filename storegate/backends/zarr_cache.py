@@ -22,11 +22,12 @@ What is cached is only ever what the last commit holds:
 
 Which reads use it: those whose chunks hold at most a quarter of the cache's bytes (one
 row, a few rows, a short slice). A single row's chunk is kept from its second read on (a
-doorkeeper, as TinyLFU's): the first read of a chunk costs what zarr's own read costs (no
-copy into the cache, no fresh pages), so rows read once, as in a random scan, are never
-slower than raw zarr, and a working set read again is served from memory. Larger reads (a
-whole phase) go to the store and leave the cache as it is, so that a scan does not flush the
-rows a random-access loop keeps reading. DataLoader workers read whole chunk runs through
+doorkeeper, as TinyLFU's): the first read of a chunk reads just its row as the backend's
+plain read does (no copy into the cache, no fresh pages; on local disk decoded in the
+calling thread, see :mod:`storegate.backends.zarr_direct`), so rows read once, as in a
+random scan, are never slower for the cache, and a working set read again is served from
+memory. Larger reads (a whole phase) go to the store and leave the cache as it is, so that a
+scan does not flush the rows a random-access loop keeps reading. DataLoader workers read whole chunk runs through
 their own caches (:mod:`storegate.loader`) and never through this one.
 """
 
@@ -97,7 +98,10 @@ class DecodedChunks:
             if self._tags.get(key[0]) != tag:
                 return None
             chunk = self.chunks.get((*key, row // chunk_rows))
-        return None if chunk is None else np.array(chunk[row % chunk_rows], copy=True)  # 0-d for a 1-D variable
+        if chunk is None:
+            return None
+        found = chunk[row % chunk_rows]
+        return found.copy() if chunk.ndim > 1 else np.array(found, copy=True)  # 0-d for a 1-D variable
 
     def read(
         self,

@@ -13,6 +13,7 @@ of over them. Names starting with '.' are never data_ids, so ``.storegate`` cann
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -24,6 +25,7 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.storage import FsspecStore, LocalStore, MemoryStore
 
+from storegate.backends.commit_counter import counter_key, counting, poison
 from storegate.errors import StoreGateError
 from storegate.locks import FolderLock, Lease, ProcessLock, WriteLock, shared
 
@@ -32,7 +34,10 @@ __all__ = [
     "Commit",
     "Commits",
     "Rows",
+    "counted",
+    "counter_path",
     "file_name",
+    "poison_counter",
     "read_object",
     "read_object_text",
     "write_lock",
@@ -59,6 +64,26 @@ def write_lock(store: Store, data_id: str) -> WriteLock:
         return shared(f"s3://{path}", lambda: Lease(f"data_id {data_id!r}", store.fs, path))
     where = f"memory:{id(store)}" if isinstance(store, MemoryStore) else f"store:{id(store)}"
     return shared(f"{where}/{key}", lambda: ProcessLock(f"data_id {data_id!r}"))
+
+
+def counter_path(store: Store, data_id: str) -> str | None:
+    """The file of ``data_id``'s commit counter (see :mod:`commit_counter`); ``None`` off a folder."""
+    if not isinstance(store, LocalStore):
+        return None
+    return str(store.root / counter_key(f"{OWN_PREFIX}/locks", file_name(data_id)))
+
+
+def counted(store: Store, data_id: str) -> contextlib.AbstractContextManager[None]:
+    """Around a change of ``data_id``'s commit record: its counter counts it (in a folder)."""
+    path = counter_path(store, data_id)
+    return contextlib.nullcontext() if path is None else counting(path)
+
+
+def poison_counter(store: Store, data_id: str) -> None:
+    """Readers of ``data_id`` read its commit record until the next commit (mode 'w', a deleted data_id)."""
+    path = counter_path(store, data_id)
+    if path is not None:
+        poison(path)
 
 
 def file_name(data_id: str) -> str:
@@ -127,10 +152,11 @@ class Commits:
     def restore(self, store: Store, data_id: str, raw: str | None) -> None:
         """Put back a record read with :meth:`read_raw` (an undone commit)."""
         self._mine[data_id] = None
-        if raw is None:
-            sync(store.delete(self.key(data_id)))
-        else:
-            _write(store, self.key(data_id), raw)
+        with counted(store, data_id):
+            if raw is None:
+                sync(store.delete(self.key(data_id)))
+            else:
+                _write(store, self.key(data_id), raw)
         self._failed.pop(data_id, None)
 
     def failed_commit(self, commit: Commit, data_id: str) -> tuple[bool, str | None]:
@@ -198,7 +224,8 @@ class Commits:
             record["epoch"] = epoch
         text = json.dumps(record, sort_keys=True)
         self._failed[data_id] = (token, replaces)
-        _write(store, self.key(data_id), text)
+        with counted(store, data_id):
+            _write(store, self.key(data_id), text)
         self._mine[data_id] = token
         return text
 
@@ -231,10 +258,6 @@ def read_object_text(store: Store, key: str) -> str | None:
     return None if found is None else found.decode("utf-8", "replace")
 
 
-def _write(store: Store, key: str, text: str) -> None:
-    write_object(store, key, text.encode("utf-8"))
-
-
 def read_object(store: Store, key: str) -> bytes | None:
     """One of storegate's own objects (``None`` when there is none)."""
     if isinstance(store, LocalStore):  # every read and write call reads one: a file read, not zarr's loop
@@ -257,6 +280,10 @@ def _read_file(path: str) -> bytes | None:
         return b"".join(parts)
     finally:
         os.close(fd)
+
+
+def _write(store: Store, key: str, text: str) -> None:
+    write_object(store, key, text.encode("utf-8"))
 
 
 def write_object(store: Store, key: str, data: bytes) -> None:

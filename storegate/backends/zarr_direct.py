@@ -1,0 +1,233 @@
+"""Rows of one chunk of a local zarr v3 array, read and decoded in the calling thread (issue 12, item 3).
+
+zarr-python reads ``array[i]`` on its event loop: the chunk's file is read in one worker
+thread and decoded in another (``asyncio.to_thread``), while the calling thread waits. For
+a 1 MiB zstd chunk on local disk that costs about 1.05 ms of CPU; reading the same file and
+decoding it with the same numcodecs codec in the calling thread costs about 0.7 ms. A row
+read decodes a whole chunk either way, so this is what a single-row read and a first touch
+of a chunk cost (benchmarks/bench_core.py (d), (e) cold).
+
+Only zarr 3.1's public API and the zarr v3 specification are used: what the array is comes
+from ``zarr.Array``'s properties (``store``, ``path``, ``shape``, ``chunks``, ``shards``,
+``dtype``, ``order``, ``filters``, ``serializer``, ``compressors``) and its ``zarr.json``
+document (``array.metadata.to_dict()``: chunk grid, chunk key encoding, storage
+transformers); each codec is read from its specification form (``codec.to_dict()``) and
+decoded with numcodecs' public codecs, the ones zarr's own codecs call.
+
+:func:`direct_reader` says whether an array can be read so: a zarr v3 array in a
+``LocalStore`` (not a wrapper such as the journal's ``CommittedView``), a regular chunk
+grid of whole rows, the default chunk key encoding, no shards, no filters, no storage
+transformers, the ``bytes`` serializer of a fixed-size data type, compressors among
+:data:`DECODERS` (zstd, blosc, gzip, crc32c when numcodecs has it), C order. Anything else,
+and a chunk with no object (zarr returns the fill value), goes through zarr as before, so
+every read returns what ``array[...]`` returns. What is read is the same object zarr would
+read, so a read stays checked against the commit record exactly as before
+(``ZarrBackend.start_read`` / ``unchanged``).
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import os
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numcodecs
+import numpy as np
+import zarr
+from numcodecs.abc import Codec as NumcodecsCodec
+from zarr.storage import LocalStore
+
+__all__ = ["DECODERS", "DECODE_ERRORS", "DirectReader", "damaged_chunk", "direct_reader"]
+
+#: zarr v3 bytes-to-bytes codecs by their specification name, and the numcodecs codec that
+#: decodes them (the one zarr's own codec calls; decoding needs none of their settings).
+#: numcodecs builds CRC32C only when a crc32c package is installed (zarr needs google_crc32c).
+DECODERS: dict[str, Callable[[], NumcodecsCodec]] = {
+    "zstd": numcodecs.Zstd,
+    "blosc": numcodecs.Blosc,
+    "gzip": numcodecs.GZip,
+    **({"crc32c": numcodecs.CRC32C} if hasattr(numcodecs, "CRC32C") else {}),
+}
+#: What decoding a damaged chunk raises, through zarr or here: numcodecs' zstd, blosc and
+#: crc32c errors (RuntimeError), gzip's. A damaged chunk read here raises one of them (a
+#: wrong size is a RuntimeError), so a reader maps them to its own error in one place.
+DECODE_ERRORS: tuple[type[Exception], ...] = (RuntimeError, EOFError, zlib.error, gzip.BadGzipFile)
+#: Modules whose ValueError means a damaged chunk: zarr's crc32c codec raises one on a wrong
+#: checksum, its bytes codec (through numpy) on a chunk of the wrong size.
+_ZARR_CODECS = "zarr.codecs."
+#: Errors a missing chunk object raises on local disk (``LocalStore.get`` returns None for them).
+_MISSING = (FileNotFoundError, IsADirectoryError, NotADirectoryError)
+#: The bytes codec's ``endian`` (zarr v3 specification) as numpy's byte order.
+_BYTE_ORDERS: dict[object, Literal["<", ">"]] = {"little": "<", "big": ">"}
+#: numpy kinds of fixed-size data types the ``bytes`` codec stores as their raw items.
+_FIXED_KINDS = frozenset("biufcmMSU")
+
+
+@dataclass(frozen=True)
+class DirectReader:
+    """Reads rows inside one chunk of one array, as ``array[...]`` returns them.
+
+    Built by :func:`direct_reader`; ``array`` is the handle it was built from (a backend
+    keeps one reader per opened array).
+    """
+
+    array: zarr.Array[Any]
+    directory: str
+    separator: str  # of the default chunk key encoding: chunk (c, 0, 0) is 'c/<c>/0/0'
+    tail: str  # the key's part past the chunk's row coordinate: '/0/0' (every row is in chunk (c, 0, ...))
+    dtype: np.dtype  # what zarr returns: the array's data type
+    stored: np.dtype  # the items as the bytes codec stores them (its byte order)
+    decoders: tuple[NumcodecsCodec, ...]  # in decoding order (the array's last codec first)
+    chunk_shape: tuple[int, ...]
+    chunk_rows: int
+
+    def rows(self, selection: int | slice | np.ndarray) -> np.ndarray | None:
+        """Row ``selection`` (an int in ``[-n, n)`` for an array of ``n`` rows) or rows ``selection`` (a slice of step 1
+        inside one chunk) as a new array, as ``np.asarray(array[selection])`` returns them.
+
+        Returns None when this reader does not serve the selection (an array of positions,
+        a step, rows of several chunks, out of range) or the chunk has no object: the caller
+        reads it through zarr.
+
+        Raises
+        ------
+        RuntimeError, EOFError, zlib.error, gzip.BadGzipFile
+            One of :data:`DECODE_ERRORS` when the chunk's object cannot be decoded.
+        """
+        n = int(self.array.shape[0])  # as of now: zarr updates a handle's metadata in place when it resizes
+        if isinstance(selection, slice):
+            start, stop, step = selection.indices(n)
+            if step != 1:
+                return None
+        elif isinstance(selection, (int, np.integer)) and not isinstance(selection, bool):
+            start = int(selection) + n if selection < 0 else int(selection)
+            stop = start + 1
+        else:
+            return None
+        if not 0 <= start < stop <= n or (stop - 1) // self.chunk_rows != start // self.chunk_rows:
+            return None
+        chunk = self._decoded(start // self.chunk_rows)
+        if chunk is None:
+            return None
+        first = start - start % self.chunk_rows
+        # A copy: the decoded buffer may be read-only, and a view would keep the whole chunk alive.
+        rows = chunk[start - first : stop - first] if isinstance(selection, slice) else chunk[start - first]
+        return np.array(rows, dtype=self.dtype)
+
+    def _decoded(self, cid: int) -> np.ndarray | None:
+        """Chunk ``cid`` decoded (maybe read-only), or None when it has no object."""
+        key = f"c{self.separator}{cid}{self.tail}"
+        try:
+            with open(os.path.join(self.directory, key), "rb") as file:
+                data: Any = file.read()
+        except _MISSING:
+            return None
+        try:
+            for codec in self.decoders:
+                data = codec.decode(data)
+        except ValueError as exc:  # numcodecs' crc32c on fewer than 4 bytes: a damaged chunk too
+            raise RuntimeError(f"{type(exc).__name__}: {exc}") from exc
+        raw = memoryview(data).cast("B")
+        expected = math.prod(self.chunk_shape) * self.stored.itemsize
+        if raw.nbytes != expected:  # zarr raises a ValueError from numpy for it
+            shape, stored = self.chunk_shape, self.stored
+            raise RuntimeError(f"a chunk of {shape} {stored} items holds {expected} bytes, not {raw.nbytes}")
+        return np.frombuffer(raw, dtype=self.stored).reshape(self.chunk_shape)
+
+
+def damaged_chunk(exc: BaseException) -> bool:
+    """Whether ``exc``, raised by a read of zarr or of a :class:`DirectReader`, says a chunk's
+    object cannot be decoded.
+
+    One of :data:`DECODE_ERRORS`, or a ValueError raised inside one of zarr's codecs (a wrong
+    crc32c checksum, a chunk of the wrong size): other ValueErrors of a read are not about
+    the stored bytes.
+    """
+    if isinstance(exc, DECODE_ERRORS):
+        return True
+    if not isinstance(exc, ValueError):
+        return False
+    traceback, module = exc.__traceback__, ""
+    while traceback is not None:  # the innermost Python frame: where the error was raised
+        module = str(traceback.tb_frame.f_globals.get("__name__", ""))
+        traceback = traceback.tb_next
+    return module.startswith(_ZARR_CODECS)
+
+
+def direct_reader(array: zarr.Array[Any]) -> DirectReader | None:
+    """A :class:`DirectReader` for ``array``, or None when its reads must go through zarr.
+
+    Parameters
+    ----------
+    array
+        An opened zarr array (any shape, any data type).
+
+    Returns
+    -------
+    DirectReader or None
+        A reader when ``array`` is a zarr v3 array of a local folder that the module's
+        docstring lists as readable here (a storegate performance path of its own, issue 12;
+        no seed system reads so); None for every other array, whose reads zarr serves.
+        Looks at the array's properties and its ``zarr.json`` document only: raises nothing
+        of its own.
+    """
+    store = array.store
+    if type(store) is not LocalStore or array.ndim < 1 or array.shards is not None or array.filters:
+        return None
+    if tuple(array.chunks[1:]) != tuple(array.shape[1:]) or 0 in array.shape[1:] or array.order != "C":
+        return None  # chunks inside rows: a row spans several chunks
+    document = array.metadata.to_dict()  # the zarr.json document (zarr v3 specification)
+    separator = _default_separator(document)
+    if separator is None:
+        return None
+    dtype = np.dtype(array.dtype)
+    stored = _stored_dtype(array.serializer, dtype)
+    decoders = _decoders(array.compressors)
+    if stored is None or decoders is None:
+        return None
+    return DirectReader(
+        array=array,
+        directory=os.path.join(str(store.root), array.path),
+        separator=separator,
+        tail=(separator + "0") * (array.ndim - 1),
+        dtype=dtype,
+        stored=stored,
+        decoders=decoders[::-1],
+        chunk_shape=tuple(int(c) for c in array.chunks),
+        chunk_rows=int(array.chunks[0]),
+    )
+
+
+def _default_separator(document: dict[str, Any]) -> str | None:
+    """The separator of a zarr v3 array's default chunk key encoding; None for anything else."""
+    if document.get("zarr_format") != 3 or document.get("storage_transformers"):
+        return None
+    grid, encoding = document.get("chunk_grid"), document.get("chunk_key_encoding")
+    if not isinstance(grid, dict) or grid.get("name") != "regular" or not isinstance(encoding, dict):
+        return None
+    separator = (encoding.get("configuration") or {}).get("separator", "/")
+    return separator if encoding.get("name") == "default" and separator in ("/", ".") else None
+
+
+def _stored_dtype(serializer: Any, dtype: np.dtype) -> np.dtype | None:
+    """The items as the ``bytes`` codec ``serializer`` stores ``dtype``; None for another serializer or data type."""
+    spec = serializer.to_dict() if serializer is not None else None
+    if not isinstance(spec, dict) or spec.get("name") != "bytes" or dtype.kind not in _FIXED_KINDS:
+        return None
+    endian = (spec.get("configuration") or {}).get("endian")
+    if endian is None:  # one-byte items (or items with no byte order): stored as they are
+        return dtype
+    order = _BYTE_ORDERS.get(endian)
+    return None if order is None else dtype.newbyteorder(order)
+
+
+def _decoders(compressors: tuple[Any, ...]) -> tuple[NumcodecsCodec, ...] | None:
+    """numcodecs decoders of zarr v3 compressors, in the array's order; None if one has none."""
+    names = [c.to_dict().get("name") if callable(getattr(c, "to_dict", None)) else None for c in compressors]
+    if not all(name in DECODERS for name in names):
+        return None  # e.g. a numcodecs.zarr3 wrapper ('numcodecs.zstd') or a v2 compressor
+    return tuple(DECODERS[str(name)]() for name in names)

@@ -1,0 +1,294 @@
+"""Rows inside one chunk of a local zarr v3 array, decoded in the calling thread (storegate.backends.zarr_direct).
+
+- a property test: whatever the reader serves equals ``np.asarray(array[selection])``
+  (values, dtype, shape) and is a new writable array, over dtypes (big-endian too), row
+  shapes, chunkings, compressors (zstd, blosc, gzip, crc32c and chains of them), the bytes
+  codec's byte order, both key separators and chunks with no object; it serves every
+  in-range row of a chunk that has an object;
+- which arrays it declines (zarr reads them as before);
+- through StoreGate: single rows and first touches no longer go through zarr's selection,
+  a damaged chunk is the same StoreGateError whatever its codec (read here or by zarr), rows
+  appended later are read, a store opened with zarrs keeps to it.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import zarr
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, GzipCodec, TransposeCodec, ZstdCodec
+from zarr.storage import LocalStore, MemoryStore
+
+from storegate import StoreGate, StoreGateError
+from storegate.backends.zarr_direct import damaged_chunk, direct_reader
+
+COMPRESSORS: dict[str, Any] = {
+    "zstd": ZstdCodec(),
+    "zstd-checksum": ZstdCodec(level=5, checksum=True),
+    "blosc": BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),
+    "blosc-zstd-bitshuffle": BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle"),
+    "blosc-noshuffle": BloscCodec(cname="blosclz", clevel=1, shuffle="noshuffle"),
+    "gzip": GzipCodec(),
+    "crc32c": Crc32cCodec(),
+    "zstd+crc32c": (ZstdCodec(), Crc32cCodec()),
+    "gzip+blosc": (GzipCodec(level=1), BloscCodec(cname="lz4")),
+    "none": None,
+}
+SERIALIZERS: dict[str, Any] = {
+    "default": "auto",
+    "big": BytesCodec(endian="big"),
+    "little": BytesCodec(endian="little"),
+}
+DTYPES = ["<f4", ">f8", "<i2", ">u4", "u1", "bool", "<U3", "|S2", ">c8", "<M8[s]", ">m8[ms]"]
+_counter = itertools.count()
+
+
+def _values(shape: tuple[int, ...], dtype: str, rng: np.random.Generator) -> np.ndarray:
+    if dtype == "bool":
+        return rng.random(shape) < 0.5
+    if dtype == "<U3":
+        return rng.choice(np.array(["", "a", "bc", "def"]), size=shape)
+    if dtype == "|S2":
+        return rng.choice(np.array([b"", b"a", b"bc"]), size=shape)
+    return rng.integers(0, 100, size=shape).astype(dtype)
+
+
+def _selections(n: int) -> st.SearchStrategy[int | slice]:
+    bound = st.integers(-n - 2, n + 2) | st.none()
+    return st.integers(-n, n - 1) | st.builds(slice, bound, bound, st.sampled_from([None, 1, 2, -1]))
+
+
+@pytest.mark.filterwarnings("ignore::zarr.errors.UnstableSpecificationWarning")  # '<U3', '|S2', times: no v3 spec yet
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    dtype=st.sampled_from(DTYPES),
+    row=st.lists(st.integers(1, 3), max_size=2).map(tuple),
+    n=st.integers(1, 20),
+    chunk_rows=st.integers(1, 6),
+    codec=st.sampled_from(sorted(COMPRESSORS)),
+    serializer=st.sampled_from(sorted(SERIALIZERS)),
+    separator=st.sampled_from(["/", "."]),
+    blank=st.lists(st.booleans(), min_size=10, max_size=10),
+    data=st.data(),
+)
+def test_the_reader_serves_what_zarr_reads(
+    tmp_path: Path,
+    dtype: str,
+    row: tuple[int, ...],
+    n: int,
+    chunk_rows: int,
+    codec: str,
+    serializer: str,
+    separator: str,
+    blank: list[bool],
+    data: st.DataObject,
+) -> None:
+    values = _values((n, *row), dtype, np.random.default_rng(n))
+    for cid, empty in enumerate(blank):  # chunks of fill values only: zarr stores no object for them
+        if empty:
+            values[cid * chunk_rows : (cid + 1) * chunk_rows] = np.zeros((), dtype=dtype)
+    path = tmp_path / f"a{next(_counter)}.zarr"
+    array = zarr.create_array(
+        str(path),
+        shape=values.shape,
+        chunks=(chunk_rows, *row),
+        dtype=dtype,
+        compressors=COMPRESSORS[codec],
+        serializer=SERIALIZERS[serializer],
+        chunk_key_encoding={"name": "default", "separator": separator},
+    )
+    array[...] = values
+    reader = direct_reader(array)
+    assert reader is not None
+    for selection in data.draw(st.lists(_selections(n), min_size=1, max_size=8)):
+        got = reader.rows(selection)
+        try:
+            expected = np.asarray(array[selection])
+        except IndexError:  # out of range, a negative step: zarr's error stands
+            assert got is None
+            continue
+        if got is None:
+            has_object = (
+                isinstance(selection, int)
+                and (
+                    path / array.metadata.encode_chunk_key(((selection % n) // chunk_rows, *([0] * len(row))))
+                ).exists()
+            )
+            assert not has_object, f"row {selection} of a chunk with an object was not served"
+            continue
+        assert got.dtype == expected.dtype
+        assert got.shape == expected.shape
+        np.testing.assert_array_equal(got, expected)
+        assert got.flags.writeable  # a new array, not a view of the decoded chunk
+        assert got.base is None
+
+
+def _array(store: Any, **options: Any) -> zarr.Array[Any]:
+    array = zarr.create_array(store, shape=(10, 4), dtype="f4", **{"chunks": (5, 4), **options})
+    array[...] = np.arange(40, dtype="f4").reshape(10, 4)
+    return array
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"shards": (10, 4)},  # chunks inside shards
+        {"chunks": (5, 2)},  # chunks inside rows
+        {"filters": [TransposeCodec(order=(1, 0))]},  # an array-to-array codec
+        {"config": {"order": "F"}},
+        {"zarr_format": 2},
+        {"chunk_key_encoding": {"name": "v2", "separator": "."}},  # keys '0.0': zarr computes them
+    ],
+    ids=["shards", "row-chunks", "transpose", "order-F", "v2", "v2-keys"],
+)
+def test_layouts_the_reader_declines_are_read_by_zarr(tmp_path: Path, options: dict[str, Any]) -> None:
+    assert direct_reader(_array(str(tmp_path / "a.zarr"), **options)) is None
+
+
+@pytest.mark.filterwarnings("ignore::zarr.errors.ZarrUserWarning")  # "not in the Zarr version 3 specification"
+def test_codecs_outside_the_specification_are_read_by_zarr(tmp_path: Path) -> None:
+    numcodecs_zstd = pytest.importorskip("zarr.codecs.numcodecs").Zstd()  # 'numcodecs.zstd', zarr 3.1.3+
+    assert direct_reader(_array(str(tmp_path / "a.zarr"), compressors=[numcodecs_zstd])) is None
+
+
+@pytest.mark.filterwarnings("ignore::zarr.errors.UnstableSpecificationWarning")  # variable-length strings
+def test_variable_length_items_are_read_by_zarr(tmp_path: Path) -> None:
+    array = zarr.create_array(str(tmp_path / "s.zarr"), shape=(4,), chunks=(2,), dtype=str)
+    array[...] = np.array(["a", "bc", "", "def"])
+    assert direct_reader(array) is None
+
+
+def test_stores_other_than_a_plain_local_store_are_read_by_zarr(tmp_path: Path) -> None:
+    assert direct_reader(_array(MemoryStore())) is None
+
+    class Wrapped(LocalStore):  # a subclass may read otherwise (the journal's view wraps a store)
+        pass
+
+    assert direct_reader(_array(Wrapped(str(tmp_path / "w.zarr")))) is None
+    assert direct_reader(_array(LocalStore(str(tmp_path / "p.zarr")))) is not None
+
+
+def test_a_resize_of_the_handle_moves_the_rows_it_serves(tmp_path: Path) -> None:
+    array = _array(str(tmp_path / "a.zarr"))
+    reader = direct_reader(array)
+    assert reader is not None
+    array.append(np.full((3, 4), 7, dtype="f4"))
+    np.testing.assert_array_equal(reader.rows(11), np.full(4, 7, dtype="f4"))
+    array.resize((4, 4))
+    assert reader.rows(6) is None  # out of range now: zarr raises its error
+
+
+# --- through StoreGate ---------------------------------------------------------------------------
+
+
+def _count_zarr_reads(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    calls: list[object] = []
+    original = zarr.Array.__getitem__
+
+    def counted(self: zarr.Array[Any], selection: Any) -> Any:
+        calls.append(selection)
+        return original(self, selection)
+
+    monkeypatch.setattr(zarr.Array, "__getitem__", counted)
+    return calls
+
+
+@pytest.mark.parametrize("cache_bytes", [0, 1 << 20])
+def test_single_rows_of_a_local_store_skip_zarrs_selection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cache_bytes: int
+) -> None:
+    rows = np.arange(60, dtype=np.float32).reshape(20, 3)
+    StoreGate("zarr", {"output_dir": str(tmp_path / "s.zarr"), "chunk": 4}, data_id="d").add_data("x", rows, "train")
+    sg = StoreGate(
+        "zarr", {"output_dir": str(tmp_path / "s.zarr"), "mode": "r", "chunk_cache_bytes": cache_bytes}, data_id="d"
+    )
+    calls = _count_zarr_reads(monkeypatch)
+    for i in (0, 5, 5, 6, 19, -1, -20):  # first touches, second touches (kept when the cache is on), negatives
+        np.testing.assert_array_equal(sg["train"]["x"][i], rows[i])
+        np.testing.assert_array_equal(sg.get_data("x", "train", i), rows[i])
+    np.testing.assert_array_equal(sg["train"]["x"][8:11], rows[8:11])  # inside one chunk
+    assert calls == []
+    np.testing.assert_array_equal(sg["train"]["x"][12:20], rows[12:20])  # two chunks
+    # zarr reads them as one selection; the cache reads the run of chunks it lacks (chunk 3) alone.
+    assert len(calls) == (1 if cache_bytes == 0 else 0)
+
+
+#: storegate compressors, and what the damaged chunk holds (a blosc chunk cut short still
+#: decodes, through zarr as here, so it gets bytes blosc rejects).
+DAMAGED: dict[str, tuple[Any, bytes]] = {
+    "zstd": ("zstd", b"not zstd"),
+    "blosc": ("blosc-lz4", b"not blosc"),
+    "gzip": ("gzip", b"not gzip"),
+    "gzip-cut": ("gzip", b"cut"),  # replaced by the first bytes of a real gzip chunk
+    "crc32c": ([ZstdCodec(), Crc32cCodec()], b"a wrong checksum"),
+    "crc32c-short": ([Crc32cCodec()], b"ab"),
+    "none": ("none", b"12345"),  # not the chunk's 32 bytes
+}
+
+
+@pytest.mark.parametrize("case", sorted(DAMAGED))
+def test_a_damaged_chunk_read_directly_is_the_same_storegate_error(tmp_path: Path, case: str) -> None:
+    compressor, damage = DAMAGED[case]
+    root = tmp_path / "s.zarr"
+    sg = StoreGate("zarr", {"output_dir": str(root), "chunk": 4, "compressor": compressor}, data_id="d")
+    sg.add_data("x", np.arange(12, dtype=np.int64), "train")
+    chunk = root / "d/train/x/c/1"
+    chunk.write_bytes(chunk.read_bytes()[:10] if damage == b"cut" else damage)
+    for cache_bytes in (0, 1 << 20):
+        reader = StoreGate("zarr", {"output_dir": str(root), "chunk_cache_bytes": cache_bytes}, data_id="d")
+        with pytest.raises(StoreGateError, match=r"var_name 'x' of phase 'train' in data_id 'd'.*cannot be decoded"):
+            reader["train"]["x"][5]
+        assert int(reader["train"]["x"][9]) == 9
+
+
+@pytest.mark.parametrize("case", sorted(DAMAGED))
+def test_a_damaged_chunk_read_through_zarr_is_the_same_storegate_error(tmp_path: Path, case: str) -> None:
+    # Rows of several chunks go through zarr: its decode errors map to the same error.
+    compressor, damage = DAMAGED[case]
+    root = tmp_path / "s.zarr"
+    sg = StoreGate("zarr", {"output_dir": str(root), "chunk": 4, "compressor": compressor}, data_id="d")
+    sg.add_data("x", np.arange(12, dtype=np.int64), "train")
+    chunk = root / "d/train/x/c/1"
+    chunk.write_bytes(chunk.read_bytes()[:10] if damage == b"cut" else damage)
+    reader = StoreGate("zarr", {"output_dir": str(root), "chunk_cache_bytes": 0}, data_id="d")
+    with pytest.raises(StoreGateError, match=r"var_name 'x' of phase 'train' in data_id 'd'.*cannot be decoded"):
+        reader["train"]["x"][2:7]
+
+
+def test_only_a_codecs_value_error_is_a_damaged_chunk() -> None:
+    with pytest.raises(ValueError, match="rejects") as raised:
+        raise ValueError("a selection zarr rejects")
+    assert not damaged_chunk(raised.value)  # raised outside zarr's codecs: the read's own error stands
+    assert not damaged_chunk(OSError("disk gone"))
+    assert damaged_chunk(RuntimeError("Zstd decompression error"))
+
+
+def test_a_store_opened_with_zarrs_reads_through_its_pipeline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("zarrs")
+    root = str(tmp_path / "s.zarr")
+    StoreGate("zarr", {"output_dir": root, "chunk": 4}, data_id="d").add_data("x", np.arange(8), "train")
+    reader = StoreGate("zarr", {"output_dir": root, "codec_pipeline": "zarrs", "mode": "r"}, data_id="d")
+    calls = _count_zarr_reads(monkeypatch)
+    assert int(reader["train"]["x"][5]) == 5
+    assert len(calls) == 1
+
+
+def test_rows_appended_after_a_read_are_read_directly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = str(tmp_path / "s.zarr")
+    sg = StoreGate("zarr", {"output_dir": root, "chunk": 4}, data_id="d")
+    sg.add_data("x", np.arange(6, dtype=np.int64), "train")
+    reader = StoreGate("zarr", {"output_dir": root, "mode": "r"}, data_id="d")
+    assert int(reader["train"]["x"][5]) == 5
+    sg.add_data("x", np.arange(6, 10, dtype=np.int64), "train")  # another handle commits more rows
+    calls = _count_zarr_reads(monkeypatch)
+    assert [int(reader["train"]["x"][i]) for i in (5, 7, 9, -1)] == [5, 7, 9, 9]
+    assert calls == []
+    sg.add_data("y", np.zeros(10), "train")  # a fill-value chunk has no object: zarr reads it
+    assert float(reader["train"]["y"][3]) == 0.0
+    assert len(calls) == 1
