@@ -52,7 +52,6 @@ from storegate.backends.base import Backend, Checkpoint, Finding, OtherObject, V
 from storegate.backends.commit_counter import WATCH_NS, stat_is_fresh, watch
 from storegate.backends.zarr_cache import DecodedChunks
 from storegate.backends.zarr_chunks import (
-    DamagedChunkError,
     LostChunkError,
     every_chunk_attributes,
     keeps_every_chunk,
@@ -612,7 +611,7 @@ class ZarrBackend(Backend):
                         else np.asarray(array[selection])
                     )
             except Exception as exc:  # a lost chunk; numcodecs' "Zstd decompression error", gzip's errors...
-                if not isinstance(exc, (LostChunkError, DamagedChunkError)) and not damaged_chunk(exc):
+                if not isinstance(exc, LostChunkError) and not damaged_chunk(exc):
                     raise
                 raise self._chunk_error(data_id, phase, var, exc) from exc
         # Arrays other tools wrote big-endian read as every other variable does: native.

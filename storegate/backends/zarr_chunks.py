@@ -20,35 +20,32 @@ so writes (which read a chunk they partly overwrite, and find none for a new one
 zarr's. The cost is one coroutine call per chunk read. The ``zarrs`` pipeline reads chunks
 in Rust, out of reach of the wrapper: for it the chunk keys of a read are asked of the store
 first (one existence check per chunk); and since zarrs (0.2) writes no all-fill chunk whatever
-``write_empty_chunks`` says, a marked array writes through zarr's own pipeline.
+``write_empty_chunks`` says, a marked array writes through zarr's own pipeline. The
+backend's direct reader (:mod:`storegate.backends.zarr_direct`) reads chunk files itself and
+leaves a missing one to zarr, so its reads are checked here too.
 
-An array without compression also has its chunks' sizes checked, and a marked array refuses an
-empty chunk object (gzip decodes one to nothing): a chunk file cut short or emptied reads as a
-:class:`DamagedChunkError` instead of numpy's reshape error. Chunks of the
-right size holding other bytes cannot be told apart without a checksum codec.
+A chunk object that is there but damaged (emptied, cut short, other bytes) is the decoders'
+business (:func:`storegate.backends.zarr_direct.damaged_chunk`); bytes changed inside a
+chunk decode silently unless its codec checks a checksum (gzip, zstd with ``checksum=True``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import Iterable
 from typing import Any
 
-import numpy as np
 import zarr
-from zarr.codecs import BytesCodec
 from zarr.codecs._v2 import V2Codec
 from zarr.core.array_spec import ArrayConfig
 from zarr.core.codec_pipeline import BatchedCodecPipeline
 from zarr.core.metadata import ArrayV2Metadata
 
-from storegate.errors import StorageError, StoreGateError
+from storegate.errors import StorageError
 
 __all__ = [
     "EVERY_CHUNK",
     "EVERY_CHUNK_ATTR",
-    "DamagedChunkError",
     "LostChunkError",
     "every_chunk_attributes",
     "keeps_every_chunk",
@@ -76,18 +73,6 @@ class LostChunkError(StorageError):
         self.key = key
 
 
-class DamagedChunkError(StoreGateError):
-    """A chunk stored empty, or one of an uncompressed array whose stored size is not its size."""
-
-    def __init__(self, key: str, expected: int | None, got: int) -> None:
-        size = "some bytes" if expected is None else f"{expected} bytes (an uncompressed chunk)"
-        super().__init__(
-            f"chunk {key!r} must hold {size}. Got {got} bytes: it was cut short or emptied. sg.verify() lists "
-            "every such variable; rewrite it from its source."
-        )
-        self.key = key
-
-
 def keeps_every_chunk(array: zarr.Array[Any]) -> bool:
     """True when ``array`` carries the mark: every chunk inside its shape is stored."""
     return bool(array.metadata.attributes.get(EVERY_CHUNK_ATTR) == EVERY_CHUNK)
@@ -101,22 +86,19 @@ def every_chunk_attributes() -> dict[str, str]:
 def prepared(array: zarr.Array[Any]) -> zarr.Array[Any]:
     """``array`` (just opened or created) set up to keep and check its chunks; the same object.
 
-    A marked array writes every chunk and its reads refuse a missing chunk; an uncompressed
-    one checks its chunks' sizes. Changed in place: zarr fixes the config and the pipeline
-    when an array object is made, and the backend has just made this one.
+    A marked array writes every chunk and its reads refuse a missing chunk; others are left
+    as zarr made them. Changed in place: zarr fixes the config and the pipeline when an
+    array object is made, and the backend has just made this one.
     """
-    every = keeps_every_chunk(array)
-    size = _raw_chunk_bytes(array)
-    if not every and size is None:
+    if not keeps_every_chunk(array):
         return array
     inner = array.async_array
-    if every and not inner.config.write_empty_chunks:
-        config = ArrayConfig(order=inner.config.order, write_empty_chunks=True)
-        object.__setattr__(inner, "config", config)
+    if not inner.config.write_empty_chunks:
+        object.__setattr__(inner, "config", ArrayConfig(order=inner.config.order, write_empty_chunks=True))
     pipeline = inner.codec_pipeline
     if not isinstance(pipeline, _CheckedPipeline):
         python = None if isinstance(pipeline, BatchedCodecPipeline) else _python_pipeline(array)
-        object.__setattr__(inner, "codec_pipeline", _CheckedPipeline(pipeline, every, size, python))
+        object.__setattr__(inner, "codec_pipeline", _CheckedPipeline(pipeline, python))
     return array
 
 
@@ -128,46 +110,30 @@ def _python_pipeline(array: zarr.Array[Any]) -> BatchedCodecPipeline:
     return BatchedCodecPipeline.from_codecs(metadata.codecs)
 
 
-def _raw_chunk_bytes(array: zarr.Array[Any]) -> int | None:
-    """Stored bytes of every chunk of a zarr v3 array stored without any codec but ``bytes``
-    (``None``: its chunk sizes vary, or are not known)."""
-    codecs = getattr(array.metadata, "codecs", None)
-    if not codecs or len(codecs) != 1 or not isinstance(codecs[0], BytesCodec):
-        return None
-    dtype = np.dtype(array.dtype)
-    if dtype.hasobject or dtype.itemsize == 0:
-        return None
-    return math.prod(array.chunks) * dtype.itemsize
-
-
 class _CheckedGetter:
-    """A chunk's byte getter (zarr's ``StorePath``) whose reads refuse what :func:`prepared` checks."""
+    """A chunk's byte getter (zarr's ``StorePath``) whose reads refuse a missing chunk."""
 
-    __slots__ = ("_getter", "_lost", "_size")
+    __slots__ = ("_getter",)
 
-    def __init__(self, getter: Any, lost: bool, size: int | None) -> None:
-        self._getter, self._lost, self._size = getter, lost, size
+    def __init__(self, getter: Any) -> None:
+        self._getter = getter
 
     async def get(self, prototype: Any, byte_range: Any = None) -> Any:
         buffer = await self._getter.get(prototype, byte_range)
         if buffer is None:
-            if self._lost:
-                raise LostChunkError(str(self._getter.path))
-        elif byte_range is None and (len(buffer) != self._size if self._size is not None else not len(buffer)):
-            # No chunk storegate writes is empty (a codec's frame has a header; a raw chunk holds a row).
-            raise DamagedChunkError(str(self._getter.path), self._size, len(buffer))
+            raise LostChunkError(str(self._getter.path))
         return buffer
 
 
 class _CheckedPipeline:
-    """zarr's codec pipeline of one array, whose ``read`` refuses lost (or mis-sized) chunks.
+    """zarr's codec pipeline of one marked array, whose ``read`` refuses a lost chunk.
 
-    Everything but ``read`` is the wrapped pipeline's. ``lost``: a missing chunk raises;
-    ``size``: the stored bytes of every chunk (uncompressed arrays).
+    Everything but ``read`` and ``write`` is the wrapped pipeline's; ``python`` is zarr's own
+    pipeline for the array when the wrapped one is another (zarrs).
     """
 
-    def __init__(self, inner: Any, lost: bool, size: int | None, python: Any = None) -> None:
-        self._inner, self._lost, self._size, self._python = inner, lost, size, python
+    def __init__(self, inner: Any, python: Any = None) -> None:
+        self._inner, self._python = inner, python
 
     @property
     def wrapped(self) -> Any:
@@ -175,15 +141,15 @@ class _CheckedPipeline:
         return self._inner
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") or name in ("_inner", "_lost", "_size", "_python"):
+        if name.startswith("__") or name in ("_inner", "_python"):
             raise AttributeError(name)  # never recurse while unpickling, before _inner is set
         return getattr(self._inner, name)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_CheckedPipeline, (self._inner, self._lost, self._size, self._python))
+        return (_CheckedPipeline, (self._inner, self._python))
 
     async def write(self, batch_info: Iterable[tuple[Any, ...]], value: Any, drop_axes: tuple[int, ...] = ()) -> None:
-        if self._lost and not isinstance(self._inner, BatchedCodecPipeline):
+        if self._python is not None:
             # zarrs (0.2) writes no chunk that is all fill value, whatever write_empty_chunks says:
             # such an array writes through zarr's own pipeline, which keeps every chunk.
             await self._python.write(batch_info, value, drop_axes)
@@ -191,13 +157,12 @@ class _CheckedPipeline:
         await self._inner.write(batch_info, value, drop_axes)
 
     async def read(self, batch_info: Iterable[tuple[Any, ...]], out: Any, drop_axes: tuple[int, ...] = ()) -> None:
-        if isinstance(self._inner, BatchedCodecPipeline):  # zarr's own: every chunk goes through get()
-            checked = [(_CheckedGetter(info[0], self._lost, self._size), *info[1:]) for info in batch_info]
+        if self._python is None:  # zarr's own: every chunk goes through get()
+            checked = [(_CheckedGetter(info[0]), *info[1:]) for info in batch_info]
             await self._inner.read(checked, out, drop_axes)
             return
-        batch = list(batch_info)
-        if self._lost:  # another pipeline (zarrs reads in Rust): ask the store for the keys first
-            await _check_present([info[0] for info in batch])
+        batch = list(batch_info)  # another pipeline (zarrs reads in Rust): ask the store for the keys first
+        await _check_present([info[0] for info in batch])
         await self._inner.read(batch, out, drop_axes)
 
 
