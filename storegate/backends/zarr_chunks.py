@@ -167,7 +167,15 @@ class _CheckedPipeline:
 
 
 async def _check_present(getters: list[Any]) -> None:
-    found = await asyncio.gather(*(g.store.exists(g.path) for g in getters))
+    """Raise LostChunkError for the first of ``getters`` whose key the store does not hold
+    (asked a bounded number at a time, as zarr's own requests are)."""
+    limit = asyncio.Semaphore(int(zarr.config.get("async.concurrency")))
+
+    async def exists(getter: Any) -> bool:
+        async with limit:
+            return bool(await getter.store.exists(getter.path))
+
+    found = await asyncio.gather(*(exists(g) for g in getters))
     for getter, present in zip(getters, found, strict=True):
         if not present:
             raise LostChunkError(str(getter.path))
