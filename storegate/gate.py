@@ -495,9 +495,11 @@ class StoreGate:
         Finds what writes that did not finish left past the last commit (rows, variables;
         see "Several writers at once" in the README), committed variables whose array is
         gone, objects that are no storegate variables, phases whose variables disagree in
-        length and, with ``read_data`` (reads every committed row once, 64 MiB at a time),
-        variables whose chunks cannot be read or decoded. Changes nothing. ``progress``
-        shows a tqdm bar over the variables.
+        length, each chunk lost from a variable that keeps every chunk (path
+        ``'<data_id>/<phase>/<var_name>/<chunk key>'``, with the rows it held; one listing
+        per variable) and, with ``read_data`` (reads every committed row once, 64 MiB at a
+        time), variables whose chunks cannot be read or decoded. Changes nothing.
+        ``progress`` shows a tqdm bar over the variables.
 
         Returns
         -------
@@ -514,8 +516,10 @@ class StoreGate:
 
         Removes the rows past the last commit and the variables no commit lists (what a
         killed or failed writer left: readers never see it, and the next writer cuts the
-        rows off anyway). Holds the write lock. Length mismatches and unreadable chunks are
-        the data's, not a leftover: :meth:`verify` reports them and repair leaves them.
+        rows off anyway). Holds the write lock. Length mismatches, unreadable and lost
+        chunks are the data's, not a leftover: :meth:`verify` reports them and repair
+        leaves them (rewrite such a variable from its source: :meth:`update_data` with all
+        its rows, or :meth:`delete_data` then :meth:`add_data`).
 
         Raises
         ------

@@ -19,8 +19,9 @@ made (multiml's ``preload``).
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from typing import Any, Union
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any, TypeVar, Union
 
 import numpy as np
 
@@ -51,6 +52,7 @@ __all__ = [
     "fetch_from",
     "memory_variable",
     "read_or_explain",
+    "read_unless_changed",
 ]
 
 Variable = Union[MemoryVariable, ChunkedVariable]
@@ -99,6 +101,8 @@ def _prepare_worker() -> None:
 #: Reads of one batch that another process's commits may interrupt before the batch fails.
 READ_ATTEMPTS = 8
 
+_T = TypeVar("_T")
+
 
 class BackendFetch:
     """The ``fetch`` of :class:`~storegate.loader.ChunkedVariable` over one backend and data_id.
@@ -131,6 +135,22 @@ def settled(fetch: BackendFetch | None, version: str | None) -> bool:
     record changes when a rewrite begins (it is flagged) and when a commit lands.
     """
     return fetch is None or not fetch.used or fetch.backend.data_version(fetch.data_id) == version
+
+
+def read_unless_changed(read: Callable[[], _T], fetch: BackendFetch | None, version: str | None) -> _T | None:
+    """``read()``; ``None`` when it raised a StoreGateError because the data changed under it.
+
+    A rewrite by another process (a transaction undone, a variable replaced) takes chunks
+    away before its commit or undo lands: a read then finds a chunk gone (a lost chunk's
+    StorageError, or fewer rows). When the commit record is no longer ``version`` the batch
+    is read again, as the engine's reads are; when it is, the error is the data's, and raised.
+    """
+    try:
+        return read()
+    except StoreGateError:
+        if settled(fetch, version):
+            raise
+        return None
 
 
 def changing_error(data_id: str, location: str) -> StoreGateError:
@@ -338,10 +358,13 @@ class BatchReader:
         stored = items if self._rows is None else self._view_rows()[items]
         for _ in range(READ_ATTEMPTS):
             fetch = None if self._handle is None else self._fetch()  # the commit record checked once per batch
-            out = {var: self._read(var, stored, fetch) for var in self._names}
-            if settled(fetch, self._version):
+            out = read_unless_changed(partial(self._read_names, stored, fetch), fetch, self._version)
+            if out is not None and settled(fetch, self._version):
                 return out
         raise changing_error(self._data_id, self.source)
+
+    def _read_names(self, rows: np.ndarray, fetch: BackendFetch | None) -> dict[str, np.ndarray]:
+        return {var: self._read(var, rows, fetch) for var in self._names}
 
     def _read(self, var: str, rows: np.ndarray, fetch: Fetch | None = None) -> np.ndarray:
         variable = self.variables[var]

@@ -28,6 +28,7 @@ import itertools
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Union
 
 import numpy as np
@@ -64,6 +65,7 @@ from storegate.reading import (
     chunked_variable,
     fetch_from,
     memory_variable,
+    read_unless_changed,
     settled,
 )
 from storegate.rowmaps import RowMap
@@ -385,15 +387,22 @@ class StoreGateDataset(Dataset[Any]):
             # Opened (and the commit record checked) once per batch at most, not once per variable.
             backend = None if self._handle is None else self._open(iteration, stored)
             fetch = None if backend is None else fetch_from(backend, self._data_id)
-            arrays = {var: self._select(var, self._read(var, stored, backend, fetch)) for var in self._read_names}
-            if settled(fetch, self._version):  # one commit's rows, or read again
+            arrays = read_unless_changed(partial(self._read_batch, stored, backend, fetch), fetch, self._version)
+            if arrays is not None and settled(fetch, self._version):  # one commit's rows, or read again
                 break
             iteration = None  # the record is read again before the next attempt
         else:
             raise changing_error(self._data_id, self._location)
+        assert arrays is not None
         data = _join(arrays, self._inputs)
         target = None if self._targets is None else _join(arrays, self._targets)
         return data, target
+
+    def _read_batch(
+        self, rows: np.ndarray, backend: Backend | None, fetch: BackendFetch | None
+    ) -> dict[str, np.ndarray]:
+        """Every variable's rows ``rows``, selected inside as asked."""
+        return {var: self._select(var, self._read(var, rows, backend, fetch)) for var in self._read_names}
 
     def _read(
         self, var: str, rows: np.ndarray, backend: Backend | None = None, fetch: BackendFetch | None = None

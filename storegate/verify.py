@@ -2,7 +2,8 @@
 
 :func:`verify` reads the store as it is and lists every :class:`Finding`: what writes that did
 not finish left past the last commit (the backend's ``leftovers``), objects that are no
-storegate variables, phases whose variables disagree in length, and, with ``read_data``,
+storegate variables, phases whose variables disagree in length, chunks lost from variables
+that keep every chunk (the backend's ``missing_chunks``), and, with ``read_data``,
 variables whose chunks cannot be read or decoded. :func:`repair` removes what the backend
 can take back to the last commit (rows and variables past it), under the write lock.
 """
@@ -70,10 +71,33 @@ def verify(engine: GroupEngine, read_data: bool = True, progress: bool = False) 
         validate(engine.fingerprint())
     except ValidationError as exc:
         findings.append(Finding(data_id, str(exc)))
+    lost = _lost_chunks(engine)
+    findings += [f for chunks in lost.values() for f in chunks]
     if read_data:
-        findings += _unreadable(engine, progress)
+        findings += _unreadable(engine, progress, skip=set(lost))
         findings += _bad_offsets(engine)
     return Report(data_id, tuple(findings))
+
+
+def _lost_chunks(engine: GroupEngine) -> dict[str, list[Finding]]:
+    """Per variable path, one finding per chunk it is missing when it keeps every chunk (one
+    listing per variable). A finding's path is ``'<data_id>/<phase>/<var_name>/<chunk key>'``.
+    """
+    backend, data_id = engine.backend, engine.data_id
+    found: dict[str, list[Finding]] = {}
+    for phase in PHASES:
+        for var in backend.var_names(data_id, phase):  # both arrays of a ragged variable
+            for key, start, stop in backend.missing_chunks(data_id, phase, var) or ():
+                found.setdefault(f"{data_id}/{phase}/{var}", []).append(
+                    Finding(
+                        f"{data_id}/{phase}/{var}/{key}",
+                        f"chunk lost (rows {start}-{stop - 1} of var_name {var!r}, phase {phase!r}): the variable "
+                        "keeps every chunk, so a missing one was not empty. Reads that need it raise StorageError; "
+                        "repair() cannot bring it back: rewrite the variable from its source (sg.update_data with "
+                        "all its rows, or delete_data then add_data)",
+                    )
+                )
+    return found
 
 
 def _bad_offsets(engine: GroupEngine) -> list[Finding]:
@@ -99,10 +123,11 @@ def _bad_offsets(engine: GroupEngine) -> list[Finding]:
     return found
 
 
-def _unreadable(engine: GroupEngine, progress: bool) -> list[Finding]:
-    """Read every committed row, a block at a time; a variable that fails is one finding."""
+def _unreadable(engine: GroupEngine, progress: bool, skip: set[str]) -> list[Finding]:
+    """Read every committed row, a block at a time; a variable that fails is one finding
+    (those whose paths are in ``skip`` are not read: their lost chunks are named already)."""
     backend, data_id = engine.backend, engine.data_id
-    targets = [(p, v) for p in PHASES for v in backend.var_names(data_id, p)]  # both arrays of a ragged one
+    targets = [(p, v) for p in PHASES for v in backend.var_names(data_id, p) if f"{data_id}/{p}/{v}" not in skip]
     found = []
     for phase, var in tqdm(targets, desc="verify", unit="variable", disable=None if progress else True):
         shape, dtype = backend.shape(data_id, phase, var), backend.dtype(data_id, phase, var)

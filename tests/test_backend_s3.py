@@ -29,7 +29,7 @@ import pytest
 import zarr
 from zarr.storage import FsspecStore
 
-from storegate import InvalidArgumentError, ReadOnlyError, StoreGate, convert_to_v3
+from storegate import InvalidArgumentError, ReadOnlyError, StorageError, StoreGate, convert_to_v3
 from storegate.backends.zarr_backend import ZarrBackend
 from storegate.locations import DEFAULT_REMOTE_CONCURRENCY
 from storegate.testing import (
@@ -372,8 +372,9 @@ def test_cache_dir_serves_a_second_epoch_without_the_bucket(
         client.delete_object(Bucket=s3_bucket, Key=key)
     second = StoreGate("zarr", cached, data_id="d").get_data("x", "train")
     np.testing.assert_array_equal(second, data)
-    uncached = StoreGate("zarr", s3_args(s3_server, s3_bucket, mode="r"), data_id="d").get_data("x", "train")
-    assert not uncached.any()  # without the cache the missing chunks read as the fill value
+    uncached = StoreGate("zarr", s3_args(s3_server, s3_bucket, mode="r"), data_id="d")
+    with pytest.raises(StorageError, match=r"c/\d/0"):  # without the cache the chunks are lost, never zeros
+        uncached.get_data("x", "train")
 
 
 def _read_in_child(args: dict[str, Any], out: Any) -> None:

@@ -316,6 +316,18 @@ class Backend(ABC):
         """
         return []
 
+    def missing_chunks(self, data_id: str, phase: str, var: str) -> list[tuple[str, int, int]] | None:
+        """The chunks of the variable's committed rows that are not stored: ``(key, start, stop)``
+        each, the store key relative to the variable and the rows ``[start, stop)`` it held.
+
+        ``None`` when the variable does not keep every chunk, so that a missing chunk may be
+        an empty one (zarr's default; arrays written before storegate kept them, or by other
+        tools): nothing can be told then. ``verify()`` lists each key as a finding.
+
+        Note for implementers: the default (``None``) suits a backend without chunks (memory).
+        """
+        return None
+
     def repair(self, data_id: str) -> list[Finding]:
         """Bring ``data_id`` back to its last commit: remove what :meth:`leftovers` finds.
 
@@ -410,7 +422,8 @@ class Backend(ABC):
         """Create a variable of zeros; ``options`` as in :meth:`create`.
 
         Note for implementers: the default materialises the zeros; a chunked store can
-        rely on its fill value instead.
+        rely on its fill value instead, unless it must tell a lost chunk from an empty one
+        (the zarr backend writes them: see :mod:`storegate.backends.zarr_chunks`).
         """
         self.create(data_id, phase, var, np.zeros(shape, dtype=dtype), **options)
 

@@ -179,6 +179,10 @@ class HybridBackend(Backend):
         # docstring inherited: only the storage tier has a commit point.
         return self._tiers["zarr"].leftovers(data_id)
 
+    def missing_chunks(self, data_id: str, phase: str, var: str) -> list[tuple[str, int, int]] | None:
+        # docstring inherited: the current tier's variable, as var_names lists it.
+        return self.current.missing_chunks(data_id, phase, var)
+
     def repair(self, data_id: str) -> list[Finding]:
         # docstring inherited
         return self._tiers["zarr"].repair(data_id)

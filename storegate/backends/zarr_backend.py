@@ -12,6 +12,10 @@ Writers take the data_id's write lock and commit through a commit record
 journals them first (:mod:`storegate.backends.zarr_journal`), so readers and the next
 writer always find the last commit whole.
 
+Every chunk of the variables it writes is stored, fill-valued ones too, and their attributes
+say so: a missing chunk was lost, and reads raise StorageError instead of returning zeros
+(:mod:`storegate.backends.zarr_chunks`).
+
 What other tools leave in a store (0-d arrays, groups inside a phase, arrays with names
 storegate refuses, objects zarr cannot read) is never a variable: every call skips it,
 nothing overwrites or deletes it, and :meth:`ZarrBackend.other_objects` lists it.
@@ -47,6 +51,13 @@ from zarr.storage import LocalStore, MemoryStore, StorePath
 from storegate.backends.base import Backend, Checkpoint, Finding, OtherObject, VarInfo
 from storegate.backends.commit_counter import WATCH_NS, stat_is_fresh, watch
 from storegate.backends.zarr_cache import DecodedChunks
+from storegate.backends.zarr_chunks import (
+    LostChunkError,
+    every_chunk_attributes,
+    keeps_every_chunk,
+    missing_chunks,
+    prepared,
+)
 from storegate.backends.zarr_direct import DirectReader, damaged_chunk, direct_reader
 from storegate.backends.zarr_journal import CommittedView, Entry, Journal, committed_objects
 from storegate.backends.zarr_locking import (
@@ -464,7 +475,7 @@ class ZarrBackend(Backend):
             found = sync(_get_nodes(self._root, [f"{data_id}/{phase}/{v}" for v in wanted]))
         for var, node in zip(wanted, found, strict=True):
             if isinstance(node, zarr.Array) and _variable_problem(var, node) is None:
-                self._arrays[(data_id, phase, var)] = node
+                self._arrays[(data_id, phase, var)] = prepared(node)
 
     def _committed_names(self, data_id: str, phase: str) -> set[str] | None:
         """The variables of a phase that readers may see, from the commit record (``None``: no
@@ -544,6 +555,15 @@ class ZarrBackend(Backend):
         )
 
     @_storage_call
+    def missing_chunks(self, data_id: str, phase: str, var: str) -> list[tuple[str, int, int]] | None:
+        # docstring inherited: one listing of the variable's objects, for a variable that keeps
+        # every chunk (storegate.backends.zarr_chunks); the committed rows only.
+        array = self._array(data_id, phase, var)
+        if not keeps_every_chunk(array):
+            return None
+        return sync(missing_chunks(array, self.shape(data_id, phase, var)[0]))
+
+    @_storage_call
     def create(self, data_id: str, phase: str, var: str, data: np.ndarray, **options: Any) -> None:
         self._touch(data_id, phase, var)
         array = self._new_array(data_id, phase, var, data.shape, data.dtype, **options)
@@ -554,9 +574,11 @@ class ZarrBackend(Backend):
     def create_empty(
         self, data_id: str, phase: str, var: str, shape: tuple[int, ...], dtype: np.dtype, **options: Any
     ) -> None:
-        # docstring inherited; the fill value (0) stands for unwritten chunks.
+        # docstring inherited; the zero chunks are written too: the variable keeps every chunk.
         self._touch(data_id, phase, var)
-        self._new_array(data_id, phase, var, shape, dtype, **options)
+        array = self._new_array(data_id, phase, var, shape, dtype, **options)
+        if array.size:
+            array[...] = np.zeros((), dtype=array.dtype)
 
     @_storage_call
     def append(self, data_id: str, phase: str, var: str, data: np.ndarray) -> None:
@@ -588,16 +610,26 @@ class ZarrBackend(Backend):
                         if inner
                         else np.asarray(array[selection])
                     )
-            except Exception as exc:  # numcodecs' "Zstd decompression error", gzip's errors, zarr's crc32c...
-                if not damaged_chunk(exc):
+            except Exception as exc:  # a lost chunk; numcodecs' "Zstd decompression error", gzip's errors...
+                if not isinstance(exc, LostChunkError) and not damaged_chunk(exc):
                     raise
-                raise StoreGateError(
-                    f"var_name {var!r} of phase {phase!r} in data_id {data_id!r} at {self.location} must be readable. "
-                    f"Got a chunk that cannot be decoded ({type(exc).__name__}: {exc}). sg.verify() lists every such "
-                    "variable; rewrite it from its source."
-                ) from exc
+                raise self._chunk_error(data_id, phase, var, exc) from exc
         # Arrays other tools wrote big-endian read as every other variable does: native.
         return out if out.dtype.isnative else out.astype(out.dtype.newbyteorder("="))
+
+    def _chunk_error(self, data_id: str, phase: str, var: str, exc: BaseException) -> StoreGateError:
+        """The error naming the variable for a lost chunk (StorageError) or one that cannot be decoded."""
+        where = f"var_name {var!r} of phase {phase!r} in data_id {data_id!r} at {self.location}"
+        if isinstance(exc, LostChunkError):  # a variable that keeps every chunk: never read fill for a lost one
+            return StorageError(
+                f"{where} must have every chunk this read needs. Got none at {exc.key!r} (lost: the variable keeps "
+                "every chunk, so it was not empty). sg.verify() lists every lost chunk; rewrite the variable from "
+                "its source (sg.update_data with all its rows, or delete_data and add_data)."
+            )
+        return StoreGateError(
+            f"{where} must be readable. Got a chunk that cannot be decoded ({type(exc).__name__}: {exc}). "
+            "sg.verify() lists every such variable; rewrite it from its source."
+        )
 
     def read_cached(self, data_id: str, phase: str, var: str, selection: Selection, inner: Inner) -> np.ndarray:
         # docstring inherited: small reads of whole-row chunks come from the decoded chunks
@@ -756,6 +788,8 @@ class ZarrBackend(Backend):
         self._touch(data_id, phase, var)
         array = self._arrays.get((data_id, phase, var)) or self._find_array(data_id, phase, var)
         same = array is not None and array.dtype == data.dtype and array.shape[1:] == data.shape[1:]
+        # A variable written before chunks were all kept becomes one that keeps them when rewritten whole.
+        same = same and array is not None and keeps_every_chunk(array)
         if not same or options:
             # A new dtype or row shape (astype, onehot) keeps the variable's codec, and its
             # rows per chunk when the rows keep their shape.
@@ -1484,12 +1518,15 @@ class ZarrBackend(Backend):
         fill = np.zeros((), dtype=dtype)[()]
         args: dict[str, Any] = {"shape": shape, "dtype": dtype, "chunks": chunks, "fill_value": fill}
         args["dimension_names"] = dims
+        # Every chunk is stored, fill-valued ones too, and the attributes say so: a missing one
+        # was lost, and reads refuse it (storegate.backends.zarr_chunks).
+        args["attributes"] = every_chunk_attributes()
         with pipeline_scope(self._pipeline):
             if empty:
                 array = self._put_new_array(data_id, phase, var, {**args, **encoding})
             else:  # a variable (or a failed write's chunks) to replace: zarr deletes it first
                 array = group.create_array(var, overwrite=True, **args, **encoding)
-        self._arrays[(data_id, phase, var)] = array
+        self._arrays[(data_id, phase, var)] = prepared(array)
         return array
 
     def _put_new_array(self, data_id: str, phase: str, var: str, args: dict[str, Any]) -> zarr.Array[Any]:
@@ -1667,7 +1704,7 @@ class ZarrBackend(Backend):
                     found, _ = _try_node(self._root, f"{data_id}/{phase}/{var}")
             if not isinstance(found, zarr.Array) or _variable_problem(var, found) is not None:
                 return None  # absent, or an object another tool wrote: never a variable
-            array = self._arrays[key] = found
+            array = self._arrays[key] = prepared(found)
         return array
 
     def _committed_array(self, key: str, entry: Entry) -> zarr.Array[Any] | None:

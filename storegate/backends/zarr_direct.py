@@ -145,17 +145,19 @@ def damaged_chunk(exc: BaseException) -> bool:
 
     One of :data:`DECODE_ERRORS`, or a ValueError raised inside one of zarr's codecs (a wrong
     crc32c checksum, a chunk of the wrong size): other ValueErrors of a read are not about
-    the stored bytes.
+    the stored bytes. Inside means below a codec's frame: the bytes codec's reshape of an
+    uncompressed chunk of the wrong size raises in ``zarr.core.buffer``, which it calls.
     """
     if isinstance(exc, DECODE_ERRORS):
         return True
     if not isinstance(exc, ValueError):
         return False
-    traceback, module = exc.__traceback__, ""
-    while traceback is not None:  # the innermost Python frame: where the error was raised
-        module = str(traceback.tb_frame.f_globals.get("__name__", ""))
+    traceback = exc.__traceback__
+    while traceback is not None:  # from the read down to where the error was raised
+        if str(traceback.tb_frame.f_globals.get("__name__", "")).startswith(_ZARR_CODECS):
+            return True
         traceback = traceback.tb_next
-    return module.startswith(_ZARR_CODECS)
+    return False
 
 
 def direct_reader(array: zarr.Array[Any]) -> DirectReader | None:
