@@ -413,6 +413,8 @@ class Location:
         where = f"bucket {self.bucket!r} at endpoint {self.endpoint}"
         try:
             sync(asyncio.wait_for(fs._info(self.bucket), PROBE_TIMEOUT))
+        except StoreGateError:
+            raise  # e.g. NoReplyError: it names the silent endpoint and the fix already
         except FileNotFoundError as exc:
             raise StorageError(f"{where} does not exist. Create it first or change output_dir.") from exc
         except PermissionError as exc:
