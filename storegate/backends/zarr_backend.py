@@ -30,6 +30,7 @@ import itertools
 import math
 import os
 import re
+import secrets
 import shutil
 import tempfile
 import threading
@@ -267,6 +268,7 @@ class ZarrBackend(Backend):
         if concurrency is None and self._location.remote:
             self._concurrency = DEFAULT_REMOTE_CONCURRENCY
         self._lock_timeout = check_timeout("lock_timeout", lock_timeout)
+        self._commits = Commits()  # before the root: mode 'w' commits an empty record per data_id
         self._root = self._open_root()
         self._check_format()
         self._groups: dict[tuple[str, ...], zarr.Group] = {}
@@ -275,7 +277,6 @@ class ZarrBackend(Backend):
         self._direct: dict[tuple[str, str, str], tuple[zarr.Array[Any], DirectReader | None]] = {}
         self._states: dict[str, dict[str, Any]] = {}
         self._local_states: set[str] = set()  # saved by this process into a read-only store
-        self._commits = Commits()
         # Committed rows per data_id as last read (None: no record, every variable visible).
         self._committed: dict[str, Rows | None] = {}
         # Variables this backend changed in the call it is running, per data_id it holds.
@@ -328,8 +329,17 @@ class ZarrBackend(Backend):
         with contextlib.ExitStack() as held:
             for name in _data_ids(root):
                 held.enter_context(holding(write_lock(root.store, name), self._lock_timeout, owner=self))
-                poison_counter(root.store, name)  # readers of this machine read the record again
+                self._delete_group(root, name)
             yield
+
+    def _delete_group(self, root: zarr.Group, data_id: str) -> None:
+        """Delete the group of ``data_id`` (its write lock held): first commit a record that lists no
+        variable, as readers go by the record and the group's chunks go one by one (a record still
+        listing them read the deleted chunks as zeros); then leave its counter odd."""
+        self._commits.write(root.store, data_id, {}, epoch=_new_epoch())  # a read spanning it must not stand
+        self._commits.committed(data_id)
+        del root[data_id]
+        poison_counter(root.store, data_id)  # readers of this machine read the record again
 
     def _check_format(self) -> None:
         """Refuse, before anything is written, the options a zarr v2 store cannot hold."""
@@ -430,7 +440,7 @@ class ZarrBackend(Backend):
     def delete_data_id(self, data_id: str) -> None:
         with self.writing(data_id):  # a writer of the data_id finishes first
             if self._group(data_id) is not None:  # never an array of that name that another tool wrote
-                del self._root[data_id]
+                self._delete_group(self._root, data_id)
             poison_counter(self._root.store, data_id)  # readers of this machine read the record again
             sync(self._root.store.delete(self._key(self._commits.key(data_id))))
             for call in self._journal.calls(data_id):
@@ -934,7 +944,10 @@ class ZarrBackend(Backend):
             # is committed now, before this call writes, so that what it writes stays unseen
             # until its own commit.
             rows = self._stored_rows(data_id)
-            raw = self._commits.write(self._root.store, data_id, rows)
+            # A new epoch: a read that began under a deleted data_id of this name must not stand
+            # under this one's record (see unchanged()), nor a read of it under a later one.
+            self._epochs[data_id] = _new_epoch()
+            raw = self._commits.write(self._root.store, data_id, rows, epoch=self._epochs[data_id])
             self._commits.committed(data_id)  # the last commit now, whatever becomes of this call
         else:
             rows = record.rows
@@ -1383,7 +1396,12 @@ class ZarrBackend(Backend):
             self._take_record(data_id, raw)
             self._reading.careful = data_id
             return False
-        return self._commits.parse(raw, data_id).epoch == self._epochs.get(data_id, 0)
+        if raw is not None and self._commits.parse(raw, data_id).epoch == self._epochs.get(data_id, 0):
+            return True
+        # A rewrite, a deleted variable or a deleted data_id (no record: its chunks went too)
+        # since: the next attempt goes by the newest record (else it would compare the same again).
+        self._take_record(data_id, raw)
+        return False
 
     def refresh(self, data_id: str) -> None:
         # docstring inherited; a state only this process holds (read-only store) is kept.
@@ -1762,6 +1780,12 @@ class ZarrBackend(Backend):
         self._layouts = {k: v for k, v in self._layouts.items() if k[0] != data_id}
         self._row_plans = {k: v for k, v in self._row_plans.items() if k[0] != data_id}
         self._direct = {k: v for k, v in self._direct.items() if k[0] != data_id}
+
+
+def _new_epoch() -> int:
+    """The epoch of a data_id's first record, and of the empty one its deletion commits: random,
+    so that no read spanning a deletion takes the records before and after it for one lineage."""
+    return secrets.randbits(48)
 
 
 # --- what is a variable, and what another tool left ----------------------------------------
