@@ -264,8 +264,9 @@ class GroupEngine:
         """
         # The batch mode only shapes ragged rows, which _cached_row leaves to the read below
         # (the callers, get_data and the item syntax, checked it already).
-        if type(index) is int and rows is None and names.form == "str" and phase != ALL:
-            row = self._cached_row(phase, names.names[0], index)
+        one = type(index) is int or isinstance(index, np.integer)
+        if one and rows is None and names.form == "str" and phase != ALL:
+            row = self._cached_row(phase, names.names[0], int(index))
             if row is not None:
                 return row
         rows_wanted = batch_mode == "rows"

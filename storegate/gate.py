@@ -251,8 +251,13 @@ class StoreGate:
             If the index has a form not accepted, or an item lies outside its axis (the
             message names the item); a randslice that does not fit its axis.
         """
-        if type(index) is int and type(var_names) is str and batch_mode is None and batch_args is None:
-            row = self._warm_row(var_names, phase, index)  # the hot path of random rows
+        if (
+            (type(index) is int or isinstance(index, np.integer))
+            and type(var_names) is str
+            and batch_mode is None
+            and batch_args is None
+        ):
+            row = self._warm_row(var_names, phase, int(index))  # the hot path of random rows
             if row is not None:
                 return row
         mode, args = check_batch_mode(batch_mode, batch_args)  # refuses the engine's own 'rows'

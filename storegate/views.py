@@ -185,8 +185,13 @@ class View(_RowChoices):
 
     def __getitem__(self, item: Any) -> Any:
         # The hot path of random rows, sg['train']['x'][i]: each step as short as it can be.
-        if type(item) is int and type(self.var_names) is str and self.rows is None and self.phase is not None:
-            row = self.engine.warm_row(self.phase, self.var_names, item)
+        if (
+            (type(item) is int or isinstance(item, np.integer))  # numpy's too: rng.integers, loops over arrays
+            and type(self.var_names) is str
+            and self.rows is None
+            and self.phase is not None
+        ):
+            row = self.engine.warm_row(self.phase, self.var_names, int(item))
             if row is not None:
                 return row
         elif type(item) is str and item in self._children:

@@ -284,3 +284,17 @@ def test_a_readers_warm_rows_equal_a_model_under_another_handles_writes(
 
 def _zarr_store(sg: StoreGate) -> Any:
     return sg.backend_object.tiers()["zarr"]._root.store
+
+
+def test_numpy_integers_take_the_warm_path_too(tmp_path: Path, record_reads: list[str]) -> None:
+    """rng.integers and loops over arrays give numpy integers: the same rows, as warm as ints."""
+    sg = _store(tmp_path / "s.zarr")
+    _warm(sg)
+    record_reads.clear()
+    model = _data()
+    for i in [np.int64(5), np.int32(-1), np.uint16(23), np.intp(0)]:
+        np.testing.assert_array_equal(sg["train"]["x"][i], model[i])
+        np.testing.assert_array_equal(sg.get_data("x", "train", i), model[i])
+    assert record_reads == []
+    with pytest.raises(IndexError):
+        sg["train"]["x"][np.int64(24)]
