@@ -7,19 +7,14 @@ only where they are installed.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import subprocess
-import sys
 from collections import Counter
-from dataclasses import asdict
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 import pytest
 
-from tests.benchmark_modules import BENCHMARKS, load
+from tests.benchmark_modules import load
 
 N_ROWS = 300
 
@@ -56,35 +51,8 @@ def test_subprocess_with_forked_workers(bench: ModuleType, local: object) -> Non
 # The peers themselves (litdata, mosaicml-streaming, webdataset) are bench dependencies, not
 # in the dev set-up: `make bench` runs them and fails loudly (run_all exits non-zero) when one
 # errs or delivers a row twice or never, which test_a_failing_contender_fails_loudly checks.
-
-
-@pytest.mark.s3
-@pytest.mark.timeout(300)
-def test_litdata_on_s3_with_two_forked_workers(bench: ModuleType, s3_server: object, tmp_path: Path) -> None:
-    """The run that failed in `make bench`: litdata's workers reach the (http) S3 server and
-    deliver each row once. 3,000 rows make one chunk that the two workers split, so it is the
-    unmapped shared chunk whose default decode window was the slow path."""
-    pytest.importorskip("litdata")
-    place = bench.Place("s3", str(tmp_path), s3_server.endpoint_url)  # type: ignore[attr-defined]
-    client = bench.s3_client(place)
-    with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
-        client.create_bucket(Bucket=bench.BUCKET)
-    # Written in a child: litdata.optimize leaves asyncio loops open in its caller (its uploader's),
-    # which pytest would report at exit. The child checks optimize's start method is undone.
-    write = (
-        "import multiprocessing, bench_peers as b\n"
-        "if __name__ == '__main__':\n"
-        "    multiprocessing.set_start_method('fork')\n"
-        f"    b.write_all(b.Place(**{asdict(place)!r}), ['litdata'], 3_000)\n"
-        "    assert multiprocessing.get_start_method() == 'fork', multiprocessing.get_start_method()\n"
-    )
-    script = tmp_path / "write_litdata.py"
-    script.write_text(write)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(BENCHMARKS), *sys.path])}
-    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=240)
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = bench.measure_in_subprocess("litdata", place, num_workers=2, timeout=240)
-    assert (result.num_workers, result.delivered, result.distinct) == (2, 3_000, 3_000)
+# litdata's run on S3 with 2 forked workers (which failed before: see bench_peers' docstring)
+# is checked there, not here: the suite must not skip a test where litdata is not installed.
 
 
 def test_a_failure_is_named_by_its_exception_line(bench: ModuleType) -> None:
