@@ -290,10 +290,7 @@ class GroupEngine:
     def warm_row(self, phase: str, var: str, index: int) -> Any:
         """Row ``index`` (an int) of ``var`` as :meth:`get` gives it, when the backend serves it
         warm (see :meth:`Backend.warm_row`); else None: the caller reads it with :meth:`get`."""
-        row = self.backend.warm_row(self.data_id, phase, var, index)
-        if row is None:
-            return None
-        return row[()] if row.ndim == 0 else row  # one row of a 1-D variable is a numpy scalar
+        return _as_read(self.backend.warm_row(self.data_id, phase, var, index))
 
     def _cached_row(self, phase: str, var: str, index: int) -> Any:
         """One row as :meth:`get` gives it, when the backend holds it decoded; else None.
@@ -308,7 +305,7 @@ class GroupEngine:
         row = self.backend.cached_row(self.data_id, phase, var, index)
         if row is None or not self.backend.unchanged(self.data_id):
             return None  # the read as usual (it starts again, by the newest commit when that changed)
-        return row[()] if row.ndim == 0 else row  # one row of a 1-D variable is a numpy scalar
+        return _as_read(row)
 
     def _no_rows(self, phase: str, var: str) -> np.ndarray:
         """An empty ``(0, *inner)`` array of a ragged variable's values: the form of a batch of no row."""
@@ -1109,3 +1106,10 @@ def _fit_hint(index: Any) -> str:
     if is_row(index) and int(index) == -1:
         return "index=-1 is the last row (multiml used -1 for every row): pass index=None to write every row."
     return "Give one value per selected row, or one row to write to all of them."
+
+
+def _as_read(row: np.ndarray | None) -> Any:
+    """A row a backend served, as :meth:`GroupEngine.get` gives it: one row of a 1-D variable is a numpy scalar."""
+    if row is None:
+        return None
+    return row[()] if row.ndim == 0 else row

@@ -232,14 +232,20 @@ DAMAGED: dict[str, tuple[Any, bytes]] = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(DAMAGED))
-def test_a_damaged_chunk_read_directly_is_the_same_storegate_error(tmp_path: Path, case: str) -> None:
+def _damaged_store(tmp_path: Path, case: str) -> Path:
+    """A store of x = 0..11 in chunks of 4 rows whose second chunk has the damage ``DAMAGED[case]``."""
     compressor, damage = DAMAGED[case]
     root = tmp_path / "s.zarr"
     sg = StoreGate("zarr", {"output_dir": str(root), "chunk": 4, "compressor": compressor}, data_id="d")
     sg.add_data("x", np.arange(12, dtype=np.int64), "train")
     chunk = root / "d/train/x/c/1"
     chunk.write_bytes(chunk.read_bytes()[:10] if damage == b"cut" else damage)
+    return root
+
+
+@pytest.mark.parametrize("case", sorted(DAMAGED))
+def test_a_damaged_chunk_read_directly_is_the_same_storegate_error(tmp_path: Path, case: str) -> None:
+    root = _damaged_store(tmp_path, case)
     for cache_bytes in (0, 1 << 20):
         reader = StoreGate("zarr", {"output_dir": str(root), "chunk_cache_bytes": cache_bytes}, data_id="d")
         with pytest.raises(StoreGateError, match=r"var_name 'x' of phase 'train' in data_id 'd'.*cannot be decoded"):
@@ -250,12 +256,7 @@ def test_a_damaged_chunk_read_directly_is_the_same_storegate_error(tmp_path: Pat
 @pytest.mark.parametrize("case", sorted(DAMAGED))
 def test_a_damaged_chunk_read_through_zarr_is_the_same_storegate_error(tmp_path: Path, case: str) -> None:
     # Rows of several chunks go through zarr: its decode errors map to the same error.
-    compressor, damage = DAMAGED[case]
-    root = tmp_path / "s.zarr"
-    sg = StoreGate("zarr", {"output_dir": str(root), "chunk": 4, "compressor": compressor}, data_id="d")
-    sg.add_data("x", np.arange(12, dtype=np.int64), "train")
-    chunk = root / "d/train/x/c/1"
-    chunk.write_bytes(chunk.read_bytes()[:10] if damage == b"cut" else damage)
+    root = _damaged_store(tmp_path, case)
     reader = StoreGate("zarr", {"output_dir": str(root), "chunk_cache_bytes": 0}, data_id="d")
     with pytest.raises(StoreGateError, match=r"var_name 'x' of phase 'train' in data_id 'd'.*cannot be decoded"):
         reader["train"]["x"][2:7]

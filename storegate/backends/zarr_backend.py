@@ -306,7 +306,7 @@ class ZarrBackend(Backend):
         self._watches: dict[str, tuple[memoryview | None, int]] = {}  # per data_id: its counter, mapped until
         # Per data_id: the record last read, the counter and its value before that read, mapped until.
         self._record_seen: dict[str, tuple[str | None, memoryview, int, int]] = {}
-        self._row_plans: dict[tuple[str, str, str], tuple[Rows, zarr.Array[Any], int, int]] = {}  # see warm_row
+        self._row_plans: dict[tuple[str, str, str], tuple[Rows, zarr.Array[Any], int, int]] = {}  # see _held_row
         self._layouts: dict[tuple[str, str, str], tuple[zarr.Array[Any], int, int]] = {}  # per opened array
 
     # --- opening ---------------------------------------------------------------------
@@ -698,23 +698,12 @@ class ZarrBackend(Backend):
         generation = self._decoded.generation  # first, as in read_cached
         committed = self._committed.get(data_id)
         record = self._raw.get(data_id)
-        if record != seen[0] or committed is None or committed is not self._committed.get(data_id):
+        if record is None or record != seen[0] or committed is None or committed is not self._committed.get(data_id):
             return None  # the handle goes by another record, or another thread of it refreshed meanwhile
-        if data_id in self._writer or data_id in self._overlays or (self._flagged and data_id in self._flagged):
-            return None
-        key = (data_id, phase, var)
-        plan = self._row_plans.get(key)
-        if plan is None or plan[0] is not committed or plan[1] is not self._arrays.get(key):
-            plan = self._row_plan(key, committed)
-            if plan is None:
-                return None
-        n = plan[2]
-        if not -n <= index < n:
-            return None  # out of range: the engine's read raises the error that names it
-        return self._decoded.row(key, (record, generation), index + n if index < 0 else index, plan[3])
+        return self._held_row(data_id, phase, var, index, committed, (record, generation))
 
     def _row_plan(self, key: tuple[str, str, str], committed: Rows) -> tuple[Rows, zarr.Array[Any], int, int] | None:
-        """What warm_row needs of a variable under the commit ``committed``: the commit, the
+        """What _held_row needs of a variable under the commit ``committed``: the commit, the
         array the handle holds open, the committed rows and the rows of a chunk; None when its
         rows cannot come from the decoded chunks (not listed, ragged, chunks inside rows)."""
         variables = committed.get(key[1], {})
@@ -734,15 +723,16 @@ class ZarrBackend(Backend):
         it, the handle holds its array open and its chunk is cached under ``tag``; else None."""
         if data_id in self._writer or data_id in self._overlays or (self._flagged and data_id in self._flagged):
             return None
-        variables = committed.get(phase, {})
         key = (data_id, phase, var)
-        n, array, layout = variables.get(var), self._arrays.get(key), self._layouts.get(key)
-        if n is None or array is None or layout is None or layout[0] is not array or var + OFFSETS in variables:
-            return None
-        n = min(n, int(array.shape[0]))
-        if not -n <= index < n or not layout[2]:
+        plan = self._row_plans.get(key)
+        if plan is None or plan[0] is not committed or plan[1] is not self._arrays.get(key):
+            plan = self._row_plan(key, committed)
+            if plan is None:
+                return None
+        n = plan[2]
+        if not -n <= index < n:
             return None  # out of range: the engine's read raises the error that names it
-        return self._decoded.row(key, tag, index + n if index < 0 else index, layout[1])
+        return self._decoded.row(key, tag, index + n if index < 0 else index, plan[3])
 
     def _direct_reader(self, data_id: str, phase: str, var: str, array: zarr.Array[Any]) -> DirectReader | None:
         """The reader of rows inside one chunk of ``array`` (None: zarr reads them), made once per opened array."""
