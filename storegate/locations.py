@@ -50,6 +50,7 @@ from zarr.core.sync import sync
 from zarr.storage import FsspecStore, LocalStore, StorePath
 
 from storegate.errors import InvalidArgumentError, NoReplyError, NotFoundError, StorageError, StoreGateError
+from storegate.s3_sessions import session_for
 
 __all__ = [
     "DEFAULT_REMOTE_CONCURRENCY",
@@ -70,6 +71,7 @@ __all__ = [
     "RootInfo",
     "bounded_http_session",
     "concurrency_scope",
+    "copied_options",
     "inspect_root",
     "keys_under",
     "new_group",
@@ -222,13 +224,16 @@ class Location:
 
     def fsspec_options(self) -> dict[str, Any]:
         """The options given to fsspec: the user's plus storegate's defaults for remote URLs and S3."""
-        opts = copy.deepcopy(self.storage_options)
+        opts = copied_options(self.storage_options)
         if self.remote and "::" not in (self.path or ""):
             opts = {**DEFAULT_REMOTE_OPTIONS, **opts}
         if self.protocol in S3_PROTOCOLS:
             config = {**DEFAULT_S3_CONFIG, **(opts.get("config_kwargs") or {})}
             opts["config_kwargs"] = {"http_session_cls": bounded_http_session(request_attempts(config)), **config}
             opts = {**S3_DEFAULT_OPTIONS, **opts}
+            session = session_for(opts)
+            if session is not None:  # botocore's data files parsed once per process tree
+                opts["session"] = session
         return opts
 
     def open_group(self, mode: Mode, keep: str | None = None, hold: Hold | None = None) -> zarr.Group:
@@ -854,6 +859,12 @@ def resolve_location(
     return location
 
 
+def copied_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """A deep copy of fsspec options, but for an s3fs ``session``, which is used as given (a
+    copy of an aiobotocore session would parse botocore's data files again)."""
+    return {k: v if k == "session" else copy.deepcopy(v) for k, v in options.items()}
+
+
 def _is_url(text: str) -> bool:
     return "://" in text or "::" in text
 
@@ -871,7 +882,7 @@ def _check_options(storage_options: Mapping[str, Any] | None) -> dict[str, Any]:
         raise InvalidArgumentError(
             f"storage_options must be a dict of fsspec options or None. Got {type(storage_options).__name__} instead."
         )
-    return copy.deepcopy(dict(storage_options))
+    return copied_options(storage_options)
 
 
 def _cache_dir(cache_dir: str | os.PathLike[str] | None) -> str | None:
