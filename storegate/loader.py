@@ -140,13 +140,16 @@ def chunk_runs(ids: np.ndarray) -> list[tuple[int, int]]:
 
 
 def fetch_chunks(var: str, segment: Segment, ids: Sequence[int], fetch: Fetch) -> dict[int, np.ndarray]:
-    """Decoded chunks ``ids`` (sorted, unique) of one segment of ``var``: one ``fetch`` per run of adjacent ids.
+    """Decoded chunks ``ids`` (sorted, unique) of one segment of ``var``.
 
-    The runs are read at once, in :data:`READ_THREADS` threads, when ``fetch`` allows it.
+    When ``fetch`` allows it, each chunk is one ``fetch``, and they are read at once in
+    :data:`READ_THREADS` threads (a backend may then decode each in the thread that asked for
+    it: see ``storegate.backends.zarr_direct``); otherwise one ``fetch`` per run of adjacent ids.
     """
     found: dict[int, np.ndarray] = {}
     size = segment.chunk_rows
-    runs = chunk_runs(np.asarray(ids, dtype=np.int64))
+    wanted = np.asarray(ids, dtype=np.int64)
+    runs = [(cid, cid) for cid in wanted.tolist()] if getattr(fetch, "concurrent", False) else chunk_runs(wanted)
     blocks = _read_runs(
         fetch, segment.phase, var, [slice(a * size, min((b + 1) * size, segment.rows), 1) for a, b in runs]
     )

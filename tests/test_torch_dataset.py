@@ -249,9 +249,11 @@ class _ReadSpy:
         monkeypatch.setattr(ZarrBackend, "read", read)
 
 
-def test_a_batch_reads_one_slice_per_run_of_adjacent_chunks(
+def test_a_batch_reads_each_chunk_it_needs_once_as_one_slice(
     zarr_sg: StoreGate, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # One slice per chunk (not per run of adjacent chunks): the reader threads fetch and
+    # decode them at once, each in the thread that asked for it (zarr_direct).
     ds = StoreGateDataset(zarr_sg, "train", "x")
     # chunks of 4 rows: rows 1, 2 -> chunk 0; 5 -> 1; 9 -> 2; 21, 22 -> 5; 29 -> 7 (the last, 2 rows)
     rows = [22, 5, 1, 29, 9, 2, 21]
@@ -260,7 +262,7 @@ def test_a_batch_reads_one_slice_per_run_of_adjacent_chunks(
     samples = ds.__getitems__(rows)
     _assert_same(torch.stack(samples), want)
     reads = sorted((s.start, s.stop) for _, _, s in spy.calls)
-    assert reads == [(0, 12), (20, 24), (28, 30)]
+    assert reads == [(0, 4), (4, 8), (8, 12), (20, 24), (28, 30)]
     assert all(isinstance(s, slice) for _, _, s in spy.calls)
 
 

@@ -1,14 +1,19 @@
-"""Rows inside one chunk of a local zarr v3 array, decoded in the calling thread (storegate.backends.zarr_direct).
+"""Rows inside one chunk of a zarr v3 array on local disk or S3, decoded in the calling thread
+(storegate.backends.zarr_direct).
 
 - a property test: whatever the reader serves equals ``np.asarray(array[selection])``
-  (values, dtype, shape) and is a new writable array, over dtypes (big-endian too), row
+  (values, dtype, shape) and is the caller's own writable array (a new one, or all the rows
+  of a chunk decoded straight into an array for this read), over dtypes (big-endian too), row
   shapes, chunkings, compressors (zstd, blosc, gzip, crc32c and chains of them), the bytes
   codec's byte order, both key separators and chunks with no object; it serves every
   in-range row of a chunk that has an object;
 - which arrays it declines (zarr reads them as before);
 - through StoreGate: single rows and first touches no longer go through zarr's selection,
   a damaged chunk is the same StoreGateError whatever its codec (read here or by zarr), rows
-  appended later are read, a store opened with zarrs keeps to it.
+  appended later are read, a store opened with zarrs keeps to it;
+- zstd and blosc frames decode straight into the chunk's array only when their headers state
+  the chunk's exact size (frames of other sizes are damaged chunks, as before);
+- on S3: rows are fetched with the store's own ``get`` and decoded here, damage is the same error.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import itertools
 from pathlib import Path
 from typing import Any
 
+import numcodecs
 import numpy as np
 import pytest
 import zarr
@@ -26,7 +32,8 @@ from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, GzipCodec, Transpos
 from zarr.storage import LocalStore, MemoryStore
 
 from storegate import StoreGate, StoreGateError
-from storegate.backends.zarr_direct import damaged_chunk, direct_reader
+from storegate.backends.zarr_direct import damaged_chunk, direct_reader, frame_size
+from tests.conftest import S3Server
 
 COMPRESSORS: dict[str, Any] = {
     "zstd": ZstdCodec(),
@@ -106,7 +113,8 @@ def test_the_reader_serves_what_zarr_reads(
     array[...] = values
     reader = direct_reader(array)
     assert reader is not None
-    for selection in data.draw(st.lists(_selections(n), min_size=1, max_size=8)):
+    whole = [slice(c * chunk_rows, min((c + 1) * chunk_rows, n)) for c in range(-(-n // chunk_rows))]
+    for selection in [*data.draw(st.lists(_selections(n), min_size=1, max_size=8)), *whole]:
         got = reader.rows(selection)
         try:
             expected = np.asarray(array[selection])
@@ -125,8 +133,14 @@ def test_the_reader_serves_what_zarr_reads(
         assert got.dtype == expected.dtype
         assert got.shape == expected.shape
         np.testing.assert_array_equal(got, expected)
-        assert got.flags.writeable  # a new array, not a view of the decoded chunk
-        assert got.base is None
+        assert got.flags.writeable
+        # The caller's own: a new array, or a view of a chunk decoded for this call (all its rows).
+        assert got.base is None or got.base.nbytes == chunk_rows * max(1, int(np.prod(row))) * got.itemsize
+        if got.size:
+            got.reshape(-1)[:1] = expected.reshape(-1)[-1:]  # a write into it does not reach later reads
+            again = reader.rows(selection)
+            assert again is not None
+            np.testing.assert_array_equal(again, expected)
 
 
 def _array(store: Any, **options: Any) -> zarr.Array[Any]:
@@ -229,6 +243,11 @@ DAMAGED: dict[str, tuple[Any, bytes]] = {
     "crc32c": ([ZstdCodec(), Crc32cCodec()], b"a wrong checksum"),
     "crc32c-short": ([Crc32cCodec()], b"ab"),
     "none": ("none", b"12345"),  # not the chunk's 32 bytes
+    # Whole frames that decode to fewer or more bytes than the chunk's 32 (their headers say so).
+    "zstd-short": ("zstd", numcodecs.Zstd().encode(np.arange(2, dtype=np.int64))),
+    "zstd-long": ("zstd", numcodecs.Zstd().encode(np.arange(6, dtype=np.int64))),
+    "blosc-short": ("blosc-lz4", numcodecs.Blosc("lz4").encode(np.arange(2, dtype=np.int64))),
+    "blosc-long": ("blosc-lz4", numcodecs.Blosc("lz4").encode(np.arange(6, dtype=np.int64))),
 }
 
 
@@ -293,3 +312,57 @@ def test_rows_appended_after_a_read_are_read_directly(tmp_path: Path, monkeypatc
     sg.add_data("y", np.zeros(10), "train")  # a fill-value chunk is stored too (every chunk is kept): read directly
     assert float(reader["train"]["y"][3]) == 0.0
     assert calls == []
+
+
+# --- decoding straight into the chunk's array ----------------------------------------------------
+
+
+def _zstd_frame(descriptor: int, fields: bytes) -> bytes:
+    """The first bytes of a zstd frame: magic number, Frame_Header_Descriptor, then ``fields``."""
+    return (0xFD2FB528).to_bytes(4, "little") + bytes([descriptor]) + fields
+
+
+@pytest.mark.parametrize(
+    ("header", "size"),
+    [
+        (_zstd_frame(0b0010_0000, bytes([200])), 200),  # single segment, 1-byte content size
+        (_zstd_frame(0b0110_0000, (1000 - 256).to_bytes(2, "little")), 1000),  # 2 bytes: value + 256
+        (_zstd_frame(0b1000_0000, b"\x07" + (70000).to_bytes(4, "little")), 70000),  # window byte first
+        (_zstd_frame(0b1110_0011, b"dict" + (5).to_bytes(4, "little")), None),  # cut short
+        (_zstd_frame(0b1110_0010, (1234).to_bytes(2, "little") + (5 << 32).to_bytes(8, "little")), 5 << 32),
+        (_zstd_frame(0b0000_0000, b"\x07\x00\x00"), None),  # no content size
+        (b"\x00" * 12, None),  # not a zstd frame
+    ],
+)
+def test_a_zstd_frame_header_states_its_size(header: bytes, size: int | None) -> None:
+    assert frame_size(numcodecs.Zstd(), header) == size
+
+
+def test_frame_sizes_of_real_frames() -> None:
+    data = np.arange(1000, dtype="<f8")
+    assert frame_size(numcodecs.Zstd(level=3), numcodecs.Zstd(level=3).encode(data)) == data.nbytes
+    assert frame_size(numcodecs.Blosc("zstd"), numcodecs.Blosc("zstd").encode(data)) == data.nbytes
+    assert frame_size(numcodecs.GZip(), numcodecs.GZip().encode(data)) is None  # no size: decoded as before
+
+
+# --- on S3 (the test server) -----------------------------------------------------------------------
+
+
+def test_rows_on_s3_are_fetched_and_decoded_in_the_calling_thread(
+    s3_server: S3Server, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    args = {"output_dir": f"s3://{s3_bucket}/s", "storage_options": s3_server.storage_options, "chunk": 4}
+    rows = np.arange(60, dtype=np.float32).reshape(20, 3)
+    StoreGate("zarr", args, data_id="d").add_data("x", rows, "train")
+    reader = StoreGate("zarr", {**args, "mode": "r", "chunk_cache_bytes": 0}, data_id="d")
+    calls = _count_zarr_reads(monkeypatch)
+    for i in (0, 7, 19, -3):
+        np.testing.assert_array_equal(reader["train"]["x"][i], rows[i])
+    whole = reader["train"]["x"][8:12]  # a whole chunk: decoded into the array returned
+    np.testing.assert_array_equal(whole, rows[8:12])
+    whole[:] = -1
+    np.testing.assert_array_equal(reader["train"]["x"][8:12], rows[8:12])
+    assert calls == []
+    s3_server.client().put_object(Bucket=s3_bucket, Key="s/d/train/x/c/1/0", Body=b"not zstd")
+    with pytest.raises(StoreGateError, match=r"var_name 'x' of phase 'train' in data_id 'd'.*cannot be decoded"):
+        reader["train"]["x"][5]

@@ -1,28 +1,42 @@
-"""Rows of one chunk of a local zarr v3 array, read and decoded in the calling thread (issue 12, item 3).
+"""Rows of one chunk of a zarr v3 array, read and decoded in the calling thread (issue 12, items 2, 3 and 5).
 
-zarr-python reads ``array[i]`` on its event loop: the chunk's file is read in one worker
-thread and decoded in another (``asyncio.to_thread``), while the calling thread waits. For
-a 1 MiB zstd chunk on local disk that costs about 1.05 ms of CPU; reading the same file and
-decoding it with the same numcodecs codec in the calling thread costs about 0.7 ms. A row
-read decodes a whole chunk either way, so this is what a single-row read and a first touch
-of a chunk cost (benchmarks/bench_core.py (d), (e) cold).
+zarr-python reads ``array[i]`` on its event loop: the chunk's object is read by one task and
+decoded in another thread (``asyncio.to_thread``), then copied into the array it returns,
+while the calling thread waits. For a 1 MiB zstd chunk on local disk that costs about
+1.05 ms of CPU; reading the same file and decoding it with the same numcodecs codec in the
+calling thread costs about 0.7 ms. A row read decodes a whole chunk either way, so this is
+what a single-row read and a first touch of a chunk cost (benchmarks/bench_core.py (d), (e)
+cold). The DataLoader reads each chunk it needs with one call, in its reader threads
+(``storegate.loader.fetch_chunks``), so on S3 the requests overlap and the chunks decode
+in parallel, as zarr's would.
+
+Where the chunk's object comes from: a file of a ``LocalStore``'s folder, or the
+``FsspecStore``'s own ``get`` (S3 and other fsspec URLs), waited for in the calling thread.
+
+A zstd or blosc frame whose header states the chunk's exact decoded size (zstd's
+Frame_Content_Size, which zarr's zstd codec writes; blosc's ``nbytes``) is decoded straight
+into the array that is returned (numcodecs' ``decode(out=...)``, which checks that it wrote
+that many bytes): no decoded copy beside it, and a read of all a chunk's rows returns that
+array itself. A frame that states another size, or none, is decoded as before and its size
+checked, so a short frame can never leave items unwritten.
 
 Only zarr 3.1's public API and the zarr v3 specification are used: what the array is comes
 from ``zarr.Array``'s properties (``store``, ``path``, ``shape``, ``chunks``, ``shards``,
 ``dtype``, ``order``, ``filters``, ``serializer``, ``compressors``) and its ``zarr.json``
 document (``array.metadata.to_dict()``: chunk grid, chunk key encoding, storage
 transformers); each codec is read from its specification form (``codec.to_dict()``) and
-decoded with numcodecs' public codecs, the ones zarr's own codecs call.
+decoded with numcodecs' public codecs, the ones zarr's own codecs call. (``zarr.core.sync``
+runs a store's ``get`` from a thread, as the rest of storegate does.)
 
 :func:`direct_reader` says whether an array can be read so: a zarr v3 array in a
-``LocalStore`` (not a wrapper such as the journal's ``CommittedView``), a regular chunk
-grid of whole rows, the default chunk key encoding, no shards, no filters, no storage
-transformers, the ``bytes`` serializer of a fixed-size data type, compressors among
+``LocalStore`` or ``FsspecStore`` (not a wrapper such as the journal's ``CommittedView``), a
+regular chunk grid of whole rows, the default chunk key encoding, no shards, no filters, no
+storage transformers, the ``bytes`` serializer of a fixed-size data type, compressors among
 :data:`DECODERS` (zstd, blosc, gzip, crc32c when numcodecs has it), C order. Anything else,
-and a chunk with no object (zarr returns the fill value), goes through zarr as before, so
-every read returns what ``array[...]`` returns. What is read is the same object zarr would
-read, so a read stays checked against the commit record exactly as before
-(``ZarrBackend.start_read`` / ``unchanged``).
+and a chunk with no object (zarr returns the fill value, or raises for a lost chunk), goes
+through zarr as before, so every read returns what ``array[...]`` returns. What is read is
+the same object zarr would read, so a read stays checked against the commit record exactly
+as before (``ZarrBackend.start_read`` / ``unchanged``).
 """
 
 from __future__ import annotations
@@ -40,8 +54,10 @@ import numcodecs
 import numpy as np
 import zarr
 from numcodecs.abc import Codec as NumcodecsCodec
+from zarr.buffer import default_buffer_prototype
+from zarr.core.sync import sync
 from zarr.errors import UnstableSpecificationWarning
-from zarr.storage import LocalStore
+from zarr.storage import FsspecStore, LocalStore
 
 __all__ = ["DECODERS", "DECODE_ERRORS", "DirectReader", "damaged_chunk", "direct_reader"]
 
@@ -70,6 +86,35 @@ _FIXED_KINDS = frozenset("biufcmMSU")
 
 
 @dataclass(frozen=True)
+class FolderObjects:
+    """Chunk objects of an array in a local folder: one file read each."""
+
+    directory: str
+
+    def get(self, key: str) -> Any | None:
+        """The object's bytes, or None when it has none."""
+        try:
+            with open(os.path.join(self.directory, key), "rb") as file:
+                return file.read()
+        except _MISSING:
+            return None
+
+
+@dataclass(frozen=True)
+class StoreObjects:
+    """Chunk objects of an array in an fsspec store (S3): the store's own ``get``, waited for
+    in the calling thread, so that several threads fetch at once and decode in parallel."""
+
+    store: FsspecStore
+    prefix: str  # the array's path in the store, with a trailing '/'
+
+    def get(self, key: str) -> Any | None:
+        """The object's bytes (a uint8 array over zarr's buffer), or None when it has none."""
+        found = sync(self.store.get(self.prefix + key, prototype=default_buffer_prototype()))
+        return None if found is None else found.as_numpy_array()
+
+
+@dataclass(frozen=True)
 class DirectReader:
     """Reads rows inside one chunk of one array, as ``array[...]`` returns them.
 
@@ -78,7 +123,7 @@ class DirectReader:
     """
 
     array: zarr.Array[Any]
-    directory: str
+    objects: FolderObjects | StoreObjects
     separator: str  # of the default chunk key encoding: chunk (c, 0, 0) is 'c/<c>/0/0'
     tail: str  # the key's part past the chunk's row coordinate: '/0/0' (every row is in chunk (c, 0, ...))
     dtype: np.dtype  # what zarr returns: the array's data type
@@ -89,7 +134,8 @@ class DirectReader:
 
     def rows(self, selection: int | slice | np.ndarray) -> np.ndarray | None:
         """Row ``selection`` (an int in ``[-n, n)`` for an array of ``n`` rows) or rows ``selection`` (a slice of step 1
-        inside one chunk) as a new array, as ``np.asarray(array[selection])`` returns them.
+        inside one chunk) as ``np.asarray(array[selection])`` returns them, in an array of the
+        caller's own: a new one, or for all of a chunk's rows the array they were decoded into.
 
         Returns None when this reader does not serve the selection (an array of positions,
         a step, rows of several chunks, out of range) or the chunk has no object: the caller
@@ -112,33 +158,77 @@ class DirectReader:
             return None
         if not 0 <= start < stop <= n or (stop - 1) // self.chunk_rows != start // self.chunk_rows:
             return None
-        chunk = self._decoded(start // self.chunk_rows)
-        if chunk is None:
+        decoded = self._decoded(start // self.chunk_rows)
+        if decoded is None:
             return None
+        chunk, own = decoded
         first = start - start % self.chunk_rows
+        if not isinstance(selection, slice):
+            return np.array(chunk[start - first], dtype=self.dtype)
+        rows = chunk[start - first : stop - first]
+        if own and stop - start == min(self.chunk_rows, n - first) and chunk.dtype == self.dtype:
+            return rows  # all the chunk's rows, decoded into an array of this call's own: no copy
         # A copy: the decoded buffer may be read-only, and a view would keep the whole chunk alive.
-        rows = chunk[start - first : stop - first] if isinstance(selection, slice) else chunk[start - first]
         return np.array(rows, dtype=self.dtype)
 
-    def _decoded(self, cid: int) -> np.ndarray | None:
-        """Chunk ``cid`` decoded (maybe read-only), or None when it has no object."""
-        key = f"c{self.separator}{cid}{self.tail}"
-        try:
-            with open(os.path.join(self.directory, key), "rb") as file:
-                data: Any = file.read()
-        except _MISSING:
+    def _decoded(self, cid: int) -> tuple[np.ndarray, bool] | None:
+        """Chunk ``cid`` decoded, and whether the array is this call's own (writable, no other
+        reference), or None when it has no object."""
+        data = self.objects.get(f"c{self.separator}{cid}{self.tail}")
+        if data is None:
             return None
+        expected = math.prod(self.chunk_shape) * self.stored.itemsize
         try:
-            for codec in self.decoders:
+            for codec in self.decoders[:-1]:
                 data = codec.decode(data)
+            if self.decoders:
+                last = self.decoders[-1]
+                if frame_size(last, data) == expected:
+                    # Straight into the chunk's array: the frame says it fills it exactly, and
+                    # numcodecs checks that it did (a short frame would leave items unwritten).
+                    out = np.empty(self.chunk_shape, dtype=self.stored)
+                    last.decode(data, out=out)
+                    return out, True
+                data = last.decode(data)
         except ValueError as exc:  # numcodecs' crc32c on fewer than 4 bytes: a damaged chunk too
             raise RuntimeError(f"{type(exc).__name__}: {exc}") from exc
         raw = memoryview(data).cast("B")
-        expected = math.prod(self.chunk_shape) * self.stored.itemsize
         if raw.nbytes != expected:  # zarr raises a ValueError from numpy for it
             shape, stored = self.chunk_shape, self.stored
             raise RuntimeError(f"a chunk of {shape} {stored} items holds {expected} bytes, not {raw.nbytes}")
-        return np.frombuffer(raw, dtype=self.stored).reshape(self.chunk_shape)
+        return np.frombuffer(raw, dtype=self.stored).reshape(self.chunk_shape), False
+
+
+#: The magic number that opens a zstd frame (RFC 8878, 3.1.1), little-endian.
+_ZSTD_MAGIC = 0xFD2FB528
+#: Bytes of a zstd frame's Dictionary_ID field by its flag, and of its Frame_Content_Size field
+#: by its flag (flag 0: 1 byte in a single-segment frame, else absent).
+_ZSTD_DICT_ID_BYTES = (0, 1, 2, 4)
+_ZSTD_CONTENT_SIZE_BYTES = (0, 2, 4, 8)
+
+
+def frame_size(codec: NumcodecsCodec, data: Any) -> int | None:
+    """The decoded size in bytes that ``data``'s own header states for ``codec``, or None when
+    it states none (or ``codec`` is neither zstd nor blosc).
+
+    zstd: the frame header's Frame_Content_Size (RFC 8878, 3.1.1.1); blosc: ``nbytes``, bytes
+    4 to 7 of its 16-byte header (little-endian).
+    """
+    view = memoryview(data).cast("B")
+    if isinstance(codec, numcodecs.Blosc):
+        return int.from_bytes(view[4:8], "little") if view.nbytes >= 16 else None
+    if not isinstance(codec, numcodecs.Zstd) or view.nbytes < 6:
+        return None
+    if int.from_bytes(view[:4], "little") != _ZSTD_MAGIC:
+        return None
+    descriptor = view[4]
+    single_segment = (descriptor >> 5) & 1
+    start = 5 + (0 if single_segment else 1) + _ZSTD_DICT_ID_BYTES[descriptor & 3]
+    size = _ZSTD_CONTENT_SIZE_BYTES[descriptor >> 6] or single_segment
+    if size == 0 or view.nbytes < start + size:
+        return None
+    value = int.from_bytes(view[start : start + size], "little")
+    return value + 256 if size == 2 else value
 
 
 def damaged_chunk(exc: BaseException) -> bool:
@@ -173,14 +263,20 @@ def direct_reader(array: zarr.Array[Any]) -> DirectReader | None:
     Returns
     -------
     DirectReader or None
-        A reader when ``array`` is a zarr v3 array of a local folder that the module's
+        A reader when ``array`` is a zarr v3 array of a local folder or an fsspec store that the module's
         docstring lists as readable here (a storegate performance path of its own, issue 12;
         no seed system reads so); None for every other array, whose reads zarr serves.
         Looks at the array's properties and its ``zarr.json`` document only: raises nothing
         of its own.
     """
     store = array.store
-    if type(store) is not LocalStore or array.ndim < 1 or array.shards is not None or array.filters:
+    if type(store) is LocalStore:
+        objects: FolderObjects | StoreObjects = FolderObjects(os.path.join(str(store.root), array.path))
+    elif type(store) is FsspecStore:
+        objects = StoreObjects(store, f"{array.path}/" if array.path else "")
+    else:
+        return None  # e.g. a wrapper such as the journal's CommittedView, or an in-memory store
+    if array.ndim < 1 or array.shards is not None or array.filters:
         return None
     if tuple(array.chunks[1:]) != tuple(array.shape[1:]) or 0 in array.shape[1:] or array.order != "C":
         return None  # chunks inside rows: a row spans several chunks
@@ -199,7 +295,7 @@ def direct_reader(array: zarr.Array[Any]) -> DirectReader | None:
         return None
     return DirectReader(
         array=array,
-        directory=os.path.join(str(store.root), array.path),
+        objects=objects,
         separator=separator,
         tail=(separator + "0") * (array.ndim - 1),
         dtype=dtype,
