@@ -113,7 +113,8 @@ class BackendFetch:
 
     def __init__(self, backend: Backend, data_id: str) -> None:
         self.backend, self.data_id = backend, data_id
-        self.concurrent = backend.concurrent_reads  # the loader may then read a batch's chunk runs in threads
+        self.concurrent = backend.concurrent_reads  # the loader may then read a batch's chunks in threads
+        self.remote = backend.remote  # ... and more of them at once, as they wait on the network
         self.used = False
 
     def __call__(self, phase: str, var: str, rows: slice) -> np.ndarray:

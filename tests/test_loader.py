@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-import numpy as np
+import threading
+import time
 
-from storegate.loader import ChunkCache, chunk_runs
+import numpy as np
+import pytest
+
+from storegate.loader import LOCAL_READ_THREADS, READ_THREADS, ChunkCache, Segment, chunk_runs, fetch_chunks
 
 
 def test_chunk_cache_evicts_the_least_recently_used() -> None:
@@ -24,3 +28,29 @@ def test_chunk_cache_evicts_the_least_recently_used() -> None:
 def test_chunk_runs_groups_adjacent_ids() -> None:
     assert chunk_runs(np.array([0, 1, 2, 5, 7, 8])) == [(0, 2), (5, 5), (7, 8)]
     assert chunk_runs(np.array([], dtype=np.int64)) == []
+
+
+class _SlowFetch:
+    """A fetch that waits as a remote read would, and notes the thread of each call."""
+
+    concurrent = True
+
+    def __init__(self, remote: bool) -> None:
+        self.remote = remote
+        self.threads: set[int] = set()
+
+    def __call__(self, phase: str, var: str, rows: slice) -> np.ndarray:
+        self.threads.add(threading.get_ident())
+        time.sleep(0.02)
+        return np.arange(rows.start, rows.stop, dtype=np.int64)
+
+
+@pytest.mark.parametrize(("remote", "most"), [(False, LOCAL_READ_THREADS), (True, READ_THREADS)])
+def test_chunks_are_read_at_once_in_as_many_threads_as_the_store_needs(remote: bool, most: int) -> None:
+    fetch = _SlowFetch(remote)
+    segment = Segment("train", 0, 400, 10)
+    found = fetch_chunks("x", segment, list(range(0, 40, 2)), fetch)  # 20 chunks, none adjacent
+    assert sorted(found) == list(range(0, 40, 2))
+    for cid, chunk in found.items():
+        np.testing.assert_array_equal(chunk, np.arange(cid * 10, cid * 10 + 10))
+    assert len(fetch.threads) == most  # every thread of the pool, and no more

@@ -114,6 +114,7 @@ def test_the_reader_serves_what_zarr_reads(
     reader = direct_reader(array)
     assert reader is not None
     whole = [slice(c * chunk_rows, min((c + 1) * chunk_rows, n)) for c in range(-(-n // chunk_rows))]
+    served: list[tuple[np.ndarray, np.ndarray]] = []
     for selection in [*data.draw(st.lists(_selections(n), min_size=1, max_size=8)), *whole]:
         got = reader.rows(selection)
         try:
@@ -141,6 +142,9 @@ def test_the_reader_serves_what_zarr_reads(
             again = reader.rows(selection)
             assert again is not None
             np.testing.assert_array_equal(again, expected)
+            served.append((again, expected))
+    for again, expected in served:  # later reads (of other chunks, into the same buffers) left them as they were
+        np.testing.assert_array_equal(again, expected)
 
 
 def _array(store: Any, **options: Any) -> zarr.Array[Any]:
@@ -176,6 +180,16 @@ def test_variable_length_items_are_read_by_zarr(tmp_path: Path) -> None:
     array = zarr.create_array(str(tmp_path / "s.zarr"), shape=(4,), chunks=(2,), dtype=str)
     array[...] = np.array(["a", "bc", "", "def"])
     assert direct_reader(array) is None
+
+
+def test_a_backend_says_whether_its_reads_wait_on_the_network(
+    tmp_path: Path, s3_server: S3Server, s3_bucket: str
+) -> None:
+    local = StoreGate("zarr", {"output_dir": str(tmp_path / "s.zarr")}, data_id="d")
+    s3 = StoreGate("zarr", {"output_dir": f"s3://{s3_bucket}/s", "storage_options": s3_server.storage_options}, "d")
+    assert not local.backend_object.remote
+    assert s3.backend_object.remote
+    assert not StoreGate("numpy", data_id="d").backend_object.remote
 
 
 def test_stores_other_than_a_plain_local_store_are_read_by_zarr(tmp_path: Path) -> None:

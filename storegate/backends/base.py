@@ -165,6 +165,11 @@ class Backend(ABC):
         return "memory"
 
     @property
+    def remote(self) -> bool:
+        """True when reads wait on the network (an object store), so overlapping more of them pays."""
+        return False
+
+    @property
     def version(self) -> str | None:
         """The version of the data this backend reads (an icechunk snapshot id).
 

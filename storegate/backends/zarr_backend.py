@@ -364,6 +364,11 @@ class ZarrBackend(Backend):
         return self._output_dir
 
     @property
+    def remote(self) -> bool:
+        # docstring inherited
+        return self._location.remote
+
+    @property
     def location(self) -> str:
         # docstring inherited; never shows credentials
         where = self._location.describe()

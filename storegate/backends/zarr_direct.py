@@ -44,6 +44,7 @@ from __future__ import annotations
 import gzip
 import math
 import os
+import threading
 import warnings
 import zlib
 from collections.abc import Callable
@@ -85,6 +86,17 @@ _BYTE_ORDERS: dict[object, Literal["<", ">"]] = {"little": "<", "big": ">"}
 _FIXED_KINDS = frozenset("biufcmMSU")
 
 
+_buffers = threading.local()
+
+
+def _read_buffer(size: int) -> memoryview:
+    """This thread's buffer for a chunk's compressed bytes, of ``size`` bytes at least."""
+    buffer: bytearray | None = getattr(_buffers, "buffer", None)
+    if buffer is None or len(buffer) < size:
+        buffer = _buffers.buffer = bytearray(max(size, 2 * len(buffer or b"")))
+    return memoryview(buffer)[:size]
+
+
 @dataclass(frozen=True)
 class FolderObjects:
     """Chunk objects of an array in a local folder: one file read each."""
@@ -92,12 +104,20 @@ class FolderObjects:
     directory: str
 
     def get(self, key: str) -> Any | None:
-        """The object's bytes, or None when it has none."""
+        """The object's bytes, or None when it has none: a view of this thread's read buffer,
+        valid until its next ``get`` (so the reader threads do not allocate and free a chunk's
+        compressed bytes for every read, which fragments the heap)."""
         try:
-            with open(os.path.join(self.directory, key), "rb") as file:
-                return file.read()
+            with open(os.path.join(self.directory, key), "rb", buffering=0) as file:
+                size = os.fstat(file.fileno()).st_size
+                buffer = _read_buffer(size + 1)  # one byte more: a file that grew is seen as grown
+                n = file.readinto(buffer)
         except _MISSING:
             return None
+        if n > size:  # the file grew under the read (a writer replaced it): read it whole
+            with open(os.path.join(self.directory, key), "rb") as file:
+                return file.read()
+        return buffer[:n]
 
 
 @dataclass(frozen=True)
