@@ -114,7 +114,7 @@ class FolderObjects:
                 n = file.readinto(buffer)
         except _MISSING:
             return None
-        if n > size:  # the file grew under the read (a writer replaced it): read it whole
+        if n > size:  # the file grew between fstat and read (a writer rewrote it): read it whole
             with open(os.path.join(self.directory, key), "rb") as file:
                 return file.read()
         return buffer[:n]
