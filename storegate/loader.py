@@ -27,6 +27,8 @@ from typing import Protocol
 
 import numpy as np
 
+from storegate.chunk_buffers import recycle
+
 __all__ = [
     "DEFAULT_CHUNK_CACHE_BYTES",
     "DEFAULT_WINDOW",
@@ -128,6 +130,8 @@ class ChunkCache:
         while self._nbytes > self.max_bytes:
             _, evicted = self._items.popitem(last=False)
             self._nbytes -= evicted.nbytes
+            recycle(evicted)  # decoded into again unless something still holds it
+            del evicted
 
     def clear(self) -> None:
         """Drop every chunk."""

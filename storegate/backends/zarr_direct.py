@@ -60,6 +60,8 @@ from zarr.core.sync import sync
 from zarr.errors import UnstableSpecificationWarning
 from zarr.storage import FsspecStore, LocalStore
 
+from storegate import chunk_buffers
+
 __all__ = ["DECODERS", "DECODE_ERRORS", "DirectReader", "damaged_chunk", "direct_reader"]
 
 #: zarr v3 bytes-to-bytes codecs by their specification name, and the numcodecs codec that
@@ -206,7 +208,7 @@ class DirectReader:
                 if frame_size(last, data) == expected:
                     # Straight into the chunk's array: the frame says it fills it exactly, and
                     # numcodecs checks that it did (a short frame would leave items unwritten).
-                    out = np.empty(self.chunk_shape, dtype=self.stored)
+                    out = chunk_buffers.empty(self.chunk_shape, self.stored)  # maybe an evicted chunk's
                     last.decode(data, out=out)
                     return out, True
                 data = last.decode(data)
