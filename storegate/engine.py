@@ -1092,7 +1092,14 @@ def _split_for_index(names: VarNames, data: Any, scalar: bool) -> list[np.ndarra
         if not isinstance(data, (list, tuple)):
             return names.split(data)  # raises the list-form error
         return names.split([as_array(d, "data")[None] for d in data])
-    return names.split(as_array(data, "data")[None])
+    array, m = as_array(data, "data"), len(names.names)
+    if array.ndim < 1 or array.shape[0] != m:  # said here: the split would show the row axis added
+        raise InvalidArgumentError(
+            f"data for a tuple of {m} var_names written at one row must have shape ({m}, ...), without a row "
+            f"axis. Got shape {array.shape} instead: give that row's values, or index the row as [i] to give "
+            "data with a row axis."
+        )
+    return names.split(array[None])
 
 
 def fit_rows(array: np.ndarray, shape: tuple[int, ...], var: str, where: str = "", index: Any = None) -> np.ndarray:
