@@ -597,20 +597,41 @@ class GroupEngine:
                 f"not supported. Got {index!r:.80} instead: write whole rows, as in sg[phase][var][1] = new_row or "
                 "update_data(..., index=1)."
             )
-        scalar = self._scalar_row(names, phase, index) if selects_inside(index) else is_row(index)
+        scalar = self._write_scalar_row(names, phase, index)
         for var, array in zip(names.names, _split_for_index(names, data, scalar), strict=True):
             if names.form != "str" and scalar and self.is_ragged(phase, var):
                 array = array[0]  # one row of a ragged variable is its own array: no row axis added
             plan.extend(self._plan_var_update(phase, var, array, index))
         return plan
 
+    def _write_scalar_row(self, names: VarNames, phase: str, index: Any) -> bool:
+        """True when an update's index takes one row, so its data have no row axis.
+
+        Known before the variables are looked up, so that data whose form does not match the
+        var_names are refused first whatever the index, as for a row index; the variables are
+        then checked in the order given. A tuple that selects inside rows takes its rows with
+        its first item, unless that is an Ellipsis: only the variables' ranks place the rows
+        then, so a missing variable is reported first.
+        """
+        if not selects_inside(index):
+            return is_row(index)
+        if not index or index[0] is not Ellipsis:  # () takes every row, as numpy's x[()]
+            return bool(index) and is_row(index[0])
+        missing = [var for var in names.names if not self.has(phase, var)]
+        if missing:
+            raise self._missing_for_index(phase, missing[0], index)
+        return self._scalar_row(names, phase, index)
+
+    def _missing_for_index(self, phase: str, var: str, index: Any) -> NotFoundError:
+        return NotFoundError(
+            f"var_name {var!r} does not exist in data_id {self.data_id!r}, phase {phase!r}, so rows "
+            f"cannot be updated by index. Got index {index!r:.80}; pass index=None to add it."
+        )
+
     def _plan_var_update(self, phase: str, var: str, array: np.ndarray, index: Any) -> Plan:
         if not self.has(phase, var):
             if index is not None:
-                raise NotFoundError(
-                    f"var_name {var!r} does not exist in data_id {self.data_id!r}, phase {phase!r}, so rows "
-                    f"cannot be updated by index. Got index {index!r}; pass index=None to add it."
-                )
+                raise self._missing_for_index(phase, var, index)
             return self._plan_split_write(VarNames((var,), "str"), [with_rows(array, "data")], phase)
         if selects_inside(index):
             return self._plan_inner_write(phase, var, array, index)
@@ -1071,7 +1092,14 @@ def _split_for_index(names: VarNames, data: Any, scalar: bool) -> list[np.ndarra
         if not isinstance(data, (list, tuple)):
             return names.split(data)  # raises the list-form error
         return names.split([as_array(d, "data")[None] for d in data])
-    return names.split(as_array(data, "data")[None])
+    array, m = as_array(data, "data"), len(names.names)
+    if array.ndim < 1 or array.shape[0] != m:  # said here: the split would show the row axis added
+        raise InvalidArgumentError(
+            f"data for a tuple of {m} var_names written at one row must have shape ({m}, ...), without a row "
+            f"axis. Got shape {array.shape} instead: give that row's values, or index the row as [i] to give "
+            "data with a row axis."
+        )
+    return names.split(array[None])
 
 
 def fit_rows(array: np.ndarray, shape: tuple[int, ...], var: str, where: str = "", index: Any = None) -> np.ndarray:

@@ -190,6 +190,18 @@ MESSAGE_CASES: list[tuple[str, Call, type[Exception], list[str]]] = [
         NotFoundError,
         ["var_name 'w'", "index=None", "[0]"],
     ),
+    (
+        "update-absent-inside-rows",
+        lambda sg: sg.update_data("w", [1], index=(0, slice(None))),
+        NotFoundError,
+        ["var_name 'w'", "index=None", "(0, slice(None"],
+    ),
+    (
+        "update-one-row-tuple",  # the shape given, not the one with a row axis added
+        lambda sg: sg.update_data(("x", "z"), np.zeros((1, 2, 3)), index=0),
+        InvalidArgumentError,
+        ["tuple of 2 var_names", "at one row", "(2, ...)", "(1, 2, 3)"],
+    ),
     ("num-classes", lambda sg: sg.onehot("y", 0), InvalidArgumentError, ["num_classes", "positive int", "0"]),
     ("labels", lambda sg: sg.onehot("y", 2, phase="all"), InvalidArgumentError, ["labels", "[0, 2)", "to 2"]),
     ("onehot-float", lambda sg: sg.onehot("z", 2), InvalidArgumentError, ["integer labels", "float32"]),

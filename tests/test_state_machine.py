@@ -69,6 +69,17 @@ def _is_int(value: object) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
+def one_row(index: object) -> bool:
+    """An index of one row, whose data have no row axis: an int, or a tuple that selects inside
+    rows (numpy's ``(row, *inner)``; two ints stay multiml's ``(start, stop)``) led by an int."""
+    if _is_int(index):
+        return True
+    if not isinstance(index, tuple) or not index:
+        return False
+    pair = len(index) == 2 and all(i is None or _is_int(i) for i in index)
+    return not pair and _is_int(index[0])
+
+
 def model_phase(phase: object, allow_all: bool = True) -> str:
     """'train' / 'valid' / 'test', or 'all' (also spelled None)."""
     if phase is None and allow_all:
@@ -341,7 +352,9 @@ class Model:
         self.write(new, do_compile=do_compile)
 
     def update_phase(self, form: str, names: tuple[str, ...], data: Any, phase: str, index: Any) -> dict[Key, Any]:
-        if _is_int(index):  # one row: the data have no row axis
+        # One row: the data have no row axis. Their form is checked before the variables
+        # are looked up, whatever the index (update_data / the item syntax).
+        if one_row(index):
             if form == "list":
                 data = [np.asarray(d)[None] for d in data] if isinstance(data, list) else data
             else:
@@ -765,7 +778,7 @@ class StoreGateMachine(RuleBasedStateMachine):
             n = self.draw_rows_for_all(draw)
         n = draw(st.sampled_from([n, n, n, n, n, 1, n + 1]))
         array = self.draw_data(draw, form, names, n)
-        if _is_int(index):  # one row: no row axis
+        if one_row(index):  # one row: no row axis
             array = [_first(a) for a in array] if isinstance(array, list) else _first(array)
         return form, names, array, index
 
@@ -1061,4 +1074,35 @@ def test_update_of_all_checks_same_kind_against_each_phase() -> None:
             lambda g: g.update_data("x", values, phase="all", index=[0, 1, 2], do_compile=False),
             lambda m: m.update("str", ("x",), values, ALL, [0, 1, 2], False),
         ),
+    )
+
+
+def _write_at(form: str, names: tuple[str, ...], data: Any, index: Any) -> tuple[str, Any, Any]:
+    arg = names_arg(form, names)
+    return (
+        f"sg['train'][{arg!r}][{index!r}] = data",
+        lambda g: g["train"][arg].__setitem__(index, snapshot(data)),
+        lambda m: m.update(form, names, data, "train", index, False),
+    )
+
+
+def test_a_write_inside_rows_of_a_missing_variable_checks_the_data_first() -> None:
+    # The machine's find (full suite, --hypothesis-seed=96999584995237361115408147424251538968):
+    # data whose form does not match the var_names are an InvalidArgumentError before a missing
+    # variable is reported, whatever the index; a tuple selecting inside rows looked the
+    # variable up first (to place its rows) and raised NotFoundError.
+    wrong_form = np.zeros((0, 2), dtype=bool)  # a tuple of 1 var_names needs (N, 1, ...)
+    one_row_data = np.zeros(1, dtype=bool)  # (0, ...) takes row 0: no row axis
+    replay(
+        _write_at("tuple", ("a",), wrong_form, (0, 1, 2)),
+        (
+            "update_data(('a',), phase='train', index=(0, 1, 2))",
+            lambda g: g.update_data(("a",), wrong_form.copy(), phase="train", index=(0, 1, 2), do_compile=False),
+            lambda m: m.update("tuple", ("a",), wrong_form, "train", (0, 1, 2), False),
+        ),
+        _write_at("tuple", ("a",), one_row_data, (0, 1, 2)),  # NotFoundError: pass index=None
+        _add("a", np.arange(3)),
+        # The variables are checked in the order given: 'c' is missing, (0, 1, 2) does not fit 'a'.
+        _write_at("list", ("c", "a"), [np.zeros(1), np.zeros(1)], (0, 1, 2)),
+        _write_at("list", ("a", "c"), [np.zeros(1), np.zeros(1)], (0, 1, 2)),
     )
