@@ -89,3 +89,17 @@ def test_dataloader_workers_read_s3_through_the_shared_sessions(s3_server: S3Ser
     loader = StoreGateDataLoader(dataset, batch_size=64, shuffle=True, num_workers=2, multiprocessing_context="fork")
     seen = np.concatenate([y.numpy() for _, y in loader])
     assert np.array_equal(np.sort(seen), np.arange(300))
+
+
+def test_a_dataset_over_a_store_opened_with_the_users_own_session(s3_server: S3Server, s3_bucket: str) -> None:
+    # The session s3fs has used is kept as given, and handing the store to a dataset (its
+    # reopen arguments) must not deep-copy it either: a used session recursed without end.
+    from aiobotocore.session import AioSession
+
+    options = {**s3_server.storage_options, "session": AioSession()}
+    sg = StoreGate("zarr", {"output_dir": f"s3://{s3_bucket}/s", "storage_options": options}, "d")
+    sg.add_data("x", np.arange(40, dtype=np.float32).reshape(20, 2), phase="train")
+    dataset = StoreGateDataset(sg, "train", "x")
+    loader = StoreGateDataLoader(dataset, batch_size=8, num_workers=2, multiprocessing_context="fork")
+    got = np.concatenate([x.numpy() for x in loader])
+    assert np.array_equal(got[np.argsort(got[:, 0])], np.arange(40).reshape(20, 2))  # workers deal runs of batches
