@@ -295,6 +295,21 @@ def test_a_damaged_chunk_read_through_zarr_is_the_same_storegate_error(tmp_path:
         reader["train"]["x"][2:7]
 
 
+@pytest.mark.parametrize("cut", [0, 10, 16, -3])
+def test_a_blosc_object_cut_short_is_a_damaged_chunk_not_the_bytes_past_its_end(tmp_path: Path, cut: int) -> None:
+    # numcodecs' Blosc decodes as many bytes as the header says, whatever the buffer holds:
+    # an object cut short (empty too) was read past its end, which on local disk is this
+    # thread's read buffer, so an emptied chunk read as the chunk the thread read before.
+    root = tmp_path / "s.zarr"
+    sg = StoreGate("zarr", {"output_dir": str(root), "chunk": 5, "compressor": "blosc-lz4"}, data_id="d")
+    sg.add_data("x", np.arange(10, dtype=np.int64), "train")
+    np.testing.assert_array_equal(sg["train"]["x"][5:10], np.arange(5, 10))  # fills the read buffer
+    chunk = root / "d/train/x/c/0"
+    chunk.write_bytes(chunk.read_bytes()[:cut])
+    with pytest.raises(StoreGateError, match=r"var_name 'x' of phase 'train' in data_id 'd'.*cannot be decoded"):
+        sg["train"]["x"][0:5]
+
+
 def test_only_a_codecs_value_error_is_a_damaged_chunk() -> None:
     with pytest.raises(ValueError, match="rejects") as raised:
         raise ValueError("a selection zarr rejects")
