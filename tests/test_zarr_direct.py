@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import itertools
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, GzipCodec, Transpos
 from zarr.storage import LocalStore, MemoryStore
 
 from storegate import StoreGate, StoreGateError
+from storegate.backends import zarr_direct
 from storegate.backends.zarr_direct import damaged_chunk, direct_reader, frame_size
 from tests.conftest import S3Server
 
@@ -308,6 +310,25 @@ def test_a_blosc_object_cut_short_is_a_damaged_chunk_not_the_bytes_past_its_end(
     chunk.write_bytes(chunk.read_bytes()[:cut])
     with pytest.raises(StoreGateError, match=r"var_name 'x' of phase 'train' in data_id 'd'.*cannot be decoded"):
         sg["train"]["x"][0:5]
+
+
+def test_a_thread_keeps_no_read_buffer_past_the_bound(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The largest chunk a thread ever read stayed in its reused buffer for the thread's life
+    # (100 MB chunks: 89 MiB held after the StoreGate was gone).
+    monkeypatch.setattr(zarr_direct, "MAX_REUSED_BYTES", 1024)
+    sg = StoreGate("zarr", {"output_dir": str(tmp_path / "s.zarr"), "chunk": 512, "compressor": "none"}, "d")
+    sg.add_data("x", np.arange(1024, dtype=np.int64), "train")
+    kept: list[int] = []
+
+    def read() -> None:
+        np.testing.assert_array_equal(sg["train"]["x"][0:512], np.arange(512))  # a 4 KiB object
+        np.testing.assert_array_equal(sg["train"]["x"][700], 700)
+        kept.append(len(getattr(zarr_direct._buffers, "buffer", b"")))
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    thread.join()
+    assert kept == [0]
 
 
 def test_only_a_codecs_value_error_is_a_damaged_chunk() -> None:

@@ -88,14 +88,22 @@ _BYTE_ORDERS: dict[object, Literal["<", ">"]] = {"little": "<", "big": ">"}
 _FIXED_KINDS = frozenset("biufcmMSU")
 
 
+#: Bytes of a thread's reused read buffer at most: a larger chunk object is read into a buffer
+#: of its own, freed with it, so that a thread (the caller's main thread, a reader thread)
+#: does not keep the largest chunk it ever read (up to 1 GiB, twice that grown) for its life.
+MAX_REUSED_BYTES = 16 << 20
+
 _buffers = threading.local()
 
 
 def _read_buffer(size: int) -> memoryview:
-    """This thread's buffer for a chunk's compressed bytes, of ``size`` bytes at least."""
+    """This thread's buffer for a chunk's compressed bytes, of ``size`` bytes at least (a new
+    one past :data:`MAX_REUSED_BYTES`)."""
+    if size > MAX_REUSED_BYTES:
+        return memoryview(bytearray(size))
     buffer: bytearray | None = getattr(_buffers, "buffer", None)
     if buffer is None or len(buffer) < size:
-        buffer = _buffers.buffer = bytearray(max(size, 2 * len(buffer or b"")))
+        buffer = _buffers.buffer = bytearray(min(max(size, 2 * len(buffer or b"")), MAX_REUSED_BYTES))
     return memoryview(buffer)[:size]
 
 
