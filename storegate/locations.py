@@ -438,7 +438,7 @@ class Location:
         """``output_dir``, ``storage_options`` and ``cache_dir`` that reopen this location."""
         args: dict[str, Any] = {"output_dir": self.store if self.kind == "store" else self.path}
         if self.storage_options:
-            args["storage_options"] = copy.deepcopy(self.storage_options)
+            args["storage_options"] = copied_options(self.storage_options)
         if self.cache_dir is not None:
             args["cache_dir"] = self.cache_dir
         return args

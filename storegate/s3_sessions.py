@@ -12,9 +12,13 @@ session s3fs would have made, with one change: its data loader (botocore's
 worker starts with the parsed files of its parent. botocore already shares that loader's
 results between every client of a session; these sessions share it between sessions too.
 
-A session is made per process and thread, as fsspec makes its filesystems (its cache is per
-process and thread too), so that no session serves two threads: botocore's sessions are not
-thread-safe, and its loader only caches what it read.
+A session is made per process, thread and set of options, as fsspec makes its filesystems
+(its cache is keyed so too), so that no session serves two threads (botocore's sessions are
+not thread-safe, and its loader only caches what it read), and a filesystem of other options
+resolves its credentials again, as the session s3fs would have made did: a session keeps the
+credentials it first resolved (environment, credentials file), so one session per thread
+kept them for the thread's life (a rotated credentials file or new AWS_* variables were never
+seen again by a store opened later with other options).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import threading
 from typing import Any
 
 import fsspec
+from fsspec.utils import tokenize
 
 __all__ = ["session_for"]
 
@@ -34,7 +39,8 @@ _NOT_SESSION_OPTIONS = frozenset(
 )
 
 _loader: Any = None
-_local = threading.local()  # this thread's (pid, session): a forked child's main thread keeps its parent's
+# This thread's (pid, {options' token: session}): a forked child's main thread keeps its parent's.
+_local = threading.local()
 
 
 def session_for(options: dict[str, Any]) -> Any | None:
@@ -48,8 +54,12 @@ def session_for(options: dict[str, Any]) -> Any | None:
         return None
     held = getattr(_local, "held", None)
     if held is None or held[0] != os.getpid():
-        held = _local.held = (os.getpid(), _new_session())
-    return held[1]
+        held = _local.held = (os.getpid(), {})
+    token = tokenize(options)  # what fsspec keys its filesystems by (with the thread and process)
+    session = held[1].get(token)
+    if session is None:
+        session = held[1][token] = _new_session()
+    return session
 
 
 def _session_options(options: dict[str, Any]) -> list[str]:

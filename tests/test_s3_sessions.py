@@ -4,9 +4,11 @@ parent's parsed files, through a session of its own."""
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import os
 import threading
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,15 +23,41 @@ from tests.conftest import S3Server
 pytestmark = pytest.mark.timeout(120)
 
 
-def test_one_session_per_thread_with_the_shared_data_loader() -> None:
+def test_one_session_per_thread_and_options_with_the_shared_data_loader() -> None:
     first = session_for({"key": "a", "secret": "b"})
-    assert first is session_for({"key": "c", "max_concurrency": 1, "use_listings_cache": False})
+    assert first is session_for({"key": "a", "secret": "b"})  # as fsspec's cached filesystem
+    again = session_for({"key": "c", "max_concurrency": 1, "use_listings_cache": False})
+    assert again is not first  # another filesystem: its own credentials
+    assert again.get_component("data_loader") is first.get_component("data_loader")
     other: list[Any] = []
     thread = threading.Thread(target=lambda: other.append(session_for({"key": "a"})))
     thread.start()
     thread.join()
     assert other[0] is not first  # botocore's sessions are not thread-safe
     assert other[0].get_component("data_loader") is first.get_component("data_loader")
+
+
+def test_options_of_another_filesystem_resolve_credentials_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One session per thread kept the credentials it first resolved for the thread's life.
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
+
+    def key(options: dict[str, Any]) -> str:
+        async def resolve() -> str:
+            credentials = await session_for(options).get_credentials()
+            return str((await credentials.get_frozen_credentials()).access_key)
+
+        return asyncio.run(resolve())
+
+    (tmp_path / "credentials").write_text("[default]\naws_access_key_id = OLD\naws_secret_access_key = s\n")
+    assert key({"endpoint_url": "http://a.invalid"}) == "OLD"
+    (tmp_path / "credentials").write_text("[default]\naws_access_key_id = NEW\naws_secret_access_key = s\n")
+    assert key({"endpoint_url": "http://a.invalid"}) == "OLD"  # the same filesystem, as fsspec caches it
+    assert key({"endpoint_url": "http://b.invalid"}) == "NEW"
 
 
 def test_sessions_s3fs_would_configure_differently_are_left_to_s3fs() -> None:
@@ -50,7 +78,8 @@ def test_aws_data_path_keeps_its_own_loader(monkeypatch: pytest.MonkeyPatch) -> 
 def test_s3_options_carry_the_session_and_the_users_own_stays(s3_server: S3Server, s3_bucket: str) -> None:
     url = f"s3://{s3_bucket}/store"
     options = resolve_location(url, s3_server.storage_options).fsspec_options()
-    assert options["session"] is session_for({})
+    assert options["session"] is resolve_location(url, s3_server.storage_options).fsspec_options()["session"]
+    assert options["session"].get_component("data_loader") is session_for({}).get_component("data_loader")
     mine = session_for({})  # any object the user passes is theirs to keep
     theirs = resolve_location(url, {**s3_server.storage_options, "session": mine}).fsspec_options()
     assert theirs["session"] is mine
@@ -89,3 +118,17 @@ def test_dataloader_workers_read_s3_through_the_shared_sessions(s3_server: S3Ser
     loader = StoreGateDataLoader(dataset, batch_size=64, shuffle=True, num_workers=2, multiprocessing_context="fork")
     seen = np.concatenate([y.numpy() for _, y in loader])
     assert np.array_equal(np.sort(seen), np.arange(300))
+
+
+def test_a_dataset_over_a_store_opened_with_the_users_own_session(s3_server: S3Server, s3_bucket: str) -> None:
+    # The session s3fs has used is kept as given, and handing the store to a dataset (its
+    # reopen arguments) must not deep-copy it either: a used session recursed without end.
+    from aiobotocore.session import AioSession
+
+    options = {**s3_server.storage_options, "session": AioSession()}
+    sg = StoreGate("zarr", {"output_dir": f"s3://{s3_bucket}/s", "storage_options": options}, "d")
+    sg.add_data("x", np.arange(40, dtype=np.float32).reshape(20, 2), phase="train")
+    dataset = StoreGateDataset(sg, "train", "x")
+    loader = StoreGateDataLoader(dataset, batch_size=8, num_workers=2, multiprocessing_context="fork")
+    got = np.concatenate([x.numpy() for x in loader])
+    assert np.array_equal(got[np.argsort(got[:, 0])], np.arange(40).reshape(20, 2))  # workers deal runs of batches

@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import itertools
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, GzipCodec, Transpos
 from zarr.storage import LocalStore, MemoryStore
 
 from storegate import StoreGate, StoreGateError
+from storegate.backends import zarr_direct
 from storegate.backends.zarr_direct import damaged_chunk, direct_reader, frame_size
 from tests.conftest import S3Server
 
@@ -293,6 +295,40 @@ def test_a_damaged_chunk_read_through_zarr_is_the_same_storegate_error(tmp_path:
     reader = StoreGate("zarr", {"output_dir": str(root), "chunk_cache_bytes": 0}, data_id="d")
     with pytest.raises(StoreGateError, match=r"var_name 'x' of phase 'train' in data_id 'd'.*cannot be decoded"):
         reader["train"]["x"][2:7]
+
+
+@pytest.mark.parametrize("cut", [0, 10, 16, -3])
+def test_a_blosc_object_cut_short_is_a_damaged_chunk_not_the_bytes_past_its_end(tmp_path: Path, cut: int) -> None:
+    # numcodecs' Blosc decodes as many bytes as the header says, whatever the buffer holds:
+    # an object cut short (empty too) was read past its end, which on local disk is this
+    # thread's read buffer, so an emptied chunk read as the chunk the thread read before.
+    root = tmp_path / "s.zarr"
+    sg = StoreGate("zarr", {"output_dir": str(root), "chunk": 5, "compressor": "blosc-lz4"}, data_id="d")
+    sg.add_data("x", np.arange(10, dtype=np.int64), "train")
+    np.testing.assert_array_equal(sg["train"]["x"][5:10], np.arange(5, 10))  # fills the read buffer
+    chunk = root / "d/train/x/c/0"
+    chunk.write_bytes(chunk.read_bytes()[:cut])
+    with pytest.raises(StoreGateError, match=r"var_name 'x' of phase 'train' in data_id 'd'.*cannot be decoded"):
+        sg["train"]["x"][0:5]
+
+
+def test_a_thread_keeps_no_read_buffer_past_the_bound(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The largest chunk a thread ever read stayed in its reused buffer for the thread's life
+    # (100 MB chunks: 89 MiB held after the StoreGate was gone).
+    monkeypatch.setattr(zarr_direct, "MAX_REUSED_BYTES", 1024)
+    sg = StoreGate("zarr", {"output_dir": str(tmp_path / "s.zarr"), "chunk": 512, "compressor": "none"}, "d")
+    sg.add_data("x", np.arange(1024, dtype=np.int64), "train")
+    kept: list[int] = []
+
+    def read() -> None:
+        np.testing.assert_array_equal(sg["train"]["x"][0:512], np.arange(512))  # a 4 KiB object
+        np.testing.assert_array_equal(sg["train"]["x"][700], 700)
+        kept.append(len(getattr(zarr_direct._buffers, "buffer", b"")))
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    thread.join()
+    assert kept == [0]
 
 
 def test_only_a_codecs_value_error_is_a_damaged_chunk() -> None:

@@ -88,14 +88,22 @@ _BYTE_ORDERS: dict[object, Literal["<", ">"]] = {"little": "<", "big": ">"}
 _FIXED_KINDS = frozenset("biufcmMSU")
 
 
+#: Bytes of a thread's reused read buffer at most: a larger chunk object is read into a buffer
+#: of its own, freed with it, so that a thread (the caller's main thread, a reader thread)
+#: does not keep the largest chunk it ever read (up to 1 GiB, twice that grown) for its life.
+MAX_REUSED_BYTES = 16 << 20
+
 _buffers = threading.local()
 
 
 def _read_buffer(size: int) -> memoryview:
-    """This thread's buffer for a chunk's compressed bytes, of ``size`` bytes at least."""
+    """This thread's buffer for a chunk's compressed bytes, of ``size`` bytes at least (a new
+    one past :data:`MAX_REUSED_BYTES`)."""
+    if size > MAX_REUSED_BYTES:
+        return memoryview(bytearray(size))
     buffer: bytearray | None = getattr(_buffers, "buffer", None)
     if buffer is None or len(buffer) < size:
-        buffer = _buffers.buffer = bytearray(max(size, 2 * len(buffer or b"")))
+        buffer = _buffers.buffer = bytearray(min(max(size, 2 * len(buffer or b"")), MAX_REUSED_BYTES))
     return memoryview(buffer)[:size]
 
 
@@ -202,9 +210,10 @@ class DirectReader:
         expected = math.prod(self.chunk_shape) * self.stored.itemsize
         try:
             for codec in self.decoders[:-1]:
-                data = codec.decode(data)
+                data = codec.decode(_whole_frame(codec, data))
             if self.decoders:
                 last = self.decoders[-1]
+                data = _whole_frame(last, data)
                 if frame_size(last, data) == expected:
                     # Straight into the chunk's array: the frame says it fills it exactly, and
                     # numcodecs checks that it did (a short frame would leave items unwritten).
@@ -251,6 +260,29 @@ def frame_size(codec: NumcodecsCodec, data: Any) -> int | None:
         return None
     value = int.from_bytes(view[start : start + size], "little")
     return value + 256 if size == 2 else value
+
+
+def _whole_frame(codec: NumcodecsCodec, data: Any) -> Any:
+    """``data``, checked to be one whole blosc frame when ``codec`` is Blosc.
+
+    numcodecs' Blosc decodes as many bytes as the frame's header says, whatever the length
+    of the buffer it is given: a truncated or empty object was read past its end (silently
+    wrong rows: a local object's bytes past its end are those of the chunk the thread read
+    before). A blosc frame's ``cbytes`` (bytes 12 to 15 of its 16-byte header, little-endian)
+    is its whole length, so a frame of another length is a damaged chunk.
+
+    Raises
+    ------
+    RuntimeError
+        When ``data`` is shorter than a blosc header or its length is not the header's ``cbytes``.
+    """
+    if not isinstance(codec, numcodecs.Blosc):
+        return data
+    view = memoryview(data).cast("B")
+    stated = int.from_bytes(view[12:16], "little") if view.nbytes >= 16 else None
+    if stated != view.nbytes:
+        raise RuntimeError(f"a blosc frame of {view.nbytes} bytes states {stated} bytes (a truncated or damaged chunk)")
+    return data
 
 
 def damaged_chunk(exc: BaseException) -> bool:
