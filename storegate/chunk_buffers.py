@@ -17,6 +17,7 @@ view still holds is never written into again.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 
@@ -30,6 +31,14 @@ EXACT_REFCOUNTS = sys.implementation.name == "cpython" and sys.version_info < (3
 MAX_KEPT_BYTES = 32 << 20
 
 _lock = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    global _lock
+    _lock = threading.Lock()  # another thread of the parent may have held it at the fork
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 _kept: dict[tuple[tuple[int, ...], str], list[np.ndarray]] = {}
 _kept_bytes = 0
 

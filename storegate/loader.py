@@ -181,6 +181,14 @@ _pools: dict[tuple[int, int], ThreadPoolExecutor] = {}
 _pools_lock = threading.Lock()
 
 
+def _after_fork_in_child() -> None:
+    global _pools_lock
+    _pools_lock = threading.Lock()  # another thread of the parent may have held it at the fork
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _pool(threads: int) -> ThreadPoolExecutor:
     """This process's reader threads, ``threads`` of them (a forked DataLoader worker makes its
     own: threads do not survive a fork)."""

@@ -814,6 +814,8 @@ class _LoaderBatches(Sampler[LoaderBatch]):
     chunks of a window, so every worker would read (and decode) nearly every chunk. The
     epoch's batches are cut into ``workers`` runs of consecutive batches instead, and the
     runs are interleaved, so that worker ``w`` gets run ``w``: each chunk is read by one worker.
+    That changes the order the loop sees, so a shuffled order only is dealt so (``workers``
+    is 1 for ``shuffle=False``).
     """
 
     def __init__(self, sampler: ChunkShuffleSampler, batch_size: int, drop_last: bool, workers: int) -> None:
@@ -909,7 +911,10 @@ class StoreGateDataLoader(DataLoader[Any]):
         self._next_epoch = 0
         if kwargs.get("collate_fn") is None and _whole_batches(dataset):
             kwargs.pop("collate_fn", None)
-            batches = _LoaderBatches(sampler, batch_size, drop_last, int(kwargs.get("num_workers") or 0))
+            # In order (shuffle=False): batches come in order, each worker reading every other one;
+            # dealing runs of batches to workers would hand them to the loop out of order.
+            workers = int(kwargs.get("num_workers") or 0) if shuffle else 0
+            batches = _LoaderBatches(sampler, batch_size, drop_last, workers)
             super().__init__(dataset, sampler=batches, batch_size=None, **kwargs)
         else:
             if kwargs.get("collate_fn") is None and _has_ragged(dataset):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import numpy as np
 import pytest
@@ -54,3 +55,23 @@ def test_chunks_are_read_at_once_in_as_many_threads_as_the_store_needs(remote: b
     for cid, chunk in found.items():
         np.testing.assert_array_equal(chunk, np.arange(cid * 10, cid * 10 + 10))
     assert len(fetch.threads) == most  # every thread of the pool, and no more
+
+
+def _read_in_a_forked_child(queue: Any) -> None:
+    fetch = _SlowFetch(remote=False)
+    found = fetch_chunks("x", Segment("train", 0, 40, 10), [0, 2], fetch)
+    queue.put(sorted(found))
+
+
+def test_a_child_forked_while_a_thread_holds_the_pools_lock_still_reads() -> None:
+    import multiprocessing
+
+    from storegate import loader
+
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    with loader._pools_lock:  # as a reader thread of the parent might at the fork
+        child = context.Process(target=_read_in_a_forked_child, args=(queue,))
+        child.start()
+    assert queue.get(timeout=30) == [0, 2]
+    child.join(30)

@@ -92,6 +92,9 @@ def test_each_worker_gets_a_run_of_consecutive_batches(tmp_path: Path, workers: 
 def test_no_shuffle_gives_the_items_in_order_and_drop_last_the_short_batch(tmp_path: Path) -> None:
     dataset = StoreGateDataset(_zarr(tmp_path), "train", "x", "id")
     assert _epoch(StoreGateDataLoader(dataset, batch_size=50))[0] == list(range(N))
+    # With workers too: batches are not dealt in runs then (that would reorder them).
+    two = StoreGateDataLoader(dataset, batch_size=8, num_workers=2, multiprocessing_context="fork", timeout=90)
+    assert _epoch(two)[0] == list(range(N))
     kept = _epoch(StoreGateDataLoader(dataset, batch_size=50, drop_last=True))[0]
     assert kept == list(range(150))
 
