@@ -256,6 +256,9 @@ DAMAGED: dict[str, tuple[Any, bytes]] = {
     "blosc": ("blosc-lz4", b"not blosc"),
     "gzip": ("gzip", b"not gzip"),
     "gzip-cut": ("gzip", b"cut"),  # replaced by the first bytes of a real gzip chunk
+    # Its first half, header intact: numcodecs' Blosc would decode past the object's end.
+    "blosc-half": ("blosc-lz4", b"half"),
+    "blosc-zstd-half": ("blosc-zstd", b"half"),
     "crc32c": ([ZstdCodec(), Crc32cCodec()], b"a wrong checksum"),
     "crc32c-short": ([Crc32cCodec()], b"ab"),
     "none": ("none", b"12345"),  # not the chunk's 32 bytes
@@ -274,7 +277,8 @@ def _damaged_store(tmp_path: Path, case: str) -> Path:
     sg = StoreGate("zarr", {"output_dir": str(root), "chunk": 4, "compressor": compressor}, data_id="d")
     sg.add_data("x", np.arange(12, dtype=np.int64), "train")
     chunk = root / "d/train/x/c/1"
-    chunk.write_bytes(chunk.read_bytes()[:10] if damage == b"cut" else damage)
+    whole = chunk.read_bytes()
+    chunk.write_bytes(whole[:10] if damage == b"cut" else whole[: len(whole) // 2] if damage == b"half" else damage)
     return root
 
 

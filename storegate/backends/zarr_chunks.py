@@ -35,12 +35,14 @@ import asyncio
 from collections.abc import Iterable
 from typing import Any
 
+import numcodecs
 import zarr
 from zarr.codecs._v2 import V2Codec
 from zarr.core.array_spec import ArrayConfig
 from zarr.core.codec_pipeline import BatchedCodecPipeline
 from zarr.core.metadata import ArrayV2Metadata
 
+from storegate.backends.zarr_direct import check_blosc_frame
 from storegate.errors import StorageError
 
 __all__ = [
@@ -98,8 +100,20 @@ def prepared(array: zarr.Array[Any]) -> zarr.Array[Any]:
     pipeline = inner.codec_pipeline
     if not isinstance(pipeline, _CheckedPipeline):
         python = None if isinstance(pipeline, BatchedCodecPipeline) else _python_pipeline(array)
-        object.__setattr__(inner, "codec_pipeline", _CheckedPipeline(pipeline, python))
+        object.__setattr__(inner, "codec_pipeline", _CheckedPipeline(pipeline, python, _blosc_objects(array)))
     return array
+
+
+def _blosc_objects(array: zarr.Array[Any]) -> bool:
+    """Whether each chunk object of ``array`` is one blosc frame (blosc its last compressor, no shards)."""
+    compressors = array.compressors
+    if array.shards is not None or not compressors:
+        return False
+    last = compressors[-1]
+    if isinstance(last, numcodecs.Blosc):  # zarr v2
+        return True
+    to_dict = getattr(last, "to_dict", None)
+    return callable(to_dict) and to_dict().get("name") == "blosc"
 
 
 def _python_pipeline(array: zarr.Array[Any]) -> BatchedCodecPipeline:
@@ -111,17 +125,21 @@ def _python_pipeline(array: zarr.Array[Any]) -> BatchedCodecPipeline:
 
 
 class _CheckedGetter:
-    """A chunk's byte getter (zarr's ``StorePath``) whose reads refuse a missing chunk."""
+    """A chunk's byte getter (zarr's ``StorePath``) whose reads refuse a missing chunk, and
+    with ``blosc`` a chunk object that is not one whole blosc frame: numcodecs' Blosc decodes
+    as many bytes as the frame's header says, past the end of a truncated object."""
 
-    __slots__ = ("_getter",)
+    __slots__ = ("_blosc", "_getter")
 
-    def __init__(self, getter: Any) -> None:
-        self._getter = getter
+    def __init__(self, getter: Any, blosc: bool = False) -> None:
+        self._getter, self._blosc = getter, blosc
 
     async def get(self, prototype: Any, byte_range: Any = None) -> Any:
         buffer = await self._getter.get(prototype, byte_range)
         if buffer is None:
             raise LostChunkError(str(self._getter.path))
+        if self._blosc and byte_range is None:
+            check_blosc_frame(buffer.as_numpy_array())  # RuntimeError: a damaged chunk
         return buffer
 
 
@@ -132,8 +150,8 @@ class _CheckedPipeline:
     pipeline for the array when the wrapped one is another (zarrs).
     """
 
-    def __init__(self, inner: Any, python: Any = None) -> None:
-        self._inner, self._python = inner, python
+    def __init__(self, inner: Any, python: Any = None, blosc: bool = False) -> None:
+        self._inner, self._python, self._blosc = inner, python, blosc
 
     @property
     def wrapped(self) -> Any:
@@ -141,12 +159,12 @@ class _CheckedPipeline:
         return self._inner
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") or name in ("_inner", "_python"):
+        if name.startswith("__") or name in ("_inner", "_python", "_blosc"):
             raise AttributeError(name)  # never recurse while unpickling, before _inner is set
         return getattr(self._inner, name)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_CheckedPipeline, (self._inner, self._python))
+        return (_CheckedPipeline, (self._inner, self._python, self._blosc))
 
     async def write(self, batch_info: Iterable[tuple[Any, ...]], value: Any, drop_axes: tuple[int, ...] = ()) -> None:
         if self._python is not None:
@@ -158,7 +176,7 @@ class _CheckedPipeline:
 
     async def read(self, batch_info: Iterable[tuple[Any, ...]], out: Any, drop_axes: tuple[int, ...] = ()) -> None:
         if self._python is None:  # zarr's own: every chunk goes through get()
-            checked = [(_CheckedGetter(info[0]), *info[1:]) for info in batch_info]
+            checked = [(_CheckedGetter(info[0], self._blosc), *info[1:]) for info in batch_info]
             await self._inner.read(checked, out, drop_axes)
             return
         batch = list(batch_info)  # another pipeline (zarrs reads in Rust): ask the store for the keys first

@@ -62,7 +62,7 @@ from zarr.storage import FsspecStore, LocalStore
 
 from storegate import chunk_buffers
 
-__all__ = ["DECODERS", "DECODE_ERRORS", "DirectReader", "damaged_chunk", "direct_reader"]
+__all__ = ["DECODERS", "DECODE_ERRORS", "DirectReader", "check_blosc_frame", "damaged_chunk", "direct_reader"]
 
 #: zarr v3 bytes-to-bytes codecs by their specification name, and the numcodecs codec that
 #: decodes them (the one zarr's own codec calls; decoding needs none of their settings).
@@ -276,13 +276,18 @@ def _whole_frame(codec: NumcodecsCodec, data: Any) -> Any:
     RuntimeError
         When ``data`` is shorter than a blosc header or its length is not the header's ``cbytes``.
     """
-    if not isinstance(codec, numcodecs.Blosc):
-        return data
+    if isinstance(codec, numcodecs.Blosc):
+        check_blosc_frame(data)
+    return data
+
+
+def check_blosc_frame(data: Any) -> None:
+    """Raise RuntimeError unless ``data`` (bytes-like) is one whole blosc frame: at least its
+    16-byte header, and as long as the ``cbytes`` the header states (see :func:`_whole_frame`)."""
     view = memoryview(data).cast("B")
     stated = int.from_bytes(view[12:16], "little") if view.nbytes >= 16 else None
     if stated != view.nbytes:
         raise RuntimeError(f"a blosc frame of {view.nbytes} bytes states {stated} bytes (a truncated or damaged chunk)")
-    return data
 
 
 def damaged_chunk(exc: BaseException) -> bool:
