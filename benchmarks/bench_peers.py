@@ -733,10 +733,13 @@ def report(
         + format_table(results, writes)
         + "\n\nGoals (issue 12): the default path (`StoreGateDataLoader`, which reads whole batches) and the "
         "whole-batch path at least 1.3 x the fastest peer of the same place and worker count, the ordinary "
-        "per-sample `DataLoader` at least 1.0 x (a peer that failed has no figure, so it is not the fastest).\n\n"
-        + goals_table(results)
-        + _failed(failures)
-        + f"\n\n{PEER_NOTES}"
+        "per-sample `DataLoader` at least 1.0 x (a peer that failed has no figure, so it is not the fastest). "
+        "The two hand-built paths (an ordinary `DataLoader` over `ChunkShuffleSampler`) hand the dataset bare "
+        "row numbers, so before every batch it reads the commit record (one GET on S3) to see other processes' "
+        "commits, and with workers torch deals consecutive batches, which share chunks, to different workers; "
+        "`StoreGateDataLoader` tags each batch with its pass and deals runs of batches, so its processes read "
+        "the record only at a pass's start and when they read chunks, and each chunk once. The README points "
+        "S3 users to it.\n\n" + goals_table(results) + _failed(failures) + f"\n\n{PEER_NOTES}"
     )
 
 
