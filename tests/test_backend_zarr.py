@@ -268,6 +268,24 @@ def test_a_name_held_by_another_object_is_refused_and_the_object_kept(tmp_path: 
     assert sg.get_var_names("train") == ["x", "y"]
 
 
+def test_a_variable_folder_a_killed_writer_left_mid_write_is_written_over(tmp_path: Path) -> None:
+    # zarr's LocalStore writes zarr.json (and each chunk) to '<name>.<uuid hex>.partial' and
+    # renames it: a writer killed between the two leaves only that (tests/test_kills.py met it).
+    sg = StoreGate("zarr", {"output_dir": str(tmp_path)}, data_id="d")
+    sg.add_data("x", np.arange(4), phase="train")
+    left = tmp_path / "d" / "train" / "t"
+    (left / "c").mkdir(parents=True)
+    (left / "zarr.f10e044848eb40bba7da759e7e4991b0.partial").write_bytes(b'{"zarr_form')
+    (left / "c" / "0.0123456789abcdef0123456789abcdef.partial").write_bytes(b"\0\1")
+    sg.add_data("t", np.arange(6), phase="train")
+    np.testing.assert_array_equal(sg.get_data("t", "train"), np.arange(6))
+    assert not list(left.rglob("*.partial"))  # replaced with the rest
+    (tmp_path / "d" / "train" / "u").mkdir()
+    (tmp_path / "d" / "train" / "u" / "zarr.partial").write_text("not zarr's: a user's file")
+    with pytest.raises(InvalidArgumentError, match=r"must not name a folder of other files"):
+        sg.add_data("u", np.arange(6), phase="train")
+
+
 def test_a_data_id_or_phase_that_is_an_array_is_refused(tmp_path: Path) -> None:
     sg = _with_other_objects(tmp_path)
     with pytest.raises(InvalidArgumentError, match=r"data_id 'readme' must be a zarr group .* Got a zarr array"):

@@ -1582,13 +1582,13 @@ class ZarrBackend(Backend):
                 f"{where} must not name an object storegate does not manage. Got a {_variable_problem(var, node)} "
                 f"there (another tool wrote it) at {self.location}. Choose another var_name, or remove it with zarr."
             )
-        foreign = [k for k in keys if not _CHUNK_KEY.fullmatch(k)]
+        foreign = [k for k in keys if not _CHUNK_KEY.fullmatch(k) and not _PARTIAL_KEY.fullmatch(k)]
         if foreign:
             raise InvalidArgumentError(
                 f"{where} must not name a folder of other files. Got {var}/ holding {sorted(foreign)[:5]} at "
                 f"{self.location} (not a zarr array). Choose another var_name, or move those files away."
             )
-        return False  # chunks a failed write left: zarr's overwrite deletes them
+        return False  # chunks (or zarr's temporary files) a failed write left: zarr's overwrite deletes them
 
     def _check_layout(self, var: str, chunks: tuple[int, ...], dtype: np.dtype, from_chunk: bool) -> None:
         """Refuse, before the variable is created, a chunk of ``chunk`` rows past MAX_CHUNK_BYTES
@@ -1789,6 +1789,10 @@ Node = zarr.Array[Any] | zarr.Group
 #: Keys of the stored chunks of an array: zarr v3's ``c/0/1`` or ``c.0.1`` (``c`` for 0-d), zarr
 #: v2's ``0.1`` or ``0/1``. A variable detached by a write in progress leaves only these under its name.
 _CHUNK_KEY = re.compile(r"c([./]\d+)*|\d+([./]\d+)*")
+#: What zarr's LocalStore writes an object to before renaming it into place (``zarr.json`` ->
+#: ``zarr.<uuid hex>.partial``, chunk ``c/0/1`` -> ``c/0/1.<uuid hex>.partial``): left by a
+#: writer killed mid-write, as chunks are.
+_PARTIAL_KEY = re.compile(r"(?:.*/)?[^/]*\.[0-9a-f]{32}\.partial")
 
 
 def _variable_problem(name: str, node: Node) -> str | None:
