@@ -38,6 +38,8 @@ from fsspec.implementations.cached import SimpleCacheFileSystem
 
 __all__ = ["MARKER", "CacheFolder", "Copies", "store_folder"]
 
+_UNLISTED = object()  # a data_id the marker names no record for
+
 #: The file, in a store's folder of the cache_dir, naming the generation and the records.
 MARKER = "records.json"
 
@@ -128,8 +130,9 @@ class CacheFolder:
     def check(self, data_id: str, record: str | None) -> None:
         """Go by ``record``, the commit record of ``data_id`` just read from the store.
 
-        When the folder's marker lists another record for ``data_id``, the copies may be
-        stale: a new, empty generation begins and the simplecache filesystem copies into it.
+        When the folder's marker lists another record for ``data_id``, or none, the copies
+        may be stale: a new, empty generation begins and the filesystem copies into it (the
+        first reader of each data_id of a store thus starts one generation).
         """
         with self._lock:
             known = self._marker
@@ -143,12 +146,9 @@ class CacheFolder:
             marker = self._load()
             if marker is None:
                 marker = self._begin({data_id: record}, keep=None)
-            elif data_id not in marker["records"]:
-                # No reader of this data_id used the folder yet (each writes its record here before
-                # its first read copies anything): its copies, if any, are of this record.
-                marker["records"][data_id] = record
-                self._write(marker)
-            elif marker["records"][data_id] != record:
+            elif marker["records"].get(data_id, _UNLISTED) != record:
+                # Also for a data_id the marker does not list: two processes that wrote the
+                # marker at once may have dropped its record, so its copies may be of any commit.
                 marker = self._begin({**marker["records"], data_id: record}, keep=marker["generation"])
             self._marker = marker
             self._switch(self._generation(marker))

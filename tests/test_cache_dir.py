@@ -16,8 +16,11 @@ from typing import Any
 import numpy as np
 import pytest
 from s3fs import S3FileSystem
+from torch.utils.data import DataLoader
 
 from storegate import StoreGate
+from storegate.cache_folders import MARKER
+from storegate.torch import StoreGateDataset
 from tests.conftest import S3Server
 
 pytestmark = [pytest.mark.s3, pytest.mark.timeout(120)]
@@ -109,3 +112,51 @@ def test_an_unchanged_store_is_read_from_the_cache(
     uncached.get_data("x", "train")
     records = [path for path in asked if path.endswith(".storegate/commits/d.json")]
     assert per_call == len(records)  # the same record reads; the chunks come from the cache
+
+
+def test_a_commit_to_another_data_id_leaves_each_read_right(
+    s3_server: S3Server, s3_bucket: str, tmp_path: Path
+) -> None:
+    """Copies of one store: a commit to data_id 'e' empties the folder, 'd' is read again."""
+    writer = StoreGate("zarr", _args(s3_server, s3_bucket, chunk=4), data_id="d")
+    writer.add_data("x", np.arange(10.0), phase="train")
+    writer.set_data_id("e")
+    writer.add_data("x", np.arange(6.0), phase="train")
+    cached = _args(s3_server, s3_bucket, mode="r", cache_dir=str(tmp_path / "cache"))
+    d, e = StoreGate("zarr", cached, data_id="d"), StoreGate("zarr", cached, data_id="e")
+    d.get_data("x", "train")
+    e.get_data("x", "train")
+    writer.update_data("x", np.ones(6), phase="train")  # data_id 'e'
+    np.testing.assert_array_equal(e.get_data("x", "train"), np.ones(6))
+    np.testing.assert_array_equal(d.get_data("x", "train"), np.arange(10.0))
+    assert _in_new_process(cached) == list(range(10))
+
+
+def test_a_lost_marker_empties_the_folder(s3_server: S3Server, s3_bucket: str, tmp_path: Path) -> None:
+    """Copies nothing names the records of (records.json deleted) are never served."""
+    writer = StoreGate("zarr", _args(s3_server, s3_bucket, chunk=4), data_id="d")
+    writer.add_data("x", np.arange(10.0), phase="train")
+    cached = _args(s3_server, s3_bucket, mode="r", cache_dir=str(tmp_path / "cache"))
+    assert _in_new_process(cached) == list(range(10))
+    (marker,) = (tmp_path / "cache").rglob(MARKER)
+    marker.unlink()
+    writer.update_data("x", np.ones(10), phase="train")
+    assert _in_new_process(cached) == [1.0] * 10
+
+
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_two_workers_share_a_cache_dir_across_a_commit(
+    s3_server: S3Server, s3_bucket: str, tmp_path: Path, context: str
+) -> None:
+    writer = StoreGate("zarr", _args(s3_server, s3_bucket, chunk=4), data_id="d")
+    writer.add_data("x", np.arange(32.0), phase="train")
+    cached = _args(s3_server, s3_bucket, mode="r", cache_dir=str(tmp_path / "cache"))
+
+    def epoch() -> list[float]:
+        dataset = StoreGateDataset(StoreGate("zarr", cached, data_id="d"), "train", "x")
+        loader = DataLoader(dataset, batch_size=4, num_workers=2, multiprocessing_context=context, timeout=90)
+        return [float(v) for batch in loader for v in batch.reshape(-1).tolist()]
+
+    assert epoch() == list(range(32))
+    writer.update_data("x", np.arange(32.0) * 2, phase="train")
+    assert epoch() == [2.0 * i for i in range(32)]

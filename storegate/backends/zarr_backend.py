@@ -191,10 +191,11 @@ class ZarrBackend(Backend):
         ``client_kwargs['endpoint_url']`` (``https://`` when ``secure`` is true, else
         ``http://``), ``access_key`` becomes ``key`` and ``secret_key`` becomes ``secret``.
     cache_dir
-        A local directory caching the files read from a remote store (fsspec's
-        ``simplecache``), so later epochs read from local disk. Needs mode 'r'; meant for
-        stores written once. Processes sharing one cache_dir must not fill it at the same
-        time (fsspec writes a cached file in place): warm it first, or use one per worker.
+        A local directory caching the objects read from a remote store, so later epochs
+        read from local disk (lardon's / KappaData's local copies). Needs mode 'r'. The
+        commit record is read from the store on every call, and copies made under another
+        record are never served (a commit by any process, also before this one started,
+        starts an empty folder): see :mod:`storegate.cache_folders`. Processes may share one.
     concurrency
         Chunk requests in flight while a read or a write runs (zarr's ``async.concurrency``,
         set only for the duration of the call). Default: ``DEFAULT_REMOTE_CONCURRENCY``
