@@ -280,7 +280,7 @@ class Location:
 
     def _open_group(self, mode: Mode, keep: str | None, hold: Hold | None) -> zarr.Group:
         store = self.make_store(read_only=mode == "r")
-        root = inspect_root(store)
+        root = inspect_root(uncached(store))  # a cache_dir's copy may be of a store since replaced
         if not root.formats:
             self._refuse_a_file(store)
         if mode == "w":

@@ -160,3 +160,15 @@ def test_two_workers_share_a_cache_dir_across_a_commit(
     assert epoch() == list(range(32))
     writer.update_data("x", np.arange(32.0) * 2, phase="train")
     assert epoch() == [2.0 * i for i in range(32)]
+
+
+def test_a_store_replaced_with_mode_w_is_read_anew(s3_server: S3Server, s3_bucket: str, tmp_path: Path) -> None:
+    writer = StoreGate("zarr", _args(s3_server, s3_bucket, chunk=4), data_id="d")
+    writer.add_data("x", np.arange(10.0), phase="train")
+    cached = _args(s3_server, s3_bucket, mode="r", cache_dir=str(tmp_path / "cache"))
+    reader = StoreGate("zarr", cached, data_id="d")
+    np.testing.assert_array_equal(reader.get_data("x", "train"), np.arange(10.0))
+    again = StoreGate("zarr", _args(s3_server, s3_bucket, chunk=2, mode="w"), data_id="d")
+    again.add_data("x", np.full(4, 9.0), phase="train")
+    np.testing.assert_array_equal(reader.get_data("x", "train"), np.full(4, 9.0))
+    assert _in_new_process(cached) == [9.0] * 4
