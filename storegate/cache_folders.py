@@ -24,6 +24,7 @@ has already read; unlike theirs, it never serves data older than the store's las
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -69,16 +70,18 @@ class Copies(SimpleCacheFileSystem):  # type: ignore[misc]  # fsspec has no type
 
     async def _cat_ranges(
         self, paths: list[str], starts: list[int | None], ends: list[int | None], **kwargs: Any
-    ) -> list[bytes | Exception]:
-        found: list[bytes | Exception] = []
-        for path, start, end in zip(paths, starts, ends, strict=True):
-            try:
-                found.append(await self._cat_file(path, start, end))
-            except Exception as exc:  # fsspec's on_error='return', which zarr passes
-                if kwargs.get("on_error", "return") != "return":
-                    raise
-                found.append(exc)
-        return found
+    ) -> list[bytes | BaseException]:
+        # Each object as _cat_file reads it, concurrently; errors returned in place (fsspec's
+        # on_error='return', which zarr passes) or the first one raised.
+        found = await asyncio.gather(
+            *(self._cat_file(path, start, end) for path, start, end in zip(paths, starts, ends, strict=True)),
+            return_exceptions=True,
+        )
+        if kwargs.get("on_error", "return") != "return":
+            for item in found:
+                if isinstance(item, BaseException):
+                    raise item
+        return list(found)
 
 
 def _keep(folder: str, copy: str, data: bytes) -> None:

@@ -172,3 +172,18 @@ def test_a_store_replaced_with_mode_w_is_read_anew(s3_server: S3Server, s3_bucke
     again.add_data("x", np.full(4, 9.0), phase="train")
     np.testing.assert_array_equal(reader.get_data("x", "train"), np.full(4, 9.0))
     assert _in_new_process(cached) == [9.0] * 4
+
+
+def test_a_sharded_variable_is_read_right_after_an_update(s3_server: S3Server, s3_bucket: str, tmp_path: Path) -> None:
+    """Rows of a shard are byte ranges of one object (zarr's partial reads): copies of it too."""
+    data = np.arange(64.0).reshape(32, 2)
+    writer = StoreGate("zarr", _args(s3_server, s3_bucket, chunk=4, shard_bytes=256), data_id="d")
+    writer.add_data("x", data, phase="train")
+    cached = _args(s3_server, s3_bucket, mode="r", cache_dir=str(tmp_path / "cache"), chunk_cache_bytes=0)
+    reader = StoreGate("zarr", cached, data_id="d")
+    np.testing.assert_array_equal(reader.get_data("x", "train", [1, 9, 30]), data[[1, 9, 30]])
+    writer.update_data("x", -data[9:10], phase="train", index=9)
+    expected = data.copy()
+    expected[9] *= -1
+    np.testing.assert_array_equal(reader.get_data("x", "train", [1, 9, 30]), expected[[1, 9, 30]])
+    np.testing.assert_array_equal(reader.get_data("x", "train"), expected)
