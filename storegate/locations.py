@@ -35,6 +35,7 @@ import json
 import os
 import shutil
 import threading
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -49,6 +50,7 @@ from zarr.core.group import GroupMetadata
 from zarr.core.sync import sync
 from zarr.storage import FsspecStore, LocalStore, StorePath
 
+from storegate.cache_folders import CacheFolder, Copies, store_folder
 from storegate.errors import InvalidArgumentError, NoReplyError, NotFoundError, StorageError, StoreGateError
 from storegate.s3_sessions import session_for
 
@@ -70,6 +72,7 @@ __all__ = [
     "Location",
     "RootInfo",
     "bounded_http_session",
+    "cache_folder",
     "concurrency_scope",
     "copied_options",
     "inspect_root",
@@ -80,6 +83,7 @@ __all__ = [
     "put_documents",
     "request_attempts",
     "resolve_location",
+    "uncached",
     "unsent_to",
 ]
 
@@ -276,7 +280,7 @@ class Location:
 
     def _open_group(self, mode: Mode, keep: str | None, hold: Hold | None) -> zarr.Group:
         store = self.make_store(read_only=mode == "r")
-        root = inspect_root(store)
+        root = inspect_root(uncached(store))  # a cache_dir's copy may be of a store since replaced
         if not root.formats:
             self._refuse_a_file(store)
         if mode == "w":
@@ -332,17 +336,32 @@ class Location:
             if read_only and not Path(self.path).is_dir():
                 raise FileNotFoundError(self.path)
             return LocalStore(self.path, read_only=read_only)
-        url, opts = self.path, self.fsspec_options()
         if self.cache_dir is not None:
-            # fsspec's own whole-file cache; the inner filesystem stays asynchronous.
-            inner = self.protocol or ""
-            url = f"simplecache::{url}"
-            opts = {inner: {**opts, "asynchronous": True}, "simplecache": {"cache_storage": self.cache_dir}}
-        store = FsspecStore.from_url(url, storage_options=opts, read_only=read_only)
-        s3 = store.fs.fs if self.cache_dir is not None else store.fs  # simplecache wraps s3fs
-        if self.is_s3 and hasattr(s3, "retries"):
-            s3.retries = S3FS_RETRIES  # an instance attribute: s3fs takes no option for it
+            return self._cached_store(read_only)
+        store = FsspecStore.from_url(self.path, storage_options=self.fsspec_options(), read_only=read_only)
+        self._bound_retries(store.fs)
         return store
+
+    def _cached_store(self, read_only: bool) -> Store:
+        """The store read through local copies in cache_dir (see :mod:`storegate.cache_folders`),
+        registered with the same store read directly (:func:`uncached`) and its folder."""
+        assert self.cache_dir is not None
+        assert self.path is not None
+        folder = CacheFolder(store_folder(self.cache_dir, f"{self.endpoint}|{self.path}"))
+        inner = fsspec.filesystem(self.protocol, **{**self.fsspec_options(), "asynchronous": True})
+        self._bound_retries(inner)
+        # A filesystem of this store's own (fsspec would share one): its folder switches.
+        copies = Copies(fs=inner, cache_storage=folder.storage(), skip_instance_cache=True)
+        folder.attach(copies)
+        path = inner._strip_protocol(self.path)
+        store = FsspecStore(fs=copies, path=path, read_only=read_only)
+        _CACHED[id(store)] = (FsspecStore(fs=inner, path=path, read_only=read_only), folder)
+        weakref.finalize(store, _CACHED.pop, id(store), None)
+        return store
+
+    def _bound_retries(self, fs: Any) -> None:
+        if self.is_s3 and hasattr(fs, "retries"):
+            fs.retries = S3FS_RETRIES  # an instance attribute: s3fs takes no option for it
 
     def _refuse_a_file(self, store: Store) -> None:
         """An object (a file) at a URL's path cannot hold a store (a local path is checked in make_store)."""
@@ -442,6 +461,26 @@ class Location:
         if self.cache_dir is not None:
             args["cache_dir"] = self.cache_dir
         return args
+
+
+#: Per store opened with a cache_dir (by ``id``): the same store without the cache, and its folder.
+_CACHED: dict[int, tuple[Store, CacheFolder]] = {}
+
+
+def uncached(store: Store) -> Store:
+    """``store`` itself, or, for a store opened with a ``cache_dir``, the same store read directly.
+
+    storegate's own objects (commit records, journals) tell whether the data changed: they
+    are always read from the store, never from a local copy.
+    """
+    found = _CACHED.get(id(store))
+    return store if found is None else found[0]
+
+
+def cache_folder(store: Store) -> CacheFolder | None:
+    """The cache_dir folder of a store opened with a ``cache_dir`` (``None`` for any other store)."""
+    found = _CACHED.get(id(store))
+    return None if found is None else found[1]
 
 
 # --- S3 requests that end in bounded time ------------------------------------------------

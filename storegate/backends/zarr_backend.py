@@ -91,6 +91,7 @@ from storegate.loader import DEFAULT_CHUNK_CACHE_BYTES
 from storegate.locations import (
     DEFAULT_REMOTE_CONCURRENCY,
     METADATA_KEYS,
+    cache_folder,
     concurrency_scope,
     keys_under,
     new_group,
@@ -190,10 +191,11 @@ class ZarrBackend(Backend):
         ``client_kwargs['endpoint_url']`` (``https://`` when ``secure`` is true, else
         ``http://``), ``access_key`` becomes ``key`` and ``secret_key`` becomes ``secret``.
     cache_dir
-        A local directory caching the files read from a remote store (fsspec's
-        ``simplecache``), so later epochs read from local disk. Needs mode 'r'; meant for
-        stores written once. Processes sharing one cache_dir must not fill it at the same
-        time (fsspec writes a cached file in place): warm it first, or use one per worker.
+        A local directory caching the objects read from a remote store, so later epochs
+        read from local disk (lardon's / KappaData's local copies). Needs mode 'r'. The
+        commit record is read from the store on every call, and copies made under another
+        record are never served (a commit by any process, also before this one started,
+        starts an empty folder): see :mod:`storegate.cache_folders`. Processes may share one.
     concurrency
         Chunk requests in flight while a read or a write runs (zarr's ``async.concurrency``,
         set only for the duration of the call). Default: ``DEFAULT_REMOTE_CONCURRENCY``
@@ -270,6 +272,7 @@ class ZarrBackend(Backend):
         self._lock_timeout = check_timeout("lock_timeout", lock_timeout)
         self._commits = Commits()  # before the root: mode 'w' commits an empty record per data_id
         self._root = self._open_root()
+        self._cache_folder = cache_folder(self._root.store)  # None without a cache_dir
         self._check_format()
         self._groups: dict[tuple[str, ...], zarr.Group] = {}
         self._arrays: dict[tuple[str, str, str], zarr.Array[Any]] = {}
@@ -1275,6 +1278,7 @@ class ZarrBackend(Backend):
     def _read_commit(self, data_id: str) -> None:
         for _ in range(_JOURNAL_READS):
             raw = self._commits.read_raw(self._root.store, data_id)
+            self._check_cache(data_id, raw)
             record = self._commits.parse(raw, data_id)
             self._committed[data_id], self._loaded[data_id], self._raw[data_id] = record.rows, record.token, raw
             self._epochs[data_id] = record.epoch
@@ -1336,11 +1340,17 @@ class ZarrBackend(Backend):
         """Go by the commit record ``raw`` just read: forget what was cached when another commit wrote it."""
         if raw is not None and raw == self._raw.get(data_id):
             return  # the same record: one small read, no parsing
+        self._check_cache(data_id, raw)
         token = self._commits.parse(raw, data_id).token
         if token != self._loaded.get(data_id):
             self.refresh(data_id)
         else:
             self._raw[data_id] = raw
+
+    def _check_cache(self, data_id: str, raw: str | None) -> None:
+        """A cache_dir's copies filled under another record than ``raw`` are never served again."""
+        if self._cache_folder is not None:
+            self._cache_folder.check(data_id, raw)
 
     def data_version(self, data_id: str) -> str | None:
         # docstring inherited: the commit record itself (a new token each commit), one small read.

@@ -27,6 +27,7 @@ from zarr.storage import FsspecStore, LocalStore, MemoryStore
 
 from storegate.backends.commit_counter import counter_key, counting, poison
 from storegate.errors import StoreGateError
+from storegate.locations import uncached
 from storegate.locks import FolderLock, Lease, ProcessLock, WriteLock, shared
 
 __all__ = [
@@ -262,7 +263,8 @@ def read_object(store: Store, key: str) -> bytes | None:
     """One of storegate's own objects (``None`` when there is none)."""
     if isinstance(store, LocalStore):  # every read and write call reads one: a file read, not zarr's loop
         return _read_file(os.path.join(store.root, key))
-    found = sync(store.get(key, prototype=default_buffer_prototype()))
+    # Never a cache_dir's copy: these objects tell whether the copies are stale.
+    found = sync(uncached(store).get(key, prototype=default_buffer_prototype()))
     return None if found is None else found.to_bytes()
 
 
