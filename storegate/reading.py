@@ -88,6 +88,15 @@ class StoreHandle:
         return self._backend
 
     def __getstate__(self) -> dict[str, Any]:
+        if "session" in (self._args.get("storage_options") or {}):
+            # An aiobotocore session holds live objects (its loop's handlers): pickle would fail
+            # deep inside with an AttributeError naming none of this.
+            raise InvalidArgumentError(
+                "storage_options['session'] must stay in the process that made it: a store opened with your own "
+                "aiobotocore session cannot be sent to another process (a 'spawn' or 'forkserver' DataLoader "
+                "worker, or pickle). Got a session. Use multiprocessing_context='fork', or give the credentials "
+                "as storage_options key / secret (or profile) instead of a session."
+            )
         return {**self.__dict__, "_backend": None, "_opened_pid": None}
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import pickle
 import threading
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from storegate import StoreGate
+from storegate import InvalidArgumentError, StoreGate
 from storegate.locations import resolve_location
 from storegate.s3_sessions import session_for
 from storegate.torch import StoreGateDataLoader, StoreGateDataset
@@ -132,3 +133,9 @@ def test_a_dataset_over_a_store_opened_with_the_users_own_session(s3_server: S3S
     loader = StoreGateDataLoader(dataset, batch_size=8, num_workers=2, multiprocessing_context="fork")
     got = np.concatenate([x.numpy() for x in loader])
     assert np.array_equal(got[np.argsort(got[:, 0])], np.arange(40).reshape(20, 2))  # workers deal runs of batches
+    # A session cannot cross into a spawned worker: a storegate error that says so, not pickle's.
+    with pytest.raises(InvalidArgumentError, match=r"storage_options\['session'\] must stay in the process"):
+        pickle.dumps(dataset)
+    spawned = StoreGateDataLoader(dataset, batch_size=8, num_workers=1, multiprocessing_context="spawn")
+    with pytest.raises(InvalidArgumentError, match="multiprocessing_context='fork'"):
+        next(iter(spawned))

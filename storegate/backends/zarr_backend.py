@@ -386,9 +386,11 @@ class ZarrBackend(Backend):
         credentials), ``cache_dir`` and ``concurrency`` when set, ``codec_pipeline`` when it
         is not the default, and ``mode``; with mode 'a' also the chunk and codec options,
         so that a writer in another process lays variables out the same way. Every value
-        pickles. ``None`` for a store in this process's memory (a zarr ``Store`` object such
-        as ``MemoryStore``, or a ``memory://`` URL), which another process cannot open. A
-        temporary directory lives only as long as this backend.
+        pickles, but for your own aiobotocore ``session`` in ``storage_options`` (kept as
+        given, for a forked worker; a dataset refuses to be pickled with it). ``None`` for a
+        store in this process's memory (a zarr ``Store`` object such as ``MemoryStore``, or a
+        ``memory://`` URL), which another process cannot open. A temporary directory lives
+        only as long as this backend.
 
         Parameters
         ----------
