@@ -54,7 +54,13 @@ class Copies(SimpleCacheFileSystem):  # type: ignore[misc]  # fsspec has no type
     Here each object is read from the store into memory and returned as read; its copy is
     written beside and renamed into place (a copy that cannot be written is only not kept).
     A FileNotFoundError therefore always means the store has no such object.
+
+    ``direct`` is the same store read without copies and ``folder`` the cache_dir folder the
+    copies go to, set by whoever makes it (``storegate.locations``).
     """
+
+    direct: Any = None
+    folder: CacheFolder | None = None
 
     async def _cat_file(self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any) -> bytes:
         path = self._strip_protocol(path)

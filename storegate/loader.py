@@ -165,6 +165,9 @@ def fetch_chunks(var: str, segment: Segment, ids: Sequence[int], fetch: Fetch) -
         fetch, segment.phase, var, [slice(a * size, min((b + 1) * size, segment.rows), 1) for a, b in runs]
     )
     for (first, last), block in zip(runs, blocks, strict=True):
+        if first == last:
+            found[first] = block  # the array read for it alone (no view keeping a longer read alive)
+            continue
         for cid in range(first, last + 1):
             found[cid] = block[(cid - first) * size : (cid - first + 1) * size]
     return found

@@ -35,7 +35,6 @@ import json
 import os
 import shutil
 import threading
-import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -354,10 +353,8 @@ class Location:
         copies = Copies(fs=inner, cache_storage=folder.storage(), skip_instance_cache=True)
         folder.attach(copies)
         path = inner._strip_protocol(self.path)
-        store = FsspecStore(fs=copies, path=path, read_only=read_only)
-        _CACHED[id(store)] = (FsspecStore(fs=inner, path=path, read_only=read_only), folder)
-        weakref.finalize(store, _CACHED.pop, id(store), None)
-        return store
+        copies.direct, copies.folder = FsspecStore(fs=inner, path=path, read_only=read_only), folder
+        return FsspecStore(fs=copies, path=path, read_only=read_only)
 
     def _bound_retries(self, fs: Any) -> None:
         if self.is_s3 and hasattr(fs, "retries"):
@@ -463,8 +460,10 @@ class Location:
         return args
 
 
-#: Per store opened with a cache_dir (by ``id``): the same store without the cache, and its folder.
-_CACHED: dict[int, tuple[Store, CacheFolder]] = {}
+def _copies(store: Store) -> Copies | None:
+    """The copying filesystem of a store opened with a ``cache_dir`` (``None`` for any other store)."""
+    fs = getattr(store, "fs", None)
+    return fs if isinstance(fs, Copies) else None
 
 
 def uncached(store: Store) -> Store:
@@ -473,14 +472,14 @@ def uncached(store: Store) -> Store:
     storegate's own objects (commit records, journals) tell whether the data changed: they
     are always read from the store, never from a local copy.
     """
-    found = _CACHED.get(id(store))
-    return store if found is None else found[0]
+    copies = _copies(store)
+    return store if copies is None else copies.direct
 
 
 def cache_folder(store: Store) -> CacheFolder | None:
     """The cache_dir folder of a store opened with a ``cache_dir`` (``None`` for any other store)."""
-    found = _CACHED.get(id(store))
-    return None if found is None else found[1]
+    copies = _copies(store)
+    return None if copies is None else copies.folder
 
 
 # --- S3 requests that end in bounded time ------------------------------------------------

@@ -23,6 +23,7 @@ seen again by a store opened later with other options).
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 import threading
@@ -64,8 +65,14 @@ def session_for(options: dict[str, Any]) -> Any | None:
 
 def _session_options(options: dict[str, Any]) -> list[str]:
     """The options s3fs would pass to ``AioSession(**kwargs)``."""
-    named = inspect.signature(fsspec.get_filesystem_class("s3").__init__).parameters
+    named = _s3fs_parameters()
     return [k for k in options if k not in named and k not in _NOT_SESSION_OPTIONS]
+
+
+@functools.cache
+def _s3fs_parameters() -> frozenset[str]:
+    """The parameters s3fs's filesystem names (read once: every store opened asks)."""
+    return frozenset(inspect.signature(fsspec.get_filesystem_class("s3").__init__).parameters)
 
 
 def _new_session() -> Any:
