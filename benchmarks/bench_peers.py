@@ -734,12 +734,16 @@ def report(
         + "\n\nGoals (issue 12): the default path (`StoreGateDataLoader`, which reads whole batches) and the "
         "whole-batch path at least 1.3 x the fastest peer of the same place and worker count, the ordinary "
         "per-sample `DataLoader` at least 1.0 x (a peer that failed has no figure, so it is not the fastest). "
-        "The two hand-built paths (an ordinary `DataLoader` over `ChunkShuffleSampler`) hand the dataset bare "
-        "row numbers, so before every batch it reads the commit record (one GET on S3) to see other processes' "
-        "commits, and with workers torch deals consecutive batches, which share chunks, to different workers; "
-        "`StoreGateDataLoader` tags each batch with its pass and deals runs of batches, so its processes read "
-        "the record only at a pass's start and when they read chunks, and each chunk once. The README points "
-        "S3 users to it.\n\n" + goals_table(results) + _failed(failures) + f"\n\n{PEER_NOTES}"
+        "In the two hand-built paths (an ordinary `DataLoader` over `ChunkShuffleSampler`) the dataset "
+        "recognises the calls that are the sampler's next batch (storegate/passes.py), so like "
+        "`StoreGateDataLoader` its processes read the commit record (one GET on S3) at a pass's start and "
+        "after reading chunks, not before every batch. With workers torch deals consecutive batches, which "
+        "share chunks, to different workers, so each worker reads most chunks (on S3 it reads the chunks of "
+        "its batch 8 batches ahead in a thread, storegate/readahead.py); `StoreGateDataLoader` deals each "
+        "worker a run of consecutive batches, so each chunk is read once.\n\n"
+        + goals_table(results)
+        + _failed(failures)
+        + f"\n\n{PEER_NOTES}"
     )
 
 

@@ -250,12 +250,18 @@ class ChunkedVariable:
 
     def cached(self, rows: np.ndarray, cache: ChunkCache) -> bool:
         """Whether ``cache`` holds every chunk that rows ``rows`` lie in (a read of them would not touch the store)."""
+        return not self.missing(rows, cache)
+
+    def missing(self, rows: np.ndarray, cache: ChunkCache) -> list[tuple[Segment, list[int]]]:
+        """The chunks that rows ``rows`` lie in and ``cache`` does not hold: per segment, sorted ids."""
+        out = []
         for segment in self.segments:
             local = rows[(rows >= segment.start) & (rows < segment.start + segment.rows)] - segment.start
             ids = np.unique(local // segment.chunk_rows).tolist()
-            if any((self.var, segment.phase, cid) not in cache for cid in ids):
-                return False
-        return True
+            ids = [cid for cid in ids if (self.var, segment.phase, cid) not in cache]
+            if ids:
+                out.append((segment, ids))
+        return out
 
     def read(
         self, rows: np.ndarray, fetch: Fetch | None, cache: ChunkCache, source: ChunkSource | None = None

@@ -1,0 +1,419 @@
+"""Passes of an ordinary DataLoader over a ChunkShuffleSampler: the calls that are the next batch
+of the sampler's order read the commit record at a pass's start and after chunk reads only;
+every other call reads it first. Read-ahead of a pass's next chunks on a remote store."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch.utils.data import BatchSampler, DataLoader
+
+import storegate.passes
+import storegate.readahead
+import storegate.torch
+from storegate import StoreGate
+from storegate.backends.zarr_backend import ZarrBackend
+from storegate.loader import ChunkCache, Segment
+from storegate.passes import Passes
+from storegate.readahead import ReadAhead
+from storegate.torch import ChunkShuffleSampler, ConcatDataset, StoreGateDataset
+from tests.torch_stores import (
+    N,
+    X,
+    count_record_reads,
+    epochs_while_committing,
+    update_in_another_process,
+    zarr_store,
+)
+
+pytestmark = [
+    pytest.mark.timeout(300),
+    pytest.mark.filterwarnings(r"ignore:.*use of fork\(\) may lead to deadlocks:DeprecationWarning"),
+]
+
+
+class _Order:
+    """A sampler's order as Passes sees it."""
+
+    def __init__(self, order: np.ndarray) -> None:
+        self.order, self.epoch = order, 0
+
+    def pass_order(self) -> tuple[Any, np.ndarray]:
+        return (self.epoch,), self.order
+
+
+def _dealt(order: np.ndarray, m: int, worker: int, workers: int) -> list[np.ndarray]:
+    """The batches torch deals to ``worker``: batch j of the order goes to worker j % workers."""
+    batches = [order[i : i + m] for i in range(0, order.shape[0], m)]
+    return batches[worker::workers]
+
+
+# --- which calls belong to a pass -------------------------------------------------------
+
+
+@pytest.mark.parametrize(("m", "workers"), [(10, 1), (7, 1), (8, 3), (5, 2)])
+def test_the_batches_dealt_to_a_process_are_one_pass(m: int, workers: int) -> None:
+    order = np.random.default_rng(0).permutation(100)
+    sampler = _Order(order)
+    for worker in range(workers):
+        passes = Passes()  # each worker has its own copy of the dataset
+        passes.follow(sampler)
+        tokens = [passes.token(batch, worker, workers) for batch in _dealt(order, m, worker, workers)]
+        assert tokens[0] is not None
+        assert set(tokens) == {tokens[0]}  # the last, short batch too
+        again = passes.token(_dealt(order, m, worker, workers)[0], worker, workers)
+        assert again is not None
+        assert again != tokens[0]
+
+
+def test_a_call_off_the_order_gets_no_pass_and_the_pass_goes_on() -> None:
+    order = np.random.default_rng(1).permutation(50)
+    passes = Passes()
+    sampler = _Order(order)
+    passes.follow(sampler)
+    first = passes.token(order[0:10])
+    assert first is not None
+    assert passes.token(np.sort(order[10:20])) is None  # the right rows in another order
+    assert passes.token(order[30:40]) is None  # a later slice, skipping one
+    assert passes.token(np.array([order[11]])) is None  # one row, neither where the pass goes on nor a start
+    assert passes.token(order[10:20]) == first  # the pass continues after the stray calls
+    assert passes.token(np.zeros(0, dtype=np.int64)) is None
+
+
+def test_no_sampler_no_pass_and_a_dead_sampler_is_forgotten() -> None:
+    order = np.arange(20)
+    passes = Passes()
+    assert passes.token(order[:5]) is None
+    sampler = _Order(order)
+    passes.follow(sampler)
+    assert passes.token(order[:5]) is not None
+    del sampler
+    assert passes.token(order[:5]) is None  # followed weakly: a sampler that is gone is not followed
+
+
+def test_a_new_epoch_starts_a_new_pass() -> None:
+    rng = np.random.default_rng(2)
+    sampler = _Order(rng.permutation(40))
+    passes = Passes()
+    passes.follow(sampler)
+    old = sampler.order
+    first = passes.token(old[0:8])
+    sampler.order, sampler.epoch = rng.permutation(40), 1
+    assert passes.token(old[8:16]) is None  # the old epoch's next batch: no longer the order
+    new = passes.token(sampler.order[0:8])
+    assert new is not None
+    assert new != first
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    n=st.integers(1, 60),
+    m=st.integers(1, 12),
+    workers=st.integers(1, 3),
+    data=st.data(),
+)
+def test_only_slices_of_the_order_get_a_pass(n: int, m: int, workers: int, data: st.DataObject) -> None:
+    """Whatever the calls, a call gets a pass only when its items are a slice of the order (at the
+    position torch deals this worker, for batches of the call's length); the batches dealt to a
+    worker, in sequence, all get one pass when its first batch is a whole one."""
+    order = np.random.default_rng(n).permutation(n)
+    worker = data.draw(st.integers(0, workers - 1))
+    sampler = _Order(order)  # followed weakly: the caller holds it, as a DataLoader does
+    passes = Passes()
+    passes.follow(sampler)
+    dealt_at = sorted(range(worker * m, n, workers * m))
+    for _ in range(data.draw(st.integers(1, 12))):
+        if dealt_at and data.draw(st.booleans()):
+            start = data.draw(st.sampled_from(dealt_at))
+            items = order[start : start + m]
+        else:
+            items = np.asarray(data.draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=m)), dtype=np.int64)
+        if passes.token(items, worker, workers) is not None:
+            k = len(items)
+            assert any(np.array_equal(order[p : p + k], items) for p in range(n - k + 1))
+    fresh = Passes()
+    fresh.follow(sampler)
+    batches = _dealt(order, m, worker, workers)
+    tokens = {fresh.token(batch, worker, workers) for batch in batches}
+    if batches and len(batches[0]) == m:
+        assert len(tokens) == 1
+        assert None not in tokens
+
+
+def test_ahead_gives_this_process_s_later_batches() -> None:
+    order = np.random.default_rng(3).permutation(100)
+    passes = Passes()
+    sampler = _Order(order)
+    passes.follow(sampler)
+    token = passes.token(order[10:20], worker=1, workers=2)  # worker 1 of 2: batches 1, 3, 5...
+    assert token is not None
+    ahead = passes.ahead(token, 1)
+    assert ahead is not None
+    assert np.array_equal(ahead, order[30:40])
+    ahead = passes.ahead(token, 4)
+    assert ahead is not None
+    assert np.array_equal(ahead, order[90:100])
+    assert passes.ahead(token, 5) is None  # past the end of the order
+    assert passes.ahead((0, 0), 1) is None
+    assert passes.ahead(7, 1) is None
+
+
+def test_a_pickled_dataset_s_passes_carry_the_sampler_and_no_pass() -> None:
+    order = np.random.default_rng(4).permutation(30)
+    sampler = _Order(order)
+    passes = Passes()
+    passes.follow(sampler)
+    assert passes.token(order[0:5]) is not None
+    copy = pickle.loads(pickle.dumps(passes))  # a spawned worker's
+    assert copy.token(order[5:10]) is None  # the parent's pass is not the copy's
+    assert copy.token(order[0:5]) is not None  # the sampler travelled, held by the copy
+
+
+def test_a_forked_process_does_not_continue_its_parent_s_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    order = np.random.default_rng(5).permutation(30)
+    passes = Passes()
+    sampler = _Order(order)
+    passes.follow(sampler)
+    parent = passes.token(order[0:5])
+    monkeypatch.setattr(storegate.passes.os, "getpid", lambda: -7)  # as in a forked child
+    assert passes.token(order[5:10]) is None
+    child = passes.token(order[0:5])
+    assert child is not None
+    assert child != parent
+    assert child[0] == -7
+
+
+# --- the commit record under a hand-built DataLoader -------------------------------------
+
+
+def _epoch(loader: Any) -> dict[int, float]:
+    values: dict[int, float] = {}
+    for x, ids in loader:
+        values.update({int(i): float(v) for i, v in zip(ids, x[:, 0], strict=True)})
+    assert len(values) == N
+    return values
+
+
+@pytest.fixture
+def record_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    return count_record_reads(monkeypatch)
+
+
+@pytest.mark.parametrize("whole", [False, True])
+def test_a_hand_built_pass_reads_the_record_at_its_start_and_after_chunk_reads(
+    tmp_path: Path, record_reads: list[str], whole: bool
+) -> None:
+    dataset = StoreGateDataset(zarr_store(tmp_path, chunk_rows=40), "train", "x", "id")
+    sampler = ChunkShuffleSampler(dataset, window=1)
+    loader = (
+        DataLoader(dataset, sampler=BatchSampler(sampler, 8, False), batch_size=None)
+        if whole
+        else DataLoader(dataset, sampler=sampler, batch_size=8)
+    )
+    record_reads.clear()
+    assert _epoch(loader) == {i: float(i) for i in range(N)}
+    # 4 chunks of x and of id, one window each: the record at the pass's first batch, and
+    # after each of the 4 batches that read chunks (the batch holds one commit's rows).
+    assert 1 <= len(record_reads) <= 1 + 4 < len(loader)
+    record_reads.clear()
+    assert _epoch(DataLoader(dataset, batch_size=8)) == {i: float(i) for i in range(N)}  # no sampler: every batch
+    assert len(record_reads) >= len(loader)
+
+
+def test_a_call_outside_the_pass_reads_the_record(tmp_path: Path, record_reads: list[str]) -> None:
+    sg = zarr_store(tmp_path, chunk_rows=40)
+    dataset = StoreGateDataset(sg, "train", "x", "id")
+    sampler = ChunkShuffleSampler(dataset, window=4)  # one window: every chunk read by the first batch
+    batches = iter(DataLoader(dataset, sampler=sampler, batch_size=8))
+    next(batches)
+    next(batches)
+    record_reads.clear()
+    next(batches)  # served by the cache, in the pass
+    assert record_reads == []
+    update_in_another_process(tmp_path, 3)
+    x, ids = dataset[[5, 7]]  # the user's own call: checked, and so it sees the commit
+    assert record_reads
+    assert x[:, 0].tolist() == [15.0, 21.0]
+    x, ids = dataset[int(list(sampler)[40])]  # one row, not where the pass goes next
+    assert float(x[0]) == 3.0 * float(ids)
+
+
+@pytest.mark.parametrize(
+    ("workers", "context", "set_epoch"), [(0, None, True), (2, "fork", True), (2, "spawn", True), (2, "fork", False)]
+)
+def test_commits_show_in_the_next_pass_of_a_hand_built_loader(
+    tmp_path: Path, workers: int, context: str | None, set_epoch: bool
+) -> None:
+    """The cache holds every chunk, so within a pass no batch reads the record; a commit of this
+    process or another one shows in the next epoch, with persistent workers too."""
+    sg = zarr_store(tmp_path)
+    dataset = StoreGateDataset(sg, "train", "x", "id")
+    sampler = ChunkShuffleSampler(dataset, seed=1)
+    options: dict[str, Any] = {}
+    if workers:
+        options = {
+            "num_workers": workers,
+            "persistent_workers": True,
+            "multiprocessing_context": context,
+            "timeout": 90,
+        }
+    loader = DataLoader(dataset, sampler=BatchSampler(sampler, 16, False), batch_size=None, **options)
+    for epoch, (factor, write) in enumerate([(1, None), (-1, "here"), (2, "elsewhere")]):
+        if write == "here":
+            sg.update_data("x", -X, "train")
+        elif write == "elsewhere":
+            update_in_another_process(tmp_path, factor)
+        if set_epoch:
+            sampler.set_epoch(epoch)
+        assert _epoch(loader) == {i: factor * float(i) for i in range(N)}
+
+
+def test_a_concatenation_passes_its_pass_to_its_parts(tmp_path: Path, record_reads: list[str]) -> None:
+    a = StoreGateDataset(zarr_store(tmp_path / "a", chunk_rows=40), "train", "x", "id")
+    b = StoreGateDataset(zarr_store(tmp_path / "b", chunk_rows=40), "train", "x", "id")
+    both = ConcatDataset([a, b])
+    for loader in (
+        DataLoader(both, sampler=ChunkShuffleSampler(both, window=1), batch_size=8),
+        DataLoader(both, sampler=BatchSampler(ChunkShuffleSampler(both, window=1), 8, False), batch_size=None),
+    ):
+        record_reads.clear()
+        rows = sum(len(ids) for _, ids in loader)
+        assert rows == 2 * N
+        # 8 chunks of x and of id over both stores: each part reads the record at its first
+        # batch of the pass and after each batch that reads chunks.
+        assert len(record_reads) <= 2 + 8 < len(loader)
+
+
+# --- read-ahead -------------------------------------------------------------------------
+
+
+def _backend(tmp_path: Path) -> tuple[StoreGate, ZarrBackend, Segment]:
+    sg = zarr_store(tmp_path, chunk_rows=40)
+    backend = sg.backend_object
+    assert isinstance(backend, ZarrBackend)
+    return sg, backend, Segment("train", 0, N, 40)
+
+
+def _wait(ahead: ReadAhead, cache: ChunkCache, version: str | None, changes: int = 0) -> None:
+    ahead.adopt(cache, version, changes, lambda: True)  # waits for the read to finish
+
+
+def test_read_ahead_chunks_enter_the_cache_when_the_record_is_unchanged(tmp_path: Path) -> None:
+    _, backend, segment = _backend(tmp_path)
+    version = backend.data_version("d")
+    ahead, cache = ReadAhead(), ChunkCache(1 << 20)
+    ahead.start([("x", segment, [1, 3])], backend, "d", version, 0)
+    assert ahead.busy()
+    _wait(ahead, cache, version)
+    assert not ahead.busy()
+    for cid in (1, 3):
+        chunk = cache.get(("x", "train", cid))
+        assert chunk is not None
+        assert np.array_equal(chunk, X[cid * 40 : (cid + 1) * 40])
+    assert ("x", "train", 0) not in cache
+
+
+def test_read_ahead_chunks_of_another_commit_are_dropped(tmp_path: Path) -> None:
+    sg, backend, segment = _backend(tmp_path)
+    before = backend.data_version("d")
+    ahead, cache = ReadAhead(), ChunkCache(1 << 20)
+    ahead.start([("x", segment, [0])], backend, "d", "not the record", 0)  # the record after reading differs
+    _wait(ahead, cache, "not the record")
+    assert len(cache) == 0
+    ahead.start([("x", segment, [0])], backend, "d", before, 0)
+    sg.update_data("x", -X, "train")  # the cache is of the new commit when the read is adopted
+    _wait(ahead, cache, backend.data_version("d"))
+    assert len(cache) == 0
+    ahead.start([("x", segment, [0])], backend, "d", backend.data_version("d"), 0)
+    _wait(ahead, cache, backend.data_version("d"), changes=1)  # this process wrote meanwhile
+    assert len(cache) == 0
+
+
+def test_a_read_ahead_that_fails_leaves_the_cache_alone(tmp_path: Path) -> None:
+    _, backend, segment = _backend(tmp_path)
+    version = backend.data_version("d")
+    ahead, cache = ReadAhead(), ChunkCache(1 << 20)
+    ahead.start([("nope", segment, [0])], backend, "d", version, 0)  # no such variable
+    _wait(ahead, cache, version)
+    assert len(cache) == 0
+    assert not ahead.busy()
+
+
+def test_a_running_read_ahead_is_waited_for_only_when_needed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, backend, segment = _backend(tmp_path)
+    version = backend.data_version("d")
+    ahead, cache = ReadAhead(), ChunkCache(1 << 20)
+    ahead.start([("x", segment, [2])], backend, "d", version, 0)
+    job = ahead._job
+    assert job is not None
+    job.future.result()
+    ahead.adopt(cache, version, 0, lambda: pytest.fail("a finished read needs no question"))
+    assert ("x", "train", 2) in cache
+    ahead.start([("x", segment, [0])], backend, "d", version, 0)
+    monkeypatch.setattr(storegate.readahead.os, "getpid", lambda: -7)  # a forked child: not its read
+    assert not ahead.busy()
+    _wait(ahead, cache, version)
+    assert ("x", "train", 0) not in cache
+
+
+def _s3_args(server: Any, bucket: str, **extra: Any) -> dict[str, Any]:
+    return {"output_dir": f"s3://{bucket}/store", "storage_options": server.storage_options, **extra}
+
+
+@pytest.mark.s3
+def test_a_pass_on_s3_reads_ahead_in_a_worker_and_gives_the_same_rows(
+    s3_server: Any, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sg = StoreGate("zarr", _s3_args(s3_server, s3_bucket, chunk=16), data_id="d")
+    sg.add_data("x", X, "train")
+    sg.add_data("id", np.arange(N), "train")
+    dataset = StoreGateDataset(
+        StoreGate("zarr", _s3_args(s3_server, s3_bucket, mode="r"), data_id="d"), "train", "x", "id"
+    )
+    started: list[int] = []
+    real = ReadAhead.start
+
+    def counted(self: ReadAhead, wanted: Any, *args: Any) -> None:
+        started.append(sum(len(ids) for _, _, ids in wanted))
+        real(self, wanted, *args)
+
+    monkeypatch.setattr(ReadAhead, "start", counted)
+
+    class _Worker:
+        id, num_workers = 0, 1
+
+    monkeypatch.setattr(storegate.torch, "get_worker_info", lambda: _Worker())  # as in a DataLoader worker
+    sampler = ChunkShuffleSampler(dataset, window=2)
+    loader = DataLoader(dataset, sampler=BatchSampler(sampler, 8, False), batch_size=None)
+    assert _epoch(loader) == {i: float(i) for i in range(N)}
+    assert started  # the pass's later chunks were read ahead
+    sg.update_data("x", 2 * X, "train")
+    sampler.set_epoch(1)
+    assert _epoch(loader) == {i: 2.0 * i for i in range(N)}
+
+
+@pytest.mark.s3
+@pytest.mark.slow
+def test_a_batch_read_ahead_on_s3_never_pairs_rows_of_two_commits(s3_server: Any, s3_bucket: str) -> None:
+    """Another process commits x and id together, again and again, while 2 forked workers read
+    ahead in their passes: every row of every batch holds one commit's x and id."""
+    sg = StoreGate("zarr", _s3_args(s3_server, s3_bucket, chunk=8), data_id="d")
+    sg.add_data("x", np.zeros((N, 3), dtype=np.float32), "train")
+    sg.add_data("id", np.zeros(N, dtype=np.int64), "train")
+    dataset = StoreGateDataset(sg, "train", "x", "id")
+    sampler = ChunkShuffleSampler(dataset, window=2)
+    loader = DataLoader(
+        dataset,
+        sampler=BatchSampler(sampler, 8, False),
+        batch_size=None,
+        num_workers=2,
+        multiprocessing_context="fork",
+        timeout=90,
+    )
+    epochs_while_committing(loader, _s3_args(s3_server, s3_bucket), 4, sampler)
