@@ -738,8 +738,9 @@ def report(
         "recognises the calls that are the sampler's next batch (storegate/passes.py), so like "
         "`StoreGateDataLoader` its processes read the commit record (one GET on S3) at a pass's start and "
         "after reading chunks, not before every batch. With workers torch deals consecutive batches, which "
-        "share chunks, to different workers, so each worker reads most chunks (on S3 it reads the chunks of "
-        "its batch 8 batches ahead in a thread, storegate/readahead.py); `StoreGateDataLoader` deals each "
+        "share chunks, to different workers, so each worker reads most chunks; in a pass a process reads the "
+        "chunks of its batch 8 batches ahead in a thread (from local disk, and from S3 in workers: "
+        "storegate/readahead.py). `StoreGateDataLoader` deals each "
         "worker a run of consecutive batches, so each chunk is read once.\n\n"
         + goals_table(results)
         + _failed(failures)

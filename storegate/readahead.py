@@ -1,11 +1,11 @@
-"""Reading a pass's next chunks from a remote store while the current batches are served.
+"""Reading a pass's next chunks while the current batches are served.
 
-An ordinary DataLoader with workers deals batch ``j`` to worker ``j % W``: every worker
-reaches the next window of :class:`~storegate.torch.ChunkShuffleSampler`'s order at the
-same moment, and each waits for the same chunks over the network while the training loop
-starves. A dataset that knows its pass (:mod:`storegate.passes`) knows its next batches,
-so it reads their chunks ahead, in one thread of this process, while its cache serves the
-batches of the current window.
+A dataset that knows its pass (:mod:`storegate.passes`) knows its next batches, so it
+reads their chunks ahead, in one thread of this process, while its cache serves the
+batches of the current window: without it, the process stops at each window of
+:class:`~storegate.torch.ChunkShuffleSampler`'s order to read and decode its chunks, and
+an ordinary DataLoader with workers (which deals batch ``j`` to worker ``j % W``) brings
+every worker to the next window at the same moment, each waiting for the same chunks.
 
 Read-ahead never changes what a batch holds. The chunks are read with the store's
 commit record checked after them, and enter the process's cache only from the thread that

@@ -217,10 +217,11 @@ class StoreGateDataset(Dataset[Any]):
     exactly the sampler's next batch for that process (:mod:`storegate.passes`; each process
     that checks holds the epoch's order, 8 bytes a row); any other call (``dataset[i]`` of
     your own, another sampler, a persistent worker after the main process set another
-    epoch) reads the record first. From a remote store (S3) a DataLoader worker in such a
-    pass also reads the chunks of its batch :data:`READ_AHEAD_CALLS` ahead while the cache
-    serves the batches before it (:mod:`storegate.readahead`). Data held in memory (the
-    numpy backend, ``preload``) are a copy taken when it is made.
+    epoch) reads the record first. In such a pass a process also reads the chunks of its
+    batch :data:`READ_AHEAD_CALLS` ahead in a thread while the cache serves the batches before
+    it (:mod:`storegate.readahead`): from local disk, and from a remote store (S3) in
+    DataLoader workers. Data held in memory (the numpy backend, ``preload``) are a copy
+    taken when it is made.
     ``dataset[i]`` gives one sample; ``dataset[index]`` with
     a slice, list, array or tensor gives the batch as tensors with a leading batch axis,
     so a ``DataLoader(dataset, sampler=BatchSampler(...), batch_size=None)`` skips
@@ -414,7 +415,7 @@ class StoreGateDataset(Dataset[Any]):
         else:
             raise changing_error(self._data_id, self._location)
         assert arrays is not None
-        if backend is not None and backend.remote and token is not None and self._shared is None:
+        if backend is not None and token is not None and self._shared is None:
             self._read_ahead(token, backend)
         data = _join(arrays, self._inputs)
         target = None if self._targets is None else _join(arrays, self._targets)
@@ -515,12 +516,15 @@ class StoreGateDataset(Dataset[Any]):
         """Start reading the chunks that this process's batch :data:`READ_AHEAD_CALLS` ahead in
         sampler pass ``token`` needs and the cache does not hold (see :mod:`storegate.readahead`).
 
-        In DataLoader workers only: there torch deals consecutive batches, which share chunks, to
-        every worker, and all of them would wait for the same chunks at once (measured on S3
-        with 2 workers: 1.12x the rows/s); without workers the thread slowed an epoch that
-        does nothing else by 7 to 13%. Not when the chunks would take more than a quarter of
-        the cache, which also keeps the chunks of the batches in between."""
-        if get_worker_info() is None or self._ahead.busy():
+        Where it was measured to help (benchmarks/bench_peers.py, 2 cores): from local disk
+        (files are read and decoded without the GIL while the batches before are served: 1.18x
+        the rows/s of the per-sample path without workers), and from a remote store in DataLoader
+        workers, where torch deals consecutive batches, which share chunks, to every worker and
+        all of them would wait for the same chunks at once (S3, 2 workers: 1.12x). Not from a
+        remote store without workers: there the thread's network reads hold the GIL against
+        the batches (0.89x). Not when the chunks would take more than a quarter of the cache,
+        which also keeps the chunks of the batches in between."""
+        if self._ahead.busy() or (backend.remote and get_worker_info() is None):
             return
         items = self._passes.ahead(token, READ_AHEAD_CALLS)
         if items is None:

@@ -367,7 +367,7 @@ def _s3_args(server: Any, bucket: str, **extra: Any) -> dict[str, Any]:
 
 
 @pytest.mark.s3
-def test_a_pass_on_s3_reads_ahead_in_a_worker_and_gives_the_same_rows(
+def test_a_pass_on_s3_reads_ahead_in_a_worker_only_and_gives_the_same_rows(
     s3_server: Any, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sg = StoreGate("zarr", _s3_args(s3_server, s3_bucket, chunk=16), data_id="d")
@@ -376,6 +376,38 @@ def test_a_pass_on_s3_reads_ahead_in_a_worker_and_gives_the_same_rows(
     dataset = StoreGateDataset(
         StoreGate("zarr", _s3_args(s3_server, s3_bucket, mode="r"), data_id="d"), "train", "x", "id"
     )
+    started = _count_read_aheads(monkeypatch)
+    sampler = ChunkShuffleSampler(dataset, window=2)
+    loader = DataLoader(dataset, sampler=BatchSampler(sampler, 8, False), batch_size=None)
+    assert _epoch(loader) == {i: float(i) for i in range(N)}
+    assert started == []  # not from a remote store in the main process
+
+    class _Worker:
+        id, num_workers = 0, 1
+
+    monkeypatch.setattr(storegate.torch, "get_worker_info", lambda: _Worker())  # as in a DataLoader worker
+    dataset.cache.clear()
+    sampler.set_epoch(1)
+    assert _epoch(loader) == {i: float(i) for i in range(N)}
+    assert started  # the pass's later chunks were read ahead
+    sg.update_data("x", 2 * X, "train")
+    sampler.set_epoch(2)
+    assert _epoch(loader) == {i: 2.0 * i for i in range(N)}
+
+
+def test_a_pass_reads_ahead_from_local_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    dataset = StoreGateDataset(zarr_store(tmp_path), "train", "x", "id")
+    started = _count_read_aheads(monkeypatch)
+    sampler = ChunkShuffleSampler(dataset, window=2)
+    assert _epoch(DataLoader(dataset, sampler=sampler, batch_size=8)) == {i: float(i) for i in range(N)}
+    assert started
+    started.clear()
+    assert _epoch(DataLoader(dataset, batch_size=8)) == {i: float(i) for i in range(N)}
+    assert started == []  # no sampler pass, no read-ahead
+
+
+def _count_read_aheads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The number of chunks of each read-ahead started from now on."""
     started: list[int] = []
     real = ReadAhead.start
 
@@ -384,18 +416,7 @@ def test_a_pass_on_s3_reads_ahead_in_a_worker_and_gives_the_same_rows(
         real(self, wanted, *args)
 
     monkeypatch.setattr(ReadAhead, "start", counted)
-
-    class _Worker:
-        id, num_workers = 0, 1
-
-    monkeypatch.setattr(storegate.torch, "get_worker_info", lambda: _Worker())  # as in a DataLoader worker
-    sampler = ChunkShuffleSampler(dataset, window=2)
-    loader = DataLoader(dataset, sampler=BatchSampler(sampler, 8, False), batch_size=None)
-    assert _epoch(loader) == {i: float(i) for i in range(N)}
-    assert started  # the pass's later chunks were read ahead
-    sg.update_data("x", 2 * X, "train")
-    sampler.set_epoch(1)
-    assert _epoch(loader) == {i: 2.0 * i for i in range(N)}
+    return started
 
 
 @pytest.mark.s3
