@@ -20,7 +20,7 @@ from tests.benchmark_modules import load
 
 N_ROWS = 4_500  # 14 MB of features, two blocks of the generator
 DDP_ROWS = 1_000
-CACHE = 4 << 20
+CACHE = 10 << 20  # 4 chunks of x and y (8.4 MB) fit, the 14 MB of data do not
 
 
 @pytest.fixture(scope="module")

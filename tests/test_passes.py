@@ -19,10 +19,11 @@ import storegate.readahead
 import storegate.torch
 from storegate import StoreGate
 from storegate.backends.zarr_backend import ZarrBackend
+from storegate.errors import StoreGateWarning
 from storegate.loader import ChunkCache, Segment
 from storegate.passes import Passes
 from storegate.readahead import ReadAhead
-from storegate.torch import ChunkShuffleSampler, ConcatDataset, StoreGateDataset
+from storegate.torch import ChunkShuffleSampler, ConcatDataset, StoreGateDataLoader, StoreGateDataset
 from tests.torch_stores import (
     N,
     X,
@@ -438,3 +439,24 @@ def test_a_batch_read_ahead_on_s3_never_pairs_rows_of_two_commits(s3_server: Any
         timeout=90,
     )
     epochs_while_committing(loader, _s3_args(s3_server, s3_bucket), 4, sampler)
+
+
+# --- a cache too small for the sampler's window -------------------------------------------
+
+
+def test_a_sampler_over_a_cache_smaller_than_its_window_warns_with_the_size_needed(tmp_path: Path) -> None:
+    sg = zarr_store(tmp_path, chunk_rows=16)  # a chunk of x: 16 rows of 3 float32; of id: 16 int64
+    need = 4 * (16 * 3 * 4 + 16 * 8)
+    small = StoreGateDataset(sg, "train", "x", "id", chunk_cache_bytes=need - 1)
+    with pytest.warns(StoreGateWarning, match=f"chunk_cache_bytes >= {need}"):
+        ChunkShuffleSampler(small, window=4)
+    with pytest.warns(StoreGateWarning, match="window=4"):
+        StoreGateDataLoader(small, 8, True)
+    with pytest.warns(StoreGateWarning):
+        ChunkShuffleSampler(ConcatDataset([small]), window=4)
+    ChunkShuffleSampler(small, window=3)  # 3 chunks of each fit: no warning (warnings are errors here)
+    ChunkShuffleSampler(StoreGateDataset(sg, "train", "x", "id", chunk_cache_bytes=need), window=4)
+    ChunkShuffleSampler(StoreGateDataset(sg, "train", "x", "id", chunk_cache_bytes=0), window=4)  # off: asked for
+    shared = StoreGateDataset(sg, "train", "x", "id", chunk_cache_bytes=1, shared_cache_bytes=need)
+    with shared:
+        ChunkShuffleSampler(shared, window=4)  # the shared cache holds them
