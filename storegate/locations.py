@@ -1027,6 +1027,21 @@ _scope_lock = threading.Lock()
 _scope_state: dict[str, Any] = {"depth": 0, "saved": None}
 
 
+def _after_fork_in_child() -> None:
+    """A forked child (a DataLoader worker) has none of its parent's threads: the locks they may
+    have held at the fork, the endpoints they kept requests from and the concurrency they
+    raised are theirs, not the child's."""
+    global _unsent_lock, _scope_lock
+    _unsent_lock, _scope_lock = threading.Lock(), threading.Lock()
+    _unsent.clear()
+    if _scope_state["depth"]:
+        zarr.config.set({"async.concurrency": _scope_state["saved"]})
+    _scope_state.update(depth=0, saved=None)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 @contextmanager
 def concurrency_scope(concurrency: int | None) -> Iterator[None]:
     """Set zarr's ``async.concurrency`` to ``concurrency`` inside the block.

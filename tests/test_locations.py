@@ -14,9 +14,9 @@ import pytest
 import zarr
 from zarr.errors import ZarrUserWarning
 
-from storegate import InvalidArgumentError, NotFoundError, ReadOnlyError, StoreGate
+from storegate import InvalidArgumentError, NotFoundError, ReadOnlyError, StoreGate, locations
 from storegate.backends.zarr_backend import ZarrBackend
-from storegate.locations import DEFAULT_S3_CONFIG, concurrency_scope, resolve_location
+from storegate.locations import DEFAULT_S3_CONFIG, concurrency_scope, resolve_location, unsent_to
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -304,6 +304,38 @@ def test_concurrency_scope_restores_after_overlapping_threads() -> None:
     for thread in threads:
         thread.join(timeout=10)
     assert seen == [before + 9, before + 9]
+    assert zarr.config.get("async.concurrency") == before
+
+
+@pytest.mark.filterwarnings(r"ignore:.*use of fork\(\) may lead to deadlocks:DeprecationWarning")
+def test_a_forked_child_keeps_none_of_its_parent_threads_scopes() -> None:
+    """A DataLoader worker forked while a thread of its parent kept requests from an endpoint
+    (after a request got no reply) or raised zarr's concurrency would otherwise send no request
+    to that endpoint, and keep that concurrency, for its whole life."""
+    before = zarr.config.get("async.concurrency")
+    inside, leave = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with unsent_to("http://127.0.0.1:1"), concurrency_scope(before + 5):
+            inside.set()
+            leave.wait(timeout=30)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    try:
+        assert inside.wait(timeout=10)
+        assert zarr.config.get("async.concurrency") == before + 5
+        pid = os.fork()
+        if pid == 0:
+            clean = not locations._unsent and zarr.config.get("async.concurrency") == before
+            with unsent_to("http://127.0.0.1:1"), concurrency_scope(3):  # its own locks: no hang
+                clean = clean and zarr.config.get("async.concurrency") == 3
+            os._exit(0 if clean and zarr.config.get("async.concurrency") == before else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        leave.set()
+        thread.join(timeout=10)
     assert zarr.config.get("async.concurrency") == before
 
 
