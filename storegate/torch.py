@@ -321,8 +321,7 @@ class StoreGateDataset(Dataset[Any]):
         The samples are views into one tensor per variable, which the default collate
         function stacks again.
         """
-        rows = normalize_index(np.asarray(indices, dtype=np.int64).reshape(-1), self._size)
-        assert isinstance(rows, np.ndarray)
+        rows = _batch_items(indices, self._size)
         return self._samples(rows, _pass(self._passes, rows))
 
     # --- layout --------------------------------------------------------------------------
@@ -655,8 +654,7 @@ class ConcatDataset(TorchConcatDataset[Any]):
 
     def __getitems__(self, indices: Sequence[int]) -> list[Any]:
         """The samples of a DataLoader batch: each part reads its rows of the batch together."""
-        rows = normalize_index(np.asarray(indices, dtype=np.int64).reshape(-1), len(self))
-        assert isinstance(rows, np.ndarray)
+        rows = _batch_items(indices, len(self))
         out: list[Any] = [None] * rows.shape[0]
         token = _pass(self._passes, rows)
         for piece in split_selection(rows, self._sizes()):
@@ -1024,6 +1022,28 @@ class StoreGateDataLoader(DataLoader[Any]):
 
 #: How many of its own batches ahead a process reads a sampler pass's chunks from a remote store.
 READ_AHEAD_CALLS = 8
+
+
+def _batch_items(indices: Sequence[int], size: int) -> np.ndarray:
+    """The items of one DataLoader batch (``__getitems__``), checked: a flat sequence of ints in range.
+
+    A nested sequence is what a DataLoader with a BatchSampler as ``sampler`` and a
+    ``batch_size`` hands over (batches of batches): flattened, it would be read as one
+    batch of the wrong shape without a word.
+    """
+    try:
+        items = np.asarray(indices)
+    except ValueError:  # a nested sequence of unequal lengths
+        items = np.asarray(indices, dtype=object)
+    if items.ndim != 1 or (items.size and items.dtype.kind not in "iu"):
+        raise InvalidArgumentError(
+            "indices must be a flat sequence of ints (the items of one DataLoader batch). Got "
+            f"{type(indices).__name__} {indices!r:.80} instead. With a BatchSampler as the DataLoader's sampler, "
+            "give it batch_size=None (the BatchSampler already makes the batches), or use StoreGateDataLoader."
+        )
+    rows = normalize_index(items.astype(np.int64, copy=False), size)
+    assert isinstance(rows, np.ndarray)
+    return rows
 
 
 def _pass(passes: Passes, rows: np.ndarray) -> Hashable | None:

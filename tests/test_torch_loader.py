@@ -281,3 +281,22 @@ def test_loader_batches_pickle_with_their_iteration() -> None:
     assert isinstance(batch, LoaderBatch)
     assert list(batch) == [3, 1, 2]
     assert batch.iteration == 7
+
+
+@pytest.mark.parametrize("concat", [False, True])
+def test_batches_of_batches_are_refused_not_flattened(tmp_path: Path, concat: bool) -> None:
+    """A BatchSampler as sampler beside a batch_size hands the dataset lists of lists: read as one
+    flat batch they would give a batch of the wrong shape without a word."""
+    one = StoreGateDataset(zarr_store(tmp_path), "train", "x", "id")
+    dataset: Any = ConcatDataset([one]) if concat else one
+    for drop_last in (True, False):  # equal lengths, and a short last batch (a ragged nesting)
+        sampler = torch.utils.data.BatchSampler(ChunkShuffleSampler(dataset), 25, drop_last)
+        loader = torch.utils.data.DataLoader(dataset, sampler=sampler, batch_size=2)
+        with pytest.raises(InvalidArgumentError, match="batch_size=None"):
+            list(loader)
+    with pytest.raises(InvalidArgumentError, match="flat sequence of ints"):
+        dataset.__getitems__([0.5, 1.0])
+    assert dataset.__getitems__([]) == []
+    x, ids = torch.utils.data.default_collate(dataset.__getitems__([3, 1]))
+    assert ids.tolist() == [3, 1]
+    assert x[:, 0].tolist() == [3.0, 1.0]
