@@ -826,6 +826,7 @@ class ChunkShuffleSampler(Sampler[int]):
         n = int(self._bounds[-1])
         self.num_samples = n // self.num_replicas if self.drop_last else -(-n // self.num_replicas)
         self._order: tuple[Hashable, np.ndarray] | None = None
+        self._iterations = 0  # times this process iterated the sampler: each is a new pass
         if isinstance(dataset, (StoreGateDataset, ConcatDataset)):
             dataset._passes.follow(self)
 
@@ -845,11 +846,14 @@ class ChunkShuffleSampler(Sampler[int]):
         return shard(self.epoch_order(), self.num_replicas, self.rank, self.drop_last)
 
     def pass_order(self) -> tuple[Hashable, np.ndarray]:
-        """:meth:`indices` with a key of what they depend on, worked out once per key (read-only).
+        """:meth:`indices` with a key of the pass, worked out once per epoch's order (read-only).
 
         The dataset the sampler was made over checks its calls against it (see
         :mod:`storegate.passes`); iterating the sampler gives it too, so that the main process
-        holds one copy of the epoch's order.
+        holds one copy of the epoch's order. The key changes when the order does and each
+        time this process iterates the sampler: a DataLoader iteration without workers is a
+        new pass even when it resumes where the previous one stopped (batches skipped), so
+        its first batch reads the commit record.
         """
         key = (self.epoch, self.seed, self.window, self.shuffle, self.num_replicas, self.rank, self.drop_last)
         if self._order is None or self._order[0] != key:
@@ -857,9 +861,10 @@ class ChunkShuffleSampler(Sampler[int]):
             order = self.indices()
             order.flags.writeable = False
             self._order = (key, order)
-        return self._order
+        return (self._order[0], self._iterations), self._order[1]
 
     def __iter__(self) -> Iterator[int]:
+        self._iterations += 1
         return _python_ints(self.pass_order()[1])
 
     def __len__(self) -> int:

@@ -4,12 +4,14 @@ every other call reads it first. Read-ahead of a pass's next chunks on a remote 
 
 from __future__ import annotations
 
+import itertools
 import pickle
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.utils.data import BatchSampler, DataLoader
@@ -242,6 +244,46 @@ def test_a_call_outside_the_pass_reads_the_record(tmp_path: Path, record_reads: 
     assert x[:, 0].tolist() == [15.0, 21.0]
     x, ids = dataset[int(list(sampler)[40])]  # one row, not where the pass goes next
     assert float(x[0]) == 3.0 * float(ids)
+
+
+class _SkipBatches(BatchSampler):
+    """The batches of ``inner`` from batch ``k`` on (a resumed epoch, as accelerate's skip_first_batches)."""
+
+    def __init__(self, inner: BatchSampler, k: int) -> None:
+        self.inner, self.k = inner, k
+
+    def __iter__(self) -> Any:
+        return itertools.islice(iter(self.inner), self.k, None)
+
+    def __len__(self) -> int:
+        return len(self.inner) - self.k
+
+
+def test_a_new_iteration_resumed_where_the_last_one_stopped_is_a_new_pass(tmp_path: Path) -> None:
+    """Found by the breaker: an iteration stopped after 3 batches, a commit of another process,
+    then a new iteration from batch 3 gave the old values (it continued the stopped pass)."""
+    sg = zarr_store(tmp_path, chunk_rows=40)
+    dataset = StoreGateDataset(sg, "train", "x", "id")
+    batches = BatchSampler(ChunkShuffleSampler(dataset, window=4), 8, False)  # one window: the cache holds it all
+    stopped = iter(DataLoader(dataset, batch_sampler=batches))
+    for _ in range(3):
+        next(stopped)
+    del stopped
+    update_in_another_process(tmp_path, 5)
+    x, ids = next(iter(DataLoader(dataset, batch_sampler=_SkipBatches(batches, 3))))
+    assert torch.equal(x[:, 0], 5.0 * ids.float())
+
+
+def test_iterating_the_sampler_again_starts_a_new_pass() -> None:
+    sampler = ChunkShuffleSampler(range(40), chunk_rows=8)
+    order = np.array(list(sampler))
+    passes = Passes()
+    passes.follow(sampler)
+    first = passes.token(order[0:8])
+    assert passes.token(order[8:16]) == first
+    iter(sampler)  # a new DataLoader iteration in this process
+    assert passes.token(order[16:24]) is None
+    assert passes.token(order[0:8]) not in (None, first)
 
 
 @pytest.mark.parametrize(
