@@ -24,6 +24,7 @@ when the dataset is made, and that copy travels to the workers (shared copy-on-w
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
@@ -290,6 +291,9 @@ class StoreGateDataset(Dataset[Any]):
         self._cache = ChunkCache(chunk_cache_bytes)
         chunked = [v for v in self._variables.values() if isinstance(v, ChunkedVariable)]
         self._shared = SharedChunkCache(chunked, int(shared_cache_bytes)) if shared_cache_bytes and chunked else None
+        if self._shared is not None:
+            self._shared.expect(_commit_key(self._version))
+            self._shared.invalidate()  # the arena holds chunks of this commit
         self._size = self._stored_size if self._rows is None else int(self._view_rows().shape[0])
 
     # --- torch Dataset -----------------------------------------------------------------
@@ -499,6 +503,8 @@ class StoreGateDataset(Dataset[Any]):
             return backend
         version = backend.data_version(self._data_id)  # other processes' commits too (persistent workers)
         if changed_here or version != self._version:
+            if self._shared is not None:
+                self._shared.expect(_commit_key(version))  # before _look_again invalidates the arena
             self._look_again(backend)
             self._version = version
         self._checked = token
@@ -1022,6 +1028,11 @@ class StoreGateDataLoader(DataLoader[Any]):
 
 #: How many of its own batches ahead a process reads a sampler pass's chunks from a remote store.
 READ_AHEAD_CALLS = 8
+
+
+def _commit_key(version: str | None) -> int:
+    """A commit record as the int a shared chunk cache tags its chunks with."""
+    return int.from_bytes(hashlib.blake2b(str(version).encode(), digest_size=7).digest(), "big")
 
 
 def _pass(passes: Passes, rows: np.ndarray) -> Hashable | None:
