@@ -72,9 +72,9 @@ _ALIGN = 64
 # (looking costs a few microseconds under the lock).
 _FIRST_PAUSE, _LAST_PAUSE = 0.0001, 0.001
 _EMPTY = -1
-_HEADER = 16  # int64 words: magic, generation, clock, then the counters of CacheStats
+_HEADER = 16  # int64 words: magic, generation, clock, the counters of CacheStats, then the commit
 _MAGIC = 0x5347434143484531  # "SGCACHE1"
-_GEN, _CLOCK, _DECODED, _HITS, _WAITS, _EVICTIONS, _TAKEOVERS = range(1, 8)
+_GEN, _CLOCK, _DECODED, _HITS, _WAITS, _EVICTIONS, _TAKEOVERS, _COMMIT = range(1, 9)
 
 
 @dataclass(frozen=True)
@@ -203,8 +203,19 @@ class SharedChunkCache:
             self._finalizer()
             raise
         self._pid: int | None = self._owner
+        self._commit = 0  # the commit this process reads (see expect)
 
     # --- reading -------------------------------------------------------------------------
+
+    def expect(self, commit: int) -> None:
+        """Say which commit this process reads from now on (a key of its commit record, an int).
+
+        A chunk this process reads enters the arena only while the arena holds chunks of that
+        commit (set by this process's or another one's :meth:`invalidate` since): a process
+        that has not yet seen a commit reads the data as of its own, older record, and its
+        chunks would otherwise sit beside the new commit's for every other process to take.
+        """
+        self._commit = int(commit)
 
     def chunks(self, var: str, segment: Segment, ids: Sequence[int], fetch: Fetch) -> dict[int, np.ndarray]:
         """Decoded chunks ``ids`` (sorted, unique) of ``segment`` of ``var``, each a new array.
@@ -223,7 +234,11 @@ class SharedChunkCache:
         deadline = time.monotonic() + WAIT_LIMIT
         pause = _FIRST_PAUSE
         while True:
+            asked = pending
             claimed, pending, generation = self._take(views, plan, segment, first, pending, found, counted)
+            if generation < 0:  # the arena holds another commit than this process reads
+                found.update(self._read_direct(views, var, segment, asked, fetch))
+                return found
             if claimed:
                 self._load(views, plan, segment, first, claimed, generation, fetch, found)
             if not pending:
@@ -247,12 +262,15 @@ class SharedChunkCache:
         """Under the lock: copy out the chunks held, claim those no live process reads.
 
         Returns the claimed ids, the ids another process is reading (``counted`` collects
-        those already counted as waits), and the generation.
+        those already counted as waits), and the generation: -1 (and nothing taken or claimed)
+        when the arena holds chunks of another commit than the one this process reads.
         """
         claimed, waiting = [], []
         table, header = views.tables[plan.var], views.header
         me = _reading_mark(os.getpid())
         with views.locked():
+            if int(header[_COMMIT]) != self._commit:
+                return [], [], -1
             for cid in ids:
                 entry = int(table[first + cid])
                 if entry >= 0:
@@ -308,6 +326,9 @@ class SharedChunkCache:
         table, header = views.tables[plan.var], views.header
         if int(header[_GEN]) != generation or int(table[index]) >= 0:
             return  # the cache was invalidated since the claim, or someone entered it already
+        if int(header[_COMMIT]) != self._commit:
+            table[index] = _EMPTY  # of another commit than the arena's: the claim is given up, nothing enters
+            return
         owners, used = views.owners[plan.var], views.used[plan.var]
         slot = int(np.argmin(used))
         old = int(owners[slot])
@@ -389,12 +410,14 @@ class SharedChunkCache:
         return CacheStats(h[_DECODED], h[_HITS], h[_WAITS], h[_EVICTIONS], h[_TAKEOVERS])
 
     def invalidate(self) -> None:
-        """Drop every chunk, for every process (call it when the data changed)."""
+        """Drop every chunk, for every process (call it when the data changed): the arena holds
+        chunks of the commit this process expects (:meth:`expect`)."""
         views = self._attached()
         if views is None:
             return
         with views.locked():
             views.header[_GEN] += 1
+            views.header[_COMMIT] = self._commit
             for var in self._plans:
                 views.tables[var][:] = _EMPTY
                 views.owners[var][:] = _EMPTY

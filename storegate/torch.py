@@ -24,6 +24,7 @@ when the dataset is made, and that copy travels to the workers (shared copy-on-w
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 import warnings
@@ -292,6 +293,9 @@ class StoreGateDataset(Dataset[Any]):
         self._cache = ChunkCache(chunk_cache_bytes)
         chunked = [v for v in self._variables.values() if isinstance(v, ChunkedVariable)]
         self._shared = SharedChunkCache(chunked, int(shared_cache_bytes)) if shared_cache_bytes and chunked else None
+        if self._shared is not None:
+            self._shared.expect(_commit_key(self._version))
+            self._shared.invalidate()  # the arena holds chunks of this commit
         self._size = self._stored_size if self._rows is None else int(self._view_rows().shape[0])
 
     # --- torch Dataset -----------------------------------------------------------------
@@ -500,6 +504,8 @@ class StoreGateDataset(Dataset[Any]):
             return backend
         version = backend.data_version(self._data_id)  # other processes' commits too (persistent workers)
         if changed_here or version != self._version:
+            if self._shared is not None:
+                self._shared.expect(_commit_key(version))  # before _look_again invalidates the arena
             self._look_again(backend)
             self._version = version
         self._checked = token
@@ -829,6 +835,7 @@ class ChunkShuffleSampler(Sampler[int]):
         n = int(self._bounds[-1])
         self.num_samples = n // self.num_replicas if self.drop_last else -(-n // self.num_replicas)
         self._order: tuple[Hashable, np.ndarray] | None = None
+        self._iterations = 0  # times this process iterated the sampler: each is a new pass
         if isinstance(dataset, (StoreGateDataset, ConcatDataset)):
             dataset._passes.follow(self)
             for part in _parts_of(dataset):
@@ -850,11 +857,14 @@ class ChunkShuffleSampler(Sampler[int]):
         return shard(self.epoch_order(), self.num_replicas, self.rank, self.drop_last)
 
     def pass_order(self) -> tuple[Hashable, np.ndarray]:
-        """:meth:`indices` with a key of what they depend on, worked out once per key (read-only).
+        """:meth:`indices` with a key of the pass, worked out once per epoch's order (read-only).
 
         The dataset the sampler was made over checks its calls against it (see
         :mod:`storegate.passes`); iterating the sampler gives it too, so that the main process
-        holds one copy of the epoch's order.
+        holds one copy of the epoch's order. The key changes when the order does and each
+        time this process iterates the sampler: a DataLoader iteration without workers is a
+        new pass even when it resumes where the previous one stopped (batches skipped), so
+        its first batch reads the commit record.
         """
         key = (self.epoch, self.seed, self.window, self.shuffle, self.num_replicas, self.rank, self.drop_last)
         if self._order is None or self._order[0] != key:
@@ -862,9 +872,10 @@ class ChunkShuffleSampler(Sampler[int]):
             order = self.indices()
             order.flags.writeable = False
             self._order = (key, order)
-        return self._order
+        return (self._order[0], self._iterations), self._order[1]
 
     def __iter__(self) -> Iterator[int]:
+        self._iterations += 1
         return _python_ints(self.pass_order()[1])
 
     def __len__(self) -> int:
@@ -1044,6 +1055,11 @@ def _batch_items(indices: Sequence[int], size: int) -> np.ndarray:
     rows = normalize_index(items.astype(np.int64, copy=False), size)
     assert isinstance(rows, np.ndarray)
     return rows
+
+
+def _commit_key(version: str | None) -> int:
+    """A commit record as the int a shared chunk cache tags its chunks with."""
+    return int.from_bytes(hashlib.blake2b(str(version).encode(), digest_size=7).digest(), "big")
 
 
 def _pass(passes: Passes, rows: np.ndarray) -> Hashable | None:

@@ -4,12 +4,14 @@ every other call reads it first. Read-ahead of a pass's next chunks on a remote 
 
 from __future__ import annotations
 
+import itertools
 import pickle
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.utils.data import BatchSampler, DataLoader
@@ -245,6 +247,46 @@ def test_a_call_outside_the_pass_reads_the_record(tmp_path: Path, record_reads: 
     assert float(x[0]) == 3.0 * float(ids)
 
 
+class _SkipBatches(BatchSampler):
+    """The batches of ``inner`` from batch ``k`` on (a resumed epoch, as accelerate's skip_first_batches)."""
+
+    def __init__(self, inner: BatchSampler, k: int) -> None:
+        self.inner, self.k = inner, k
+
+    def __iter__(self) -> Any:
+        return itertools.islice(iter(self.inner), self.k, None)
+
+    def __len__(self) -> int:
+        return len(self.inner) - self.k
+
+
+def test_a_new_iteration_resumed_where_the_last_one_stopped_is_a_new_pass(tmp_path: Path) -> None:
+    """Found by the breaker: an iteration stopped after 3 batches, a commit of another process,
+    then a new iteration from batch 3 gave the old values (it continued the stopped pass)."""
+    sg = zarr_store(tmp_path, chunk_rows=40)
+    dataset = StoreGateDataset(sg, "train", "x", "id")
+    batches = BatchSampler(ChunkShuffleSampler(dataset, window=4), 8, False)  # one window: the cache holds it all
+    stopped = iter(DataLoader(dataset, batch_sampler=batches))
+    for _ in range(3):
+        next(stopped)
+    del stopped
+    update_in_another_process(tmp_path, 5)
+    x, ids = next(iter(DataLoader(dataset, batch_sampler=_SkipBatches(batches, 3))))
+    assert torch.equal(x[:, 0], 5.0 * ids.float())
+
+
+def test_iterating_the_sampler_again_starts_a_new_pass() -> None:
+    sampler = ChunkShuffleSampler(range(40), chunk_rows=8)
+    order = np.array(list(sampler))
+    passes = Passes()
+    passes.follow(sampler)
+    first = passes.token(order[0:8])
+    assert passes.token(order[8:16]) == first
+    iter(sampler)  # a new DataLoader iteration in this process
+    assert passes.token(order[16:24]) is None
+    assert passes.token(order[0:8]) not in (None, first)
+
+
 @pytest.mark.parametrize(
     ("workers", "context", "set_epoch"), [(0, None, True), (2, "fork", True), (2, "spawn", True), (2, "fork", False)]
 )
@@ -289,6 +331,19 @@ def test_a_concatenation_passes_its_pass_to_its_parts(tmp_path: Path, record_rea
         # 8 chunks of x and of id over both stores: each part reads the record at its first
         # batch of the pass and after each batch that reads chunks.
         assert len(record_reads) <= 2 + 8 < len(loader)
+
+
+@pytest.mark.slow
+def test_two_workers_sharing_a_chunk_cache_never_pair_rows_of_two_commits(tmp_path: Path) -> None:
+    """Found by the breaker: with shared_cache_bytes, about 1 batch in 80 held x of one commit
+    beside id of the next (a worker entered chunks it read as of its older record)."""
+    args = {"output_dir": str(tmp_path / "s.zarr"), "chunk": 8}
+    sg = StoreGate("zarr", args, data_id="d")
+    sg.add_data("x", np.zeros((N, 3), dtype=np.float32), "train")
+    sg.add_data("id", np.zeros(N, dtype=np.int64), "train")
+    dataset = StoreGateDataset(sg, "train", "x", "id", shared_cache_bytes=1 << 20)
+    loader = DataLoader(dataset, batch_size=8, shuffle=True, num_workers=2, multiprocessing_context="fork", timeout=90)
+    epochs_while_committing(loader, {"output_dir": args["output_dir"]}, 4, pause=0.02)
 
 
 # --- read-ahead -------------------------------------------------------------------------

@@ -108,6 +108,33 @@ def test_invalidate_drops_every_chunk() -> None:
     cache.close()
 
 
+def test_a_process_that_reads_an_older_commit_does_not_enter_its_chunks() -> None:
+    """Found by the breaker: a worker that had not yet seen a commit entered the chunks it read
+    as of its older record after another worker had invalidated the arena for the new
+    commit, and that worker then paired them with the new commit's chunks of another variable."""
+    cache = SharedChunkCache([VAR], 1 << 20)
+    cache.expect(2)
+    cache.invalidate()  # a process saw commit 2
+    stale = pickle.loads(pickle.dumps(cache))  # another process, still reading commit 1
+    stale.expect(1)
+    rows = np.arange(N)
+    old = _read(stale, rows, Counting())
+    np.testing.assert_array_equal(old, DATA)  # its own read is its own (checked against its record after)
+    changed = DATA + 1
+    np.testing.assert_array_equal(_read(cache, rows, Counting(changed)), changed)  # not commit 1's chunks
+    stale.invalidate()  # it invalidates after the process that saw commit 2 (it read the record earlier)
+    _read(stale, rows, Counting())  # its commit 1 chunks enter now...
+    np.testing.assert_array_equal(_read(cache, rows, Counting(changed)), changed)  # ...and are not taken
+    stale.expect(2)  # it saw commit 2: its chunks enter again
+    cache.invalidate()
+    _read(stale, rows, Counting(changed))
+    fetch = Counting()
+    np.testing.assert_array_equal(_read(cache, rows, fetch), changed)
+    assert fetch.chunks == 0
+    stale.close()
+    cache.close()
+
+
 def test_a_failed_fetch_gives_its_claims_up() -> None:
     cache = SharedChunkCache([VAR], 1 << 20)
 

@@ -57,16 +57,22 @@ import numpy as np
 from storegate import StoreGate
 sg = StoreGate("zarr", json.loads(sys.argv[1]), data_id="d")
 n, k, end = len(sg["train"]), 0, time.monotonic() + float(sys.argv[2])
+pause = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
 while time.monotonic() < end:
     k += 1
     sg.update_data(["x", "id"], [np.full((n, 3), k, np.float32), np.full(n, k, np.int64)], "train")
+    time.sleep(pause)
 """
 
 
-def epochs_while_committing(loader: Any, backend_args: dict[str, Any], seconds: float, sampler: Any = None) -> None:
+def epochs_while_committing(
+    loader: Any, backend_args: dict[str, Any], seconds: float, sampler: Any = None, pause: float = 0.0
+) -> None:
     """Run epochs of ``loader`` while another process commits x and id together, again and again
-    (x and id of every row start at 0): every row of every batch must hold one commit's x and id."""
-    writer = subprocess.Popen([sys.executable, "-c", _WRITER, json.dumps(backend_args), str(seconds)])
+    (x and id of every row start at 0, ``pause`` seconds between commits): every row of every
+    batch must hold one commit's x and id."""
+    args = [json.dumps(backend_args), str(seconds), str(pause)]
+    writer = subprocess.Popen([sys.executable, "-c", _WRITER, *args])
     try:
         seen: set[int] = set()
         epoch = 0
