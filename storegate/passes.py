@@ -18,7 +18,9 @@ with items ``r`` (length ``m``) of the process that is DataLoader worker ``w`` o
   next, ``W * m`` after the previous call's: torch deals batch ``j`` to worker ``j % W``.
 
 The order is the sampler's ``pass_order()`` for its epoch as this process sees it: a forked or
-spawned worker has the epoch set before its DataLoader iteration began; a persistent
+spawned worker has the epoch set before its DataLoader iteration began (a sampler over a view
+holds its items' order, a row each, and is not pickled: a spawned worker then checks each
+call); a persistent
 worker keeps that epoch, so once the main process sets another, its calls match no order
 and each reads the record (correct, only slower). Each process that checks a call holds
 the epoch's order (8 bytes a row) while the epoch is the same.
@@ -48,6 +50,15 @@ class Order(Protocol):
         """A key of the order (it changes when the order does) and the order, int64 items."""
         ...
 
+    def iterating(self) -> bool:
+        """Whether this process is iterating the sampler now."""
+        ...
+
+    def per_row(self) -> bool:
+        """Whether the sampler holds data per row (a view's order of items): it then stays home
+        when the dataset is pickled, which carries configuration only."""
+        ...
+
 
 class _Follow:
     """Where a followed sampler's current pass is in this process."""
@@ -74,11 +85,17 @@ class Passes:
         """Recognise the calls that follow ``sampler``'s order from now on."""
         self._followed.setdefault(sampler, _Follow())
 
-    def token(self, items: np.ndarray, worker: int = 0, workers: int = 1) -> tuple[int, int] | None:
+    def token(
+        self, items: np.ndarray, worker: int = 0, workers: int = 1, *, live_only: bool = False
+    ) -> tuple[int, int] | None:
         """The pass the call with ``items`` belongs to, or None when it follows no followed order.
 
         ``items``: the call's dataset items, int64 ``(m,)``; ``worker`` and ``workers``: this
         process's DataLoader worker id and the number of workers (0 and 1 outside workers).
+        ``live_only``: only samplers this process is iterating now count (outside DataLoader
+        workers, where the sampler is iterated by the process that calls the dataset; a
+        sampler made for later, say an in-order one for evaluation, would otherwise take
+        the user's own ``dataset[0]``, ``dataset[1]``... for its batches).
         """
         m = items.shape[0]
         if m == 0 or not self._followed:
@@ -88,6 +105,8 @@ class Passes:
             for state in self._followed.values():
                 state.key = None
         for sampler, state in list(self._followed.items()):
+            if live_only and not sampler.iterating():
+                continue
             key, order = sampler.pass_order()
             if state.key != key:
                 state.key, state.next, state.token, state.order = key, -1, None, None
@@ -113,7 +132,7 @@ class Passes:
         return None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"_pinned": tuple(self._followed)}
+        return {"_pinned": tuple(sampler for sampler in self._followed if not sampler.per_row())}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self._pinned = state["_pinned"]

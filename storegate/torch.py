@@ -528,8 +528,8 @@ class StoreGateDataset(Dataset[Any]):
         workers, where torch deals consecutive batches, which share chunks, to every worker and
         all of them would wait for the same chunks at once (S3, 2 workers: 1.12x). Not from a
         remote store without workers: there the thread's network reads hold the GIL against
-        the batches (0.89x). Not when the chunks would take more than a quarter of the cache,
-        which also keeps the chunks of the batches in between."""
+        the batches (0.89x). Not when the chunks would take more than half the cache, which
+        also keeps the chunks of the batches in between (the current window's, about as many)."""
         if self._ahead.busy() or (backend.remote and get_worker_info() is None):
             return
         items = self._passes.ahead(token, READ_AHEAD_CALLS)
@@ -545,7 +545,7 @@ class StoreGateDataset(Dataset[Any]):
                 for segment, ids in variable.missing(stored, self._cache):
                     wanted.append((var, segment, ids))
                     nbytes += len(ids) * segment.chunk_rows * row_bytes
-        if wanted and 4 * nbytes <= self._cache.max_bytes:
+        if wanted and 2 * nbytes <= self._cache.max_bytes:
             self._ahead.start(wanted, backend, self._data_id, self._version, change_count(self._location))
 
     def _look_again(self, backend: Backend) -> None:
@@ -646,7 +646,8 @@ class ConcatDataset(TorchConcatDataset[Any]):
         selection = normalize_index(index, len(self))
         if isinstance(selection, int):
             piece = next(split_selection(selection, self._sizes()))
-            return self._parts[piece.part][piece.local]
+            token = _pass(self._passes, np.array([selection], dtype=np.int64))
+            return self._parts[piece.part]._samples(np.array([piece.local], dtype=np.int64), token)[0]
         rows = np.arange(selection.start, selection.stop) if isinstance(selection, slice) else selection
         token = index.iteration if isinstance(index, LoaderBatch) else _pass(self._passes, rows)
         pieces = [
@@ -836,6 +837,7 @@ class ChunkShuffleSampler(Sampler[int]):
         self.num_samples = n // self.num_replicas if self.drop_last else -(-n // self.num_replicas)
         self._order: tuple[Hashable, np.ndarray] | None = None
         self._iterations = 0  # times this process iterated the sampler: each is a new pass
+        self._live = 0  # iterations of this process under way
         if isinstance(dataset, (StoreGateDataset, ConcatDataset)):
             dataset._passes.follow(self)
             for part in _parts_of(dataset):
@@ -876,7 +878,23 @@ class ChunkShuffleSampler(Sampler[int]):
 
     def __iter__(self) -> Iterator[int]:
         self._iterations += 1
-        return _python_ints(self.pass_order()[1])
+        return self._iterate(self.pass_order()[1])
+
+    def _iterate(self, order: np.ndarray) -> Iterator[int]:
+        self._live += 1
+        try:
+            yield from _python_ints(order)
+        finally:
+            self._live -= 1
+
+    def per_row(self) -> bool:
+        """Whether the sampler holds an order of the dataset's items (over a view), a row each."""
+        return self._items is not None
+
+    def iterating(self) -> bool:
+        """Whether an iteration of the sampler is under way in this process (a DataLoader without
+        workers reads it): only then are the dataset's calls in this process taken for its batches."""
+        return self._live > 0
 
     def __len__(self) -> int:
         return self.num_samples
@@ -884,6 +902,7 @@ class ChunkShuffleSampler(Sampler[int]):
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_order"] = None  # worked out again where it is needed
+        state["_live"] = 0
         return state
 
 
@@ -1065,7 +1084,9 @@ def _commit_key(version: str | None) -> int:
 def _pass(passes: Passes, rows: np.ndarray) -> Hashable | None:
     """The sampler pass that a call with the dataset items ``rows`` belongs to, in this process."""
     info = get_worker_info()
-    return passes.token(rows) if info is None else passes.token(rows, info.id, info.num_workers)
+    if info is None:  # the sampler is iterated here: a call is its batch only while it is
+        return passes.token(rows, live_only=True)
+    return passes.token(rows, info.id, info.num_workers)
 
 
 def _python_ints(rows: np.ndarray, step: int = 1 << 16) -> Iterator[int]:

@@ -50,6 +50,14 @@ class _Order:
     def pass_order(self) -> tuple[Any, np.ndarray]:
         return (self.epoch,), self.order
 
+    def iterating(self) -> bool:
+        return self.live
+
+    def per_row(self) -> bool:
+        return False
+
+    live = True
+
 
 def _dealt(order: np.ndarray, m: int, worker: int, workers: int) -> list[np.ndarray]:
     """The batches torch deals to ``worker``: batch j of the order goes to worker j % workers."""
@@ -331,6 +339,10 @@ def test_a_concatenation_passes_its_pass_to_its_parts(tmp_path: Path, record_rea
         # 8 chunks of x and of id over both stores: each part reads the record at its first
         # batch of the pass and after each batch that reads chunks.
         assert len(record_reads) <= 2 + 8 < len(loader)
+    one_by_one = DataLoader(both, sampler=ChunkShuffleSampler(both, window=1), batch_size=None)  # dataset[i]
+    record_reads.clear()
+    assert sorted(int(ids) for _, ids in one_by_one) == sorted([*range(N), *range(N)])
+    assert len(record_reads) <= 2 + 8 < len(one_by_one)
 
 
 @pytest.mark.slow
@@ -515,3 +527,48 @@ def test_a_sampler_over_a_cache_smaller_than_its_window_warns_with_the_size_need
     shared = StoreGateDataset(sg, "train", "x", "id", chunk_cache_bytes=1, shared_cache_bytes=need)
     with shared:
         ChunkShuffleSampler(shared, window=4)  # the shared cache holds them
+
+
+def test_outside_workers_only_a_sampler_being_iterated_takes_calls_for_its_batches() -> None:
+    order = np.arange(30)
+    sampler = _Order(order)
+    passes = Passes()
+    passes.follow(sampler)
+    sampler.live = False
+    assert passes.token(order[0:5], live_only=True) is None
+    assert passes.token(order[0:5]) is not None  # in a worker the sampler is iterated elsewhere
+    sampler.live = True
+    assert passes.token(order[0:5], live_only=True) is not None
+
+
+def test_your_own_calls_in_an_in_order_sampler_s_order_still_see_commits(
+    tmp_path: Path, record_reads: list[str]
+) -> None:
+    """An in-order sampler made for later (evaluation) is not being iterated: dataset[0],
+    dataset[1]... of your own are not its batches, and each reads the commit record."""
+    dataset = StoreGateDataset(zarr_store(tmp_path), "train", "x", "id")
+    sampler = ChunkShuffleSampler(dataset, shuffle=False)
+    record_reads.clear()
+    for i in range(3):
+        assert float(dataset[i][0][0]) == float(i)
+    assert len(record_reads) >= 3
+    update_in_another_process(tmp_path, 5)
+    assert float(dataset[3][0][0]) == 15.0
+    x, _ = dataset[4:6]
+    assert x[:, 0].tolist() == [20.0, 25.0]
+    for x, ids in DataLoader(dataset, sampler=sampler, batch_size=40):  # its own iteration: its batches
+        assert torch.equal(x[:, 0], 5.0 * ids.float())
+
+
+def test_a_pickled_dataset_carries_its_sampler_but_not_a_view_s_order_of_items(tmp_path: Path) -> None:
+    sg = zarr_store(tmp_path)
+    plain = StoreGateDataset(sg, "train", "x", "id")
+    sampler = ChunkShuffleSampler(plain, seed=3)
+    copy = pickle.loads(pickle.dumps(plain))  # a spawned worker's
+    assert copy._passes.token(sampler.indices()[:8]) is not None
+    view = StoreGateDataset(sg, sg["train"].shuffled(0), "x", "id")
+    alone = len(pickle.dumps(view))
+    over_view = ChunkShuffleSampler(view, seed=3)
+    assert over_view.per_row()
+    assert len(pickle.dumps(view)) == alone  # configuration only, as without a sampler
+    assert pickle.loads(pickle.dumps(view))._passes.token(over_view.indices()[:8]) is None  # checked each call
