@@ -1065,15 +1065,25 @@ def _batch_items(indices: Sequence[int], size: int) -> np.ndarray:
         items = np.asarray(indices)
     except ValueError:  # a nested sequence of unequal lengths
         items = np.asarray(indices, dtype=object)
+    if items.ndim == 1 and items.dtype.kind == "f" and all(_is_int(v) for v in indices):
+        # numpy ints of signed and unsigned dtypes together, which numpy makes floats
+        items = np.asarray([int(v) for v in indices])
     if items.ndim != 1 or (items.size and items.dtype.kind not in "iu"):
         raise InvalidArgumentError(
             "indices must be a flat sequence of ints (the items of one DataLoader batch). Got "
             f"{type(indices).__name__} {indices!r:.80} instead. With a BatchSampler as the DataLoader's sampler, "
             "give it batch_size=None (the BatchSampler already makes the batches), or use StoreGateDataLoader."
         )
-    rows = normalize_index(items.astype(np.int64, copy=False), size)
+    # Checked as given: cast to int64 first, a uint64 item past int64's range would wrap to a
+    # negative one and read a row from the end without a word.
+    rows = normalize_index(items if items.size else np.zeros(0, dtype=np.int64), size)
     assert isinstance(rows, np.ndarray)
-    return rows
+    return rows.astype(np.int64, copy=False)
+
+
+def _is_int(value: object) -> bool:
+    """Whether ``value`` is an int (Python's or numpy's), not a bool."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def _commit_key(version: str | None) -> int:

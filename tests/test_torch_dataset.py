@@ -230,6 +230,23 @@ def test_out_of_range_indices_raise_index_errors(zarr_sg: StoreGate) -> None:
         ds[SPLIT[2]]
     with pytest.raises(IndexError):
         ds.__getitems__([0, SPLIT[2]])
+    for huge in ([2**64 - 1], np.array([2**64 - 1], dtype=np.uint64)):  # not wrapped to -1: the last row
+        with pytest.raises(IndexError):
+            ds.__getitems__(huge)
+
+
+def test_getitems_takes_every_flat_form_of_ints(zarr_sg: StoreGate) -> None:
+    ds = StoreGateDataset(zarr_sg, "test", "x")
+    want = torch.stack(ds.__getitems__([1, 2]))
+    for given in (
+        (1, 2),
+        [np.int32(1), np.uint64(2)],
+        torch.tensor([1, 2]),
+        [torch.tensor(1), torch.tensor(2)],
+        range(1, 3),
+    ):
+        assert torch.equal(torch.stack(ds.__getitems__(given)), want)
+    assert ds.__getitems__([]) == []
 
 
 # --- batched chunk reads ---------------------------------------------------------------
