@@ -50,8 +50,9 @@ class Order(Protocol):
         """A key of the order (it changes when the order does) and the order, int64 items."""
         ...
 
-    def iterating(self) -> bool:
-        """Whether this process is iterating the sampler now."""
+    def reached(self) -> int:
+        """How many items of the order this process's iterations of the sampler under way have
+        given (the furthest of them); 0 when none is under way."""
         ...
 
     def per_row(self) -> bool:
@@ -92,10 +93,12 @@ class Passes:
 
         ``items``: the call's dataset items, int64 ``(m,)``; ``worker`` and ``workers``: this
         process's DataLoader worker id and the number of workers (0 and 1 outside workers).
-        ``live_only``: only samplers this process is iterating now count (outside DataLoader
-        workers, where the sampler is iterated by the process that calls the dataset; a
-        sampler made for later, say an in-order one for evaluation, would otherwise take
-        the user's own ``dataset[0]``, ``dataset[1]``... for its batches).
+        ``live_only``: only items that this process's iterations of the sampler under way have
+        given count (outside DataLoader workers, where the sampler is iterated by the process
+        that calls the dataset and gives a batch's items before the call; a sampler made for
+        later, say an in-order one for evaluation, or one whose iterator was left open after
+        its first batch, would otherwise take the user's own ``dataset[0]``, ``dataset[1]``...
+        for its batches).
         """
         m = items.shape[0]
         if m == 0 or not self._followed:
@@ -105,14 +108,15 @@ class Passes:
             for state in self._followed.values():
                 state.key = None
         for sampler, state in list(self._followed.items()):
-            if live_only and not sampler.iterating():
+            given = sampler.reached() if live_only else None
+            if given == 0:
                 continue
             key, order = sampler.pass_order()
             if state.key != key:
                 state.key, state.next, state.token, state.order = key, -1, None, None
-            if state.next >= 0 and _equal(order, state.next, items):
+            if state.next >= 0 and _equal(order, state.next, items, given):
                 state.next += workers * m
-            elif _equal(order, worker * m, items):
+            elif _equal(order, worker * m, items, given):
                 state.token = (self._pid, next(_TOKENS))
                 state.next = (worker + workers) * m
             else:
@@ -140,7 +144,9 @@ class Passes:
         self._pid = os.getpid()
 
 
-def _equal(order: np.ndarray, start: int, items: np.ndarray) -> bool:
-    """Whether ``order[start : start + len(items)]`` is ``items``."""
+def _equal(order: np.ndarray, start: int, items: np.ndarray, given: int | None = None) -> bool:
+    """Whether ``order[start : start + len(items)]`` is ``items`` (and among the first ``given``
+    items of the order, when given)."""
     stop = start + items.shape[0]
-    return stop <= order.shape[0] and bool(np.array_equal(order[start:stop], items))
+    end = order.shape[0] if given is None else min(given, order.shape[0])
+    return stop <= end and bool(np.array_equal(order[start:stop], items))

@@ -837,7 +837,7 @@ class ChunkShuffleSampler(Sampler[int]):
         self.num_samples = n // self.num_replicas if self.drop_last else -(-n // self.num_replicas)
         self._order: tuple[Hashable, np.ndarray] | None = None
         self._iterations = 0  # times this process iterated the sampler: each is a new pass
-        self._live = 0  # iterations of this process under way
+        self._live: dict[int, list[int]] = {}  # iterations of this process under way: the items each gave
         if isinstance(dataset, (StoreGateDataset, ConcatDataset)):
             dataset._passes.follow(self)
             for part in _parts_of(dataset):
@@ -881,20 +881,24 @@ class ChunkShuffleSampler(Sampler[int]):
         return self._iterate(self.pass_order()[1])
 
     def _iterate(self, order: np.ndarray) -> Iterator[int]:
-        self._live += 1
+        given = [0]  # the items this iteration gave
+        self._live[id(given)] = given
         try:
-            yield from _python_ints(order)
+            for given[0], item in enumerate(_python_ints(order), 1):
+                yield item
         finally:
-            self._live -= 1
+            del self._live[id(given)]
 
     def per_row(self) -> bool:
         """Whether the sampler holds an order of the dataset's items (over a view), a row each."""
         return self._items is not None
 
-    def iterating(self) -> bool:
-        """Whether an iteration of the sampler is under way in this process (a DataLoader without
-        workers reads it): only then are the dataset's calls in this process taken for its batches."""
-        return self._live > 0
+    def reached(self) -> int:
+        """How many items the iterations of the sampler under way in this process have given (the
+        furthest of them; 0 when none is): only calls with items given so are taken for its
+        batches in this process outside DataLoader workers (a DataLoader without workers asks
+        the sampler for a batch's items before it reads them)."""
+        return max((given[0] for given in self._live.values()), default=0)
 
     def __len__(self) -> int:
         return self.num_samples
@@ -902,7 +906,7 @@ class ChunkShuffleSampler(Sampler[int]):
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_order"] = None  # worked out again where it is needed
-        state["_live"] = 0
+        state["_live"] = {}
         return state
 
 

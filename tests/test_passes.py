@@ -50,8 +50,8 @@ class _Order:
     def pass_order(self) -> tuple[Any, np.ndarray]:
         return (self.epoch,), self.order
 
-    def iterating(self) -> bool:
-        return self.live
+    def reached(self) -> int:
+        return self.order.shape[0] if self.live else 0
 
     def per_row(self) -> bool:
         return False
@@ -572,3 +572,35 @@ def test_a_pickled_dataset_carries_its_sampler_but_not_a_view_s_order_of_items(t
     assert over_view.per_row()
     assert len(pickle.dumps(view)) == alone  # configuration only, as without a sampler
     assert pickle.loads(pickle.dumps(view))._passes.token(over_view.indices()[:8]) is None  # checked each call
+
+
+def test_an_iterator_left_open_takes_only_the_items_it_gave_for_its_batches(
+    tmp_path: Path, record_reads: list[str]
+) -> None:
+    """``it = iter(loader); next(it)`` kept (a notebook's peek): the sampler is under way, but
+    only its first item was given, so dataset[1], dataset[2]... of your own read the record."""
+    dataset = StoreGateDataset(zarr_store(tmp_path), "train", "x", "id")
+    sampler = ChunkShuffleSampler(dataset, shuffle=False)
+    it = iter(DataLoader(dataset, sampler=sampler, batch_size=1))
+    next(it)
+    assert sampler.reached() == 1
+    for i in range(3):
+        assert float(dataset[i][0][0]) == float(i)
+    update_in_another_process(tmp_path, 5)
+    assert float(dataset[3][0][0]) == 15.0
+    del it
+    assert sampler.reached() == 0
+
+
+def test_two_loaders_zipped_over_one_sampler_read_every_batch() -> None:
+    order = np.arange(40)
+    sampler = ChunkShuffleSampler(list(range(40)), chunk_rows=8, shuffle=False)
+    a, b = iter(sampler), iter(sampler)
+    assert [next(a) for _ in range(5)] == [next(b) for _ in range(5)] == list(range(5))
+    assert sampler.reached() == 5
+    next(a)
+    assert sampler.reached() == 6
+    del a
+    assert sampler.reached() == 5
+    assert list(b) == order[5:].tolist()
+    assert sampler.reached() == 0
