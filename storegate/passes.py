@@ -135,6 +135,16 @@ class Passes:
                 return state.order[start:stop] if start < stop else None
         return None
 
+    def span(self, token: object, calls: int) -> np.ndarray | None:
+        """The items of this process's calls of pass ``token`` from its last one through the one
+        ``calls`` after it (as far as the pass goes), or None for any other token."""
+        for state in self._followed.values():
+            if state.token == token and state.order is not None and state.next >= 0:
+                starts = state.next + np.arange(-1, calls) * state.stride
+                parts = [state.order[start : start + state.size] for start in starts.tolist()]
+                return np.concatenate(parts)
+        return None
+
     def __getstate__(self) -> dict[str, Any]:
         return {"_pinned": tuple(sampler for sampler in self._followed if not sampler.per_row())}
 

@@ -604,3 +604,38 @@ def test_two_loaders_zipped_over_one_sampler_read_every_batch() -> None:
     assert sampler.reached() == 5
     assert list(b) == order[5:].tolist()
     assert sampler.reached() == 0
+
+
+@pytest.mark.parametrize("windows", [2, 3, 4, 6])
+def test_read_ahead_into_a_small_cache_reads_no_chunk_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, windows: int
+) -> None:
+    """Chunks read ahead into a cache too small for every chunk up to their batch would push out
+    chunks the batches in between need, or be pushed out before their batch (2.8x the reads)."""
+    sg = zarr_store(tmp_path, chunk_rows=8)
+    room = windows * 2 * 8 * (3 * 4 + 8)  # window=2 chunks of x (3 float32) and id (int64)
+    reads: list[int] = []
+    real = ZarrBackend.read
+
+    def counted(self: ZarrBackend, *args: Any, **kwargs: Any) -> Any:
+        reads.append(1)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(ZarrBackend, "read", counted)
+    counts = []
+    for ahead in (False, True):
+        if not ahead:
+            monkeypatch.setattr(StoreGateDataset, "_read_ahead", lambda *args: None)
+        else:
+            monkeypatch.undo()
+            monkeypatch.setattr(ZarrBackend, "read", counted)
+        dataset = StoreGateDataset(sg, "train", "x", "id", chunk_cache_bytes=room)
+        sampler = ChunkShuffleSampler(dataset, window=2)
+        reads.clear()
+        for epoch in range(3):
+            sampler.set_epoch(epoch)
+            assert _epoch(DataLoader(dataset, sampler=BatchSampler(sampler, 4, False), batch_size=None)) == {
+                i: float(i) for i in range(N)
+            }
+        counts.append(len(reads))
+    assert counts[1] <= counts[0] * 1.05
