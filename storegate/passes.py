@@ -50,9 +50,9 @@ class Order(Protocol):
         """A key of the order (it changes when the order does) and the order, int64 items."""
         ...
 
-    def reached(self) -> int:
-        """How many items of the order this process's iterations of the sampler under way have
-        given (the furthest of them); 0 when none is under way."""
+    def reached(self) -> tuple[int, ...]:
+        """How many items of the order each iteration of the sampler under way in this process
+        has given (empty when none is under way)."""
         ...
 
     def per_row(self) -> bool:
@@ -93,12 +93,13 @@ class Passes:
 
         ``items``: the call's dataset items, int64 ``(m,)``; ``worker`` and ``workers``: this
         process's DataLoader worker id and the number of workers (0 and 1 outside workers).
-        ``live_only``: only items that this process's iterations of the sampler under way have
-        given count (outside DataLoader workers, where the sampler is iterated by the process
-        that calls the dataset and gives a batch's items before the call; a sampler made for
-        later, say an in-order one for evaluation, or one whose iterator was left open after
-        its first batch, would otherwise take the user's own ``dataset[0]``, ``dataset[1]``...
-        for its batches).
+        ``live_only``: only the items an iteration of the sampler under way in this process has
+        just given count: the call's items must end where one of them stands (outside DataLoader
+        workers, where a DataLoader without workers asks the sampler for a batch's items and
+        then reads them; a sampler made for later, say an in-order one for evaluation, one whose
+        iterator was left open after its first batch, or one that this process iterates ahead
+        for DataLoader workers would otherwise take the user's own ``dataset[0]``,
+        ``dataset[1]``... for its batches).
         """
         m = items.shape[0]
         if m == 0 or not self._followed:
@@ -109,7 +110,7 @@ class Passes:
                 state.key = None
         for sampler, state in list(self._followed.items()):
             given = sampler.reached() if live_only else None
-            if given == 0:
+            if given == ():
                 continue
             key, order = sampler.pass_order()
             if state.key != key:
@@ -154,9 +155,10 @@ class Passes:
         self._pid = os.getpid()
 
 
-def _equal(order: np.ndarray, start: int, items: np.ndarray, given: int | None = None) -> bool:
-    """Whether ``order[start : start + len(items)]`` is ``items`` (and among the first ``given``
-    items of the order, when given)."""
+def _equal(order: np.ndarray, start: int, items: np.ndarray, given: tuple[int, ...] | None = None) -> bool:
+    """Whether ``order[start : start + len(items)]`` is ``items`` (and ends where an iteration
+    stands, when ``given``: how many items each iteration under way has given)."""
     stop = start + items.shape[0]
-    end = order.shape[0] if given is None else min(given, order.shape[0])
-    return stop <= end and bool(np.array_equal(order[start:stop], items))
+    return (
+        stop <= order.shape[0] and (given is None or stop in given) and bool(np.array_equal(order[start:stop], items))
+    )

@@ -897,12 +897,12 @@ class ChunkShuffleSampler(Sampler[int]):
         """Whether the sampler holds an order of the dataset's items (over a view), a row each."""
         return self._items is not None
 
-    def reached(self) -> int:
-        """How many items the iterations of the sampler under way in this process have given (the
-        furthest of them; 0 when none is): only calls with items given so are taken for its
-        batches in this process outside DataLoader workers (a DataLoader without workers asks
-        the sampler for a batch's items before it reads them)."""
-        return max((given[0] for given in self._live.values()), default=0)
+    def reached(self) -> tuple[int, ...]:
+        """How many items each iteration of the sampler under way in this process has given (empty
+        when none is): outside DataLoader workers only a call with the items an iteration has
+        just given is taken for its batch (a DataLoader without workers asks the sampler for a
+        batch's items, then reads them; with workers, this process iterates ahead for them)."""
+        return tuple(given[0] for given in self._live.values())
 
     def __len__(self) -> int:
         return self.num_samples
