@@ -540,16 +540,18 @@ class StoreGateDataset(Dataset[Any]):
         if items is None:
             return
         stored = items if self._rows is None else self._view_rows()[items]
-        span = self._passes.span(token, READ_AHEAD_CALLS)
-        assert span is not None
-        span = span if self._rows is None else self._view_rows()[span]
         chunked = [(var, v) for var, v in self._variables.items() if isinstance(v, ChunkedVariable)]
         chunked = [(var, v) for var, v in chunked if var in self._read_names]
         wanted: list[Wanted] = [
             (var, segment, ids) for var, variable in chunked for segment, ids in variable.missing(stored, self._cache)
         ]
+        if not wanted:  # the usual case, inside a window: the span is not worked out for every batch
+            return
+        span = self._passes.span(token, READ_AHEAD_CALLS)
+        assert span is not None
+        span = span if self._rows is None else self._view_rows()[span]
         nbytes = sum(_chunk_bytes(variable, variable.missing(span, _NO_CACHE)) for _, variable in chunked)
-        if wanted and 2 * nbytes <= self._cache.max_bytes:
+        if 2 * nbytes <= self._cache.max_bytes:
             self._ahead.start(wanted, backend, self._data_id, self._version, change_count(self._location))
 
     def _look_again(self, backend: Backend) -> None:
