@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import operator
 import os
 import warnings
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
@@ -843,7 +844,7 @@ class ChunkShuffleSampler(Sampler[int]):
         self.num_samples = n // self.num_replicas if self.drop_last else -(-n // self.num_replicas)
         self._order: tuple[Hashable, np.ndarray] | None = None
         self._iterations = 0  # times this process iterated the sampler: each is a new pass
-        self._live: dict[int, list[int]] = {}  # iterations of this process under way: the items each gave
+        self._live: dict[int, _Progress] = {}  # iterations of this process under way
         if isinstance(dataset, (StoreGateDataset, ConcatDataset)):
             dataset._passes.follow(self)
             for part in _parts_of(dataset):
@@ -887,13 +888,12 @@ class ChunkShuffleSampler(Sampler[int]):
         return self._iterate(self.pass_order()[1])
 
     def _iterate(self, order: np.ndarray) -> Iterator[int]:
-        given = [0]  # the items this iteration gave
-        self._live[id(given)] = given
+        progress = _Progress()
+        self._live[id(progress)] = progress
         try:
-            for given[0], item in enumerate(_python_ints(order), 1):
-                yield item
+            yield from progress.items(order)
         finally:
-            del self._live[id(given)]
+            del self._live[id(progress)]
 
     def per_row(self) -> bool:
         """Whether the sampler holds an order of the dataset's items (over a view), a row each."""
@@ -904,7 +904,7 @@ class ChunkShuffleSampler(Sampler[int]):
         when none is): outside DataLoader workers only a call with the items an iteration has
         just given is taken for its batch (a DataLoader without workers asks the sampler for a
         batch's items, then reads them; with workers, this process iterates ahead for them)."""
-        return tuple(given[0] for given in self._live.values())
+        return tuple(progress.given() for progress in self._live.values())
 
     def __len__(self) -> int:
         return self.num_samples
@@ -1119,14 +1119,28 @@ def _pass(passes: Passes, rows: np.ndarray) -> Hashable | None:
     return passes.token(rows, info.id, info.num_workers)
 
 
-def _python_ints(rows: np.ndarray, step: int = 1 << 16) -> Iterator[int]:
-    """The rows as Python ints, converted ``step`` at a time.
+class _Progress:
+    """How far an iteration of a sampler has got: the items it gave, read off the list iterator
+    of the block it is giving (no Python step per item)."""
 
-    A whole epoch's list would hold about 40 bytes per row (a pointer and an int object)
-    for as long as the epoch runs, on top of the array's 8: 62 MiB for 1.6M rows.
-    """
-    for start in range(0, rows.shape[0], step):
-        yield from rows[start : start + step].tolist()
+    def __init__(self) -> None:
+        self._end = 0  # the items given once the current block is
+        self._block: Iterator[int] = iter(())
+
+    def items(self, rows: np.ndarray, step: int = 1 << 16) -> Iterator[int]:
+        """The rows as Python ints, converted ``step`` at a time.
+
+        A whole epoch's list would hold about 40 bytes per row (a pointer and an int object)
+        for as long as the epoch runs, on top of the array's 8: 62 MiB for 1.6M rows.
+        """
+        for start in range(0, rows.shape[0], step):
+            block = rows[start : start + step].tolist()
+            self._end, self._block = start + len(block), iter(block)
+            yield from self._block
+
+    def given(self) -> int:
+        """The items given so far."""
+        return self._end - operator.length_hint(self._block)
 
 
 # --- checking variables ------------------------------------------------------------------

@@ -654,3 +654,22 @@ def test_your_own_calls_beside_a_loader_with_workers_still_see_commits(tmp_path:
                 assert float(dataset[i][0][0]) == float(i)
             update_in_another_process(tmp_path, 5)
             assert float(dataset[4][0][0]) == 20.0
+
+
+def test_a_sampler_knows_how_far_each_of_its_iterations_has_got(tmp_path: Path) -> None:
+    sampler = ChunkShuffleSampler(StoreGateDataset(zarr_store(tmp_path), "train", "x", "id"))
+    assert sampler.reached() == ()
+    first, second = iter(sampler), iter(sampler)
+    taken = [next(first) for _ in range(5)]
+    assert sampler.reached() == (5,)  # the second has not started
+    next(second)
+    assert sorted(sampler.reached()) == [1, 5]
+    assert taken + list(first) == sampler.indices().tolist()
+    assert sampler.reached() == (1,)
+    del second
+    assert sampler.reached() == ()
+    progress = storegate.torch._Progress()
+    items = progress.items(np.arange(10), step=3)  # across blocks of 3
+    got = [next(items) for _ in range(7)]
+    assert got == list(range(7))
+    assert progress.given() == 7
