@@ -46,6 +46,7 @@ __all__ = [
     "epoch_order",
     "fetch_chunks",
     "shard",
+    "thread_pool",
     "view_chunk_bounds",
 ]
 
@@ -177,7 +178,7 @@ def _read_runs(fetch: Fetch, phase: str, var: str, runs: list[slice]) -> list[np
     if len(runs) < 2 or not getattr(fetch, "concurrent", False):
         return [fetch(phase, var, rows) for rows in runs]
     threads = READ_THREADS if getattr(fetch, "remote", False) else LOCAL_READ_THREADS
-    return list(_pool(threads).map(lambda rows: fetch(phase, var, rows), runs))
+    return list(thread_pool(threads).map(lambda rows: fetch(phase, var, rows), runs))
 
 
 _pools: dict[tuple[int, int], ThreadPoolExecutor] = {}
@@ -192,9 +193,10 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _pool(threads: int) -> ThreadPoolExecutor:
-    """This process's reader threads, ``threads`` of them (a forked DataLoader worker makes its
-    own: threads do not survive a fork)."""
+def thread_pool(threads: int) -> ThreadPoolExecutor:
+    """This process's pool of ``threads`` reader threads (a forked DataLoader worker makes its
+    own: threads do not survive a fork). Pools of different sizes are different pools: a task
+    of one may wait on tasks of another."""
     key = (os.getpid(), threads)
     with _pools_lock:
         pool = _pools.get(key)
@@ -248,16 +250,33 @@ class ChunkedVariable:
         """Chunk starts over the dataset's rows, then the number of rows."""
         return chunk_bounds(self.segments)
 
+    @property
+    def row_bytes(self) -> int:
+        """Bytes of one decoded row."""
+        return self.dtype.itemsize * int(np.prod(self.row_shape, dtype=np.int64))
+
+    @property
+    def chunk_bytes(self) -> int:
+        """Bytes of the largest decoded chunk."""
+        return max((s.chunk_rows for s in self.segments), default=0) * self.row_bytes
+
     def cached(self, rows: np.ndarray, cache: ChunkCache) -> bool:
         """Whether ``cache`` holds every chunk that rows ``rows`` lie in (a read of them would not touch the store)."""
         return not self.missing(rows, cache)
 
-    def missing(self, rows: np.ndarray, cache: ChunkCache) -> list[tuple[Segment, list[int]]]:
-        """The chunks that rows ``rows`` lie in and ``cache`` does not hold: per segment, sorted ids."""
+    def chunks(self, rows: np.ndarray) -> list[tuple[Segment, list[int]]]:
+        """The chunks that rows ``rows`` lie in: per segment that holds some, sorted ids."""
         out = []
         for segment in self.segments:
             local = rows[(rows >= segment.start) & (rows < segment.start + segment.rows)] - segment.start
-            ids = np.unique(local // segment.chunk_rows).tolist()
+            if local.size:
+                out.append((segment, np.unique(local // segment.chunk_rows).tolist()))
+        return out
+
+    def missing(self, rows: np.ndarray, cache: ChunkCache) -> list[tuple[Segment, list[int]]]:
+        """The chunks that rows ``rows`` lie in and ``cache`` does not hold: per segment, sorted ids."""
+        out = []
+        for segment, ids in self.chunks(rows):
             ids = [cid for cid in ids if (self.var, segment.phase, cid) not in cache]
             if ids:
                 out.append((segment, ids))

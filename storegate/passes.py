@@ -129,21 +129,29 @@ class Passes:
     def ahead(self, token: object, calls: int) -> np.ndarray | None:
         """The items of the call ``calls`` after the last one of pass ``token`` in this process, if
         the pass goes on that far (``None`` otherwise, and for any other token)."""
-        for state in self._followed.values():
-            if state.token == token and state.order is not None and state.next >= 0:
-                start = state.next + (calls - 1) * state.stride
-                stop = min(start + state.size, state.order.shape[0])
-                return state.order[start:stop] if start < stop else None
-        return None
+        found = self._state(token)
+        if found is None:
+            return None
+        state, order = found
+        start = state.next + (calls - 1) * state.stride
+        items = order[start : start + state.size]
+        return items if items.size else None
 
     def span(self, token: object, calls: int) -> np.ndarray | None:
         """The items of this process's calls of pass ``token`` from its last one through the one
         ``calls`` after it (as far as the pass goes), or None for any other token."""
+        found = self._state(token)
+        if found is None:
+            return None
+        state, order = found
+        starts = state.next + np.arange(-1, calls) * state.stride
+        return np.concatenate([order[start : start + state.size] for start in starts.tolist()])
+
+    def _state(self, token: object) -> tuple[_Follow, np.ndarray] | None:
+        """Where pass ``token`` of this process stands, and its order; None for any other token."""
         for state in self._followed.values():
             if state.token == token and state.order is not None and state.next >= 0:
-                starts = state.next + np.arange(-1, calls) * state.stride
-                parts = [state.order[start : start + state.size] for start in starts.tolist()]
-                return np.concatenate(parts)
+                return state, state.order
         return None
 
     def __getstate__(self) -> dict[str, Any]:

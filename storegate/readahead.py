@@ -18,31 +18,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Hashable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 import numpy as np
 
 from storegate.backends import Backend
-from storegate.loader import ChunkCache, Segment, fetch_chunks
+from storegate.loader import ChunkCache, Segment, fetch_chunks, thread_pool
 from storegate.reading import fetch_from
 
 __all__ = ["ReadAhead", "Wanted"]
 
 #: A variable's chunks to read: its name, the segment and the chunk ids (sorted, unique).
 Wanted = tuple[str, Segment, list[int]]
-
-_executors: dict[int, ThreadPoolExecutor] = {}
-
-
-def _executor() -> ThreadPoolExecutor:
-    """This process's read-ahead thread (a forked worker makes its own: threads do not survive a fork)."""
-    pid = os.getpid()
-    executor = _executors.get(pid)
-    if executor is None:
-        _executors.clear()  # a parent's, copied without its thread
-        executor = _executors[pid] = ThreadPoolExecutor(1, thread_name_prefix="storegate-ahead")
-    return executor
 
 
 @dataclass(frozen=True)
@@ -65,7 +53,8 @@ class ReadAhead:
 
     def start(self, wanted: list[Wanted], backend: Backend, data_id: str, version: str | None, changes: int) -> None:
         """Read ``wanted`` in the read-ahead thread; ``version`` and ``changes``: what the cache holds now."""
-        future = _executor().submit(_read, wanted, backend, data_id, version)
+        # A pool of its own size (one thread): the chunk reads it starts run in the reader pools.
+        future = thread_pool(1).submit(_read, wanted, backend, data_id, version)
         self._job = _Job(os.getpid(), future, version, changes)
 
     def adopt(self, cache: ChunkCache, version: str | None, changes: int, needed: Callable[[], bool]) -> None:

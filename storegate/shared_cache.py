@@ -467,8 +467,7 @@ def _plan(variables: Sequence[ChunkedVariable], max_bytes: int) -> tuple[dict[st
 
 
 def _slot_bytes(v: ChunkedVariable) -> int:
-    row_bytes = v.dtype.itemsize * int(np.prod(v.row_shape, dtype=np.int64))
-    return _aligned(max(max(s.chunk_rows, 1) * row_bytes for s in v.segments))
+    return _aligned(max(max(s.chunk_rows, 1) * v.row_bytes for s in v.segments))
 
 
 def _slots(v: ChunkedVariable, rows: int) -> int:

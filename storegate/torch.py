@@ -50,6 +50,7 @@ from storegate.loader import (
     DEFAULT_WINDOW,
     ChunkCache,
     ChunkedVariable,
+    Fetch,
     MemoryVariable,
     Segment,
     epoch_order,
@@ -447,11 +448,8 @@ class StoreGateDataset(Dataset[Any]):
         if isinstance(variable, RaggedVariable):
             fetch.used = True  # read from the store, outside the chunk cache
             return variable.read(rows, GroupEngine(backend, self._data_id))
-        if self._shared is not None and not variable.cached(rows, self._cache):
-            # Chunks another worker decoded, perhaps after a commit this process has not read:
-            # the batch is checked against the commit record after it, as one read from the store.
-            fetch.used = True
-        return variable.read(rows, fetch, self._cache, self._shared)
+        source = None if self._shared is None else _SharedSource(self._shared)
+        return variable.read(rows, fetch, self._cache, source)
 
     def _select(self, var: str, rows: np.ndarray) -> np.ndarray:
         """What ``inner`` selects inside each row read of ``var`` (every row: ``rows`` as they are)."""
@@ -541,8 +539,7 @@ class StoreGateDataset(Dataset[Any]):
         if items is None:
             return
         stored = items if self._rows is None else self._view_rows()[items]
-        chunked = [(var, v) for var, v in self._variables.items() if isinstance(v, ChunkedVariable)]
-        chunked = [(var, v) for var, v in chunked if var in self._read_names]
+        chunked = [(var, v) for var in self._read_names if isinstance(v := self._variables[var], ChunkedVariable)]
         wanted: list[Wanted] = [
             (var, segment, ids) for var, variable in chunked for segment, ids in variable.missing(stored, self._cache)
         ]
@@ -551,7 +548,11 @@ class StoreGateDataset(Dataset[Any]):
         span = self._passes.span(token, READ_AHEAD_CALLS)
         assert span is not None
         span = span if self._rows is None else self._view_rows()[span]
-        nbytes = sum(_chunk_bytes(variable, variable.missing(span, _NO_CACHE)) for _, variable in chunked)
+        nbytes = sum(
+            len(ids) * segment.chunk_rows * variable.row_bytes
+            for _, variable in chunked
+            for segment, ids in variable.chunks(span)
+        )
         if 2 * nbytes <= self._cache.max_bytes:
             self._ahead.start(wanted, backend, self._data_id, self._version, change_count(self._location))
 
@@ -1075,7 +1076,7 @@ def _batch_items(indices: Sequence[int], size: int) -> np.ndarray:
         items = np.asarray(indices)
     except ValueError:  # a nested sequence of unequal lengths
         items = np.asarray(indices, dtype=object)
-    if items.ndim == 1 and items.dtype.kind == "f" and all(_is_int(v) for v in indices):
+    if items.ndim == 1 and items.dtype.kind == "f" and all(is_int(v) for v in indices):
         # numpy ints of signed and unsigned dtypes together, which numpy makes floats
         items = np.asarray([int(v) for v in indices])
     if items.ndim != 1 or (items.size and items.dtype.kind not in "iu"):
@@ -1091,19 +1092,18 @@ def _batch_items(indices: Sequence[int], size: int) -> np.ndarray:
     return rows.astype(np.int64, copy=False)
 
 
-#: A cache that holds nothing: ``missing(rows, _NO_CACHE)`` lists every chunk of the rows.
-_NO_CACHE = ChunkCache(0)
+class _SharedSource:
+    """The shared chunk cache as the source of the chunks this process's cache lacks, whose chunks
+    count as read from the store: another worker may have decoded them after a commit this
+    process has not read yet, so the batch is checked against the commit record after it."""
 
+    def __init__(self, cache: SharedChunkCache) -> None:
+        self._cache = cache
 
-def _chunk_bytes(variable: ChunkedVariable, chunks: list[tuple[Segment, list[int]]]) -> int:
-    """The bytes of ``variable``'s decoded chunks ``chunks`` (per segment, chunk ids)."""
-    row_bytes = variable.dtype.itemsize * int(np.prod(variable.row_shape))
-    return sum(len(ids) * segment.chunk_rows * row_bytes for segment, ids in chunks)
-
-
-def _is_int(value: object) -> bool:
-    """Whether ``value`` is an int (Python's or numpy's), not a bool."""
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+    def chunks(self, var: str, segment: Segment, ids: Sequence[int], fetch: Fetch) -> dict[int, np.ndarray]:
+        assert isinstance(fetch, BackendFetch)
+        fetch.used = True
+        return self._cache.chunks(var, segment, ids, fetch)
 
 
 def _commit_key(version: str | None) -> int:
@@ -1341,11 +1341,7 @@ def _warn_if_the_cache_is_small(dataset: StoreGateDataset, window: int) -> None:
     measured 188 chunk reads and 10x the time). A cache turned off (0) was asked for.
     """
     room = max(dataset._cache.max_bytes, 0 if dataset._shared is None else dataset._shared.max_bytes)
-    sizes = {
-        var: max(s.chunk_rows for s in v.segments) * v.dtype.itemsize * int(np.prod(v.row_shape))
-        for var, v in dataset._variables.items()
-        if isinstance(v, ChunkedVariable) and v.segments
-    }
+    sizes = {var: v.chunk_bytes for var, v in dataset._variables.items() if isinstance(v, ChunkedVariable)}
     need = window * sum(sizes.values())
     if 0 < room < need:
         warnings.warn(
